@@ -1,0 +1,22 @@
+"""TFHE engine of fheml: parameters, keys, encryption, keyswitch and programmable bootstrap.
+
+>>> from fheml._core import select_parameters, SecretKeys
+>>> params = select_parameters(precision=4, p_error=2**-40)
+>>> sk = SecretKeys.generate(params); ek = sk.evaluation_keys()     # doctest: +SKIP
+"""
+
+from fheml._core.keys import EvaluationKeys, LweCiphertext, SecretKeys, decode, encode, make_luts
+from fheml._core.parameters import ParameterSet, select_parameters
+from fheml._core.serialization import SerializationError
+
+__all__ = [
+    "EvaluationKeys",
+    "LweCiphertext",
+    "ParameterSet",
+    "SecretKeys",
+    "SerializationError",
+    "decode",
+    "encode",
+    "make_luts",
+    "select_parameters",
+]

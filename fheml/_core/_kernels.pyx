@@ -1,0 +1,320 @@
+# cython: language_level=3
+"""Thin wrappers over the C kernels (kernels.h).  Every wrapper validates shapes, allocates
+its outputs and scratch once, and runs the kernel with the GIL released."""
+import os
+
+import numpy as np
+
+cimport numpy as cnp
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+
+cnp.import_array()
+
+cdef extern from "kernels.h" nogil:
+    int FHEML_MAX_GROUP
+    ctypedef struct fft_plan:
+        int N, M, log2N
+        const double *tw_re
+        const double *tw_im
+        const double *twist_re
+        const double *twist_im
+        const double *untwist_re
+        const double *untwist_im
+    ctypedef struct pbs_scratch:
+        uint64_t *diff
+        int32_t *digits
+        double *fdig
+        double *facc
+        double *fout
+        uint64_t *small
+        int32_t *abar
+        uint64_t *acc
+        int32_t *ks_digits
+    int fheml_cpu_has_avx2()
+    void fheml_forward_i32(int simd, const fft_plan *p, const int32_t *a, double *re, double *im)
+    void fheml_forward_torus(int simd, const fft_plan *p, const uint64_t *a, double *re,
+                             double *im)
+    void fheml_backward_f64(int simd, const fft_plan *p, double *re, double *im, double *out)
+    void fheml_add_f64_to_torus(int simd, const double *x, uint64_t *acc, int n)
+    void fheml_decompose_i32(int simd, const uint64_t *v, int n, int base_log, int level,
+                             int32_t *out)
+    void fheml_keyswitch_group(int simd, const uint64_t *ksk, int n_in, int n_out,
+                               int base_log, int level, const uint64_t *const *inp, int G,
+                               uint64_t *const *out, int32_t *digits)
+    void fheml_pbs_range(int simd, const fft_plan *p, const uint64_t *ksk, int ks_base_log,
+                         int ks_level, const double *bsk, int n, int k, int pbs_base_log,
+                         int pbs_level, const uint64_t *luts, const int64_t *lut_index,
+                         const uint64_t *inp, uint64_t *out, int64_t start, int64_t end,
+                         int group, pbs_scratch *sc)
+    void fheml_mul_binary_exact(int simd, const fft_plan *p, const double *key_f,
+                                const uint64_t *a, uint64_t *out, double *work, int32_t *limb)
+
+MAX_GROUP = FHEML_MAX_GROUP
+CPU_HAS_AVX2 = bool(fheml_cpu_has_avx2())
+cdef int _simd = CPU_HAS_AVX2 and os.environ.get("FHEML_SIMD", "auto").lower() not in ("0", "off", "no")
+
+
+def simd_enabled():
+    """True when the AVX2/FMA kernels are in use."""
+    return bool(_simd)
+
+
+def set_simd(bint enabled):
+    """Choose the AVX2/FMA kernels (if the CPU has them) or the portable ones; returns the
+    previous setting.  For tests and benchmarks."""
+    global _simd
+    previous = bool(_simd)
+    _simd = bool(enabled) and CPU_HAS_AVX2
+    return previous
+
+
+cdef class FourierPlan:
+    """Twiddle and twist tables of the negacyclic FFT for polynomials of size N."""
+    cdef fft_plan plan
+    cdef readonly object tables
+    cdef readonly int polynomial_size
+
+    def __init__(self, int polynomial_size):
+        N = polynomial_size
+        if N < 8 or N & (N - 1) or N > 1 << 17:
+            raise ValueError(f"polynomial_size must be a power of two in [8, 2^17], got {N}")
+        M = N // 2
+        # Computed in extended precision: the tables' rounding error is FFT noise.
+        pi = np.arctan(np.longdouble(1)) * 4
+        tw = np.zeros(M, dtype=np.longdouble)
+        tw_im = np.zeros(M, dtype=np.longdouble)
+        h = 1
+        while h < M:
+            j = np.arange(h, dtype=np.longdouble)
+            ang = pi * j / h
+            tw[h:2 * h] = np.cos(ang)
+            tw_im[h:2 * h] = np.sin(ang)
+            h *= 2
+        j = np.arange(M, dtype=np.longdouble)
+        ang = pi * j / N
+        tables = {
+            "tw_re": tw.astype(np.float64), "tw_im": tw_im.astype(np.float64),
+            "twist_re": np.cos(ang).astype(np.float64), "twist_im": np.sin(ang).astype(np.float64),
+            "untwist_re": (np.cos(ang) / M).astype(np.float64),
+            "untwist_im": (-np.sin(ang) / M).astype(np.float64),
+        }
+        self.tables = tables
+        self.polynomial_size = N
+        self.plan.N = N
+        self.plan.M = M
+        self.plan.log2N = N.bit_length() - 1
+        cdef double[::1] v
+        v = tables["tw_re"]; self.plan.tw_re = &v[0]
+        v = tables["tw_im"]; self.plan.tw_im = &v[0]
+        v = tables["twist_re"]; self.plan.twist_re = &v[0]
+        v = tables["twist_im"]; self.plan.twist_im = &v[0]
+        v = tables["untwist_re"]; self.plan.untwist_re = &v[0]
+        v = tables["untwist_im"]; self.plan.untwist_im = &v[0]
+
+
+cdef inline void _check_rows(object a, int N, str name) except *:
+    if a.ndim != 2 or a.shape[1] != N:
+        raise ValueError(f"{name} must have shape (rows, {N}), got {a.shape}")
+
+
+def fft_forward_i32(FourierPlan plan, a):
+    """Negacyclic forward transform of rows of small integers -> (rows, N) f64 (re | im)."""
+    cdef int N = plan.polynomial_size, M = N // 2
+    a = np.ascontiguousarray(a, dtype=np.int32)
+    _check_rows(a, N, "a")
+    out = np.empty(a.shape, dtype=np.float64)
+    cdef int32_t[:, ::1] av = a
+    cdef double[:, ::1] ov = out
+    cdef Py_ssize_t r
+    with nogil:
+        for r in range(av.shape[0]):
+            fheml_forward_i32(_simd, &plan.plan, &av[r, 0], &ov[r, 0], &ov[r, M])
+    return out
+
+
+def fft_forward_torus(FourierPlan plan, a):
+    """Negacyclic forward transform of rows of torus values (u64 read as fractions)."""
+    cdef int N = plan.polynomial_size, M = N // 2
+    a = np.ascontiguousarray(a, dtype=np.uint64)
+    _check_rows(a, N, "a")
+    out = np.empty(a.shape, dtype=np.float64)
+    cdef uint64_t[:, ::1] av = a
+    cdef double[:, ::1] ov = out
+    cdef Py_ssize_t r
+    with nogil:
+        for r in range(av.shape[0]):
+            fheml_forward_torus(_simd, &plan.plan, &av[r, 0], &ov[r, 0], &ov[r, M])
+    return out
+
+
+def fft_backward(FourierPlan plan, f):
+    """Inverse of the forward transforms: (rows, N) f64 Fourier -> (rows, N) f64 values."""
+    cdef int N = plan.polynomial_size, M = N // 2
+    work = np.array(f, dtype=np.float64, order="C", copy=True)
+    _check_rows(work, N, "f")
+    out = np.empty(work.shape, dtype=np.float64)
+    cdef double[:, ::1] wv = work
+    cdef double[:, ::1] ov = out
+    cdef Py_ssize_t r
+    with nogil:
+        for r in range(wv.shape[0]):
+            fheml_backward_f64(_simd, &plan.plan, &wv[r, 0], &wv[r, M], &ov[r, 0])
+    return out
+
+
+def add_f64_to_torus(x, acc):
+    """acc += x * 2^64 mod 2^64 in place (x: torus values in units of 1)."""
+    cdef double[::1] xv = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+    cdef uint64_t[::1] av = acc.reshape(-1)
+    if xv.shape[0] != av.shape[0]:
+        raise ValueError("x and acc must have the same size")
+    with nogil:
+        fheml_add_f64_to_torus(_simd, &xv[0], &av[0], <int>xv.shape[0])
+
+
+def decompose(values, int base_log, int level):
+    """Balanced signed decomposition -> int32 (level, n), most significant level first."""
+    if not (1 <= base_log <= 31 and level >= 1 and base_log * level <= 64):
+        raise ValueError(f"bad decomposition base_log={base_log} level={level}")
+    cdef uint64_t[::1] v = np.ascontiguousarray(values, dtype=np.uint64).reshape(-1)
+    out = np.empty((level, v.shape[0]), dtype=np.int32)
+    cdef int32_t[:, ::1] ov = out
+    if v.shape[0]:
+        with nogil:
+            fheml_decompose_i32(_simd, &v[0], <int>v.shape[0], base_log, level, &ov[0, 0])
+    return out
+
+
+def mul_binary_exact(FourierPlan plan, key_bits, a, out=None):
+    """out (+)= key * a mod (X^N + 1, 2^64) exactly, for a binary key polynomial."""
+    cdef int N = plan.polynomial_size
+    key_f = fft_forward_i32(plan, np.asarray(key_bits, dtype=np.int32).reshape(1, N))
+    a = np.ascontiguousarray(a, dtype=np.uint64)
+    _check_rows(a, N, "a")
+    if out is None:
+        out = np.zeros(a.shape, dtype=np.uint64)
+    _check_rows(out, N, "out")
+    cdef double[:, ::1] kf = key_f
+    cdef uint64_t[:, ::1] av = a
+    cdef uint64_t[:, ::1] ov = out
+    cdef double[::1] work = np.empty(3 * N, dtype=np.float64)
+    cdef int32_t[::1] limb = np.empty(N, dtype=np.int32)
+    cdef Py_ssize_t r
+    with nogil:
+        for r in range(av.shape[0]):
+            fheml_mul_binary_exact(_simd, &plan.plan, &kf[0, 0], &av[r, 0], &ov[r, 0],
+                                   &work[0], &limb[0])
+    return out
+
+
+def keyswitch_batch(ksk, int ks_base_log, int ks_level, cts, int group=8):
+    """Keyswitch (B, n_in + 1) ciphertexts with a (n_in, ks_level, n_out + 1) key."""
+    if ksk.ndim != 3 or ksk.shape[1] != ks_level or cts.ndim != 2 or cts.shape[1] != ksk.shape[0] + 1:
+        raise ValueError("keyswitch key and ciphertexts do not match")
+    if not 1 <= group <= FHEML_MAX_GROUP:
+        raise ValueError(f"group must be in [1, {FHEML_MAX_GROUP}]")
+    cdef uint64_t[:, :, ::1] kv = np.ascontiguousarray(ksk, dtype=np.uint64)
+    cdef uint64_t[:, ::1] cv = np.ascontiguousarray(cts, dtype=np.uint64)
+    cdef int n_in = ksk.shape[0], n_out = ksk.shape[2] - 1
+    cdef Py_ssize_t B = cts.shape[0], s, g, G
+    out = np.empty((B, n_out + 1), dtype=np.uint64)
+    cdef uint64_t[:, ::1] ov = out
+    cdef int32_t[::1] digits = np.empty(FHEML_MAX_GROUP * ks_level, dtype=np.int32)
+    cdef const uint64_t *ins[16]
+    cdef uint64_t *outs[16]
+    with nogil:
+        s = 0
+        while s < B:
+            G = min(group, B - s)
+            for g in range(G):
+                ins[g] = &cv[s + g, 0]
+                outs[g] = &ov[s + g, 0]
+            fheml_keyswitch_group(_simd, &kv[0, 0, 0], n_in, n_out, ks_base_log, ks_level,
+                                  ins, <int>G, outs, &digits[0])
+            s += G
+    return out
+
+
+cdef class PbsWorkspace:
+    """Scratch buffers for one thread running fheml_pbs_range: allocated once, reused."""
+    cdef pbs_scratch sc
+    cdef object _keep
+    cdef readonly tuple shape
+
+    def __init__(self, int n, int k, int N, int pbs_level, int ks_level, int group):
+        if not 1 <= group <= FHEML_MAX_GROUP:
+            raise ValueError(f"group must be in [1, {FHEML_MAX_GROUP}]")
+        self.shape = (n, k, N, pbs_level, ks_level, group)
+        arrays = {
+            "diff": np.empty(N, np.uint64),
+            "digits": np.empty(pbs_level * N, np.int32),
+            "fdig": np.empty((k + 1) * pbs_level * N, np.float64),
+            "facc": np.empty((k + 1) * N, np.float64),
+            "fout": np.empty(N, np.float64),
+            "small": np.empty(group * (n + 1), np.uint64),
+            "abar": np.empty(group * n, np.int32),
+            "acc": np.empty(group * (k + 1) * N, np.uint64),
+            "ks_digits": np.empty(group * max(ks_level, 1), np.int32),
+        }
+        self._keep = arrays
+        cdef uint64_t[::1] u
+        cdef int32_t[::1] i
+        cdef double[::1] d
+        u = arrays["diff"]; self.sc.diff = &u[0]
+        i = arrays["digits"]; self.sc.digits = &i[0]
+        d = arrays["fdig"]; self.sc.fdig = &d[0]
+        d = arrays["facc"]; self.sc.facc = &d[0]
+        d = arrays["fout"]; self.sc.fout = &d[0]
+        u = arrays["small"]; self.sc.small = &u[0]
+        i = arrays["abar"]; self.sc.abar = &i[0]
+        u = arrays["acc"]; self.sc.acc = &u[0]
+        i = arrays["ks_digits"]; self.sc.ks_digits = &i[0]
+
+
+def pbs_range(FourierPlan plan, ksk, int ks_base_log, int ks_level, bsk_fourier, int n,
+              int k, int pbs_base_log, int pbs_level, luts, lut_index, cts, out,
+              Py_ssize_t start, Py_ssize_t end, int group=4, PbsWorkspace workspace=None):
+    """KS (if ksk is not None) + programmable bootstrap of rows [start, end) of ``cts`` into
+    the same rows of ``out``.  Runs without the GIL: threads may call it on disjoint ranges.
+    """
+    cdef int N = plan.polynomial_size
+    if not 1 <= group <= FHEML_MAX_GROUP:
+        raise ValueError(f"group must be in [1, {FHEML_MAX_GROUP}]")
+    in_dim = k * N if ksk is not None else n
+    if cts.ndim != 2 or cts.shape[1] != in_dim + 1 or cts.dtype != np.uint64 or not cts.flags.c_contiguous:
+        raise ValueError(f"cts must be C-contiguous uint64 of shape (B, {in_dim + 1})")
+    if out.shape != (cts.shape[0], k * N + 1) or out.dtype != np.uint64 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be C-contiguous uint64 of shape (B, {k * N + 1})")
+    if bsk_fourier.shape != (n, (k + 1) * pbs_level, k + 1, N) or bsk_fourier.dtype != np.float64:
+        raise ValueError("Fourier bootstrapping key does not match the parameters")
+    if luts.ndim != 2 or luts.shape[1] != N or luts.dtype != np.uint64:
+        raise ValueError(f"luts must be uint64 of shape (T, {N})")
+    if lut_index.shape != (cts.shape[0],) or lut_index.dtype != np.int64:
+        raise ValueError("lut_index must be int64 of shape (B,)")
+    if not 0 <= start <= end <= cts.shape[0]:
+        raise ValueError("bad range")
+    if end > start and (lut_index[start:end].min() < 0 or lut_index[start:end].max() >= luts.shape[0]):
+        raise ValueError("lut_index out of range")
+    cdef const uint64_t *kp = NULL
+    cdef uint64_t[:, :, ::1] kv
+    if ksk is not None:
+        if ksk.shape != (k * N, ks_level, n + 1) or ksk.dtype != np.uint64:
+            raise ValueError("keyswitching key does not match the parameters")
+        kv = ksk
+        kp = &kv[0, 0, 0]
+    if workspace is None:
+        workspace = PbsWorkspace(n, k, N, pbs_level, ks_level, group)
+    elif workspace.shape != (n, k, N, pbs_level, ks_level, group):
+        raise ValueError("workspace was made for other parameters")
+    cdef double[:, :, :, ::1] bv = bsk_fourier
+    cdef uint64_t[:, ::1] lv = luts
+    cdef int64_t[::1] iv = lut_index
+    cdef uint64_t[:, ::1] cv = cts
+    cdef uint64_t[:, ::1] ov = out
+    if end <= start:
+        return out
+    with nogil:
+        fheml_pbs_range(_simd, &plan.plan, kp, ks_base_log, ks_level, &bv[0, 0, 0, 0], n, k,
+                        pbs_base_log, pbs_level, &lv[0, 0], &iv[0], &cv[0, 0], &ov[0, 0],
+                        start, end, group, &workspace.sc)
+    return out

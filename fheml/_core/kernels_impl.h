@@ -1,0 +1,362 @@
+/* Hot kernels of the TFHE engine, written once and compiled twice by kernels.h:
+ * once for the baseline target and once for AVX2+FMA.  FN(name) gives each copy its suffix.
+ * No allocation happens here: the caller passes every buffer (see pbs_scratch_size).
+ *
+ * Layouts (all row-major, C-contiguous):
+ *   LWE ciphertext of dimension d : d mask words then the body            (d + 1) u64
+ *   GLWE polynomial list          : (k+1) polynomials of N u64, body last
+ *   KSK                           : [k*N][ks_level][n+1] u64
+ *   Fourier BSK                   : [n][(k+1)*pbs_level][k+1][2][N/2] f64  (re block, im block)
+ *   Fourier polynomial            : [2][N/2] f64, points in bit-reversed order
+ */
+
+/* ---------------------------------------------------------------- negacyclic FFT ---- */
+
+/* In-place decimation-in-frequency radix-2 FFT, natural order in, bit-reversed out.
+ * Twiddles for the stage of half-size h sit at tw[h .. 2h), value exp(+2*pi*i*j/(2h));
+ * the forward transform uses their conjugate. */
+static void FN(fft_forward)(const fft_plan *p, double *restrict re, double *restrict im)
+{
+    const int M = p->M;
+    for (int h = M >> 1; h >= 4; h >>= 1) {
+        const double *restrict wr = p->tw_re + h, *restrict wi = p->tw_im + h;
+        for (int s = 0; s < M; s += 2 * h) {
+            double *restrict ar = re + s, *restrict ai = im + s;
+            double *restrict br = re + s + h, *restrict bi = im + s + h;
+            for (int j = 0; j < h; j++) {
+                double xr = ar[j], xi = ai[j], yr = br[j], yi = bi[j];
+                double dr = xr - yr, di = xi - yi;
+                ar[j] = xr + yr;
+                ai[j] = xi + yi;
+                /* (dr + i di) * conj(w) */
+                br[j] = dr * wr[j] + di * wi[j];
+                bi[j] = di * wr[j] - dr * wi[j];
+            }
+        }
+    }
+    /* last two stages (h = 2 then h = 1) fused per block of four */
+    if (M >= 4) {
+        for (int s = 0; s < M; s += 4) {
+            double r0 = re[s], r1 = re[s + 1], r2 = re[s + 2], r3 = re[s + 3];
+            double i0 = im[s], i1 = im[s + 1], i2 = im[s + 2], i3 = im[s + 3];
+            double a0r = r0 + r2, a0i = i0 + i2, a1r = r1 + r3, a1i = i1 + i3;
+            double b0r = r0 - r2, b0i = i0 - i2;
+            /* (r1 - r3 + i (i1 - i3)) * conj(i) = (i1 - i3) - i (r1 - r3) */
+            double b1r = i1 - i3, b1i = r3 - r1;
+            re[s] = a0r + a1r; im[s] = a0i + a1i;
+            re[s + 1] = a0r - a1r; im[s + 1] = a0i - a1i;
+            re[s + 2] = b0r + b1r; im[s + 2] = b0i + b1i;
+            re[s + 3] = b0r - b1r; im[s + 3] = b0i - b1i;
+        }
+    } else if (M == 2) {
+        double r0 = re[0], i0 = im[0];
+        re[0] = r0 + re[1]; im[0] = i0 + im[1];
+        re[1] = r0 - re[1]; im[1] = i0 - im[1];
+    }
+}
+
+/* In-place decimation-in-time radix-2 inverse FFT (unscaled), bit-reversed in, natural out. */
+static void FN(fft_inverse)(const fft_plan *p, double *restrict re, double *restrict im)
+{
+    const int M = p->M;
+    if (M >= 4) {
+        for (int s = 0; s < M; s += 4) {
+            double r0 = re[s], r1 = re[s + 1], r2 = re[s + 2], r3 = re[s + 3];
+            double i0 = im[s], i1 = im[s + 1], i2 = im[s + 2], i3 = im[s + 3];
+            /* h = 1 */
+            double a0r = r0 + r1, a0i = i0 + i1, a1r = r0 - r1, a1i = i0 - i1;
+            double b0r = r2 + r3, b0i = i2 + i3, b1r = r2 - r3, b1i = i2 - i3;
+            /* h = 2: twiddles 1 and i */
+            double tr = -b1i, ti = b1r;
+            re[s] = a0r + b0r; im[s] = a0i + b0i;
+            re[s + 2] = a0r - b0r; im[s + 2] = a0i - b0i;
+            re[s + 1] = a1r + tr; im[s + 1] = a1i + ti;
+            re[s + 3] = a1r - tr; im[s + 3] = a1i - ti;
+        }
+    } else if (M == 2) {
+        double r0 = re[0], i0 = im[0];
+        re[0] = r0 + re[1]; im[0] = i0 + im[1];
+        re[1] = r0 - re[1]; im[1] = i0 - im[1];
+    }
+    for (int h = 4; h < M; h <<= 1) {
+        const double *restrict wr = p->tw_re + h, *restrict wi = p->tw_im + h;
+        for (int s = 0; s < M; s += 2 * h) {
+            double *restrict ar = re + s, *restrict ai = im + s;
+            double *restrict br = re + s + h, *restrict bi = im + s + h;
+            for (int j = 0; j < h; j++) {
+                double yr = br[j] * wr[j] - bi[j] * wi[j];
+                double yi = br[j] * wi[j] + bi[j] * wr[j];
+                double xr = ar[j], xi = ai[j];
+                ar[j] = xr + yr;
+                ai[j] = xi + yi;
+                br[j] = xr - yr;
+                bi[j] = xi - yi;
+            }
+        }
+    }
+}
+
+/* Fold and twist N small signed integers into N/2 complex points, then forward FFT. */
+static void FN(forward_i32)(const fft_plan *p, const int32_t *restrict a,
+                            double *restrict re, double *restrict im)
+{
+    const int M = p->M;
+    const double *restrict tr = p->twist_re, *restrict ti = p->twist_im;
+    for (int j = 0; j < M; j++) {
+        double x = (double)a[j], y = (double)a[j + M];
+        re[j] = x * tr[j] - y * ti[j];
+        im[j] = x * ti[j] + y * tr[j];
+    }
+    FN(fft_forward)(p, re, im);
+}
+
+/* Same for torus values read as signed fractions of 1 (used once per key, not hot). */
+static void FN(forward_torus)(const fft_plan *p, const uint64_t *restrict a,
+                              double *restrict re, double *restrict im)
+{
+    const int M = p->M;
+    const double sc = 0x1p-64;
+    const double *restrict tr = p->twist_re, *restrict ti = p->twist_im;
+    for (int j = 0; j < M; j++) {
+        double x = (double)(int64_t)a[j] * sc, y = (double)(int64_t)a[j + M] * sc;
+        re[j] = x * tr[j] - y * ti[j];
+        im[j] = x * ti[j] + y * tr[j];
+    }
+    FN(fft_forward)(p, re, im);
+}
+
+/* Inverse FFT then untwist (includes the 1/M scale) into N doubles. */
+static void FN(backward_f64)(const fft_plan *p, double *restrict re, double *restrict im,
+                             double *restrict out)
+{
+    const int M = p->M;
+    FN(fft_inverse)(p, re, im);
+    const double *restrict ur = p->untwist_re, *restrict ui = p->untwist_im;
+    for (int j = 0; j < M; j++) {
+        out[j] = re[j] * ur[j] - im[j] * ui[j];
+        out[j + M] = re[j] * ui[j] + im[j] * ur[j];
+    }
+}
+
+/* acc += x * 2^64 mod 2^64, exactly, for doubles holding torus values in units of 1.
+ * Reads the exponent and shifts the mantissa instead of x - round(x): exact, and only
+ * integer operations, which AVX2 vectorizes. */
+static void FN(add_f64_to_torus)(const double *restrict x, uint64_t *restrict acc, int n)
+{
+    for (int j = 0; j < n; j++) {
+        uint64_t bits;
+        memcpy(&bits, &x[j], 8);
+        int64_t e = (int64_t)((bits >> 52) & 0x7ff);
+        uint64_t mant = (bits & 0xfffffffffffffULL) | 0x10000000000000ULL;
+        int64_t s = e - 1011; /* x * 2^64 = mant * 2^s */
+        uint64_t r;
+        if (s >= 0) {
+            r = s < 64 ? mant << s : 0;
+        } else {
+            int64_t sh = -s - 1;
+            r = sh < 63 ? ((mant >> sh) + 1) >> 1 : 0;
+        }
+        r = e == 0 ? 0 : r;
+        r = (bits >> 63) ? (uint64_t)0 - r : r;
+        acc[j] += r;
+    }
+}
+
+/* ------------------------------------------------------------ decomposition ---- */
+
+/* Balanced signed decomposition of each value into `level` digits of base 2^base_log,
+ * most significant level first: out[l*n + j] is digit l of value j, in [-B/2, B/2).
+ * Values are first rounded to the closest multiple of 2^(64 - base_log*level). */
+static void FN(decompose_i32)(const uint64_t *restrict v, int n, int base_log, int level,
+                              int32_t *restrict out)
+{
+    const int total = base_log * level;
+    const uint64_t mask = ((uint64_t)1 << base_log) - 1;
+    const uint64_t half = (uint64_t)1 << (base_log - 1);
+    for (int j = 0; j < n; j++) {
+        uint64_t st = total >= 64 ? v[j]
+                                  : (v[j] >> (64 - total)) + ((v[j] >> (63 - total)) & 1);
+        for (int l = level - 1; l >= 0; l--) {
+            uint64_t d = st & mask;
+            st >>= base_log;
+            uint64_t carry = d >= half;
+            st += carry;
+            out[(size_t)l * n + j] = (int32_t)((int64_t)d - (int64_t)(carry << base_log));
+        }
+    }
+}
+
+/* --------------------------------------------------------------- keyswitch ---- */
+
+/* Keyswitch a group of G ciphertexts of dimension n_in to dimension n_out.  Each KSK row
+ * is read once for the whole group.  digits: scratch of G*level int32. */
+static void FN(keyswitch_group)(const uint64_t *restrict ksk, int n_in, int n_out,
+                                int base_log, int level, const uint64_t *const *in, int G,
+                                uint64_t *const *out, int32_t *restrict digits)
+{
+    const size_t row = (size_t)n_out + 1;
+    for (int g = 0; g < G; g++) {
+        memset(out[g], 0, row * 8);
+        out[g][n_out] = in[g][n_in];
+    }
+    for (int i = 0; i < n_in; i++) {
+        for (int g = 0; g < G; g++)
+            FN(decompose_i32)(&in[g][i], 1, base_log, level, digits + (size_t)g * level);
+        for (int l = 0; l < level; l++) {
+            const uint64_t *restrict r = ksk + ((size_t)i * level + l) * row;
+            for (int g = 0; g < G; g++) {
+                uint64_t d = (uint64_t)(int64_t)digits[(size_t)g * level + l];
+                if (!d)
+                    continue;
+                uint64_t *restrict o = out[g];
+                for (size_t j = 0; j < row; j++)
+                    o[j] -= d * r[j];
+            }
+        }
+    }
+}
+
+/* --------------------------------------------------------- blind rotation ---- */
+
+/* dst = X^e * src mod X^N + 1, e in [0, 2N). */
+static void FN(mul_xpow)(const uint64_t *restrict src, uint64_t *restrict dst, int N, int e)
+{
+    uint64_t neg = 0;
+    if (e >= N) {
+        e -= N;
+        neg = 1;
+    }
+    /* coefficient c gets src[c - e]; indices wrapping below 0 change sign */
+    for (int c = 0; c < e; c++)
+        dst[c] = neg ? src[c - e + N] : (uint64_t)0 - src[c - e + N];
+    for (int c = e; c < N; c++)
+        dst[c] = neg ? (uint64_t)0 - src[c - e] : src[c - e];
+}
+
+/* diff = X^e * src - src, e in (0, 2N). */
+static void FN(rotate_minus_self)(const uint64_t *restrict src, uint64_t *restrict diff, int N,
+                                  int e)
+{
+    if (e >= N) {
+        e -= N;
+        for (int c = 0; c < e; c++)
+            diff[c] = src[c - e + N] - src[c];
+        for (int c = e; c < N; c++)
+            diff[c] = (uint64_t)0 - src[c - e] - src[c];
+    } else {
+        for (int c = 0; c < e; c++)
+            diff[c] = (uint64_t)0 - src[c - e + N] - src[c];
+        for (int c = e; c < N; c++)
+            diff[c] = src[c - e] - src[c];
+    }
+}
+
+/* Blind-rotate G accumulators through the whole bootstrapping key.
+ *   acc     : G * (k+1) * N u64, already initialised to X^(-b~) * LUT (trivial GLWE)
+ *   abar    : G * n ints, the modulus-switched masks (in [0, 2N))
+ * Each GGSW of the key is read once for the whole group. */
+static void FN(blind_rotate_group)(const fft_plan *p, const double *restrict bsk, int n, int k,
+                                   int base_log, int level, const int32_t *restrict abar,
+                                   int G, uint64_t *restrict acc, pbs_scratch *sc)
+{
+    const int N = p->N, M = p->M, K1 = k + 1, R = K1 * level;
+    const size_t ggsw = (size_t)R * K1 * 2 * M;
+    for (int i = 0; i < n; i++) {
+        const double *restrict gi = bsk + (size_t)i * ggsw;
+        for (int g = 0; g < G; g++) {
+            int e = abar[(size_t)g * n + i];
+            if (e == 0)
+                continue;
+            uint64_t *restrict a = acc + (size_t)g * K1 * N;
+            /* decompose X^e * ACC - ACC, polynomial by polynomial, and transform */
+            for (int q = 0; q < K1; q++) {
+                FN(rotate_minus_self)(a + (size_t)q * N, sc->diff, N, e);
+                FN(decompose_i32)(sc->diff, N, base_log, level, sc->digits);
+                for (int l = 0; l < level; l++) {
+                    double *f = sc->fdig + (size_t)(q * level + l) * 2 * M;
+                    FN(forward_i32)(p, sc->digits + (size_t)l * N, f, f + M);
+                }
+            }
+            /* multiply-accumulate with the GGSW rows in the Fourier domain */
+            memset(sc->facc, 0, sizeof(double) * 2 * M * K1);
+            for (int r = 0; r < R; r++) {
+                const double *restrict dr = sc->fdig + (size_t)r * 2 * M;
+                const double *restrict di = dr + M;
+                for (int q = 0; q < K1; q++) {
+                    const double *restrict br = gi + ((size_t)r * K1 + q) * 2 * M;
+                    const double *restrict bi = br + M;
+                    double *restrict ar = sc->facc + (size_t)q * 2 * M;
+                    double *restrict ai = ar + M;
+                    for (int m = 0; m < M; m++) {
+                        ar[m] += dr[m] * br[m] - di[m] * bi[m];
+                        ai[m] += dr[m] * bi[m] + di[m] * br[m];
+                    }
+                }
+            }
+            for (int q = 0; q < K1; q++) {
+                double *f = sc->facc + (size_t)q * 2 * M;
+                FN(backward_f64)(p, f, f + M, sc->fout);
+                FN(add_f64_to_torus)(sc->fout, a + (size_t)q * N, N);
+            }
+        }
+    }
+}
+
+/* Full KS -> modulus switch -> blind rotation -> sample extraction for ciphertexts
+ * [start, end) of a batch, G at a time.
+ *   in, out : (count, k*N + 1) u64
+ *   luts    : (T, N) u64 test polynomials (bodies of trivial GLWEs), lut_index : (count,)
+ * When ksk is NULL the inputs are already of dimension n (no keyswitch). */
+static void FN(pbs_range)(const fft_plan *p, const uint64_t *ksk, int ks_base_log,
+                          int ks_level, const double *bsk, int n, int k, int pbs_base_log,
+                          int pbs_level, const uint64_t *luts, const int64_t *lut_index,
+                          const uint64_t *in, uint64_t *out, int64_t start, int64_t end,
+                          int group, pbs_scratch *sc)
+{
+    const int N = p->N, K1 = k + 1, big = k * N;
+    const int log2_2n = p->log2N + 1;
+    const int in_dim = ksk ? big : n;
+    for (int64_t s = start; s < end; s += group) {
+        int G = (int)((end - s) < group ? (end - s) : group);
+        const uint64_t *ins[FHEML_MAX_GROUP];
+        uint64_t *smalls[FHEML_MAX_GROUP];
+        for (int g = 0; g < G; g++) {
+            ins[g] = in + (size_t)(s + g) * (in_dim + 1);
+            smalls[g] = sc->small + (size_t)g * (n + 1);
+        }
+        if (ksk) {
+            FN(keyswitch_group)(ksk, big, n, ks_base_log, ks_level, ins, G, smalls,
+                                sc->ks_digits);
+        } else {
+            for (int g = 0; g < G; g++)
+                memcpy(smalls[g], ins[g], (size_t)(n + 1) * 8);
+        }
+        for (int g = 0; g < G; g++) {
+            /* modulus switch to 2N, round to nearest */
+            const uint64_t *c = smalls[g];
+            const int sh = 64 - log2_2n;
+            const uint64_t two_n_mask = ((uint64_t)1 << log2_2n) - 1;
+            for (int i = 0; i < n; i++)
+                sc->abar[(size_t)g * n + i] =
+                    (int32_t)((((c[i] >> (sh - 1)) + 1) >> 1) & two_n_mask);
+            int bbar = (int)((((c[n] >> (sh - 1)) + 1) >> 1) & two_n_mask);
+            uint64_t *a = sc->acc + (size_t)g * K1 * N;
+            memset(a, 0, (size_t)k * N * 8);
+            const uint64_t *lut = luts + (size_t)lut_index[s + g] * N;
+            FN(mul_xpow)(lut, a + (size_t)k * N, N, bbar == 0 ? 0 : 2 * N - bbar);
+        }
+        FN(blind_rotate_group)(p, bsk, n, k, pbs_base_log, pbs_level, sc->abar, G, sc->acc, sc);
+        for (int g = 0; g < G; g++) {
+            /* sample extraction of coefficient 0 */
+            const uint64_t *a = sc->acc + (size_t)g * K1 * N;
+            uint64_t *o = out + (size_t)(s + g) * (big + 1);
+            for (int q = 0; q < k; q++) {
+                const uint64_t *aq = a + (size_t)q * N;
+                o[(size_t)q * N] = aq[0];
+                for (int c = 1; c < N; c++)
+                    o[(size_t)q * N + c] = (uint64_t)0 - aq[N - c];
+            }
+            o[big] = a[(size_t)k * N];
+        }
+    }
+}

@@ -1,0 +1,573 @@
+"""Secret keys, evaluation keys and LWE ciphertexts (the client/server entities).
+
+The client holds :class:`SecretKeys`; it sends :class:`EvaluationKeys` (no secret) and
+:class:`LweCiphertext` batches to the server.  Evaluation keys are *seeded*: their masks
+come from a public 32-byte seed, so only the bodies and the seed travel; the server
+regenerates the masks, rebuilds the full keys and moves the bootstrapping key to the
+Fourier domain once.
+"""
+
+import os
+import secrets
+
+import numpy as np
+from joblib import Parallel, delayed, effective_n_jobs
+
+from fheml._core import _kernels
+from fheml._core._csprng import Csprng, keystream_u64
+from fheml._core.parameters import ParameterSet
+from fheml._core.serialization import SerializationError, pack, unpack
+
+# Domain separation of the ChaCha20 streams drawn from one seed.
+_STREAM_KSK_MASKS = 1
+_STREAM_BSK_MASKS = 2
+_STREAM_KEY_BITS = 3
+
+INSECURE_SEED_ENV = "FHEML_INSECURE_TEST_SEED"
+
+_plans = {}
+
+
+def _fourier_plan(polynomial_size):
+    plan = _plans.get(polynomial_size)
+    if plan is None:
+        plan = _plans.setdefault(polynomial_size, _kernels.FourierPlan(polynomial_size))
+    return plan
+
+
+def _delta(precision):
+    """Scale of a message of ``precision`` bits with one padding bit: 2^64 / 2^(p+1)."""
+    return np.uint64(1) << np.uint64(63 - precision)
+
+
+def encode(values, precision):
+    """Plaintexts m * Delta (mod 2^64) of integer messages (negative values wrap)."""
+    v = np.asarray(values, dtype=np.int64)
+    return v.astype(np.uint64) * _delta(precision)
+
+
+def decode(phase, precision, signed=False):
+    """Round torus phases to messages of ``precision`` bits (plus the padding bit)."""
+    shift = np.uint64(63 - precision)
+    rounded = (phase + (np.uint64(1) << (shift - np.uint64(1)))) >> shift
+    mod = np.uint64(1) << np.uint64(precision + 1)
+    m = (rounded % mod).astype(np.int64)
+    if signed:
+        m = np.where(m >= (1 << precision), m - (1 << (precision + 1)), m)
+    return m
+
+
+def _check_precision(params, precision, what="precision"):
+    if precision is None:
+        return params.precision
+    if isinstance(precision, bool) or not isinstance(precision, (int, np.integer)):
+        raise TypeError(f"{what} must be an integer, got {precision!r}")
+    precision = int(precision)
+    if not 1 <= precision <= 62:
+        raise ValueError(f"{what} must be in 1..62, got {precision}")
+    return precision
+
+
+class LweCiphertext:
+    """A batch of LWE ciphertexts, ``data`` of shape ``(*shape, dimension + 1)`` uint64.
+
+    ``key_id`` names the key the batch is encrypted under, so that a batch is never
+    decrypted or bootstrapped with someone else's keys by mistake.
+    """
+
+    __slots__ = ("data", "key_id")
+
+    def __init__(self, data, key_id):
+        data = np.asarray(data)
+        if data.dtype != np.uint64 or data.ndim < 1:
+            raise TypeError("ciphertext data must be a uint64 array with a last axis (mask, body)")
+        self.data = data
+        self.key_id = str(key_id)
+
+    @property
+    def dimension(self):
+        return self.data.shape[-1] - 1
+
+    @property
+    def shape(self):
+        return self.data.shape[:-1]
+
+    def __len__(self):
+        return self.data.shape[0] if self.data.ndim > 1 else 1
+
+    def __repr__(self):
+        return f"LweCiphertext(shape={self.shape}, dimension={self.dimension})"
+
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], tuple):
+            shape = shape[0]
+        return LweCiphertext(self.data.reshape(*shape, self.dimension + 1), self.key_id)
+
+    def __getitem__(self, index):
+        if not isinstance(index, tuple):
+            index = (index,)
+        return LweCiphertext(self.data[index + (Ellipsis, slice(None))], self.key_id)
+
+    def to_bytes(self):
+        return pack("ciphertext", {"key_id": self.key_id, "dimension": self.dimension},
+                    [self.data])
+
+    @classmethod
+    def from_bytes(cls, data, *, expected_key_id=None, expected_dimension=None):
+        header, arrays = unpack(data, "ciphertext")
+        if len(arrays) != 1 or arrays[0].dtype != np.uint64 or arrays[0].ndim < 1:
+            raise SerializationError("ciphertext: expected one uint64 array")
+        ct = cls(arrays[0], header.get("key_id", ""))
+        if ct.dimension != header.get("dimension"):
+            raise SerializationError("ciphertext: dimension does not match its data")
+        if expected_key_id is not None and ct.key_id != expected_key_id:
+            raise ValueError("ciphertext was encrypted under other keys than expected")
+        if expected_dimension is not None and ct.dimension != expected_dimension:
+            raise ValueError(
+                f"ciphertext dimension {ct.dimension} does not match the parameters "
+                f"({expected_dimension})"
+            )
+        return ct
+
+
+def _params_header(params):
+    return {"params": params.to_dict()}
+
+
+def _params_from_header(header, kind):
+    try:
+        return ParameterSet.from_dict(header["params"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SerializationError(f"{kind}: invalid parameters ({exc})") from None
+
+
+class SecretKeys:
+    """The client's keys: a binary LWE key (dimension n) and a binary GLWE key (k x N).
+
+    Ciphertexts are encrypted under the GLWE key read as an LWE key of dimension k*N (the
+    "big" key), the output key of the bootstrap.  For parameter sets without bootstrap
+    there is only the LWE key and ciphertexts use it directly.
+
+    Use :meth:`generate`; the constructor takes already generated key bits.
+    """
+
+    def __init__(self, params, lwe_key, glwe_key, key_id, *, insecure=False):
+        if not isinstance(params, ParameterSet):
+            raise TypeError("params must be a ParameterSet")
+        lwe_key = np.ascontiguousarray(lwe_key, dtype=np.uint8)
+        glwe_key = np.ascontiguousarray(glwe_key, dtype=np.uint8)
+        if lwe_key.shape != (params.lwe_dimension,):
+            raise ValueError(f"LWE key must have shape ({params.lwe_dimension},)")
+        if glwe_key.shape != (params.glwe_dimension, params.polynomial_size):
+            raise ValueError(
+                f"GLWE key must have shape ({params.glwe_dimension}, {params.polynomial_size})"
+            )
+        if lwe_key.max(initial=0) > 1 or glwe_key.max(initial=0) > 1:
+            raise ValueError("secret keys must be binary")
+        self.params = params
+        self.lwe_key = lwe_key
+        self.glwe_key = glwe_key
+        self.key_id = str(key_id)
+        self.insecure = bool(insecure)
+
+    @classmethod
+    def generate(cls, params, *, seed=None):
+        """Fresh keys from the operating system's CSPRNG.
+
+        ``seed`` (32 bytes) makes the key bits reproducible and exists for tests only: it
+        is refused unless the environment variable ``FHEML_INSECURE_TEST_SEED=1`` is set,
+        and keys made that way are marked ``insecure``.
+        """
+        if not isinstance(params, ParameterSet):
+            raise TypeError("params must be a ParameterSet (see fheml._core.select_parameters)")
+        insecure = seed is not None
+        if insecure and os.environ.get(INSECURE_SEED_ENV) != "1":
+            raise RuntimeError(
+                "a fixed seed makes secret keys predictable; it is only accepted in tests "
+                f"with the environment variable {INSECURE_SEED_ENV}=1"
+            )
+        rng = Csprng(seed, stream=_STREAM_KEY_BITS)
+        lwe_key = rng.binary(params.lwe_dimension)
+        glwe_key = rng.binary((params.glwe_dimension, params.polynomial_size))
+        return cls(params, lwe_key, glwe_key, secrets.token_hex(16), insecure=insecure)
+
+    def __repr__(self):
+        return f"SecretKeys(key_id={self.key_id[:8]}..., {self.params})"
+
+    def __reduce__(self):
+        raise TypeError("SecretKeys cannot be pickled; use to_bytes() and keep it private")
+
+    @property
+    def big_key(self):
+        """The key ciphertexts are encrypted under, as a flat 0/1 vector."""
+        if self.params.has_bootstrap:
+            return self.glwe_key.reshape(-1)
+        return self.lwe_key
+
+    # -- encryption -------------------------------------------------------------------
+    def encrypt(self, values, precision=None, *, signed=False):
+        """Encrypt integers of ``precision`` bits (default: the parameters' precision).
+
+        Values must lie in ``[0, 2^precision)``, or in ``[-2^(precision-1), 2^(precision-1))``
+        with ``signed=True`` (no lookup may then read them without an offset).
+        """
+        precision = _check_precision(self.params, precision)
+        v = np.asarray(values)
+        if v.dtype == bool:
+            v = v.astype(np.int64)
+        if not np.issubdtype(v.dtype, np.integer):
+            if np.issubdtype(v.dtype, np.floating) and np.all(np.isfinite(v)) and np.all(v == np.round(v)):
+                v = v.astype(np.int64)
+            else:
+                raise TypeError("encrypt takes integers (quantize floats first)")
+        lo, hi = (-(1 << (precision - 1)), 1 << (precision - 1)) if signed else (0, 1 << precision)
+        if v.size and (v.min() < lo or v.max() >= hi):
+            raise ValueError(
+                f"values must be in [{lo}, {hi}) for {precision}-bit "
+                f"{'signed' if signed else 'unsigned'} encryption; got [{v.min()}, {v.max()}]"
+            )
+        return self._encrypt_plaintexts(encode(v, precision))
+
+    def _encrypt_plaintexts(self, plain):
+        plain = np.asarray(plain, dtype=np.uint64)
+        key = self.big_key.astype(bool)
+        d = key.shape[0]
+        rng = Csprng()  # fresh OS seed per call: never shared between threads
+        flat = plain.reshape(-1)
+        data = np.empty((flat.shape[0], d + 1), dtype=np.uint64)
+        data[:, :d] = rng.uniform_u64((flat.shape[0], d))
+        body = data[:, :d][:, key].sum(axis=1, dtype=np.uint64)
+        body += flat + rng.gaussian_torus(flat.shape[0], self.params.big_noise_std)
+        data[:, d] = body
+        return LweCiphertext(data.reshape(*plain.shape, d + 1), self.key_id)
+
+    def phase(self, ct):
+        """b - <a, s> of every ciphertext (message plus noise, as torus uint64)."""
+        ct = self._check_ct(ct)
+        key = self.big_key.astype(bool)
+        a = ct.data.reshape(-1, ct.dimension + 1)
+        ph = a[:, -1] - a[:, :-1][:, key].sum(axis=1, dtype=np.uint64)
+        return ph.reshape(ct.shape)
+
+    def decrypt(self, ct, precision=None, *, signed=False):
+        """Decrypt to integers of ``precision`` bits; ``signed`` reads the padding bit as a
+        sign (values in ``[-2^p, 2^p)``), otherwise values are in ``[0, 2^(p+1))``."""
+        precision = _check_precision(self.params, precision)
+        return decode(self.phase(ct), precision, signed=signed)
+
+    def _check_ct(self, ct):
+        if not isinstance(ct, LweCiphertext):
+            raise TypeError(f"expected an LweCiphertext, got {type(ct).__name__}")
+        if ct.key_id != self.key_id:
+            raise ValueError("this ciphertext was encrypted under other keys")
+        if ct.dimension != self.big_key.shape[0]:
+            raise ValueError(
+                f"ciphertext dimension {ct.dimension} does not match the key "
+                f"({self.big_key.shape[0]})"
+            )
+        return ct
+
+    # -- evaluation keys ---------------------------------------------------------------
+    def evaluation_keys(self):
+        """Keyswitching and bootstrapping keys for the server (seeded; no secret inside)."""
+        p = self.params
+        if not p.has_bootstrap:
+            return EvaluationKeys(p, self.key_id, None, None, None)
+        mask_seed = os.urandom(32)
+        noise = Csprng()
+        ksk_bodies = _ksk_bodies(p, self.lwe_key, self.glwe_key.reshape(-1), mask_seed, noise)
+        bsk_bodies = _bsk_bodies(p, self.lwe_key, self.glwe_key, mask_seed, noise)
+        return EvaluationKeys(p, self.key_id, mask_seed, ksk_bodies, bsk_bodies)
+
+    # -- bytes -------------------------------------------------------------------------
+    def to_bytes(self):
+        """Serialize (this is the secret: store it encrypted at rest, never send it)."""
+        header = _params_header(self.params)
+        header.update(key_id=self.key_id, insecure=self.insecure)
+        return pack("secret-keys", header, [self.lwe_key, self.glwe_key])
+
+    @classmethod
+    def from_bytes(cls, data):
+        header, arrays = unpack(data, "secret-keys")
+        params = _params_from_header(header, "secret-keys")
+        if len(arrays) != 2:
+            raise SerializationError("secret-keys: expected two key arrays")
+        try:
+            return cls(params, arrays[0], arrays[1], header["key_id"],
+                       insecure=bool(header.get("insecure", False)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SerializationError(f"secret-keys: {exc}") from None
+
+
+# ---------------------------------------------------------------- key generation ----
+
+def _ksk_masks(params, mask_seed, row_start, row_stop):
+    n = params.lwe_dimension
+    words = keystream_u64(mask_seed, _STREAM_KSK_MASKS, row_start * n, (row_stop - row_start) * n)
+    return words.reshape(row_stop - row_start, n)
+
+
+def _ksk_bodies(params, lwe_key, big_key, mask_seed, noise):
+    """Bodies of the keyswitching key: row (i, l) encrypts big_key[i] * 2^(64 - (l+1) B)."""
+    n_in, levels, base_log = big_key.shape[0], params.ks_level, params.ks_base_log
+    rows = n_in * levels
+    bodies = np.empty(rows, dtype=np.uint64)
+    gadget = np.array([1 << (64 - (l + 1) * base_log) for l in range(levels)], dtype=np.uint64)
+    messages = (big_key.astype(np.uint64)[:, None] * gadget[None, :]).reshape(-1)
+    small = lwe_key.astype(bool)
+    chunk = max(1, (1 << 22) // params.lwe_dimension)
+    for r0 in range(0, rows, chunk):
+        r1 = min(rows, r0 + chunk)
+        masks = _ksk_masks(params, mask_seed, r0, r1)
+        b = masks[:, small].sum(axis=1, dtype=np.uint64)
+        b += messages[r0:r1] + noise.gaussian_torus(r1 - r0, params.lwe_noise_std)
+        bodies[r0:r1] = b
+    return bodies.reshape(n_in, levels)
+
+
+def _bsk_masks(params, mask_seed, i):
+    k, N, R = params.glwe_dimension, params.polynomial_size, (params.glwe_dimension + 1) * params.pbs_level
+    per = R * k * N
+    return keystream_u64(mask_seed, _STREAM_BSK_MASKS, i * per, per).reshape(R, k, N)
+
+
+def _bsk_bodies(params, lwe_key, glwe_key, mask_seed, noise):
+    """Bodies of the GGSW encryptions of each bit of the LWE key under the GLWE key.
+
+    Row (q, l) of GGSW(mu) has phase E + mu * g_l, added to the body when q == k and as
+    -mu * g_l * S_q when q < k, so that the masks stay pure seed output.
+    """
+    k, N, levels = params.glwe_dimension, params.polynomial_size, params.pbs_level
+    n, R = params.lwe_dimension, (k + 1) * params.pbs_level
+    plan = _fourier_plan(N)
+    gadget = [1 << (64 - (l + 1) * params.pbs_base_log) for l in range(levels)]
+    bodies = np.empty((n, R, N), dtype=np.uint64)
+    for i in range(n):
+        masks = _bsk_masks(params, mask_seed, i)
+        b = noise.gaussian_torus((R, N), params.glwe_noise_std)
+        for q in range(k):
+            _kernels.mul_binary_exact(plan, glwe_key[q], masks[:, q, :], out=b)
+        if lwe_key[i]:
+            for l in range(levels):
+                g = np.uint64(gadget[l])
+                for q in range(k):
+                    b[q * levels + l] -= glwe_key[q].astype(np.uint64) * g
+                b[k * levels + l, 0] += g
+        bodies[i] = b
+    return bodies
+
+
+class EvaluationKeys:
+    """The server's keys: keyswitching key and bootstrapping key (Fourier domain).
+
+    Built from seeded bodies (what the client sends); the full keys are regenerated here.
+    """
+
+    def __init__(self, params, key_id, mask_seed, ksk_bodies, bsk_bodies):
+        self.params = params
+        self.key_id = str(key_id)
+        self.mask_seed = mask_seed
+        self._ksk_bodies = ksk_bodies
+        self._bsk_bodies = bsk_bodies
+        self.ksk = None
+        self.bsk_fourier = None
+        if params.has_bootstrap:
+            self._expand()
+
+    def _expand(self):
+        p = self.params
+        k, N, n = p.glwe_dimension, p.polynomial_size, p.lwe_dimension
+        kN, L, R = k * N, p.ks_level, (k + 1) * p.pbs_level
+        if not (isinstance(self.mask_seed, bytes) and len(self.mask_seed) == 32):
+            raise ValueError("mask seed must be 32 bytes")
+        if self._ksk_bodies.shape != (kN, L) or self._bsk_bodies.shape != (n, R, N):
+            raise ValueError("evaluation key bodies do not match the parameters")
+        ksk = np.empty((kN, L, n + 1), dtype=np.uint64)
+        flat = ksk.reshape(kN * L, n + 1)
+        chunk = max(1, (1 << 22) // n)
+        for r0 in range(0, kN * L, chunk):
+            r1 = min(kN * L, r0 + chunk)
+            flat[r0:r1, :n] = _ksk_masks(p, self.mask_seed, r0, r1)
+        flat[:, n] = self._ksk_bodies.reshape(-1)
+        plan = _fourier_plan(N)
+        bsk = np.empty((n, R, k + 1, N), dtype=np.float64)
+        ggsw = np.empty((R, k + 1, N), dtype=np.uint64)
+        for i in range(n):
+            ggsw[:, :k, :] = _bsk_masks(p, self.mask_seed, i)
+            ggsw[:, k, :] = self._bsk_bodies[i]
+            bsk[i] = _kernels.fft_forward_torus(plan, ggsw.reshape(-1, N)).reshape(R, k + 1, N)
+        self.ksk = ksk
+        self.bsk_fourier = bsk
+
+    def __repr__(self):
+        return f"EvaluationKeys(key_id={self.key_id[:8]}..., {self.params})"
+
+    @property
+    def nbytes(self):
+        """Memory held by the expanded keys."""
+        return sum(a.nbytes for a in (self.ksk, self.bsk_fourier) if a is not None)
+
+    # -- bytes ---------------------------------------------------------------------------
+    def to_bytes(self):
+        """Seeded form: bodies and the mask seed (the masks are regenerated on load)."""
+        header = _params_header(self.params)
+        header["key_id"] = self.key_id
+        if not self.params.has_bootstrap:
+            return pack("evaluation-keys", header, [])
+        header["mask_seed"] = self.mask_seed.hex()
+        return pack("evaluation-keys", header, [self._ksk_bodies, self._bsk_bodies])
+
+    @classmethod
+    def from_bytes(cls, data, *, expected_params=None):
+        header, arrays = unpack(data, "evaluation-keys")
+        params = _params_from_header(header, "evaluation-keys")
+        if expected_params is not None and params != expected_params:
+            raise ValueError("evaluation keys were made for other parameters than this circuit")
+        try:
+            if not params.has_bootstrap:
+                if arrays:
+                    raise ValueError("unexpected key material")
+                return cls(params, header["key_id"], None, None, None)
+            if len(arrays) != 2 or any(a.dtype != np.uint64 for a in arrays):
+                raise ValueError("expected two uint64 arrays")
+            seed = bytes.fromhex(header["mask_seed"])
+            return cls(params, header["key_id"], seed, arrays[0], arrays[1])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SerializationError(f"evaluation-keys: {exc}") from None
+
+    # -- bootstrap -----------------------------------------------------------------------
+    def make_luts(self, tables, input_precision=None, output_precision=None):
+        """Test polynomials (T, N) u64 for integer tables (T, 2^input_precision)."""
+        p = self.params
+        pin = _check_precision(p, input_precision, "input_precision")
+        pout = _check_precision(p, output_precision, "output_precision")
+        return make_luts(tables, p.polynomial_size, pin, pout)
+
+    def programmable_bootstrap(self, ct, table, *, table_index=None, input_precision=None,
+                               output_precision=None, n_jobs=1, group=None):
+        """Keyswitch + programmable bootstrap of every ciphertext of a batch.
+
+        Parameters
+        ----------
+        ct : LweCiphertext
+            Inputs encrypted under the big key, messages of ``input_precision`` bits.
+        table : array of int
+            ``(2^p,)``: one table for the whole batch; ``(*ct.shape, 2^p)``: one table per
+            ciphertext; ``(T, 2^p)`` together with ``table_index`` of shape ``ct.shape``.
+            Entries are the output messages, in ``[-2^q, 2^q)`` for ``q = output_precision``.
+        n_jobs : int
+            Threads (joblib, the kernel releases the GIL); -1 for all cores.
+        group : int, optional
+            Ciphertexts processed together per key pass (better cache use).
+
+        Returns
+        -------
+        LweCiphertext of the same shape, messages of ``output_precision`` bits.
+        """
+        p = self.params
+        if not p.has_bootstrap:
+            raise ValueError("these parameters have no bootstrapping key (circuit without lookups)")
+        if not isinstance(ct, LweCiphertext):
+            raise TypeError(f"expected an LweCiphertext, got {type(ct).__name__}")
+        if ct.key_id != self.key_id:
+            raise ValueError("ciphertext and evaluation keys belong to different key sets")
+        if ct.dimension != p.big_lwe_dimension:
+            raise ValueError(f"ciphertext dimension {ct.dimension} != {p.big_lwe_dimension}")
+        pin = _check_precision(p, input_precision, "input_precision")
+        if pin > p.precision:
+            raise ValueError(
+                f"input_precision {pin} exceeds the {p.precision} bits these parameters were "
+                "selected for (the lookup would fail too often)"
+            )
+        table = np.asarray(table)
+        batch_shape = ct.shape
+        B = int(np.prod(batch_shape, dtype=np.int64))
+        if table.ndim == 1:
+            luts = self.make_luts(table[None, :], pin, output_precision)
+            index = np.zeros(B, dtype=np.int64)
+        elif table_index is not None:
+            luts = self.make_luts(table, pin, output_precision)
+            index = np.asarray(table_index, dtype=np.int64)
+            if index.shape != batch_shape:
+                raise ValueError(f"table_index must have shape {batch_shape}, got {index.shape}")
+            index = index.reshape(-1)
+            if B and (index.min() < 0 or index.max() >= luts.shape[0]):
+                raise ValueError(f"table_index values must be in [0, {luts.shape[0]})")
+        elif table.shape[:-1] == batch_shape:
+            uniq, inverse = np.unique(table.reshape(B, -1), axis=0, return_inverse=True)
+            luts = self.make_luts(uniq, pin, output_precision)
+            index = inverse.reshape(-1).astype(np.int64)
+        else:
+            raise ValueError(
+                f"table must have shape (2^p,), {batch_shape + (1 << pin,)} or (T, 2^p) with "
+                f"table_index; got {table.shape}"
+            )
+        cts = np.ascontiguousarray(ct.data.reshape(B, -1))
+        out = np.empty((B, p.big_lwe_dimension + 1), dtype=np.uint64)
+        run_pbs_batch(self, cts, luts, index, out, n_jobs=n_jobs, group=group)
+        return LweCiphertext(out.reshape(*batch_shape, -1), self.key_id)
+
+
+def make_luts(tables, polynomial_size, input_precision, output_precision):
+    """Test polynomials for tables f: [0, 2^p) -> [-2^q, 2^q).
+
+    Coefficient j holds f(m) for the box m = round(j / box) of width N / 2^p, i.e. the
+    table is rotated by half a box, and the half box that wraps past N holds -f(0): a
+    phase slightly below 0 then still reads f(0).
+    """
+    tables = np.asarray(tables)
+    if tables.ndim != 2 or tables.shape[1] != 1 << input_precision:
+        raise ValueError(
+            f"a table for {input_precision}-bit inputs must have {1 << input_precision} entries, "
+            f"got shape {tables.shape}"
+        )
+    if not np.issubdtype(tables.dtype, np.integer):
+        if np.issubdtype(tables.dtype, np.floating) and np.all(tables == np.round(tables)):
+            tables = tables.astype(np.int64)
+        else:
+            raise TypeError("tables must hold integers")
+    lim = 1 << output_precision
+    if tables.size and (tables.min() < -lim or tables.max() >= lim):
+        raise ValueError(
+            f"table values must be in [{-lim}, {lim}) for {output_precision}-bit outputs; "
+            f"got [{tables.min()}, {tables.max()}]"
+        )
+    N = polynomial_size
+    box = N >> input_precision
+    if box < 2:
+        raise ValueError(f"polynomial_size {N} is too small for {input_precision}-bit lookups")
+    j = np.arange(N)
+    m = (j + box // 2) // box
+    enc = encode(tables, output_precision)
+    wrapped = m >= (1 << input_precision)
+    luts = enc[:, np.minimum(m, (1 << input_precision) - 1)]
+    luts[:, wrapped] = np.uint64(0) - enc[:, :1]
+    return np.ascontiguousarray(luts)
+
+
+def _pbs_chunk(ek, cts, luts, index, out, start, end, group):
+    p = ek.params
+    ws = _kernels.PbsWorkspace(p.lwe_dimension, p.glwe_dimension, p.polynomial_size,
+                               p.pbs_level, p.ks_level, group)
+    _kernels.pbs_range(_fourier_plan(p.polynomial_size), ek.ksk, p.ks_base_log, p.ks_level,
+                       ek.bsk_fourier, p.lwe_dimension, p.glwe_dimension, p.pbs_base_log,
+                       p.pbs_level, luts, index, cts, out, start, end, group, ws)
+
+
+def run_pbs_batch(ek, cts, luts, index, out, *, n_jobs=1, group=None):
+    """KS + PBS of rows of ``cts`` into ``out``, split over ``n_jobs`` threads."""
+    B = cts.shape[0]
+    if B == 0:
+        return out
+    jobs = max(1, min(effective_n_jobs(n_jobs), B))
+    if group is None:
+        group = max(1, min(4, B // jobs))
+    bounds = np.linspace(0, B, jobs + 1).astype(int)
+    if jobs == 1:
+        _pbs_chunk(ek, cts, luts, index, out, 0, B, group)
+    else:
+        Parallel(n_jobs=jobs, prefer="threads")(
+            delayed(_pbs_chunk)(ek, cts, luts, index, out, int(a), int(b), group)
+            for a, b in zip(bounds[:-1], bounds[1:])
+        )
+    return out

@@ -1,0 +1,910 @@
+"""TFHE parameter sets: noise model, cost model and parameter selection.
+
+Everything here follows ``TFHE.md`` sections 4 and 5 (binary keys, Gaussian noise,
+64-bit torus, the KS -> PBS atomic pattern of Concrete / tfhe-rs).
+
+Conventions
+-----------
+- Variances are in torus² units (the torus is [0, 1), so a standard deviation of
+  ``2**-20`` means an error of ``2**-20`` of the torus, i.e. ``2**44`` on a ``uint64``).
+- A lookup of ``precision`` bits uses one extra padding bit, so decoding fails when the
+  error exceeds ``2**-(precision + 2)``.
+- ``norm2`` (ν) is the 2-norm of the clear weights of the linear combination of bootstrap
+  outputs that feeds a lookup; it scales the bootstrap noise by ν².
+
+The module reads top to bottom: noise terms, failure probability, cost model, the
+:class:`ParameterSet` entity, then the search behind :func:`select_parameters`.
+"""
+
+import dataclasses
+import functools
+import math
+import numbers
+from collections.abc import Mapping
+
+import numpy as np
+
+__all__ = [
+    "ParameterSet",
+    "cost_ks",
+    "cost_pbs",
+    "log2_p_fail",
+    "select_parameters",
+    "var_keyswitch",
+    "var_min",
+    "var_modulus_switch",
+    "var_pbs",
+    "var_pbs_parts",
+]
+
+# Ciphertext modulus q = 2^64 and the f64 mantissa that limits the FFT precision.
+_Q = 2.0**64
+_TORUS_BITS = 64
+_F64_MANTISSA_BITS = 53
+
+# Seeded keys replace all masks by one CSPRNG seed.
+_SEED_BYTES = 32
+
+# Published sets round their standard deviations to 5 significant digits, which can put
+# them up to 5e-5 (relative) below the exact minimum; accept that much (1.4e-4 bits).
+_SECURITY_RTOL = 1e-4
+
+_MAX_PRECISION_BOOTSTRAP = 8
+_MAX_PRECISION_NO_BOOTSTRAP = 30
+_MIN_POLYNOMIAL_SIZE = 256
+_MAX_POLYNOMIAL_SIZE = 65536
+
+# Search space of select_parameters. The security curve fit is meant for LWE dimensions in
+# the hundreds to a few thousands; nothing below 256 is ever proposed.
+_SEARCH_GLWE_DIMENSIONS = range(1, 7)
+_SEARCH_POLYNOMIAL_SIZES = tuple(2**e for e in range(8, 17))
+_SEARCH_MAX_BIG_DIMENSION = 65536
+_SEARCH_LWE_DIMENSIONS = np.arange(256, 2049)
+_SEARCH_PBS_LEVELS = np.arange(1, 7)
+_SEARCH_KS_LEVELS = np.arange(1, 21)
+# var_min reaches its floor (sigma = 2^-62) near d = 2600; no-bootstrap sets stop there.
+_SEARCH_NO_BOOTSTRAP_DIMENSIONS = np.arange(256, 3073)
+
+
+# --------------------------------------------------------------------------------------
+# Noise model (TFHE.md section 4). All functions accept floats or numpy arrays.
+# --------------------------------------------------------------------------------------
+
+
+def var_min(dimension):
+    """Smallest 128-bit secure noise variance for a binary key of a given dimension.
+
+    Curve fit (132-bit, Gaussian noise, binary key) from TFHE.md section 4, with a floor
+    of ``2**-124`` (standard deviation ``2**-62``) reached near ``dimension = 2600``.
+
+    Parameters
+    ----------
+    dimension : int or ndarray
+        Key dimension: ``n`` for an LWE key, ``k * N`` for a GLWE key.
+
+    Returns
+    -------
+    float or ndarray
+        Variance in torus² units.
+
+    Examples
+    --------
+    >>> round(math.sqrt(var_min(833)) * 1e6, 2)
+    3.62
+    """
+    return 2.0 ** (4 - 128) + 2.0 ** (5.31469187675068 - 0.0497829131652661 * dimension)
+
+
+def var_modulus_switch(lwe_dimension, polynomial_size):
+    """Variance added by rounding an LWE ciphertext from modulus 2^64 to 2N.
+
+    Parameters
+    ----------
+    lwe_dimension : int or ndarray
+        Dimension ``n`` of the (small) LWE ciphertext being switched.
+    polynomial_size : int or ndarray
+        ``N``; the new modulus is ``2 * N``.
+
+    Returns
+    -------
+    float or ndarray
+        Variance in torus² units.
+    """
+    q2 = _Q * _Q
+    two_n_sq = (2.0 * polynomial_size) ** 2
+    return (
+        lwe_dimension * (1 / (48 * q2) + 1 / (24 * two_n_sq))
+        - 1 / (12 * q2)
+        + 1 / (12 * two_n_sq)
+    )
+
+
+def var_keyswitch(input_dimension, ks_base_log, ks_level, ksk_variance):
+    """Variance added by an LWE keyswitch.
+
+    Parameters
+    ----------
+    input_dimension : int or ndarray
+        Dimension of the input ciphertext (``k * N`` in the KS -> PBS pattern).
+    ks_base_log : int or ndarray
+        Log2 of the decomposition base.
+    ks_level : int or ndarray
+        Number of decomposition levels.
+    ksk_variance : float or ndarray
+        Noise variance of the keyswitching key (that of the output LWE key).
+
+    Returns
+    -------
+    float or ndarray
+        Variance in torus² units.
+    """
+    base = 2.0**ks_base_log
+    return ks_level * input_dimension * ksk_variance * (base * base / 12 + 1 / 6) + (
+        input_dimension * (1 / (48 * _Q * _Q) + base ** (-2 * ks_level) / 24)
+    )
+
+
+def var_pbs_parts(lwe_dimension, glwe_dimension, polynomial_size, pbs_base_log, pbs_level,
+                  bsk_variance):
+    """The three parts of the output variance of one programmable bootstrap.
+
+    Parameters
+    ----------
+    lwe_dimension : int or ndarray
+        ``n``, the number of CMux steps of the blind rotation.
+    glwe_dimension : int or ndarray
+        ``k``.
+    polynomial_size : int or ndarray
+        ``N``.
+    pbs_base_log : int or ndarray
+        Log2 of the gadget decomposition base of the external product.
+    pbs_level : int or ndarray
+        Number of gadget levels.
+    bsk_variance : float or ndarray
+        Noise variance of the bootstrapping key (that of the GLWE key).
+
+    Returns
+    -------
+    dict
+        ``{"fft": ..., "key": ..., "dec": ...}``, each already multiplied by ``n`` so the
+        three sum to :func:`var_pbs`. ``fft`` is the f64 FFT rounding error, ``key`` the
+        noise of the key itself, ``dec`` the gadget decomposition rounding.
+    """
+    base = 2.0**pbs_base_log
+    k = glwe_dimension
+    n_poly = polynomial_size
+    q2 = _Q * _Q
+    fft = (
+        0.00705
+        * 2.0 ** (2 * max(0, _TORUS_BITS - _F64_MANTISSA_BITS))
+        * base * base / q2
+        * pbs_level**1.01827
+        * k**1.22003
+        * n_poly**2.22003
+        * (k + 1) ** 1.01827
+    )
+    key = pbs_level * n_poly * (k + 1) * bsk_variance * (base * base / 12 + 1 / 6)
+    rounding = base ** (-2 * pbs_level) / 24
+    dec = -1 / (24 * q2) + (k * n_poly / 2) * (1 / (48 * q2) + rounding) + rounding
+    return {
+        "fft": lwe_dimension * fft,
+        "key": lwe_dimension * key,
+        "dec": lwe_dimension * dec,
+    }
+
+
+def var_pbs(lwe_dimension, glwe_dimension, polynomial_size, pbs_base_log, pbs_level,
+            bsk_variance):
+    """Output variance of one programmable bootstrap (independent of its input noise).
+
+    Parameters are those of :func:`var_pbs_parts`.
+
+    Returns
+    -------
+    float or ndarray
+        Variance in torus² units.
+    """
+    parts = var_pbs_parts(lwe_dimension, glwe_dimension, polynomial_size, pbs_base_log,
+                          pbs_level, bsk_variance)
+    return parts["fft"] + parts["key"] + parts["dec"]
+
+
+# --------------------------------------------------------------------------------------
+# Failure probability
+# --------------------------------------------------------------------------------------
+
+# Beyond this argument math.erfc is replaced by its asymptotic series, whose truncation
+# error there is ~3e-10 (relative); math.erfc itself underflows near 27.
+_ERFC_ASYMPTOTIC_FROM = 20.0
+
+
+def _log2_erfc(x):
+    """log2(erfc(x)) for x >= 0, finite even where erfc underflows."""
+    if x < _ERFC_ASYMPTOTIC_FROM:
+        return math.log2(math.erfc(x))
+    # erfc(x) = exp(-x²)/(x·√π) · (1 - 1/(2x²) + 3/(4x⁴) - 15/(8x⁶) + 105/(16x⁸) - ...)
+    inv = 1.0 / (2.0 * x * x)
+    series = -inv + 3 * inv**2 - 15 * inv**3 + 105 * inv**4
+    return (-x * x - math.log(x * math.sqrt(math.pi)) + math.log1p(series)) / math.log(2)
+
+
+def _check_precision_bits(precision, name="precision"):
+    if isinstance(precision, bool) or not isinstance(precision, numbers.Integral):
+        raise TypeError(f"{name} must be an integer number of bits, got {precision!r}")
+    precision = int(precision)
+    if precision < 1:
+        raise ValueError(f"{name} must be at least 1 bit, got {precision}")
+    return precision
+
+
+def log2_p_fail(variance, precision):
+    """Log2 of the probability that a lookup (or decryption) decodes the wrong value.
+
+    The error is Gaussian with the given variance; decoding of ``precision`` bits plus a
+    padding bit fails when ``|error| > 2**-(precision + 2)``, so
+    ``p_fail = erfc(2**-(precision + 2) / sqrt(2 * variance))``.
+
+    Parameters
+    ----------
+    variance : float
+        Variance of the error at the decision point, torus² units, > 0.
+    precision : int
+        Message bits (without the padding bit).
+
+    Returns
+    -------
+    float
+        ``log2(p_fail)``, always finite: an asymptotic expansion of erfc takes over where
+        the direct evaluation would underflow (``p_fail`` below about ``2**-600``).
+
+    Examples
+    --------
+    >>> round(log2_p_fail((2.0**-6 / 9.16) ** 2, 4), 1)  # kappa(2^-64) = 9.16
+    -64.0
+    """
+    precision = _check_precision_bits(precision)
+    if isinstance(variance, bool) or not isinstance(variance, numbers.Real):
+        raise TypeError(f"variance must be a real number, got {variance!r}")
+    variance = float(variance)
+    if not (variance > 0 and math.isfinite(variance)):
+        raise ValueError(f"variance must be positive and finite, got {variance!r}")
+    x = 2.0 ** -(precision + 2) / math.sqrt(2.0 * variance)
+    return _log2_erfc(x)
+
+
+@functools.lru_cache(maxsize=256)
+def _max_variance(precision, log2_target):
+    """Largest variance whose log2 p_fail at ``precision`` bits is <= ``log2_target``."""
+    # log2 erfc(x) decreases with x: bisect for the smallest x reaching the target and keep
+    # the upper end of the bracket so the returned variance is on the safe side.
+    lo, hi = 0.0, 40.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if _log2_erfc(mid) <= log2_target:
+            hi = mid
+        else:
+            lo = mid
+        if hi - lo <= 1e-13 * hi:
+            break
+    return (2.0 ** -(precision + 2) / hi) ** 2 / 2.0
+
+
+# --------------------------------------------------------------------------------------
+# Cost model (TFHE.md section 4: Concrete optimizer / tfhe-rs "algorithmic cost")
+# --------------------------------------------------------------------------------------
+
+
+def cost_pbs(lwe_dimension, glwe_dimension, polynomial_size, pbs_level):
+    """Algorithmic cost of one programmable bootstrap, in operations.
+
+    ``n · [(k+1)·l·(N·log2 N + N) + (k+1)·(N·log2 N + N) + (k+1)²·l·N]``: forward FFTs of
+    the decomposed digits, inverse FFTs, and the Fourier-domain multiply-accumulate.
+
+    Parameters
+    ----------
+    lwe_dimension, glwe_dimension, polynomial_size, pbs_level : int or ndarray
+        ``n``, ``k``, ``N`` and the number of gadget levels.
+
+    Returns
+    -------
+    float or ndarray
+    """
+    k1 = glwe_dimension + 1
+    fft = polynomial_size * np.log2(polynomial_size) + polynomial_size
+    return lwe_dimension * (
+        k1 * pbs_level * fft + k1 * fft + k1 * k1 * pbs_level * polynomial_size
+    )
+
+
+def cost_ks(input_dimension, output_dimension, ks_level):
+    """Algorithmic cost of one keyswitch, in operations: ``2 · n_in · l · (n_out + 1)``.
+
+    Parameters
+    ----------
+    input_dimension : int or ndarray
+        ``k * N``.
+    output_dimension : int or ndarray
+        ``n``.
+    ks_level : int or ndarray
+        Number of decomposition levels.
+
+    Returns
+    -------
+    float or ndarray
+    """
+    return 2.0 * input_dimension * ks_level * (output_dimension + 1)
+
+
+# --------------------------------------------------------------------------------------
+# ParameterSet
+# --------------------------------------------------------------------------------------
+
+_INT_FIELDS = ("precision", "lwe_dimension", "glwe_dimension", "polynomial_size",
+               "pbs_base_log", "pbs_level", "ks_base_log", "ks_level")
+_FLOAT_FIELDS = ("lwe_noise_std", "glwe_noise_std", "p_error", "norm2")
+_BOOTSTRAP_ONLY_FIELDS = ("glwe_dimension", "polynomial_size", "pbs_base_log", "pbs_level",
+                          "ks_base_log", "ks_level")
+
+
+def _check_secure_std(name, std, dimension):
+    minimum = math.sqrt(var_min(dimension))
+    if std < minimum * (1 - _SECURITY_RTOL):
+        raise ValueError(
+            f"{name}={std:.4e} is below the 128-bit secure minimum {minimum:.4e} for key "
+            f"dimension {dimension}; use a larger noise or a larger dimension"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ParameterSet:
+    """Cryptographic parameters of a TFHE circuit (KS -> PBS atomic pattern).
+
+    Every instance is validated on construction, including the 128-bit security of both
+    keys (noise at least ``sqrt(var_min(dimension))``). A set without bootstrapping (for
+    circuits with no lookup, decrypted directly) has ``glwe_dimension``,
+    ``polynomial_size``, the four base/level fields and ``glwe_noise_std`` all zero.
+
+    Parameters
+    ----------
+    precision : int
+        Message bits ``p`` of the lookups (or of the decrypted values when there is no
+        bootstrap); the padding bit is extra. 1..8 with bootstrap, 1..30 without.
+    lwe_dimension : int
+        ``n``, dimension of the small LWE key (the only key without bootstrap).
+    glwe_dimension : int
+        ``k``.
+    polynomial_size : int
+        ``N``, a power of two in 256..65536.
+    lwe_noise_std : float
+        Noise standard deviation of the LWE key / keyswitching key, torus units.
+    glwe_noise_std : float
+        Noise standard deviation of the GLWE key / bootstrapping key, torus units.
+    pbs_base_log, pbs_level : int
+        Gadget decomposition of the bootstrap (``base_log * level <= 64``).
+    ks_base_log, ks_level : int
+        Decomposition of the keyswitch (``base_log * level <= 64``).
+    p_error : float
+        Per-lookup failure probability the set was selected for (informational).
+    norm2 : float
+        2-norm ν of the linear combinations feeding lookups that the set was selected for.
+
+    Examples
+    --------
+    >>> params = select_parameters(4, p_error=2**-40)
+    >>> params.log2_p_fail() <= -40
+    True
+    """
+
+    precision: int
+    lwe_dimension: int
+    glwe_dimension: int
+    polynomial_size: int
+    lwe_noise_std: float
+    glwe_noise_std: float
+    pbs_base_log: int
+    pbs_level: int
+    ks_base_log: int
+    ks_level: int
+    p_error: float
+    norm2: float
+
+    def __post_init__(self):
+        for name in _INT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{name} must be an integer, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        for name in _FLOAT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"{name} must be a real number, got {value!r}")
+            value = float(value)
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be finite, got {value!r}")
+            object.__setattr__(self, name, value)
+
+        if not 0.0 < self.p_error < 1.0:
+            raise ValueError(f"p_error must be in (0, 1), got {self.p_error!r}")
+        if not self.norm2 > 0.0:
+            raise ValueError(f"norm2 must be > 0, got {self.norm2!r}")
+        if self.lwe_dimension < 1:
+            raise ValueError(f"lwe_dimension must be >= 1, got {self.lwe_dimension}")
+        if not 0.0 < self.lwe_noise_std < 1.0:
+            raise ValueError(
+                f"lwe_noise_std must be in (0, 1) (torus units, a fraction of 1, not scaled "
+                f"by 2^64), got {self.lwe_noise_std!r}"
+            )
+        _check_secure_std("lwe_noise_std", self.lwe_noise_std, self.lwe_dimension)
+
+        if self.has_bootstrap:
+            self._validate_bootstrap_fields()
+        else:
+            nonzero = [f"{name}={getattr(self, name)}" for name in _BOOTSTRAP_ONLY_FIELDS
+                       if getattr(self, name) != 0]
+            if self.glwe_noise_std != 0.0:
+                nonzero.append(f"glwe_noise_std={self.glwe_noise_std!r}")
+            if nonzero:
+                raise ValueError(
+                    "polynomial_size=0 means a set without bootstrapping, which needs "
+                    f"every bootstrap field at 0; got {', '.join(nonzero)}"
+                )
+            if not 1 <= self.precision <= _MAX_PRECISION_NO_BOOTSTRAP:
+                raise ValueError(
+                    f"precision must be in 1..{_MAX_PRECISION_NO_BOOTSTRAP} without "
+                    f"bootstrapping, got {self.precision}"
+                )
+
+    def _validate_bootstrap_fields(self):
+        if not 1 <= self.precision <= _MAX_PRECISION_BOOTSTRAP:
+            raise ValueError(
+                f"precision must be in 1..{_MAX_PRECISION_BOOTSTRAP} with bootstrapping, "
+                f"got {self.precision}"
+            )
+        size = self.polynomial_size
+        if (size & (size - 1)) or not _MIN_POLYNOMIAL_SIZE <= size <= _MAX_POLYNOMIAL_SIZE:
+            raise ValueError(
+                f"polynomial_size must be a power of two in {_MIN_POLYNOMIAL_SIZE}.."
+                f"{_MAX_POLYNOMIAL_SIZE} (or 0 for no bootstrapping), got {size}"
+            )
+        if self.glwe_dimension < 1:
+            raise ValueError(f"glwe_dimension must be >= 1, got {self.glwe_dimension}")
+        for prefix in ("pbs", "ks"):
+            base_log = getattr(self, f"{prefix}_base_log")
+            level = getattr(self, f"{prefix}_level")
+            if base_log < 1 or level < 1 or base_log * level > _TORUS_BITS:
+                raise ValueError(
+                    f"{prefix}_base_log and {prefix}_level must be >= 1 with "
+                    f"{prefix}_base_log * {prefix}_level <= {_TORUS_BITS}, got "
+                    f"{base_log} and {level}"
+                )
+        if not 0.0 < self.glwe_noise_std < 1.0:
+            raise ValueError(
+                f"glwe_noise_std must be in (0, 1) (torus units, a fraction of 1, not "
+                f"scaled by 2^64), got {self.glwe_noise_std!r}"
+            )
+        _check_secure_std("glwe_noise_std", self.glwe_noise_std, self.big_lwe_dimension)
+
+    # -- derived quantities ------------------------------------------------------------
+
+    @property
+    def has_bootstrap(self):
+        """bool: whether the set has bootstrapping (lookup) keys."""
+        return self.polynomial_size != 0
+
+    @property
+    def big_lwe_dimension(self):
+        """int: dimension ciphertexts are encrypted under (``k * N``, or ``n``)."""
+        if self.has_bootstrap:
+            return self.glwe_dimension * self.polynomial_size
+        return self.lwe_dimension
+
+    @property
+    def big_noise_std(self):
+        """float: encryption noise of fresh ciphertexts (under the big key)."""
+        return self.glwe_noise_std if self.has_bootstrap else self.lwe_noise_std
+
+    @property
+    def variance_ks(self):
+        """float: variance added by one keyswitch (0 without bootstrap)."""
+        if not self.has_bootstrap:
+            return 0.0
+        return var_keyswitch(self.big_lwe_dimension, self.ks_base_log, self.ks_level,
+                             self.lwe_noise_std**2)
+
+    @property
+    def variance_ms(self):
+        """float: variance added by the modulus switch (0 without bootstrap)."""
+        if not self.has_bootstrap:
+            return 0.0
+        return var_modulus_switch(self.lwe_dimension, self.polynomial_size)
+
+    @property
+    def variance_pbs(self):
+        """float: output variance of one bootstrap (0 without bootstrap)."""
+        if not self.has_bootstrap:
+            return 0.0
+        return var_pbs(self.lwe_dimension, self.glwe_dimension, self.polynomial_size,
+                       self.pbs_base_log, self.pbs_level, self.glwe_noise_std**2)
+
+    def variance_at_lookup(self, norm2=None):
+        """Error variance at the decision point of a lookup (or of the decryption).
+
+        Parameters
+        ----------
+        norm2 : float, optional
+            2-norm ν of the linear combination feeding the lookup; defaults to
+            ``self.norm2``.
+
+        Returns
+        -------
+        float
+            ``ν²·Var_PBS + Var_KS + Var_MS``; without bootstrap, ``ν²·big_noise_std²``
+            (a linear combination of fresh ciphertexts, decrypted directly).
+        """
+        norm2 = self.norm2 if norm2 is None else float(norm2)
+        if not norm2 > 0:
+            raise ValueError(f"norm2 must be > 0, got {norm2!r}")
+        if not self.has_bootstrap:
+            return norm2**2 * self.big_noise_std**2
+        return norm2**2 * self.variance_pbs + self.variance_ks + self.variance_ms
+
+    def log2_p_fail(self, precision=None, norm2=None):
+        """Modelled log2 failure probability of one lookup.
+
+        Parameters
+        ----------
+        precision : int, optional
+            Bits of the lookup; defaults to ``self.precision``.
+        norm2 : float, optional
+            ν; defaults to ``self.norm2``.
+
+        Returns
+        -------
+        float
+        """
+        precision = self.precision if precision is None else precision
+        return log2_p_fail(self.variance_at_lookup(norm2), precision)
+
+    def p_fail(self, precision=None, norm2=None):
+        """Modelled failure probability of one lookup (see :meth:`log2_p_fail`).
+
+        Returns
+        -------
+        float
+            Underflows to 0.0 only below about 5e-324.
+        """
+        return 2.0 ** self.log2_p_fail(precision, norm2)
+
+    @property
+    def cost(self):
+        """float: algorithmic cost of one lookup (KS + PBS) in operations; 0 without."""
+        if not self.has_bootstrap:
+            return 0.0
+        return float(
+            cost_pbs(self.lwe_dimension, self.glwe_dimension, self.polynomial_size,
+                     self.pbs_level)
+            + cost_ks(self.big_lwe_dimension, self.lwe_dimension, self.ks_level)
+        )
+
+    @property
+    def bsk_bytes(self):
+        """int: size of the bootstrapping key, ``n·(k+1)²·l·N`` u64 words."""
+        if not self.has_bootstrap:
+            return 0
+        return (self.lwe_dimension * (self.glwe_dimension + 1) ** 2 * self.pbs_level
+                * self.polynomial_size * 8)
+
+    @property
+    def ksk_bytes(self):
+        """int: size of the keyswitching key, ``k·N·l·(n+1)`` u64 words."""
+        if not self.has_bootstrap:
+            return 0
+        return self.big_lwe_dimension * self.ks_level * (self.lwe_dimension + 1) * 8
+
+    @property
+    def seeded_bsk_bytes(self):
+        """int: bootstrapping key with masks replaced by a seed (bodies + 32 bytes)."""
+        if not self.has_bootstrap:
+            return 0
+        return self.bsk_bytes // (self.glwe_dimension + 1) + _SEED_BYTES
+
+    @property
+    def seeded_ksk_bytes(self):
+        """int: keyswitching key with masks replaced by a seed (bodies + 32 bytes)."""
+        if not self.has_bootstrap:
+            return 0
+        return self.ksk_bytes // (self.lwe_dimension + 1) + _SEED_BYTES
+
+    # -- serialisation -----------------------------------------------------------------
+
+    def to_dict(self):
+        """Return the fields as a JSON-safe dict (Python ints and floats only)."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data):
+        """Build a validated set from :meth:`to_dict` output.
+
+        Raises
+        ------
+        ValueError
+            If keys are missing or unknown, or any value is invalid.
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"expected a mapping of parameters, got {type(data).__name__}")
+        expected = {field.name for field in dataclasses.fields(cls)}
+        missing = sorted(expected - set(data))
+        unknown = sorted(set(data) - expected, key=str)
+        if missing or unknown:
+            raise ValueError(
+                f"invalid parameter set: missing keys {missing}, unknown keys {unknown}"
+            )
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ValueError(f"invalid parameter set: {exc}") from exc
+
+    def __str__(self):
+        if not self.has_bootstrap:
+            return (
+                f"ParameterSet(no bootstrap, p={self.precision}, n={self.lwe_dimension}, "
+                f"sigma={self.lwe_noise_std:.3e}, nu={self.norm2:g}, "
+                f"log2 p_fail={self.log2_p_fail():.1f})"
+            )
+        return (
+            f"ParameterSet(p={self.precision}, n={self.lwe_dimension}, "
+            f"k={self.glwe_dimension}, N={self.polynomial_size}, "
+            f"pbs=2^{self.pbs_base_log}x{self.pbs_level}, "
+            f"ks=2^{self.ks_base_log}x{self.ks_level}, nu={self.norm2:g}, "
+            f"log2 p_fail={self.log2_p_fail():.1f}, cost={self.cost / 1e6:.0f} Mop, "
+            f"BSK {self.bsk_bytes / 1e6:.0f} MB, KSK {self.ksk_bytes / 1e6:.0f} MB)"
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Parameter selection
+# --------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _ks_table():
+    """Best keyswitch base per (level, n) over the search grid.
+
+    The keyswitch variance is ``n_in`` times a function of (base, level, var_min(n)), so
+    the best base does not depend on ``n_in``.
+
+    Returns
+    -------
+    var_per_input : ndarray, shape (len(_SEARCH_KS_LEVELS), len(_SEARCH_LWE_DIMENSIONS))
+        Smallest ``Var_KS / n_in``.
+    base_log : ndarray of int, same shape
+        The base achieving it.
+    """
+    levels = _SEARCH_KS_LEVELS[:, None, None]
+    base_logs = np.arange(1, _TORUS_BITS + 1)[None, :, None]
+    ksk_var = var_min(_SEARCH_LWE_DIMENSIONS.astype(float))[None, None, :]
+    per_input = var_keyswitch(1.0, base_logs, levels, ksk_var)
+    per_input = np.where(base_logs * levels <= _TORUS_BITS, per_input, np.inf)
+    best = np.argmin(per_input, axis=1)
+    return np.take_along_axis(per_input, best[:, None, :], axis=1)[:, 0, :], best + 1
+
+
+@functools.lru_cache(maxsize=None)
+def _pbs_table(glwe_dimension, polynomial_size):
+    """Best bootstrap base per level: (Var_PBS / n, base_log), arrays over pbs levels."""
+    levels = _SEARCH_PBS_LEVELS[:, None]
+    base_logs = np.arange(1, _TORUS_BITS + 1)[None, :]
+    bsk_var = var_min(glwe_dimension * polynomial_size)
+    per_n = var_pbs(1.0, glwe_dimension, polynomial_size, base_logs, levels, bsk_var)
+    per_n = np.where(base_logs * levels <= _TORUS_BITS, per_n, np.inf)
+    best = np.argmin(per_n, axis=1)
+    return per_n[np.arange(len(best)), best], best + 1
+
+
+def _search_space():
+    """(k, N) pairs, cheapest first (N ascending, then k)."""
+    return [(k, size) for size in _SEARCH_POLYNOMIAL_SIZES for k in _SEARCH_GLWE_DIMENSIONS
+            if k * size <= _SEARCH_MAX_BIG_DIMENSION]
+
+
+def _search_bootstrap(precision, max_variance, norm2):
+    """Cheapest (k, N, n, pbs, ks) meeting the variance budget, or None."""
+    ks_per_input, ks_base = _ks_table()
+    dims = _SEARCH_LWE_DIMENSIONS
+    n_min = dims[0]
+    nu2 = norm2 * norm2
+    best = None
+    best_cost = math.inf
+    for k, size in _search_space():
+        big = k * size
+        # Smallest possible cost for this (k, N); it only grows with n and the levels.
+        if cost_pbs(n_min, k, size, 1) + cost_ks(big, n_min, 1) >= best_cost:
+            continue
+        pbs_per_n, pbs_base = _pbs_table(k, size)
+        variance = (
+            nu2 * pbs_per_n[:, None, None] * dims[None, None, :]
+            + big * ks_per_input[None, :, :]
+            + var_modulus_switch(dims, size)[None, None, :]
+        )
+        feasible = variance <= max_variance
+        found = feasible.any(axis=-1)
+        if not found.any():
+            continue
+        # Cost grows with n, so for each (pbs level, ks level) the first feasible n wins.
+        first = np.argmax(feasible, axis=-1)
+        n_at = dims[first]
+        costs = (cost_pbs(n_at, k, size, _SEARCH_PBS_LEVELS[:, None])
+                 + cost_ks(big, n_at, _SEARCH_KS_LEVELS[None, :]))
+        costs = np.where(found, costs, np.inf)
+        i_pbs, i_ks = np.unravel_index(np.argmin(costs), costs.shape)
+        if costs[i_pbs, i_ks] < best_cost:
+            best_cost = float(costs[i_pbs, i_ks])
+            i_n = first[i_pbs, i_ks]
+            best = dict(
+                lwe_dimension=int(dims[i_n]),
+                glwe_dimension=k,
+                polynomial_size=size,
+                pbs_base_log=int(pbs_base[i_pbs]),
+                pbs_level=int(_SEARCH_PBS_LEVELS[i_pbs]),
+                ks_base_log=int(ks_base[i_ks, i_n]),
+                ks_level=int(_SEARCH_KS_LEVELS[i_ks]),
+            )
+    return best
+
+
+def _explain_no_bootstrap_set(precision, p_error, norm2, max_variance):
+    """Say which limit made the bootstrap search fail (raised as ValueError)."""
+    ks_per_input, _ = _ks_table()
+    dims = _SEARCH_LWE_DIMENSIONS
+    largest_norm2_sq = 0.0
+    for k, size in _search_space():
+        pbs_per_n, _ = _pbs_table(k, size)
+        room = max_variance - k * size * ks_per_input - var_modulus_switch(dims, size)
+        ratio = room[None, :, :] / (pbs_per_n[:, None, None] * dims[None, None, :])
+        largest_norm2_sq = max(largest_norm2_sq, float(ratio.max()))
+    where = (f"precision={precision} at p_error={p_error:.3g} "
+             f"(2^{math.log2(p_error):.1f})")
+    if largest_norm2_sq <= 0:
+        raise ValueError(
+            f"no bootstrap parameter set reaches {where}, whatever norm2: keyswitch and "
+            f"modulus-switch noise alone exceed the budget even at N="
+            f"{_SEARCH_POLYNOMIAL_SIZES[-1]}; lower the precision or raise p_error"
+        )
+    raise ValueError(
+        f"no bootstrap parameter set reaches {where} with norm2={norm2:g}: the "
+        f"bootstrap noise grows as norm2² and the largest norm2 any set supports here is "
+        f"about {math.sqrt(largest_norm2_sq):.4g}; lower norm2 (smaller weights or fewer "
+        f"terms before the lookup), lower the precision, or raise p_error"
+    )
+
+
+def _select_no_bootstrap(precision, p_error, norm2, max_variance):
+    dims = _SEARCH_NO_BOOTSTRAP_DIMENSIONS
+    feasible = norm2 * norm2 * var_min(dims.astype(float)) <= max_variance
+    if not feasible.any():
+        floor_std = math.sqrt(var_min(dims[-1]))
+        raise ValueError(
+            f"no LWE dimension decrypts a sum of 2-norm norm2={norm2:g} at "
+            f"precision={precision} with p_error={p_error:.3g}: even the noise floor "
+            f"sigma={floor_std:.3g} (n={dims[-1]}) is too large; lower the precision "
+            f"or norm2, or raise p_error"
+        )
+    n = int(dims[np.argmax(feasible)])
+    return ParameterSet(
+        precision=precision, lwe_dimension=n, glwe_dimension=0, polynomial_size=0,
+        lwe_noise_std=math.sqrt(var_min(n)), glwe_noise_std=0.0,
+        pbs_base_log=0, pbs_level=0, ks_base_log=0, ks_level=0,
+        p_error=p_error, norm2=norm2,
+    )
+
+
+@functools.lru_cache(maxsize=512)
+def _select_cached(precision, p_error, norm2, bootstrap):
+    log2_target = math.log2(p_error)
+    max_variance = _max_variance(precision, log2_target)
+    if not bootstrap:
+        return _select_no_bootstrap(precision, p_error, norm2, max_variance)
+    found = _search_bootstrap(precision, max_variance, norm2)
+    if found is None:
+        _explain_no_bootstrap_set(precision, p_error, norm2, max_variance)
+    big = found["glwe_dimension"] * found["polynomial_size"]
+    params = ParameterSet(
+        precision=precision,
+        lwe_noise_std=math.sqrt(var_min(found["lwe_dimension"])),
+        glwe_noise_std=math.sqrt(var_min(big)),
+        p_error=p_error,
+        norm2=norm2,
+        **found,
+    )
+    # The search works on a variance budget; confirm with the exact failure model.
+    if params.log2_p_fail() > log2_target + 1e-9:
+        raise RuntimeError(f"parameter search returned a set missing its target: {params}")
+    return params
+
+
+def select_parameters(precision, p_error=2.0**-40, norm2=1.0, *, bootstrap=True):
+    """Cheapest 128-bit secure parameter set meeting a per-lookup failure probability.
+
+    With ``bootstrap=True`` the search covers ``k`` in 1..6 with ``k*N <= 65536``, ``N``
+    in 256..65536, ``n`` in 256..2048, 1..6 bootstrap levels, 1..20 keyswitch levels and
+    every base with ``base_log * level <= 64``; noise is the secure minimum
+    ``sqrt(var_min(d))`` for each key. The returned set minimises the algorithmic cost
+    (KS + PBS) subject to ``p_fail <= p_error`` at a lookup of ``precision`` bits fed by a
+    linear combination of bootstrap outputs of 2-norm ``norm2``.
+
+    With ``bootstrap=False`` it returns the smallest LWE dimension whose secure noise lets
+    a linear combination of fresh ciphertexts of 2-norm ``norm2`` be decrypted at
+    ``precision`` bits with ``p_fail <= p_error``.
+
+    Results are memoised (the search is deterministic) and the returned object is
+    immutable.
+
+    Parameters
+    ----------
+    precision : int
+        Message bits: 1..8 with bootstrap, 1..30 without.
+    p_error : float, default=2**-40
+        Failure probability allowed per lookup (per decryption without bootstrap), in
+        (0, 1). For a circuit of ``c`` lookups the global failure is
+        ``1 - (1 - p_error)**c``.
+    norm2 : float, default=1.0
+        2-norm ν of the clear weights feeding each lookup (or the decryption).
+    bootstrap : bool, default=True
+        Whether the circuit has lookups.
+
+    Returns
+    -------
+    ParameterSet
+
+    Raises
+    ------
+    ValueError
+        If an argument is out of range or no set in the search space meets the target
+        (the message says which limit was hit and what to lower).
+
+    Examples
+    --------
+    >>> params = select_parameters(4, p_error=2**-64)
+    >>> (params.glwe_dimension, params.polynomial_size)
+    (1, 2048)
+    """
+    if not isinstance(bootstrap, (bool, np.bool_)):
+        raise TypeError(f"bootstrap must be a bool, got {bootstrap!r}")
+    bootstrap = bool(bootstrap)
+    precision = _check_precision_bits(precision)
+    max_precision = _MAX_PRECISION_BOOTSTRAP if bootstrap else _MAX_PRECISION_NO_BOOTSTRAP
+    if precision > max_precision:
+        hint = (" (use bootstrap=False for circuits without lookups, up to "
+                f"{_MAX_PRECISION_NO_BOOTSTRAP} bits)" if bootstrap else "")
+        raise ValueError(
+            f"precision must be in 1..{max_precision} with bootstrap={bootstrap}, got "
+            f"{precision}; lower the bit width{hint}"
+        )
+    for name, value in (("p_error", p_error), ("norm2", norm2)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a real number, got {value!r}")
+    p_error, norm2 = float(p_error), float(norm2)
+    if not 0.0 < p_error < 1.0:
+        raise ValueError(f"p_error must be in (0, 1), got {p_error!r}")
+    if not (norm2 > 0.0 and math.isfinite(norm2)):
+        raise ValueError(f"norm2 must be positive and finite, got {norm2!r}")
+    return _select_cached(precision, p_error, norm2, bootstrap)
+
+
+def _table(p_error=2.0**-40, norm2=1.0, precisions=range(1, 9)):
+    """Print the selected sets for each precision (for docs and reviews)."""
+    print(f"p_error = 2^{math.log2(p_error):.1f}, norm2 = {norm2:g}")
+    print(" p     n  k      N  pbs B/l  ks B/l  log2 p_fail  cost(Mop)  BSK MB  KSK MB")
+    for precision in precisions:
+        s = select_parameters(precision, p_error, norm2)
+        print(
+            f"{precision:2d} {s.lwe_dimension:5d} {s.glwe_dimension:2d} "
+            f"{s.polynomial_size:6d} {'2^%d/%d' % (s.pbs_base_log, s.pbs_level):>8} "
+            f"{'2^%d/%d' % (s.ks_base_log, s.ks_level):>7} {s.log2_p_fail():12.1f} "
+            f"{s.cost / 1e6:10.1f} {s.bsk_bytes / 1e6:7.0f} {s.ksk_bytes / 1e6:7.0f}"
+        )
+
+
+if __name__ == "__main__":
+    _table()
+    _table(2.0**-64)
