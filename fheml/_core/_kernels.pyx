@@ -6,7 +6,7 @@ import os
 import numpy as np
 
 cimport numpy as cnp
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 cnp.import_array()
 
@@ -26,7 +26,7 @@ cdef extern from "kernels.h" nogil:
         double *fdig
         double *facc
         double *fout
-        uint64_t *small
+        uint32_t *small
         int32_t *abar
         uint64_t *acc
         int32_t *ks_digits
@@ -38,10 +38,10 @@ cdef extern from "kernels.h" nogil:
     void fheml_add_f64_to_torus(int simd, const double *x, uint64_t *acc, int n)
     void fheml_decompose_i32(int simd, const uint64_t *v, int n, int base_log, int level,
                              int32_t *out)
-    void fheml_keyswitch_group(int simd, const uint64_t *ksk, int n_in, int n_out,
+    void fheml_keyswitch_group(int simd, const uint32_t *ksk, int n_in, int n_out,
                                int base_log, int level, const uint64_t *const *inp, int G,
-                               uint64_t *const *out, int32_t *digits)
-    void fheml_pbs_range(int simd, const fft_plan *p, const uint64_t *ksk, int ks_base_log,
+                               uint32_t *const *out, int32_t *digits)
+    void fheml_pbs_range(int simd, const fft_plan *p, const uint32_t *ksk, int ks_base_log,
                          int ks_level, const double *bsk, int n, int k, int pbs_base_log,
                          int pbs_level, const uint64_t *luts, const int64_t *lut_index,
                          const uint64_t *inp, uint64_t *out, int64_t start, int64_t end,
@@ -208,20 +208,23 @@ def mul_binary_exact(FourierPlan plan, key_bits, a, out=None):
 
 
 def keyswitch_batch(ksk, int ks_base_log, int ks_level, cts, int group=8):
-    """Keyswitch (B, n_in + 1) ciphertexts with a (n_in, ks_level, n_out + 1) key."""
+    """Keyswitch (B, n_in + 1) u64 ciphertexts with a (n_in, ks_level, n_out + 1) uint32 key
+    (top 32 bits of the torus); returns (B, n_out + 1) uint32 (top 32 bits)."""
     if ksk.ndim != 3 or ksk.shape[1] != ks_level or cts.ndim != 2 or cts.shape[1] != ksk.shape[0] + 1:
         raise ValueError("keyswitch key and ciphertexts do not match")
     if not 1 <= group <= FHEML_MAX_GROUP:
         raise ValueError(f"group must be in [1, {FHEML_MAX_GROUP}]")
-    cdef uint64_t[:, :, ::1] kv = np.ascontiguousarray(ksk, dtype=np.uint64)
+    if ksk.dtype != np.uint32:
+        raise ValueError("the keyswitching key must be uint32 (top 32 bits of the torus)")
+    cdef uint32_t[:, :, ::1] kv = np.ascontiguousarray(ksk)
     cdef uint64_t[:, ::1] cv = np.ascontiguousarray(cts, dtype=np.uint64)
     cdef int n_in = ksk.shape[0], n_out = ksk.shape[2] - 1
     cdef Py_ssize_t B = cts.shape[0], s, g, G
-    out = np.empty((B, n_out + 1), dtype=np.uint64)
-    cdef uint64_t[:, ::1] ov = out
+    out = np.empty((B, n_out + 1), dtype=np.uint32)
+    cdef uint32_t[:, ::1] ov = out
     cdef int32_t[::1] digits = np.empty(FHEML_MAX_GROUP * ks_level, dtype=np.int32)
     cdef const uint64_t *ins[16]
-    cdef uint64_t *outs[16]
+    cdef uint32_t *outs[16]
     with nogil:
         s = 0
         while s < B:
@@ -251,13 +254,14 @@ cdef class PbsWorkspace:
             "fdig": np.empty((k + 1) * pbs_level * N, np.float64),
             "facc": np.empty((k + 1) * N, np.float64),
             "fout": np.empty(N, np.float64),
-            "small": np.empty(group * (n + 1), np.uint64),
+            "small": np.empty(group * (n + 1), np.uint32),
             "abar": np.empty(group * n, np.int32),
             "acc": np.empty(group * (k + 1) * N, np.uint64),
             "ks_digits": np.empty(group * max(ks_level, 1), np.int32),
         }
         self._keep = arrays
         cdef uint64_t[::1] u
+        cdef uint32_t[::1] u32
         cdef int32_t[::1] i
         cdef double[::1] d
         u = arrays["diff"]; self.sc.diff = &u[0]
@@ -265,7 +269,7 @@ cdef class PbsWorkspace:
         d = arrays["fdig"]; self.sc.fdig = &d[0]
         d = arrays["facc"]; self.sc.facc = &d[0]
         d = arrays["fout"]; self.sc.fout = &d[0]
-        u = arrays["small"]; self.sc.small = &u[0]
+        u32 = arrays["small"]; self.sc.small = &u32[0]
         i = arrays["abar"]; self.sc.abar = &i[0]
         u = arrays["acc"]; self.sc.acc = &u[0]
         i = arrays["ks_digits"]; self.sc.ks_digits = &i[0]
@@ -295,10 +299,10 @@ def pbs_range(FourierPlan plan, ksk, int ks_base_log, int ks_level, bsk_fourier,
         raise ValueError("bad range")
     if end > start and (lut_index[start:end].min() < 0 or lut_index[start:end].max() >= luts.shape[0]):
         raise ValueError("lut_index out of range")
-    cdef const uint64_t *kp = NULL
-    cdef uint64_t[:, :, ::1] kv
+    cdef const uint32_t *kp = NULL
+    cdef uint32_t[:, :, ::1] kv
     if ksk is not None:
-        if ksk.shape != (k * N, ks_level, n + 1) or ksk.dtype != np.uint64:
+        if ksk.shape != (k * N, ks_level, n + 1) or ksk.dtype != np.uint32:
             raise ValueError("keyswitching key does not match the parameters")
         kv = ksk
         kp = &kv[0, 0, 0]

@@ -28,14 +28,16 @@ typedef struct {
     double *fdig;       /* (k+1) * pbs_level * N   (re/im blocks of N/2) */
     double *facc;       /* (k+1) * N */
     double *fout;       /* N */
-    uint64_t *small;    /* group * (n+1) */
+    uint32_t *small;    /* group * (n+1), top 32 bits of the torus */
     int32_t *abar;      /* group * n */
     uint64_t *acc;      /* group * (k+1) * N */
     int32_t *ks_digits; /* group * ks_level */
 } pbs_scratch;
 
 #define FN(name) name##_generic
+#define FHEML_IMPL_AVX2 0
 #include "kernels_impl.h"
+#undef FHEML_IMPL_AVX2
 #undef FN
 
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
@@ -46,8 +48,11 @@ typedef struct {
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 #endif
+#include <immintrin.h>
 #define FN(name) name##_avx2
+#define FHEML_IMPL_AVX2 1
 #include "kernels_impl.h"
+#undef FHEML_IMPL_AVX2
 #undef FN
 #if defined(__clang__)
 #pragma clang attribute pop
@@ -104,15 +109,15 @@ static inline void fheml_decompose_i32(int simd, const uint64_t *v, int n, int b
     FHEML_DISPATCH(simd, decompose_i32, v, n, base_log, level, out);
 }
 
-static inline void fheml_keyswitch_group(int simd, const uint64_t *ksk, int n_in, int n_out,
+static inline void fheml_keyswitch_group(int simd, const uint32_t *ksk, int n_in, int n_out,
                                          int base_log, int level, const uint64_t *const *in,
-                                         int G, uint64_t *const *out, int32_t *digits)
+                                         int G, uint32_t *const *out, int32_t *digits)
 {
     FHEML_DISPATCH(simd, keyswitch_group, ksk, n_in, n_out, base_log, level, in, G, out,
                    digits);
 }
 
-static inline void fheml_pbs_range(int simd, const fft_plan *p, const uint64_t *ksk,
+static inline void fheml_pbs_range(int simd, const fft_plan *p, const uint32_t *ksk,
                                    int ks_base_log, int ks_level, const double *bsk, int n,
                                    int k, int pbs_base_log, int pbs_level, const uint64_t *luts,
                                    const int64_t *lut_index, const uint64_t *in, uint64_t *out,

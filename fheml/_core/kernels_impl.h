@@ -12,88 +12,231 @@
 
 /* ---------------------------------------------------------------- negacyclic FFT ---- */
 
-/* In-place decimation-in-frequency radix-2 FFT, natural order in, bit-reversed out.
- * Twiddles for the stage of half-size h sit at tw[h .. 2h), value exp(+2*pi*i*j/(2h));
- * the forward transform uses their conjugate. */
-static void FN(fft_forward)(const fft_plan *p, double *restrict re, double *restrict im)
+/* Forward DIF stage of half-size h (radix 2). */
+static inline void FN(dif2)(const fft_plan *p, double *restrict re, double *restrict im, int h)
 {
     const int M = p->M;
-    for (int h = M >> 1; h >= 4; h >>= 1) {
-        const double *restrict wr = p->tw_re + h, *restrict wi = p->tw_im + h;
-        for (int s = 0; s < M; s += 2 * h) {
-            double *restrict ar = re + s, *restrict ai = im + s;
-            double *restrict br = re + s + h, *restrict bi = im + s + h;
-            for (int j = 0; j < h; j++) {
-                double xr = ar[j], xi = ai[j], yr = br[j], yi = bi[j];
-                double dr = xr - yr, di = xi - yi;
-                ar[j] = xr + yr;
-                ai[j] = xi + yi;
-                /* (dr + i di) * conj(w) */
-                br[j] = dr * wr[j] + di * wi[j];
-                bi[j] = di * wr[j] - dr * wi[j];
-            }
+    const double *restrict wr = p->tw_re + h, *restrict wi = p->tw_im + h;
+    for (int s = 0; s < M; s += 2 * h) {
+        double *restrict ar = re + s, *restrict ai = im + s;
+        double *restrict br = re + s + h, *restrict bi = im + s + h;
+        for (int j = 0; j < h; j++) {
+            double xr = ar[j], xi = ai[j], yr = br[j], yi = bi[j];
+            double dr = xr - yr, di = xi - yi;
+            ar[j] = xr + yr;
+            ai[j] = xi + yi;
+            br[j] = dr * wr[j] + di * wi[j]; /* (dr + i di) * conj(w) */
+            bi[j] = di * wr[j] - dr * wi[j];
         }
-    }
-    /* last two stages (h = 2 then h = 1) fused per block of four */
-    if (M >= 4) {
-        for (int s = 0; s < M; s += 4) {
-            double r0 = re[s], r1 = re[s + 1], r2 = re[s + 2], r3 = re[s + 3];
-            double i0 = im[s], i1 = im[s + 1], i2 = im[s + 2], i3 = im[s + 3];
-            double a0r = r0 + r2, a0i = i0 + i2, a1r = r1 + r3, a1i = i1 + i3;
-            double b0r = r0 - r2, b0i = i0 - i2;
-            /* (r1 - r3 + i (i1 - i3)) * conj(i) = (i1 - i3) - i (r1 - r3) */
-            double b1r = i1 - i3, b1i = r3 - r1;
-            re[s] = a0r + a1r; im[s] = a0i + a1i;
-            re[s + 1] = a0r - a1r; im[s + 1] = a0i - a1i;
-            re[s + 2] = b0r + b1r; im[s + 2] = b0i + b1i;
-            re[s + 3] = b0r - b1r; im[s + 3] = b0i - b1i;
-        }
-    } else if (M == 2) {
-        double r0 = re[0], i0 = im[0];
-        re[0] = r0 + re[1]; im[0] = i0 + im[1];
-        re[1] = r0 - re[1]; im[1] = i0 - im[1];
     }
 }
 
-/* In-place decimation-in-time radix-2 inverse FFT (unscaled), bit-reversed in, natural out. */
+/* Two forward DIF stages fused (half-sizes H then H/2): one pass over the data instead of
+ * two, same output order as the radix-2 stages. */
+static inline void FN(dif4)(const fft_plan *p, double *restrict re, double *restrict im, int H)
+{
+    const int M = p->M, Q = H / 2;
+    const double *restrict w1r = p->tw_re + H, *restrict w1i = p->tw_im + H;
+    const double *restrict w2r = p->tw_re + Q, *restrict w2i = p->tw_im + Q;
+    for (int s = 0; s < M; s += 2 * H) {
+        double *restrict ar = re + s, *restrict ai = im + s;
+        double *restrict br = re + s + Q, *restrict bi = im + s + Q;
+        double *restrict cr = re + s + H, *restrict ci = im + s + H;
+        double *restrict dr = re + s + H + Q, *restrict di = im + s + H + Q;
+#if FHEML_IMPL_AVX2
+        /* GCC does not vectorize this loop by itself; Q >= 4 here. */
+        for (int j = 0; j < Q; j += 4) {
+            __m256d wr = _mm256_loadu_pd(w1r + j), wi = _mm256_loadu_pd(w1i + j);
+            __m256d Ar = _mm256_loadu_pd(ar + j), Ai = _mm256_loadu_pd(ai + j);
+            __m256d Br = _mm256_loadu_pd(br + j), Bi = _mm256_loadu_pd(bi + j);
+            __m256d Cr = _mm256_loadu_pd(cr + j), Ci = _mm256_loadu_pd(ci + j);
+            __m256d Dr = _mm256_loadu_pd(dr + j), Di = _mm256_loadu_pd(di + j);
+            __m256d a1r = _mm256_add_pd(Ar, Cr), a1i = _mm256_add_pd(Ai, Ci);
+            __m256d tr = _mm256_sub_pd(Ar, Cr), ti = _mm256_sub_pd(Ai, Ci);
+            __m256d c1r = _mm256_fmadd_pd(tr, wr, _mm256_mul_pd(ti, wi));
+            __m256d c1i = _mm256_fmsub_pd(ti, wr, _mm256_mul_pd(tr, wi));
+            __m256d b1r = _mm256_add_pd(Br, Dr), b1i = _mm256_add_pd(Bi, Di);
+            __m256d ur = _mm256_sub_pd(Bi, Di), ui = _mm256_sub_pd(Dr, Br);
+            __m256d d1r = _mm256_fmadd_pd(ur, wr, _mm256_mul_pd(ui, wi));
+            __m256d d1i = _mm256_fmsub_pd(ui, wr, _mm256_mul_pd(ur, wi));
+            __m256d vr = _mm256_loadu_pd(w2r + j), vi = _mm256_loadu_pd(w2i + j);
+            __m256d xr = _mm256_sub_pd(a1r, b1r), xi = _mm256_sub_pd(a1i, b1i);
+            _mm256_storeu_pd(ar + j, _mm256_add_pd(a1r, b1r));
+            _mm256_storeu_pd(ai + j, _mm256_add_pd(a1i, b1i));
+            _mm256_storeu_pd(br + j, _mm256_fmadd_pd(xr, vr, _mm256_mul_pd(xi, vi)));
+            _mm256_storeu_pd(bi + j, _mm256_fmsub_pd(xi, vr, _mm256_mul_pd(xr, vi)));
+            __m256d yr = _mm256_sub_pd(c1r, d1r), yi = _mm256_sub_pd(c1i, d1i);
+            _mm256_storeu_pd(cr + j, _mm256_add_pd(c1r, d1r));
+            _mm256_storeu_pd(ci + j, _mm256_add_pd(c1i, d1i));
+            _mm256_storeu_pd(dr + j, _mm256_fmadd_pd(yr, vr, _mm256_mul_pd(yi, vi)));
+            _mm256_storeu_pd(di + j, _mm256_fmsub_pd(yi, vr, _mm256_mul_pd(yr, vi)));
+        }
+#else
+        for (int j = 0; j < Q; j++) {
+            double wr = w1r[j], wi = w1i[j];
+            /* stage H: (a, c) with conj(w), (b, d) with conj(i w) = -i conj(w) */
+            double a1r = ar[j] + cr[j], a1i = ai[j] + ci[j];
+            double tr = ar[j] - cr[j], ti = ai[j] - ci[j];
+            double c1r = tr * wr + ti * wi, c1i = ti * wr - tr * wi;
+            double b1r = br[j] + dr[j], b1i = bi[j] + di[j];
+            double ur = bi[j] - di[j], ui = dr[j] - br[j]; /* -i (b - d) */
+            double d1r = ur * wr + ui * wi, d1i = ui * wr - ur * wi;
+            /* stage H/2: (a1, b1) and (c1, d1) with conj(v) */
+            double vr = w2r[j], vi = w2i[j];
+            double xr = a1r - b1r, xi = a1i - b1i;
+            ar[j] = a1r + b1r;
+            ai[j] = a1i + b1i;
+            br[j] = xr * vr + xi * vi;
+            bi[j] = xi * vr - xr * vi;
+            double yr = c1r - d1r, yi = c1i - d1i;
+            cr[j] = c1r + d1r;
+            ci[j] = c1i + d1i;
+            dr[j] = yr * vr + yi * vi;
+            di[j] = yi * vr - yr * vi;
+        }
+#endif
+    }
+}
+
+/* In-place decimation-in-frequency FFT, natural order in, bit-reversed out.
+ * Twiddles for the stage of half-size h sit at tw[h .. 2h), value exp(+2*pi*i*j/(2h));
+ * the forward transform uses their conjugate.  M >= 4. */
+static void FN(fft_forward)(const fft_plan *p, double *restrict re, double *restrict im)
+{
+    const int M = p->M;
+    int h = M >> 1;
+    /* stages h = M/2 .. 4, two at a time; an odd one out goes first */
+    if ((p->log2N - 1 - 2) & 1) {
+        FN(dif2)(p, re, im, h);
+        h >>= 1;
+    }
+    for (; h >= 8; h >>= 2)
+        FN(dif4)(p, re, im, h);
+    /* last two stages (h = 2 then h = 1) fused per block of four */
+    for (int s = 0; s < M; s += 4) {
+        double r0 = re[s], r1 = re[s + 1], r2 = re[s + 2], r3 = re[s + 3];
+        double i0 = im[s], i1 = im[s + 1], i2 = im[s + 2], i3 = im[s + 3];
+        double a0r = r0 + r2, a0i = i0 + i2, a1r = r1 + r3, a1i = i1 + i3;
+        double b0r = r0 - r2, b0i = i0 - i2;
+        /* (r1 - r3 + i (i1 - i3)) * conj(i) = (i1 - i3) - i (r1 - r3) */
+        double b1r = i1 - i3, b1i = r3 - r1;
+        re[s] = a0r + a1r; im[s] = a0i + a1i;
+        re[s + 1] = a0r - a1r; im[s + 1] = a0i - a1i;
+        re[s + 2] = b0r + b1r; im[s + 2] = b0i + b1i;
+        re[s + 3] = b0r - b1r; im[s + 3] = b0i - b1i;
+    }
+}
+
+/* Inverse DIT stage of half-size h (radix 2). */
+static inline void FN(dit2)(const fft_plan *p, double *restrict re, double *restrict im, int h)
+{
+    const int M = p->M;
+    const double *restrict wr = p->tw_re + h, *restrict wi = p->tw_im + h;
+    for (int s = 0; s < M; s += 2 * h) {
+        double *restrict ar = re + s, *restrict ai = im + s;
+        double *restrict br = re + s + h, *restrict bi = im + s + h;
+        for (int j = 0; j < h; j++) {
+            double yr = br[j] * wr[j] - bi[j] * wi[j];
+            double yi = br[j] * wi[j] + bi[j] * wr[j];
+            double xr = ar[j], xi = ai[j];
+            ar[j] = xr + yr;
+            ai[j] = xi + yi;
+            br[j] = xr - yr;
+            bi[j] = xi - yi;
+        }
+    }
+}
+
+/* Two inverse DIT stages fused (half-sizes H/2 then H). */
+static inline void FN(dit4)(const fft_plan *p, double *restrict re, double *restrict im, int H)
+{
+    const int M = p->M, Q = H / 2;
+    const double *restrict w1r = p->tw_re + H, *restrict w1i = p->tw_im + H;
+    const double *restrict w2r = p->tw_re + Q, *restrict w2i = p->tw_im + Q;
+    for (int s = 0; s < M; s += 2 * H) {
+        double *restrict ar = re + s, *restrict ai = im + s;
+        double *restrict br = re + s + Q, *restrict bi = im + s + Q;
+        double *restrict cr = re + s + H, *restrict ci = im + s + H;
+        double *restrict dr = re + s + H + Q, *restrict di = im + s + H + Q;
+#if FHEML_IMPL_AVX2
+        for (int j = 0; j < Q; j += 4) {
+            __m256d vr = _mm256_loadu_pd(w2r + j), vi = _mm256_loadu_pd(w2i + j);
+            __m256d Ar = _mm256_loadu_pd(ar + j), Ai = _mm256_loadu_pd(ai + j);
+            __m256d Br = _mm256_loadu_pd(br + j), Bi = _mm256_loadu_pd(bi + j);
+            __m256d Cr = _mm256_loadu_pd(cr + j), Ci = _mm256_loadu_pd(ci + j);
+            __m256d Dr = _mm256_loadu_pd(dr + j), Di = _mm256_loadu_pd(di + j);
+            __m256d yr = _mm256_fmsub_pd(Br, vr, _mm256_mul_pd(Bi, vi));
+            __m256d yi = _mm256_fmadd_pd(Br, vi, _mm256_mul_pd(Bi, vr));
+            __m256d a1r = _mm256_add_pd(Ar, yr), a1i = _mm256_add_pd(Ai, yi);
+            __m256d b1r = _mm256_sub_pd(Ar, yr), b1i = _mm256_sub_pd(Ai, yi);
+            __m256d zr = _mm256_fmsub_pd(Dr, vr, _mm256_mul_pd(Di, vi));
+            __m256d zi = _mm256_fmadd_pd(Dr, vi, _mm256_mul_pd(Di, vr));
+            __m256d c1r = _mm256_add_pd(Cr, zr), c1i = _mm256_add_pd(Ci, zi);
+            __m256d d1r = _mm256_sub_pd(Cr, zr), d1i = _mm256_sub_pd(Ci, zi);
+            __m256d wr = _mm256_loadu_pd(w1r + j), wi = _mm256_loadu_pd(w1i + j);
+            __m256d ur = _mm256_fmsub_pd(c1r, wr, _mm256_mul_pd(c1i, wi));
+            __m256d ui = _mm256_fmadd_pd(c1r, wi, _mm256_mul_pd(c1i, wr));
+            _mm256_storeu_pd(ar + j, _mm256_add_pd(a1r, ur));
+            _mm256_storeu_pd(ai + j, _mm256_add_pd(a1i, ui));
+            _mm256_storeu_pd(cr + j, _mm256_sub_pd(a1r, ur));
+            _mm256_storeu_pd(ci + j, _mm256_sub_pd(a1i, ui));
+            __m256d tr = _mm256_fmsub_pd(d1r, wr, _mm256_mul_pd(d1i, wi));
+            __m256d ti = _mm256_fmadd_pd(d1r, wi, _mm256_mul_pd(d1i, wr));
+            /* times i: (-ti, tr) */
+            _mm256_storeu_pd(br + j, _mm256_sub_pd(b1r, ti));
+            _mm256_storeu_pd(bi + j, _mm256_add_pd(b1i, tr));
+            _mm256_storeu_pd(dr + j, _mm256_add_pd(b1r, ti));
+            _mm256_storeu_pd(di + j, _mm256_sub_pd(b1i, tr));
+        }
+#else
+        for (int j = 0; j < Q; j++) {
+            /* stage H/2: (a, b) and (c, d) with v */
+            double vr = w2r[j], vi = w2i[j];
+            double yr = br[j] * vr - bi[j] * vi, yi = br[j] * vi + bi[j] * vr;
+            double a1r = ar[j] + yr, a1i = ai[j] + yi, b1r = ar[j] - yr, b1i = ai[j] - yi;
+            double zr = dr[j] * vr - di[j] * vi, zi = dr[j] * vi + di[j] * vr;
+            double c1r = cr[j] + zr, c1i = ci[j] + zi, d1r = cr[j] - zr, d1i = ci[j] - zi;
+            /* stage H: (a1, c1) with w, (b1, d1) with i w */
+            double wr = w1r[j], wi = w1i[j];
+            double ur = c1r * wr - c1i * wi, ui = c1r * wi + c1i * wr;
+            ar[j] = a1r + ur;
+            ai[j] = a1i + ui;
+            cr[j] = a1r - ur;
+            ci[j] = a1i - ui;
+            double tr = d1r * wr - d1i * wi, ti = d1r * wi + d1i * wr;
+            /* times i */
+            double sr = -ti, si = tr;
+            br[j] = b1r + sr;
+            bi[j] = b1i + si;
+            dr[j] = b1r - sr;
+            di[j] = b1i - si;
+        }
+#endif
+    }
+}
+
+/* In-place decimation-in-time inverse FFT (unscaled), bit-reversed in, natural out. */
 static void FN(fft_inverse)(const fft_plan *p, double *restrict re, double *restrict im)
 {
     const int M = p->M;
-    if (M >= 4) {
-        for (int s = 0; s < M; s += 4) {
-            double r0 = re[s], r1 = re[s + 1], r2 = re[s + 2], r3 = re[s + 3];
-            double i0 = im[s], i1 = im[s + 1], i2 = im[s + 2], i3 = im[s + 3];
-            /* h = 1 */
-            double a0r = r0 + r1, a0i = i0 + i1, a1r = r0 - r1, a1i = i0 - i1;
-            double b0r = r2 + r3, b0i = i2 + i3, b1r = r2 - r3, b1i = i2 - i3;
-            /* h = 2: twiddles 1 and i */
-            double tr = -b1i, ti = b1r;
-            re[s] = a0r + b0r; im[s] = a0i + b0i;
-            re[s + 2] = a0r - b0r; im[s + 2] = a0i - b0i;
-            re[s + 1] = a1r + tr; im[s + 1] = a1i + ti;
-            re[s + 3] = a1r - tr; im[s + 3] = a1i - ti;
-        }
-    } else if (M == 2) {
-        double r0 = re[0], i0 = im[0];
-        re[0] = r0 + re[1]; im[0] = i0 + im[1];
-        re[1] = r0 - re[1]; im[1] = i0 - im[1];
+    for (int s = 0; s < M; s += 4) {
+        double r0 = re[s], r1 = re[s + 1], r2 = re[s + 2], r3 = re[s + 3];
+        double i0 = im[s], i1 = im[s + 1], i2 = im[s + 2], i3 = im[s + 3];
+        /* h = 1 */
+        double a0r = r0 + r1, a0i = i0 + i1, a1r = r0 - r1, a1i = i0 - i1;
+        double b0r = r2 + r3, b0i = i2 + i3, b1r = r2 - r3, b1i = i2 - i3;
+        /* h = 2: twiddles 1 and i */
+        double tr = -b1i, ti = b1r;
+        re[s] = a0r + b0r; im[s] = a0i + b0i;
+        re[s + 2] = a0r - b0r; im[s + 2] = a0i - b0i;
+        re[s + 1] = a1r + tr; im[s + 1] = a1i + ti;
+        re[s + 3] = a1r - tr; im[s + 3] = a1i - ti;
     }
-    for (int h = 4; h < M; h <<= 1) {
-        const double *restrict wr = p->tw_re + h, *restrict wi = p->tw_im + h;
-        for (int s = 0; s < M; s += 2 * h) {
-            double *restrict ar = re + s, *restrict ai = im + s;
-            double *restrict br = re + s + h, *restrict bi = im + s + h;
-            for (int j = 0; j < h; j++) {
-                double yr = br[j] * wr[j] - bi[j] * wi[j];
-                double yi = br[j] * wi[j] + bi[j] * wr[j];
-                double xr = ar[j], xi = ai[j];
-                ar[j] = xr + yr;
-                ai[j] = xi + yi;
-                br[j] = xr - yr;
-                bi[j] = xi - yi;
-            }
-        }
-    }
+    int h = 4;
+    for (; 4 * h <= M; h <<= 2)
+        FN(dit4)(p, re, im, 2 * h);
+    if (h < M)
+        FN(dit2)(p, re, im, h);
 }
 
 /* Fold and twist N small signed integers into N/2 complex points, then forward FFT. */
@@ -102,8 +245,9 @@ static void FN(forward_i32)(const fft_plan *p, const int32_t *restrict a,
 {
     const int M = p->M;
     const double *restrict tr = p->twist_re, *restrict ti = p->twist_im;
+    const int32_t *restrict lo = a, *restrict hi = a + M;
     for (int j = 0; j < M; j++) {
-        double x = (double)a[j], y = (double)a[j + M];
+        double x = (double)lo[j], y = (double)hi[j];
         re[j] = x * tr[j] - y * ti[j];
         im[j] = x * ti[j] + y * tr[j];
     }
@@ -125,6 +269,47 @@ static void FN(forward_torus)(const fft_plan *p, const uint64_t *restrict a,
     FN(fft_forward)(p, re, im);
 }
 
+/* int64 with |x| < 2^51 to double without cvtqq2pd (absent before AVX-512). */
+static inline double FN(i64_to_f64)(int64_t x)
+{
+    uint64_t bits = (uint64_t)x + 0x4338000000000000ULL;
+    double d;
+    memcpy(&d, &bits, 8);
+    return d - 6755399441055744.0;
+}
+
+/* Decompose N torus values into `level` balanced digit polynomials and fold-twist each into
+ * the FFT input (re | im blocks of N/2) of out + l * N.  v is overwritten (it holds the
+ * running decomposition state); every loop is a straight pass that the compiler vectorizes. */
+static void FN(decompose_fold)(const fft_plan *p, uint64_t *restrict v, int base_log,
+                               int level, double *restrict out)
+{
+    const int M = p->M, N = p->N, total = base_log * level;
+    const uint64_t mask = ((uint64_t)1 << base_log) - 1;
+    const uint64_t half = (uint64_t)1 << (base_log - 1);
+    const double *restrict tr = p->twist_re, *restrict ti = p->twist_im;
+    if (total < 64) {
+        const int rsh = 64 - total, rsh1 = 63 - total;
+        for (int j = 0; j < N; j++)
+            v[j] = (v[j] >> rsh) + ((v[j] >> rsh1) & 1);
+    }
+    uint64_t *restrict v0 = v, *restrict v1 = v + M;
+    for (int l = level - 1; l >= 0; l--) {
+        double *restrict re = out + (size_t)l * 2 * M, *restrict im = re + M;
+        for (int j = 0; j < M; j++) {
+            uint64_t s0 = v0[j], s1 = v1[j];
+            uint64_t d0 = s0 & mask, d1 = s1 & mask;
+            uint64_t c0 = d0 >= half, c1 = d1 >= half;
+            v0[j] = (s0 >> base_log) + c0;
+            v1[j] = (s1 >> base_log) + c1;
+            double x = FN(i64_to_f64)((int64_t)d0 - (int64_t)(c0 << base_log));
+            double y = FN(i64_to_f64)((int64_t)d1 - (int64_t)(c1 << base_log));
+            re[j] = x * tr[j] - y * ti[j];
+            im[j] = x * ti[j] + y * tr[j];
+        }
+    }
+}
+
 /* Inverse FFT then untwist (includes the 1/M scale) into N doubles. */
 static void FN(backward_f64)(const fft_plan *p, double *restrict re, double *restrict im,
                              double *restrict out)
@@ -132,9 +317,10 @@ static void FN(backward_f64)(const fft_plan *p, double *restrict re, double *res
     const int M = p->M;
     FN(fft_inverse)(p, re, im);
     const double *restrict ur = p->untwist_re, *restrict ui = p->untwist_im;
+    double *restrict lo = out, *restrict hi = out + M;
     for (int j = 0; j < M; j++) {
-        out[j] = re[j] * ur[j] - im[j] * ui[j];
-        out[j + M] = re[j] * ui[j] + im[j] * ur[j];
+        lo[j] = re[j] * ur[j] - im[j] * ui[j];
+        hi[j] = re[j] * ui[j] + im[j] * ur[j];
     }
 }
 
@@ -188,27 +374,31 @@ static void FN(decompose_i32)(const uint64_t *restrict v, int n, int base_log, i
 
 /* --------------------------------------------------------------- keyswitch ---- */
 
-/* Keyswitch a group of G ciphertexts of dimension n_in to dimension n_out.  Each KSK row
- * is read once for the whole group.  digits: scratch of G*level int32. */
-static void FN(keyswitch_group)(const uint64_t *restrict ksk, int n_in, int n_out,
+/* Keyswitch a group of G ciphertexts of dimension n_in to dimension n_out.
+ * The key and the outputs keep only the top 32 bits of the torus: the keyswitching key's
+ * noise (~2^-17) makes the low bits meaningless, rounding them adds a variance of about
+ * n_in * level * B^2/12 * 2^-64/12 (~2^-52, negligible), and 32-bit words halve the memory
+ * the key streams through while AVX2 multiplies 8 of them at once.  Each KSK row is read
+ * once for the whole group.  digits: scratch of G*level int32. */
+static void FN(keyswitch_group)(const uint32_t *restrict ksk, int n_in, int n_out,
                                 int base_log, int level, const uint64_t *const *in, int G,
-                                uint64_t *const *out, int32_t *restrict digits)
+                                uint32_t *const *out, int32_t *restrict digits)
 {
     const size_t row = (size_t)n_out + 1;
     for (int g = 0; g < G; g++) {
-        memset(out[g], 0, row * 8);
-        out[g][n_out] = in[g][n_in];
+        memset(out[g], 0, row * 4);
+        out[g][n_out] = (uint32_t)((in[g][n_in] + ((uint64_t)1 << 31)) >> 32);
     }
     for (int i = 0; i < n_in; i++) {
         for (int g = 0; g < G; g++)
             FN(decompose_i32)(&in[g][i], 1, base_log, level, digits + (size_t)g * level);
         for (int l = 0; l < level; l++) {
-            const uint64_t *restrict r = ksk + ((size_t)i * level + l) * row;
+            const uint32_t *restrict r = ksk + ((size_t)i * level + l) * row;
             for (int g = 0; g < G; g++) {
-                uint64_t d = (uint64_t)(int64_t)digits[(size_t)g * level + l];
+                uint32_t d = (uint32_t)digits[(size_t)g * level + l];
                 if (!d)
                     continue;
-                uint64_t *restrict o = out[g];
+                uint32_t *restrict o = out[g];
                 for (size_t j = 0; j < row; j++)
                     o[j] -= d * r[j];
             }
@@ -270,12 +460,11 @@ static void FN(blind_rotate_group)(const fft_plan *p, const double *restrict bsk
             uint64_t *restrict a = acc + (size_t)g * K1 * N;
             /* decompose X^e * ACC - ACC, polynomial by polynomial, and transform */
             for (int q = 0; q < K1; q++) {
+                double *f = sc->fdig + (size_t)q * level * 2 * M;
                 FN(rotate_minus_self)(a + (size_t)q * N, sc->diff, N, e);
-                FN(decompose_i32)(sc->diff, N, base_log, level, sc->digits);
-                for (int l = 0; l < level; l++) {
-                    double *f = sc->fdig + (size_t)(q * level + l) * 2 * M;
-                    FN(forward_i32)(p, sc->digits + (size_t)l * N, f, f + M);
-                }
+                FN(decompose_fold)(p, sc->diff, base_log, level, f);
+                for (int l = 0; l < level; l++)
+                    FN(fft_forward)(p, f + (size_t)l * 2 * M, f + (size_t)l * 2 * M + M);
             }
             /* multiply-accumulate with the GGSW rows in the Fourier domain */
             memset(sc->facc, 0, sizeof(double) * 2 * M * K1);
@@ -307,7 +496,7 @@ static void FN(blind_rotate_group)(const fft_plan *p, const double *restrict bsk
  *   in, out : (count, k*N + 1) u64
  *   luts    : (T, N) u64 test polynomials (bodies of trivial GLWEs), lut_index : (count,)
  * When ksk is NULL the inputs are already of dimension n (no keyswitch). */
-static void FN(pbs_range)(const fft_plan *p, const uint64_t *ksk, int ks_base_log,
+static void FN(pbs_range)(const fft_plan *p, const uint32_t *ksk, int ks_base_log,
                           int ks_level, const double *bsk, int n, int k, int pbs_base_log,
                           int pbs_level, const uint64_t *luts, const int64_t *lut_index,
                           const uint64_t *in, uint64_t *out, int64_t start, int64_t end,
@@ -319,7 +508,7 @@ static void FN(pbs_range)(const fft_plan *p, const uint64_t *ksk, int ks_base_lo
     for (int64_t s = start; s < end; s += group) {
         int G = (int)((end - s) < group ? (end - s) : group);
         const uint64_t *ins[FHEML_MAX_GROUP];
-        uint64_t *smalls[FHEML_MAX_GROUP];
+        uint32_t *smalls[FHEML_MAX_GROUP];
         for (int g = 0; g < G; g++) {
             ins[g] = in + (size_t)(s + g) * (in_dim + 1);
             smalls[g] = sc->small + (size_t)g * (n + 1);
@@ -329,13 +518,14 @@ static void FN(pbs_range)(const fft_plan *p, const uint64_t *ksk, int ks_base_lo
                                 sc->ks_digits);
         } else {
             for (int g = 0; g < G; g++)
-                memcpy(smalls[g], ins[g], (size_t)(n + 1) * 8);
+                for (int j = 0; j <= n; j++)
+                    smalls[g][j] = (uint32_t)((ins[g][j] + ((uint64_t)1 << 31)) >> 32);
         }
         for (int g = 0; g < G; g++) {
-            /* modulus switch to 2N, round to nearest */
-            const uint64_t *c = smalls[g];
-            const int sh = 64 - log2_2n;
-            const uint64_t two_n_mask = ((uint64_t)1 << log2_2n) - 1;
+            /* modulus switch from 2^32 to 2N, round to nearest */
+            const uint32_t *c = smalls[g];
+            const int sh = 32 - log2_2n;
+            const uint32_t two_n_mask = ((uint32_t)1 << log2_2n) - 1;
             for (int i = 0; i < n; i++)
                 sc->abar[(size_t)g * n + i] =
                     (int32_t)((((c[i] >> (sh - 1)) + 1) >> 1) & two_n_mask);

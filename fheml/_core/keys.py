@@ -357,6 +357,11 @@ def _bsk_bodies(params, lwe_key, glwe_key, mask_seed, noise):
     return bodies
 
 
+def _top32(x):
+    """Round torus words to their top 32 bits."""
+    return ((x >> np.uint64(32)) + ((x >> np.uint64(31)) & np.uint64(1))).astype(np.uint32)
+
+
 class EvaluationKeys:
     """The server's keys: keyswitching key and bootstrapping key (Fourier domain).
 
@@ -382,13 +387,14 @@ class EvaluationKeys:
             raise ValueError("mask seed must be 32 bytes")
         if self._ksk_bodies.shape != (kN, L) or self._bsk_bodies.shape != (n, R, N):
             raise ValueError("evaluation key bodies do not match the parameters")
-        ksk = np.empty((kN, L, n + 1), dtype=np.uint64)
+        # The kernel keeps the top 32 bits of the keyswitching key (see kernels_impl.h).
+        ksk = np.empty((kN, L, n + 1), dtype=np.uint32)
         flat = ksk.reshape(kN * L, n + 1)
         chunk = max(1, (1 << 22) // n)
         for r0 in range(0, kN * L, chunk):
             r1 = min(kN * L, r0 + chunk)
-            flat[r0:r1, :n] = _ksk_masks(p, self.mask_seed, r0, r1)
-        flat[:, n] = self._ksk_bodies.reshape(-1)
+            flat[r0:r1, :n] = _top32(_ksk_masks(p, self.mask_seed, r0, r1))
+        flat[:, n] = _top32(self._ksk_bodies.reshape(-1))
         plan = _fourier_plan(N)
         bsk = np.empty((n, R, k + 1, N), dtype=np.float64)
         ggsw = np.empty((R, k + 1, N), dtype=np.uint64)
