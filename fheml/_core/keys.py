@@ -108,6 +108,29 @@ class LweCiphertext:
             index = (index,)
         return LweCiphertext(self.data[index + (Ellipsis, slice(None))], self.key_id)
 
+    # Linear operators (see fheml._core.linear); clear operands must be integers.
+    def __add__(self, other):
+        from fheml._core import linear
+        return linear.add(self, other)
+
+    def __sub__(self, other):
+        from fheml._core import linear
+        return linear.subtract(self, other)
+
+    def __neg__(self):
+        from fheml._core import linear
+        return linear.negate(self)
+
+    def __mul__(self, weights):
+        from fheml._core import linear
+        return linear.multiply(self, weights)
+
+    __rmul__ = __mul__
+
+    def __matmul__(self, weights):
+        from fheml._core import linear
+        return linear.matmul(self, weights)
+
     def to_bytes(self):
         return pack("ciphertext", {"key_id": self.key_id, "dimension": self.dimension},
                     [self.data])

@@ -259,8 +259,8 @@ def log2_p_fail(variance, precision):
 
     Examples
     --------
-    >>> round(log2_p_fail((2.0**-6 / 9.16) ** 2, 4), 1)  # kappa(2^-64) = 9.16
-    -64.0
+    >>> round(log2_p_fail((2.0**-6 / 9.16) ** 2, 4))  # sigma_max = 2^-(p+2) / 9.16
+    -64
     """
     precision = _check_precision_bits(precision)
     if isinstance(variance, bool) or not isinstance(variance, numbers.Real):

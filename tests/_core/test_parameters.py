@@ -197,15 +197,15 @@ def test_p_fail_property():
     params = _published_set(PUBLISHED_2M64[3])
     assert params.p_fail() == pytest.approx(2.0 ** params.log2_p_fail(), rel=1e-12)
     assert 0 < params.p_fail() < 2.0**-64
-    # Tiny but representable probabilities must not underflow: pick nu for ~2^-1000.
-    nu = math.sqrt(params.variance_at_lookup(1.0) / params.variance_pbs)
-    while params.log2_p_fail(norm2=nu) > -1000:
-        nu *= 0.999
-    assert -1010 < params.log2_p_fail(norm2=nu) <= -1000
-    assert params.p_fail(norm2=nu) > 0.0
+    # Tiny but representable probabilities must not underflow. Without bootstrap the
+    # variance is nu²·sigma², so nu sets erfc's argument x; x = 26.3 is about 2^-1000.
+    flat = ParameterSet(**_no_bootstrap_kwargs())
+    nu = math.sqrt(_variance_for_x(26.3, flat.precision)) / flat.lwe_noise_std
+    assert -1010 < flat.log2_p_fail(norm2=nu) < -990
+    assert flat.p_fail(norm2=nu) > 0.0
     # ... and far beyond, the log stays finite while p_fail underflows to 0.
-    assert math.isfinite(params.log2_p_fail(precision=1, norm2=0.01))
-    assert params.p_fail(precision=1, norm2=0.01) == 0.0
+    assert math.isfinite(flat.log2_p_fail(norm2=nu / 10))
+    assert flat.p_fail(norm2=nu / 10) == 0.0
 
 
 # -- cost model and key sizes -------------------------------------------------------------

@@ -1,0 +1,113 @@
+"""Pure-numpy reference implementations of the engine's kernels, for tests only.
+
+Everything here is exact integer arithmetic modulo 2^64 (no FFT), written for clarity, not
+speed: the Cython/C kernels are checked against it.
+"""
+
+import numpy as np
+
+_U = np.uint64
+
+
+def negacyclic_mul(a, b):
+    """a * b mod (X^N + 1, 2^64); a: small signed ints (int64), b: uint64 torus."""
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.uint64)
+    N = b.shape[-1]
+    out = np.zeros(N, dtype=np.uint64)
+    for i in np.flatnonzero(a):
+        out += _U(int(a[i]) % (1 << 64)) * mul_xpow(b, int(i))
+    return out
+
+
+def mul_xpow(b, e):
+    """X^e * b mod X^N + 1 for e in [0, 2N)."""
+    b = np.asarray(b, dtype=np.uint64)
+    N = b.shape[-1]
+    e %= 2 * N
+    sign = e >= N
+    e %= N
+    rolled = np.roll(b, e)
+    rolled[:e] = _U(0) - rolled[:e]
+    return _U(0) - rolled if sign else rolled
+
+
+def decompose(values, base_log, level):
+    """Balanced signed digits (level, n), most significant first, of the values rounded to
+    their top base_log * level bits."""
+    values = [int(v) for v in np.asarray(values, dtype=np.uint64).reshape(-1)]
+    total = base_log * level
+    B = 1 << base_log
+    out = np.zeros((level, len(values)), dtype=np.int64)
+    for j, v in enumerate(values):
+        st = v if total >= 64 else (v + (1 << (63 - total))) >> (64 - total)
+        for l in range(level - 1, -1, -1):
+            d = st % B
+            st //= B
+            if d >= B // 2:
+                d -= B
+                st += 1
+            out[l, j] = d
+    return out
+
+
+def top32(x):
+    x = np.asarray(x, dtype=np.uint64)
+    return ((x >> _U(32)) + ((x >> _U(31)) & _U(1))).astype(np.uint32)
+
+
+def keyswitch(ksk32, base_log, level, ct):
+    """Keyswitch one ciphertext (u64, dimension n_in) with a uint32 key (n_in, level, n+1);
+    returns the top-32-bit output (uint32, n+1) as the kernel computes it."""
+    n_in = ksk32.shape[0]
+    out = np.zeros(ksk32.shape[2], dtype=np.uint32)
+    out[-1] = top32(ct[-1])
+    digits = decompose(ct[:n_in], base_log, level)
+    for i in range(n_in):
+        for l in range(level):
+            out -= np.uint32(int(digits[l, i]) % (1 << 32)) * ksk32[i, l]
+    return out
+
+
+def modulus_switch32(x32, polynomial_size):
+    """Round 32-bit torus values to Z / 2N."""
+    log2_2n = int(polynomial_size).bit_length()
+    sh = 32 - log2_2n
+    x = np.asarray(x32, dtype=np.uint64)
+    return (((x >> _U(sh - 1)) + _U(1)) >> _U(1)) & _U((1 << log2_2n) - 1)
+
+
+def external_product(ggsw, glwe, base_log, level):
+    """Exact external product.  ggsw: ((k+1)*level, k+1, N) u64; glwe: (k+1, N) u64."""
+    K1, N = glwe.shape
+    out = np.zeros_like(glwe)
+    for q in range(K1):
+        digits = decompose(glwe[q], base_log, level)
+        for l in range(level):
+            for r in range(K1):
+                out[r] += negacyclic_mul(digits[l], ggsw[q * level + l, r])
+    return out
+
+
+def programmable_bootstrap(ksk32, ks_base_log, ks_level, bsk, pbs_base_log, pbs_level, lut, ct):
+    """KS -> MS -> blind rotation -> sample extraction, with exact arithmetic.
+
+    bsk: torus GGSWs (n, (k+1)*pbs_level, k+1, N); lut: (N,) u64 test polynomial."""
+    n, _, K1, N = bsk.shape
+    k = K1 - 1
+    small = keyswitch(ksk32, ks_base_log, ks_level, ct) if ksk32 is not None else top32(ct)
+    ms = modulus_switch32(small, N)
+    acc = np.zeros((K1, N), dtype=np.uint64)
+    acc[k] = mul_xpow(lut, (2 * N - int(ms[n])) % (2 * N))
+    for i in range(n):
+        e = int(ms[i])
+        if e == 0:
+            continue
+        diff = np.stack([mul_xpow(acc[q], e) - acc[q] for q in range(K1)])
+        acc = acc + external_product(bsk[i], diff, pbs_base_log, pbs_level)
+    out = np.empty(k * N + 1, dtype=np.uint64)
+    for q in range(k):
+        out[q * N] = acc[q, 0]
+        out[q * N + 1:(q + 1) * N] = _U(0) - acc[q, :0:-1]
+    out[k * N] = acc[k, 0]
+    return out
