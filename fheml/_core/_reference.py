@@ -32,19 +32,24 @@ def mul_xpow(b, e):
     return _U(0) - rolled if sign else rolled
 
 
-def decompose(values, base_log, level):
+def decompose(values, base_log, level, top_tie_on_lsb=True):
     """Balanced signed digits (level, n), most significant first, of the values rounded to
-    their top base_log * level bits."""
+    their top base_log * level bits; a tie (digit B/2) becomes -B/2 with a carry when the
+    rest is odd, so that digits have mean 0.  At the top level the keyswitch kernel splits
+    ties on the rounded value's lowest bit (``top_tie_on_lsb``); the bootstrap's fused
+    decomposition keeps the parity rule there (ties have probability 2^-base_log)."""
     values = [int(v) for v in np.asarray(values, dtype=np.uint64).reshape(-1)]
     total = base_log * level
     B = 1 << base_log
     out = np.zeros((level, len(values)), dtype=np.int64)
     for j, v in enumerate(values):
         st = v if total >= 64 else (v + (1 << (63 - total))) >> (64 - total)
+        lsb = st & 1
         for l in range(level - 1, -1, -1):
             d = st % B
             st //= B
-            if d >= B // 2:
+            tie_carry = (st if l or not top_tie_on_lsb else lsb) % 2 == 1
+            if d > B // 2 or (d == B // 2 and tie_carry):
                 d -= B
                 st += 1
             out[l, j] = d
@@ -82,7 +87,7 @@ def external_product(ggsw, glwe, base_log, level):
     K1, N = glwe.shape
     out = np.zeros_like(glwe)
     for q in range(K1):
-        digits = decompose(glwe[q], base_log, level)
+        digits = decompose(glwe[q], base_log, level, top_tie_on_lsb=False)
         for l in range(level):
             for r in range(K1):
                 out[r] += negacyclic_mul(digits[l], ggsw[q * level + l, r])

@@ -299,9 +299,11 @@ static void FN(decompose_fold)(const fft_plan *p, uint64_t *restrict v, int base
         for (int j = 0; j < M; j++) {
             uint64_t s0 = v0[j], s1 = v1[j];
             uint64_t d0 = s0 & mask, d1 = s1 & mask;
-            uint64_t c0 = d0 >= half, c1 = d1 >= half;
-            v0[j] = (s0 >> base_log) + c0;
-            v1[j] = (s1 >> base_log) + c1;
+            uint64_t r0 = s0 >> base_log, r1 = s1 >> base_log;
+            uint64_t c0 = (d0 > half) | ((d0 == half) & r0);
+            uint64_t c1 = (d1 > half) | ((d1 == half) & r1);
+            v0[j] = r0 + c0;
+            v1[j] = r1 + c1;
             double x = FN(i64_to_f64)((int64_t)d0 - (int64_t)(c0 << base_log));
             double y = FN(i64_to_f64)((int64_t)d1 - (int64_t)(c1 << base_log));
             re[j] = x * tr[j] - y * ti[j];
@@ -351,7 +353,7 @@ static void FN(add_f64_to_torus)(const double *restrict x, uint64_t *restrict ac
 /* ------------------------------------------------------------ decomposition ---- */
 
 /* Balanced signed decomposition of each value into `level` digits of base 2^base_log,
- * most significant level first: out[l*n + j] is digit l of value j, in [-B/2, B/2).
+ * most significant level first: out[l*n + j] is digit l of value j, in [-B/2, B/2].
  * Values are first rounded to the closest multiple of 2^(64 - base_log*level). */
 static void FN(decompose_i32)(const uint64_t *restrict v, int n, int base_log, int level,
                               int32_t *restrict out)
@@ -362,10 +364,14 @@ static void FN(decompose_i32)(const uint64_t *restrict v, int n, int base_log, i
     for (int j = 0; j < n; j++) {
         uint64_t st = total >= 64 ? v[j]
                                   : (v[j] >> (64 - total)) + ((v[j] >> (63 - total)) & 1);
+        const uint64_t lsb = st & 1;
         for (int l = level - 1; l >= 0; l--) {
             uint64_t d = st & mask;
             st >>= base_log;
-            uint64_t carry = d >= half;
+            /* A tie (d == B/2) carries when the rest is odd, so digits average 0 and the
+             * key's fixed noise adds no bias.  At the top level the carry is lost mod 2^64
+             * (+B/2 and -B/2 are the same there): split ties on the value's lowest bit. */
+            uint64_t carry = (d > half) | ((d == half) & (l ? st : lsb));
             st += carry;
             out[(size_t)l * n + j] = (int32_t)((int64_t)d - (int64_t)(carry << base_log));
         }

@@ -1,0 +1,132 @@
+"""Keys, encryption, seeded evaluation keys and the byte formats."""
+import numpy as np
+import pytest
+
+from fheml._core import (EvaluationKeys, LweCiphertext, SecretKeys, SerializationError,
+                         select_parameters)
+from fheml._core.keys import INSECURE_SEED_ENV
+from tests._core.keyring import keys_for
+
+rng = np.random.default_rng(9)
+
+
+def test_encrypt_decrypt_roundtrip_and_fresh_randomness():
+    params, sk, _ = keys_for(4)
+    m = rng.integers(0, 16, (3, 5))
+    c1, c2 = sk.encrypt(m), sk.encrypt(m)
+    assert c1.shape == (3, 5) and c1.dimension == params.big_lwe_dimension
+    assert np.array_equal(sk.decrypt(c1), m)
+    assert not np.array_equal(c1.data, c2.data)  # fresh masks and noise every time
+    s = rng.integers(-8, 8, 10)
+    assert np.array_equal(sk.decrypt(sk.encrypt(s, signed=True), signed=True), s)
+
+
+def test_secret_key_bits_are_balanced():
+    params, sk, _ = keys_for(4)
+    bits = np.concatenate([sk.lwe_key, sk.glwe_key.reshape(-1)])
+    assert set(np.unique(bits)) == {0, 1}
+    assert abs(bits.mean() - 0.5) < 5 * 0.5 / np.sqrt(bits.size)
+
+
+def test_fixed_seed_refused_outside_tests(monkeypatch):
+    params = select_parameters(2)
+    monkeypatch.delenv(INSECURE_SEED_ENV, raising=False)
+    with pytest.raises(RuntimeError, match="tests"):
+        SecretKeys.generate(params, seed=bytes(32))
+    monkeypatch.setenv(INSECURE_SEED_ENV, "1")
+    a = SecretKeys.generate(params, seed=bytes(32))
+    b = SecretKeys.generate(params, seed=bytes(32))
+    assert a.insecure and np.array_equal(a.glwe_key, b.glwe_key)
+    assert not SecretKeys.generate(params).insecure
+
+
+def test_secret_keys_roundtrip_and_no_pickle():
+    import pickle
+
+    params, sk, _ = keys_for(3)
+    sk2 = SecretKeys.from_bytes(sk.to_bytes())
+    assert sk2.key_id == sk.key_id and sk2.params == params
+    m = rng.integers(0, 8, 6)
+    assert np.array_equal(sk2.decrypt(sk.encrypt(m)), m)
+    with pytest.raises(TypeError):
+        pickle.dumps(sk)
+
+
+def test_evaluation_keys_are_seeded_and_roundtrip():
+    params, sk, ek = keys_for(3)
+    blob = ek.to_bytes()
+    # what travels: bodies + seed, (k+1)x smaller than the BSK and ~(n+1)x smaller than the KSK
+    assert len(blob) < params.bsk_bytes / (params.glwe_dimension + 1) + params.ksk_bytes / params.lwe_dimension + 4096
+    assert len(blob) < params.seeded_bsk_bytes + params.seeded_ksk_bytes + 4096
+    ek2 = EvaluationKeys.from_bytes(blob, expected_params=params)
+    assert np.array_equal(ek2.ksk, ek.ksk)
+    assert np.array_equal(ek2.bsk_fourier, ek.bsk_fourier)
+    m = np.arange(8)
+    table = rng.integers(0, 8, 8)
+    assert np.array_equal(sk.decrypt(ek2.programmable_bootstrap(sk.encrypt(m), table)), table[m])
+
+
+def test_evaluation_keys_contain_no_secret():
+    params, sk, ek = keys_for(2)
+    blob = ek.to_bytes()
+    assert sk.lwe_key.tobytes() not in blob
+    assert sk.glwe_key.tobytes() not in blob
+
+
+def test_ciphertext_roundtrip():
+    params, sk, _ = keys_for(3)
+    ct = sk.encrypt(rng.integers(0, 8, (2, 4)))
+    ct2 = LweCiphertext.from_bytes(ct.to_bytes(), expected_key_id=sk.key_id,
+                                   expected_dimension=params.big_lwe_dimension)
+    assert np.array_equal(ct2.data, ct.data) and ct2.key_id == ct.key_id
+    with pytest.raises(ValueError, match="other keys"):
+        LweCiphertext.from_bytes(ct.to_bytes(), expected_key_id="someone-else")
+    with pytest.raises(ValueError, match="dimension"):
+        LweCiphertext.from_bytes(ct.to_bytes(), expected_dimension=5)
+
+
+@pytest.mark.parametrize("make", ["secret", "evaluation", "ciphertext"])
+def test_corrupted_truncated_or_wrong_kind_bytes_are_rejected(make):
+    params, sk, ek = keys_for(2)
+    blob, load = {
+        "secret": (sk.to_bytes(), SecretKeys.from_bytes),
+        "evaluation": (ek.to_bytes(), EvaluationKeys.from_bytes),
+        "ciphertext": (sk.encrypt([1]).to_bytes(), LweCiphertext.from_bytes),
+    }[make]
+    for pos in (0, 10, len(blob) // 2, len(blob) - 1):
+        bad = bytearray(blob)
+        bad[pos] ^= 0x40
+        with pytest.raises(SerializationError):
+            load(bytes(bad))
+    with pytest.raises(SerializationError):
+        load(blob[: len(blob) // 2])
+    with pytest.raises(SerializationError):
+        load(blob + b"\0")
+    with pytest.raises(SerializationError):
+        load(b"")
+    other = sk.to_bytes() if make != "secret" else ek.to_bytes()
+    with pytest.raises(SerializationError, match="expected"):
+        load(other)
+    with pytest.raises(TypeError):
+        load("not bytes")
+
+
+def test_evaluation_keys_for_other_parameters_are_refused():
+    params, sk, ek = keys_for(2)
+    with pytest.raises(ValueError, match="other parameters"):
+        EvaluationKeys.from_bytes(ek.to_bytes(), expected_params=select_parameters(3))
+
+
+def test_parameters_without_bootstrap():
+    params = select_parameters(20, p_error=2.0**-40, norm2=100.0, bootstrap=False)
+    sk = SecretKeys.generate(params)
+    ek = sk.evaluation_keys()
+    assert ek.ksk is None and ek.bsk_fourier is None
+    assert EvaluationKeys.from_bytes(ek.to_bytes()).params == params
+    x = rng.integers(0, 16, (50, 30))
+    w = rng.integers(-30, 31, (30, 2))
+    ct = sk.encrypt(x, precision=20)
+    acc = ct @ w
+    assert np.array_equal(sk.decrypt(acc, precision=20, signed=True), x @ w)
+    with pytest.raises(ValueError, match="no bootstrapping key"):
+        ek.programmable_bootstrap(ct, np.arange(4))
