@@ -1,0 +1,35 @@
+"""fheml: scikit-learn compatible machine learning on encrypted data (TFHE).
+
+The compiler entry points are available at the top level (loaded on first use, so that
+``import fheml`` stays light)::
+
+    import fheml
+
+    @fheml.compiler({"x": "encrypted"})
+    def f(x):
+        return (x * 3 + 1) % 7
+
+    circuit = f.compile(range(8))
+    circuit.encrypt_run_decrypt(5)
+"""
+
+import importlib
+
+__version__ = "0.1.0.dev0"
+
+_COMPILER_NAMES = frozenset({
+    "Circuit", "LookupTable", "check", "compile", "compiler", "round_bit_pattern",
+    "univariate",
+})
+
+__all__ = sorted(_COMPILER_NAMES)
+
+
+def __getattr__(name):
+    if name in _COMPILER_NAMES:
+        return getattr(importlib.import_module("fheml.compiler"), name)
+    raise AttributeError(f"module 'fheml' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | _COMPILER_NAMES)

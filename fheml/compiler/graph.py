@@ -348,7 +348,8 @@ def evaluate_op(op, attrs, args, in_shapes, out_shape):
         return np.clip(vals[0], lo, hi)
     if op == "lut":
         table = attrs["table"]
-        return table[args[0].astype(np.int64)]
+        n = table.shape[0]
+        return table[np.clip(args[0].astype(np.int64), -n, n - 1)]
     if op == "univariate":
         return np.asarray(attrs["fn"](args[0]))
     if op == "round_bit_pattern":

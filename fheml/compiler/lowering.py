@@ -88,6 +88,7 @@ class _Lowering:
     def __init__(self, graph, inputs):
         self.graph = graph
         self.gvals = evaluate_graph(graph, inputs)
+        self.inputs = inputs
         self.prog = Program()
         self.pvals = []
         self.gmap = {}
@@ -159,7 +160,10 @@ class _Lowering:
     def emit(self, op, inputs, attrs, shape, encrypted=True, nu=0.0, where=""):
         node = PNode(op, inputs, attrs, shape, encrypted, nu, where)
         args = [self.pvals[i] for i in inputs]
-        if op == "tlu":
+        if op in ("enc_input", "clear_input"):
+            value = np.asarray(self.inputs[attrs["index"]])
+            value = value.astype(np.int64)[..., None] if encrypted else value
+        elif op == "tlu":
             value = run_lookup_clear(node, args[0][..., 0], self.backend)[..., None]
         else:
             with np.errstate(all="ignore"):
@@ -344,16 +348,15 @@ class _Lowering:
         inside, leaves = self.subgraph(g)
         for k in inside:
             node = self.graph.nodes[k]
-            if node.op not in _ELEMENTWISE and k != g.id or (
-                    k == g.id and node.op not in _ELEMENTWISE and node.op != "matmul"):
-                raise TracingError(
-                    f"{node.label} at {node.where()} acts on a non-integer or non-linear "
-                    "encrypted value and cannot be fused into a lookup; apply it to "
-                    "integers (convert with .astype(np.int64) before it)")
             if node.op == "matmul":
                 raise TracingError(
                     f"matmul at {node.where()} multiplies two encrypted values or floats; only "
                     "products with clear integer matrices are supported")
+            if node.op not in _ELEMENTWISE:
+                raise TracingError(
+                    f"{node.label} at {node.where()} acts on a float (or non-linear) encrypted "
+                    "value and cannot be fused into a lookup; apply it to integers (convert "
+                    "with .astype(np.int64) before it)")
         if not leaves:
             raise TracingError(f"{g.label} at {w} does not depend on an encrypted integer")
         if len(leaves) == 1:

@@ -1,0 +1,49 @@
+"""The fheml compiler: numpy programs to TFHE circuits.
+
+Trace a numpy function into an op-graph, fuse floating-point subgraphs into table
+lookups, bound every value on an inputset, choose cryptographic parameters and run the
+result in the clear, in simulation or encrypted (client/server).
+
+>>> import numpy as np, fheml
+>>> @fheml.compiler({"x": "encrypted"})
+... def f(x):
+...     return (x * 3 + 1) % 7
+>>> circuit = f.compile(np.arange(8))
+>>> circuit.run(np.array([5, 6]))
+array([2, 5])
+"""
+
+from fheml.compiler.api import CheckReport, Compiler, check, compile, compiler
+from fheml.compiler.circuit import (
+    Circuit,
+    Client,
+    ClientSpec,
+    EncryptedArgs,
+    EncryptedResult,
+    Server,
+    ServerSpec,
+)
+from fheml.compiler.graph import Graph, TracingError
+from fheml.compiler.program import InputRangeError
+from fheml.compiler.tracing import LookupTable, round_bit_pattern, univariate
+
+__all__ = [
+    "CheckReport",
+    "Circuit",
+    "Client",
+    "ClientSpec",
+    "Compiler",
+    "EncryptedArgs",
+    "EncryptedResult",
+    "Graph",
+    "InputRangeError",
+    "LookupTable",
+    "Server",
+    "ServerSpec",
+    "TracingError",
+    "check",
+    "compile",
+    "compiler",
+    "round_bit_pattern",
+    "univariate",
+]

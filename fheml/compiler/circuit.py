@@ -1,0 +1,621 @@
+"""Compiled circuits: parameter choice, the three run modes, client and server.
+
+The client holds the secret keys; the server holds only the :class:`ServerSpec` (the
+program, no secret) and the evaluation keys.  Everything crossing between them is bytes in
+the versioned, checksummed format of :mod:`fheml._core.serialization` (JSON header + raw
+arrays, no pickle).
+"""
+
+import math
+
+import numpy as np
+
+from fheml.compiler.graph import range_bits
+from fheml.compiler.lowering import MAX_LOOKUP_BITS, too_wide_error
+from fheml.compiler.program import (
+    ClearBackend,
+    InputRangeError,
+    Program,
+    run_clear,
+    run_encrypted,
+)
+
+__all__ = ["Circuit", "Client", "ClientSpec", "EncryptedArgs", "EncryptedResult", "Server",
+           "ServerSpec"]
+
+MAX_PRECISION_NO_BOOTSTRAP = 30
+
+
+# ------------------------------------------------------------------- finalization ------
+
+def finalize(program, input_specs, p_error=None, global_p_error=None):
+    """Choose the encoding precision, each lookup's read precision and the parameters.
+
+    Sets ``program.precision``, the ``pin``/``premul`` attributes of every lookup and the
+    input offsets; returns the selected :class:`~fheml._core.ParameterSet` and the
+    per-lookup failure probability targeted.
+    """
+    from fheml._core.parameters import log2_p_fail, select_parameters
+
+    lookups = program.lookups
+    needs = []  # (bits, why) of every value that must be exact
+    for spec, k in zip(input_specs, program.input_nodes):
+        if spec["encrypted"]:
+            node = program.nodes[k]
+            node.attrs["lo"] = spec["lo"]
+            needs.append(range_bits(spec["lo"], spec["hi"]))
+    for node in lookups:
+        n_idx = node.attrs["tables"].shape[1]
+        node.attrs["index_bits"] = max(1, (n_idx - 1).bit_length())
+        needs.append(node.attrs["index_bits"] + node.attrs["shift"])
+    for k in program.output_nodes:
+        lo, hi = program.nodes[k].bounds
+        needs.append(range_bits(lo, hi))
+    P = max(needs)
+    program.precision = P
+
+    lookup_bits = max((n.attrs["index_bits"] for n in lookups), default=0)
+    if lookup_bits > MAX_LOOKUP_BITS:
+        worst = max(lookups, key=lambda n: n.attrs["index_bits"])
+        raise too_wide_error(worst.where, "a lookup", worst.attrs["index_bits"])
+    count = sum(int(np.prod(n.shape, dtype=np.int64)) for n in lookups)
+    if p_error is None and global_p_error is None:
+        p_error = 2.0 ** -40
+    if global_p_error is not None:
+        if not 0.0 < global_p_error < 1.0:
+            raise ValueError(f"global_p_error must be in (0, 1), got {global_p_error!r}")
+        per = -math.expm1(math.log1p(-global_p_error) / max(1, count))
+        p_error = per if p_error is None else min(p_error, per)
+    if not 0.0 < p_error < 1.0:
+        raise ValueError(f"p_error must be in (0, 1), got {p_error!r}")
+
+    nu_out = max(program.nodes[k].nu for k in program.output_nodes)
+    nu_out = max(nu_out, 1e-9)
+    if not lookups:
+        if P > MAX_PRECISION_NO_BOOTSTRAP:
+            k = max(program.output_nodes, key=lambda k: range_bits(*program.nodes[k].bounds))
+            raise ValueError(
+                f"the output computed at {program.nodes[k].where} needs {P} bits, more than "
+                f"the {MAX_PRECISION_NO_BOOTSTRAP} bits a circuit without lookups can decrypt; "
+                "lower the bit width of the inputs or weights")
+        return select_parameters(P, p_error, nu_out, bootstrap=False), p_error
+
+    nu = 1.0
+    for node in lookups:
+        shift = node.attrs["shift"]
+        pin = min(P - shift, lookup_bits)
+        node.attrs["pin"] = pin
+        node.attrs["premul"] = 1 << (P - shift - pin)
+        nu = max(nu, program.nodes[node.inputs[0]].nu * node.attrs["premul"])
+    for precision in range(lookup_bits, MAX_LOOKUP_BITS + 1):
+        params = select_parameters(precision, p_error, nu, bootstrap=True)
+        # Outputs are decrypted at P bits: make sure their noise allows it too.
+        var_out = nu_out ** 2 * max(params.variance_pbs, params.big_noise_std ** 2)
+        if log2_p_fail(var_out, P) <= math.log2(p_error) + 1e-9:
+            return params, p_error
+    raise ValueError(
+        f"no parameters decrypt the outputs at {P} bits with p_error={p_error:.3g}; lower the "
+        "bit width of the outputs or raise p_error")
+
+
+def statistics(program, params, p_error):
+    """Summary dict of a finalized program (see :attr:`Circuit.statistics`)."""
+    lookups = program.lookups
+    by_precision = {}
+    log_ok = 0.0
+    for n in lookups:
+        size = int(np.prod(n.shape, dtype=np.int64))
+        pin = n.attrs["pin"]
+        by_precision[pin] = by_precision.get(pin, 0) + size
+        p = params.p_fail(pin, program.nodes[n.inputs[0]].nu * n.attrs["premul"])
+        log_ok += size * math.log1p(-min(p, 1 - 1e-16))
+    count = sum(by_precision.values())
+    return {
+        "lookups": count,
+        "lookups_by_precision": dict(sorted(by_precision.items())),
+        "levels": program.assign_stages(),
+        "precision": program.precision,
+        "lookup_precision": params.precision if lookups else 0,
+        "estimated_cost": count * params.cost,
+        "p_error": p_error,
+        "global_p_error": -math.expm1(log_ok),
+        "key_sizes": {
+            "bootstrapping_key": params.bsk_bytes, "keyswitching_key": params.ksk_bytes,
+            "seeded_bootstrapping_key": params.seeded_bsk_bytes,
+            "seeded_keyswitching_key": params.seeded_ksk_bytes,
+        },
+        "linear_nodes": sum(1 for n in program.nodes if n.encrypted and n.op != "tlu"),
+    }
+
+
+# ------------------------------------------------------------------------ specs --------
+
+def _check_args(inputs, args, *, check_range=True):
+    """Validate call arguments against input specs; return batched arrays and the flag."""
+    names = [s["name"] for s in inputs]
+    if len(args) != len(inputs):
+        raise TypeError(f"the circuit takes {len(inputs)} argument(s) ({', '.join(names)}), "
+                        f"got {len(args)}")
+    batched = None
+    out = []
+    for spec, arg in zip(inputs, args):
+        a = np.asarray(arg)
+        shape = tuple(spec["shape"])
+        if a.shape == shape:
+            is_batched = False
+            a = a[None]
+        elif a.shape[1:] == shape and a.ndim == len(shape) + 1:
+            is_batched = True
+        else:
+            raise ValueError(f"argument {spec['name']!r} has shape {a.shape}; the circuit was "
+                             f"compiled for shape {shape} (or a batch of them, "
+                             f"{('n',) + shape})".replace("'n'", "n"))
+        if batched is not None and is_batched != batched:
+            raise ValueError("either all arguments have a leading batch axis or none has")
+        batched = is_batched
+        if spec["encrypted"]:
+            if a.dtype == bool:
+                a = a.astype(np.int64)
+            if not np.issubdtype(a.dtype, np.integer):
+                if np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a)) \
+                        and np.all(a == np.round(a)):
+                    a = a.astype(np.int64)
+                else:
+                    raise TypeError(f"encrypted argument {spec['name']!r} must hold integers "
+                                    "(quantize floats first)")
+            a = a.astype(np.int64)
+            if check_range and a.size and (a.min() < spec["lo"] or a.max() > spec["hi"]):
+                raise InputRangeError(
+                    f"argument {spec['name']!r} has values in [{a.min()}, {a.max()}], outside "
+                    f"the range [{spec['lo']}, {spec['hi']}] of the inputset the circuit was "
+                    "compiled with; results would be wrong. Compile with an inputset covering "
+                    "these values (or clip the inputs).")
+        out.append(a)
+    if len({a.shape[0] for a in out}) > 1:
+        raise ValueError("all arguments must have the same batch size")
+    return out, bool(batched)
+
+
+def _spec_header(params, program, inputs, outputs, multiple):
+    return {"params": params.to_dict(), "precision": program.precision, "inputs": inputs,
+            "outputs": outputs, "multiple_outputs": multiple}
+
+
+def _params_from(header, kind):
+    from fheml._core import ParameterSet
+    from fheml._core.serialization import SerializationError
+    try:
+        return ParameterSet.from_dict(header["params"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SerializationError(f"{kind}: invalid parameters ({exc})") from None
+
+
+class ClientSpec:
+    """What the client needs: parameters, precision, input ranges and output offsets."""
+
+    def __init__(self, params, precision, inputs, outputs, multiple_outputs):
+        self.params = params
+        self.precision = int(precision)
+        self.inputs = inputs
+        self.outputs = outputs
+        self.multiple_outputs = bool(multiple_outputs)
+
+    def to_bytes(self):
+        from fheml._core.serialization import pack
+        return pack("client-spec", {"params": self.params.to_dict(), "precision": self.precision,
+                                    "inputs": self.inputs, "outputs": self.outputs,
+                                    "multiple_outputs": self.multiple_outputs})
+
+    @classmethod
+    def from_bytes(cls, data):
+        from fheml._core.serialization import SerializationError, unpack
+        header, _ = unpack(data, "client-spec")
+        try:
+            return cls(_params_from(header, "client-spec"), header["precision"],
+                       _validate_io(header["inputs"], True), _validate_io(header["outputs"]),
+                       header["multiple_outputs"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SerializationError(f"client-spec: {exc}") from None
+
+
+class ServerSpec:
+    """What the server needs: parameters and the program (tables included, no secret)."""
+
+    def __init__(self, params, program, inputs, outputs, multiple_outputs):
+        self.params = params
+        self.program = program
+        self.inputs = inputs
+        self.outputs = outputs
+        self.multiple_outputs = bool(multiple_outputs)
+
+    def to_bytes(self):
+        from fheml._core.serialization import pack
+        header, arrays = self.program.to_json()
+        return pack("server-spec", {"params": self.params.to_dict(), "program": header,
+                                    "inputs": self.inputs, "outputs": self.outputs,
+                                    "multiple_outputs": self.multiple_outputs}, arrays)
+
+    @classmethod
+    def from_bytes(cls, data):
+        from fheml._core.serialization import SerializationError, unpack
+        header, arrays = unpack(data, "server-spec")
+        try:
+            program = Program.from_json(header["program"], arrays)
+            return cls(_params_from(header, "server-spec"), program,
+                       _validate_io(header["inputs"], True), _validate_io(header["outputs"]),
+                       header["multiple_outputs"])
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise SerializationError(f"server-spec: {exc}") from None
+
+
+def _validate_io(items, inputs=False):
+    if not isinstance(items, list):
+        raise ValueError("expected a list of input/output descriptions")
+    for it in items:
+        if not isinstance(it.get("shape"), list) or not all(isinstance(s, int) for s in it["shape"]):
+            raise ValueError("bad shape")
+        if inputs and (not isinstance(it.get("name"), str) or not isinstance(it.get("encrypted"),
+                                                                            bool)):
+            raise ValueError("bad input description")
+    return items
+
+
+class EncryptedArgs:
+    """Encrypted (and clear) arguments of one call, ready for :meth:`Server.run`.
+
+    Attributes
+    ----------
+    values : list
+        Per argument: an :class:`~fheml._core.LweCiphertext` of shape ``(b, *shape)`` or a
+        clear array ``(b, *shape)``.
+    batched : bool
+        Whether the caller passed a leading batch axis.
+    """
+
+    def __init__(self, values, batched):
+        self.values = list(values)
+        self.batched = bool(batched)
+
+    def to_bytes(self):
+        from fheml._core.keys import LweCiphertext
+        from fheml._core.serialization import pack
+        items, arrays = [], []
+        for v in self.values:
+            if isinstance(v, LweCiphertext):
+                items.append({"encrypted": True, "key_id": v.key_id})
+                arrays.append(v.data)
+            else:
+                v = np.asarray(v)
+                items.append({"encrypted": False, "bool": v.dtype == bool})
+                arrays.append(v.astype(np.uint8) if v.dtype == bool else
+                              v.astype(np.float64 if v.dtype.kind == "f" else np.int64))
+        return pack("circuit-args", {"items": items, "batched": self.batched}, arrays)
+
+    @classmethod
+    def from_bytes(cls, data):
+        from fheml._core.keys import LweCiphertext
+        from fheml._core.serialization import SerializationError, unpack
+        header, arrays = unpack(data, "circuit-args")
+        try:
+            items = header["items"]
+            if len(items) != len(arrays):
+                raise ValueError("item count does not match the arrays")
+            values = []
+            for it, a in zip(items, arrays):
+                if it["encrypted"]:
+                    values.append(LweCiphertext(a, it["key_id"]))
+                else:
+                    values.append(a.astype(bool) if it.get("bool") else a)
+            return cls(values, header["batched"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SerializationError(f"circuit-args: {exc}") from None
+
+
+class EncryptedResult:
+    """Encrypted outputs of one call (one ciphertext batch per output)."""
+
+    def __init__(self, values, batched):
+        self.values = list(values)
+        self.batched = bool(batched)
+
+    def to_bytes(self):
+        from fheml._core.serialization import pack
+        return pack("circuit-result", {"key_id": [v.key_id for v in self.values],
+                                       "batched": self.batched}, [v.data for v in self.values])
+
+    @classmethod
+    def from_bytes(cls, data):
+        from fheml._core.keys import LweCiphertext
+        from fheml._core.serialization import SerializationError, unpack
+        header, arrays = unpack(data, "circuit-result")
+        try:
+            if len(header["key_id"]) != len(arrays):
+                raise ValueError("key id count does not match the arrays")
+            return cls([LweCiphertext(a, k) for a, k in zip(arrays, header["key_id"])],
+                       header["batched"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SerializationError(f"circuit-result: {exc}") from None
+
+
+# ---------------------------------------------------------------- client / server ------
+
+class Client:
+    """Key generation, encryption and decryption for one circuit.
+
+    Parameters
+    ----------
+    spec : ClientSpec
+    """
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.secret_keys = None
+        self.evaluation_keys = None
+
+    @classmethod
+    def from_bytes(cls, data):
+        """Client for the circuit described by :meth:`ClientSpec.to_bytes` output."""
+        return cls(ClientSpec.from_bytes(data))
+
+    def keygen(self, force=False):
+        """Generate secret and evaluation keys (kept on the client until sent).
+
+        Parameters
+        ----------
+        force : bool, default=False
+            Regenerate even if keys exist.
+
+        Returns
+        -------
+        EvaluationKeys
+            The keys to send to the server (``.to_bytes()``).
+        """
+        from fheml._core import SecretKeys
+        if self.secret_keys is None or force:
+            self.secret_keys = SecretKeys.generate(self.spec.params)
+            self.evaluation_keys = self.secret_keys.evaluation_keys()
+        return self.evaluation_keys
+
+    def _keys(self):
+        if self.secret_keys is None:
+            raise RuntimeError("no keys yet: call client.keygen() first")
+        return self.secret_keys
+
+    def encrypt(self, *args):
+        """Encrypt the arguments (clear arguments are passed through).
+
+        Each argument has the compiled sample shape or a leading batch axis (all the same).
+
+        Returns
+        -------
+        EncryptedArgs
+        """
+        sk = self._keys()
+        arrays, batched = _check_args(self.spec.inputs, args)
+        values = []
+        for spec, a in zip(self.spec.inputs, arrays):
+            if spec["encrypted"]:
+                values.append(sk.encrypt(a - spec["lo"], precision=self.spec.precision))
+            else:
+                values.append(a)
+        return EncryptedArgs(values, batched)
+
+    def decrypt(self, result):
+        """Decrypt a :class:`EncryptedResult` (or its bytes) to integer arrays.
+
+        Returns
+        -------
+        numpy.ndarray or tuple of numpy.ndarray
+        """
+        if isinstance(result, (bytes, bytearray, memoryview)):
+            result = EncryptedResult.from_bytes(result)
+        sk = self._keys()
+        P = self.spec.precision
+        if len(result.values) != len(self.spec.outputs):
+            raise ValueError(f"expected {len(self.spec.outputs)} output(s), got "
+                             f"{len(result.values)}")
+        mod = 1 << (P + 1)
+        outs = []
+        for spec, ct in zip(self.spec.outputs, result.values):
+            m = sk.decrypt(ct, precision=P)
+            lo = spec["lo"]
+            v = lo + np.mod(m - lo, mod)
+            outs.append(v if result.batched else v[0])
+        return tuple(outs) if self.spec.multiple_outputs else outs[0]
+
+
+class Server:
+    """Runs a circuit on encrypted arguments with the client's evaluation keys.
+
+    Parameters
+    ----------
+    spec : ServerSpec
+    """
+
+    def __init__(self, spec):
+        self.spec = spec
+        spec.program.assign_stages()
+
+    @classmethod
+    def from_bytes(cls, data):
+        """Server for the circuit described by :meth:`ServerSpec.to_bytes` output."""
+        return cls(ServerSpec.from_bytes(data))
+
+    def to_bytes(self):
+        return self.spec.to_bytes()
+
+    def load_keys(self, data):
+        """Evaluation keys from bytes, checked against the circuit's parameters."""
+        from fheml._core import EvaluationKeys
+        return EvaluationKeys.from_bytes(data, expected_params=self.spec.params)
+
+    def run(self, encrypted_args, evaluation_keys, n_jobs=1):
+        """Evaluate the circuit.
+
+        Parameters
+        ----------
+        encrypted_args : EncryptedArgs or bytes
+        evaluation_keys : EvaluationKeys or bytes
+        n_jobs : int, default=1
+            Threads for the lookups (-1: all cores).
+
+        Returns
+        -------
+        EncryptedResult
+        """
+        from fheml._core import EvaluationKeys, LweCiphertext
+        if isinstance(encrypted_args, (bytes, bytearray, memoryview)):
+            encrypted_args = EncryptedArgs.from_bytes(encrypted_args)
+        if isinstance(evaluation_keys, (bytes, bytearray, memoryview)):
+            evaluation_keys = self.load_keys(evaluation_keys)
+        if not isinstance(evaluation_keys, EvaluationKeys):
+            raise TypeError("evaluation_keys must be EvaluationKeys (or their bytes)")
+        if evaluation_keys.params != self.spec.params:
+            raise ValueError("evaluation keys were made for other parameters than this circuit")
+        specs = self.spec.inputs
+        values = encrypted_args.values
+        if len(values) != len(specs):
+            raise TypeError(f"the circuit takes {len(specs)} argument(s), got {len(values)}")
+        dim = self.spec.params.big_lwe_dimension
+        inputs = []
+        batch = None
+        for spec, v in zip(specs, values):
+            shape = tuple(spec["shape"])
+            if spec["encrypted"]:
+                if not isinstance(v, LweCiphertext):
+                    raise TypeError(f"argument {spec['name']!r} must be encrypted")
+                if v.key_id != evaluation_keys.key_id:
+                    raise ValueError(f"argument {spec['name']!r} was encrypted under other keys "
+                                     "than the evaluation keys")
+                if v.dimension != dim:
+                    raise ValueError(f"argument {spec['name']!r} has ciphertext dimension "
+                                     f"{v.dimension}, expected {dim}")
+                data = v.data
+            else:
+                if isinstance(v, LweCiphertext):
+                    raise TypeError(f"argument {spec['name']!r} is a clear argument")
+                data = np.asarray(v)
+            got = data.shape[1:len(shape) + 1] if spec["encrypted"] else data.shape[1:]
+            if data.ndim < 1 or tuple(got) != shape or (
+                    spec["encrypted"] and data.ndim != len(shape) + 2):
+                raise ValueError(f"argument {spec['name']!r} does not have the compiled shape "
+                                 f"{shape} (after the batch axis)")
+            if batch is not None and data.shape[0] != batch:
+                raise ValueError("all arguments must have the same batch size")
+            batch = data.shape[0]
+            inputs.append(data)
+        outs = run_encrypted(self.spec.program, inputs, evaluation_keys, n_jobs=n_jobs)
+        return EncryptedResult([LweCiphertext(o, evaluation_keys.key_id) for o in outs],
+                               encrypted_args.batched)
+
+
+# ------------------------------------------------------------------------ circuit ------
+
+class Circuit:
+    """A compiled program: run it in the clear, in simulation or encrypted.
+
+    Create with :func:`fheml.compile` or ``@fheml.compiler(...)`` + ``.compile(inputset)``.
+
+    Attributes
+    ----------
+    graph : Graph
+        The traced op-graph, with bounds (``circuit.graph.format()``).
+    program : Program
+        The lowered program the server runs.
+    parameters : fheml._core.ParameterSet
+    max_bit_width : int
+        Encoding precision: bits of the widest value that must be exact (lookup inputs,
+        encrypted inputs and outputs).
+    statistics : dict
+        ``lookups`` (per sample), ``lookups_by_precision``, ``levels``, ``precision``,
+        ``lookup_precision``, ``estimated_cost``, ``p_error``, ``global_p_error``,
+        ``key_sizes``.
+    client : Client
+    server : Server
+    """
+
+    def __init__(self, graph, program, params, p_error, input_specs, output_specs, n_jobs=1):
+        self.graph = graph
+        self.program = program
+        self.parameters = params
+        self.p_error = p_error
+        self.n_jobs = n_jobs
+        multiple = bool(getattr(graph, "multiple_outputs", False))
+        self.server = Server(ServerSpec(params, program, input_specs, output_specs, multiple))
+        self.client = Client(ClientSpec(params, program.precision, input_specs, output_specs,
+                                        multiple))
+        self.statistics = statistics(program, params, p_error)
+        self._simulation_p_fail = {
+            k: params.p_fail(n.attrs["pin"], program.nodes[n.inputs[0]].nu * n.attrs["premul"])
+            for k, n in enumerate(program.nodes) if n.op == "tlu"}
+
+    @property
+    def max_bit_width(self):
+        return self.program.precision
+
+    def __repr__(self):
+        s = self.statistics
+        return (f"Circuit({len(self.client.spec.inputs)} input(s), {s['lookups']} lookup(s) in "
+                f"{s['levels']} level(s), {self.max_bit_width} bits, {self.parameters})")
+
+    def _outputs(self, outs, batched):
+        outs = [o if batched else o[0] for o in outs]
+        return tuple(outs) if self.client.spec.multiple_outputs else outs[0]
+
+    def run(self, *args, fhe="disable"):
+        """Evaluate the circuit.
+
+        Parameters
+        ----------
+        *args : array-like
+            One per argument, of the compiled shape or with a leading batch axis.
+        fhe : {"disable", "simulate", "execute"}, default="disable"
+            In the clear with the exact integer semantics of the encrypted circuit, in the
+            clear with modelled lookup failures, or encrypted (keys generated on first use).
+        """
+        if fhe == "simulate":
+            return self.simulate(*args)
+        if fhe == "execute":
+            return self.encrypt_run_decrypt(*args)
+        if fhe != "disable":
+            raise ValueError(f"fhe must be 'disable', 'simulate' or 'execute', got {fhe!r}")
+        arrays, batched = _check_args(self.client.spec.inputs, args)
+        return self._outputs(self._run_clear(arrays, ClearBackend()), batched)
+
+    def _run_clear(self, arrays, backend):
+        outs = run_clear(self.program, arrays, backend)
+        mod = 1 << (self.program.precision + 1)
+        checked = []
+        for spec, k, o in zip(self.client.spec.outputs, self.program.output_nodes, outs):
+            lo = spec["lo"]
+            if o.size and (o.min() < lo or o.max() >= lo + mod):
+                raise InputRangeError(
+                    f"the output computed at {self.program.nodes[k].where} reached values "
+                    f"outside the range the circuit can represent ([{lo}, {lo + mod - 1}]); "
+                    "compile with an inputset covering the values you run on")
+            checked.append(o)
+        return checked
+
+    def simulate(self, *args, seed=None):
+        """Evaluate in the clear, each lookup reading a neighbouring table entry with its
+        modelled failure probability (``parameters.p_fail`` at its precision and ν).
+
+        Parameters
+        ----------
+        seed : int, optional
+            Seed of the failure draws.
+        """
+        arrays, batched = _check_args(self.client.spec.inputs, args)
+        backend = ClearBackend(np.random.default_rng(seed), self._simulation_p_fail)
+        return self._outputs(self._run_clear(arrays, backend), batched)
+
+    def keygen(self, force=False):
+        """Generate the client's keys (see :meth:`Client.keygen`)."""
+        return self.client.keygen(force=force)
+
+    def encrypt_run_decrypt(self, *args):
+        """Encrypt on the client, run on the server, decrypt on the client."""
+        ek = self.client.keygen()
+        encrypted = self.client.encrypt(*args)
+        result = self.server.run(encrypted, ek, n_jobs=self.n_jobs)
+        return self.client.decrypt(result)
