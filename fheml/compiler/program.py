@@ -330,6 +330,12 @@ def run_lookup_clear(node, x, backend, index=None):
     tables = node.attrs["tables"]
     ti = node.attrs.get("table_index")
     p_fail = 0.0 if backend.p_fail is None else backend.p_fail.get(index, 0.0)
+    shift = node.attrs["shift"]
+    if backend.p_fail is not None and shift:
+        # A value half-way between two multiples of 2^shift sits on the boundary of two
+        # boxes of the bootstrap: the noise decides the rounding direction.
+        tie = ((x.astype(np.int64) - node.attrs["lo"]) & ((1 << shift) - 1)) == (1 << (shift - 1))
+        idx = np.where(tie & (backend.rng.random(idx.shape) < 0.5), idx - 1, idx)
     if p_fail > 0.0:
         pin = node.attrs["pin"]
         tables = padded_tables(node, pin)
