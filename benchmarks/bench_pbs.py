@@ -51,6 +51,8 @@ def bench_one(p, p_error, repeat, batch):
     ks_min, _ = _best(lambda: _kernels.keyswitch_batch(ek.ksk, params.ks_base_log, params.ks_level,
                                                        one.data.reshape(1, -1), group=1), repeat)
     total_min, total_med = _best(lambda: ek.programmable_bootstrap(one, table, n_jobs=1, group=1), repeat)
+    wall_min, _ = _best(lambda: ek.programmable_bootstrap(one, table, n_jobs=1, group=1), repeat,
+                        clock=time.perf_counter)
     m = rng.integers(0, 1 << p, batch)
     cts = sk.encrypt(m)
     t = time.perf_counter()
@@ -67,6 +69,7 @@ def bench_one(p, p_error, repeat, batch):
         "ks_ms": ks_min * 1e3,
         "ks_pbs_ms": total_min * 1e3,
         "ks_pbs_ms_median": total_med * 1e3,
+        "ks_pbs_wall_ms": wall_min * 1e3,
         "pbs_ms": (total_min - ks_min) * 1e3,
         "lookups_per_s_2_threads": batch / wall,
         "keygen_s": keygen_s,
@@ -115,7 +118,8 @@ def main():
         rows.append(r)
         print(f"p={p}: {r['params']}", flush=True)
         print(f"     KS {r['ks_ms']:.2f} ms, PBS {r['pbs_ms']:.2f} ms, KS+PBS {r['ks_pbs_ms']:.2f} ms "
-              f"(median {r['ks_pbs_ms_median']:.2f}), {r['lookups_per_s_2_threads']:.1f} lookups/s "
+              f"(median {r['ks_pbs_ms_median']:.2f}; wall min {r['ks_pbs_wall_ms']:.2f}), "
+              f"{r['lookups_per_s_2_threads']:.1f} lookups/s "
               f"with 2 threads, keygen {r['keygen_s']:.2f} s", flush=True)
         print(f"     BSK {r['bsk_mb']:.0f} MB (seeded {r['seeded_bsk_mb']:.1f}), KSK {r['ksk_mb']:.0f} MB "
               f"(seeded {r['seeded_ksk_mb']:.2f}); upload {r['upload_mb']:.1f} MB, server memory "
@@ -127,11 +131,12 @@ def main():
             continue
         r["peer"] = {k: q.get(k) for k in ("peer", "run_ms_min", "pbs_ms_marginal", "keygen_s",
                                              "eval_key_bytes", "params", "p_error")}
-        r["ratio_vs_peer_run"] = r["ks_pbs_ms"] / q["run_ms_min"]
+        # the peer reports wall-clock minima: compare with ours
+        r["ratio_vs_peer_run"] = r["ks_pbs_wall_ms"] / q["run_ms_min"]
         if q.get("pbs_ms_marginal"):
-            r["ratio_vs_peer_marginal"] = r["ks_pbs_ms"] / q["pbs_ms_marginal"]
+            r["ratio_vs_peer_marginal"] = r["ks_pbs_wall_ms"] / q["pbs_ms_marginal"]
         r["key_upload_ratio"] = r["upload_mb"] * 1e6 / q["eval_key_bytes"]
-        print(f"p={r['bits']} vs {q.get('peer')}: one lookup {r['ks_pbs_ms']:.1f} ms vs {q['run_ms_min']:.1f} ms "
+        print(f"p={r['bits']} vs {q.get('peer')}: one lookup {r['ks_pbs_wall_ms']:.1f} ms (wall) vs {q['run_ms_min']:.1f} ms "
               f"-> ratio {r['ratio_vs_peer_run']:.2f}; vs its marginal KS+PBS {q.get('pbs_ms_marginal', float('nan')):.1f} ms "
               f"-> ratio {r.get('ratio_vs_peer_marginal', float('nan')):.2f}; keygen {r['keygen_s']:.1f} s vs "
               f"{q['keygen_s']:.1f} s; key upload {r['upload_mb']:.1f} MB vs {q['eval_key_bytes'] / 1e6:.0f} MB")

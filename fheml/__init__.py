@@ -27,7 +27,9 @@ __all__ = sorted(_COMPILER_NAMES)
 
 def __getattr__(name):
     if name in _COMPILER_NAMES:
-        return getattr(importlib.import_module("fheml.compiler"), name)
+        module = importlib.import_module("fheml.compiler")
+        # The package itself is callable as the decorator (see fheml.compiler).
+        return module if name == "compiler" else getattr(module, name)
     raise AttributeError(f"module 'fheml' has no attribute {name!r}")
 
 

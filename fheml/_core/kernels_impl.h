@@ -326,27 +326,45 @@ static void FN(backward_f64)(const fft_plan *p, double *restrict re, double *res
     }
 }
 
-/* acc += x * 2^64 mod 2^64, exactly, for doubles holding torus values in units of 1.
+/* x * 2^64 mod 2^64, exactly, for a double holding a torus value in units of 1.
  * Reads the exponent and shifts the mantissa instead of x - round(x): exact, and only
  * integer operations, which AVX2 vectorizes. */
+static inline uint64_t FN(f64_to_torus)(double x)
+{
+    uint64_t bits;
+    memcpy(&bits, &x, 8);
+    int64_t e = (int64_t)((bits >> 52) & 0x7ff);
+    uint64_t mant = (bits & 0xfffffffffffffULL) | 0x10000000000000ULL;
+    int64_t s = e - 1011; /* x * 2^64 = mant * 2^s */
+    uint64_t r;
+    if (s >= 0) {
+        r = s < 64 ? mant << s : 0;
+    } else {
+        int64_t sh = -s - 1;
+        r = sh < 63 ? ((mant >> sh) + 1) >> 1 : 0;
+    }
+    r = e == 0 ? 0 : r;
+    return (bits >> 63) ? (uint64_t)0 - r : r;
+}
+
+/* acc += x * 2^64 mod 2^64 */
 static void FN(add_f64_to_torus)(const double *restrict x, uint64_t *restrict acc, int n)
 {
-    for (int j = 0; j < n; j++) {
-        uint64_t bits;
-        memcpy(&bits, &x[j], 8);
-        int64_t e = (int64_t)((bits >> 52) & 0x7ff);
-        uint64_t mant = (bits & 0xfffffffffffffULL) | 0x10000000000000ULL;
-        int64_t s = e - 1011; /* x * 2^64 = mant * 2^s */
-        uint64_t r;
-        if (s >= 0) {
-            r = s < 64 ? mant << s : 0;
-        } else {
-            int64_t sh = -s - 1;
-            r = sh < 63 ? ((mant >> sh) + 1) >> 1 : 0;
-        }
-        r = e == 0 ? 0 : r;
-        r = (bits >> 63) ? (uint64_t)0 - r : r;
-        acc[j] += r;
+    for (int j = 0; j < n; j++)
+        acc[j] += FN(f64_to_torus)(x[j]);
+}
+
+/* Inverse FFT, untwist and acc += result (mod 2^64) in one pass after the transform. */
+static void FN(backward_add_torus)(const fft_plan *p, double *restrict re, double *restrict im,
+                                   uint64_t *restrict acc)
+{
+    const int M = p->M;
+    FN(fft_inverse)(p, re, im);
+    const double *restrict ur = p->untwist_re, *restrict ui = p->untwist_im;
+    uint64_t *restrict lo = acc, *restrict hi = acc + M;
+    for (int j = 0; j < M; j++) {
+        lo[j] += FN(f64_to_torus)(re[j] * ur[j] - im[j] * ui[j]);
+        hi[j] += FN(f64_to_torus)(re[j] * ui[j] + im[j] * ur[j]);
     }
 }
 
@@ -490,8 +508,7 @@ static void FN(blind_rotate_group)(const fft_plan *p, const double *restrict bsk
             }
             for (int q = 0; q < K1; q++) {
                 double *f = sc->facc + (size_t)q * 2 * M;
-                FN(backward_f64)(p, f, f + M, sc->fout);
-                FN(add_f64_to_torus)(sc->fout, a + (size_t)q * N, N);
+                FN(backward_add_torus)(p, f, f + M, a + (size_t)q * N);
             }
         }
     }

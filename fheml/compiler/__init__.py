@@ -11,7 +11,13 @@ result in the clear, in simulation or encrypted (client/server).
 >>> circuit = f.compile(np.arange(8))
 >>> circuit.run(np.array([5, 6]))
 array([2, 5])
+
+``fheml.compiler`` is both this package and the decorator: the package object is callable,
+``fheml.compiler(parameters)`` being :func:`fheml.compiler.api.compiler`.
 """
+
+import sys
+import types
 
 from fheml.compiler.api import CheckReport, Compiler, check, compile, compiler
 from fheml.compiler.circuit import (
@@ -47,3 +53,13 @@ __all__ = [
     "round_bit_pattern",
     "univariate",
 ]
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``@fheml.compiler({...})`` work although ``fheml.compiler`` is a package."""
+
+    def __call__(self, parameters):
+        return compiler(parameters)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -118,7 +118,7 @@ class Program:
         def enc_attr(key, value, op):
             if callable(value):
                 raise TypeError(f"op {op!r} holds a Python function and cannot be serialized")
-            if key == "index":
+            if key == "index" and op in ("getitem", "enc_getitem"):
                 return {"__index__": index_to_json(value)}
             if isinstance(value, np.ndarray):
                 if value.dtype == bool:
