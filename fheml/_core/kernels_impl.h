@@ -113,6 +113,23 @@ static void FN(fft_forward)(const fft_plan *p, double *restrict re, double *rest
     for (; h >= 8; h >>= 2)
         FN(dif4)(p, re, im, h);
     /* last two stages (h = 2 then h = 1) fused per block of four */
+#if FHEML_IMPL_AVX2
+    for (int s = 0; s < M; s += 4) {
+        __m256d Xr = _mm256_loadu_pd(re + s), Xi = _mm256_loadu_pd(im + s);
+        __m256d Xrs = _mm256_permute2f128_pd(Xr, Xr, 0x01), Xis = _mm256_permute2f128_pd(Xi, Xi, 0x01);
+        /* h = 2: low lanes (x0 + x2, x1 + x3); high lanes (x0 - x2, (x1 - x3) * -i) */
+        __m256d sR = _mm256_add_pd(Xr, Xrs), sI = _mm256_add_pd(Xi, Xis);
+        __m256d dR = _mm256_sub_pd(Xr, Xrs), dI = _mm256_sub_pd(Xi, Xis);
+        __m256d hR = _mm256_blend_pd(dR, dI, 0x2);
+        __m256d hI = _mm256_blend_pd(dI, _mm256_sub_pd(_mm256_setzero_pd(), dR), 0x2);
+        Xr = _mm256_permute2f128_pd(sR, hR, 0x20);
+        Xi = _mm256_permute2f128_pd(sI, hI, 0x20);
+        /* h = 1: (y0 + y1, y0 - y1, y2 + y3, y2 - y3) */
+        __m256d Xrw = _mm256_permute_pd(Xr, 0x5), Xiw = _mm256_permute_pd(Xi, 0x5);
+        _mm256_storeu_pd(re + s, _mm256_blend_pd(_mm256_add_pd(Xr, Xrw), _mm256_sub_pd(Xrw, Xr), 0xA));
+        _mm256_storeu_pd(im + s, _mm256_blend_pd(_mm256_add_pd(Xi, Xiw), _mm256_sub_pd(Xiw, Xi), 0xA));
+    }
+#else
     for (int s = 0; s < M; s += 4) {
         double r0 = re[s], r1 = re[s + 1], r2 = re[s + 2], r3 = re[s + 3];
         double i0 = im[s], i1 = im[s + 1], i2 = im[s + 2], i3 = im[s + 3];
@@ -125,6 +142,7 @@ static void FN(fft_forward)(const fft_plan *p, double *restrict re, double *rest
         re[s + 2] = b0r + b1r; im[s + 2] = b0i + b1i;
         re[s + 3] = b0r - b1r; im[s + 3] = b0i - b1i;
     }
+#endif
 }
 
 /* Inverse DIT stage of half-size h (radix 2). */
@@ -219,6 +237,23 @@ static inline void FN(dit4)(const fft_plan *p, double *restrict re, double *rest
 static void FN(fft_inverse)(const fft_plan *p, double *restrict re, double *restrict im)
 {
     const int M = p->M;
+#if FHEML_IMPL_AVX2
+    for (int s = 0; s < M; s += 4) {
+        __m256d Xr = _mm256_loadu_pd(re + s), Xi = _mm256_loadu_pd(im + s);
+        /* h = 1: (x0 + x1, x0 - x1, x2 + x3, x2 - x3) */
+        __m256d Xrw = _mm256_permute_pd(Xr, 0x5), Xiw = _mm256_permute_pd(Xi, 0x5);
+        Xr = _mm256_blend_pd(_mm256_add_pd(Xr, Xrw), _mm256_sub_pd(Xrw, Xr), 0xA);
+        Xi = _mm256_blend_pd(_mm256_add_pd(Xi, Xiw), _mm256_sub_pd(Xiw, Xi), 0xA);
+        /* h = 2: twiddles 1 and i applied to the high lanes, moved low */
+        __m256d Xrs = _mm256_permute2f128_pd(Xr, Xr, 0x01), Xis = _mm256_permute2f128_pd(Xi, Xi, 0x01);
+        __m256d tR = _mm256_blend_pd(Xrs, _mm256_sub_pd(_mm256_setzero_pd(), Xis), 0x2);
+        __m256d tI = _mm256_blend_pd(Xis, Xrs, 0x2);
+        __m256d sR = _mm256_add_pd(Xr, tR), sI = _mm256_add_pd(Xi, tI);
+        __m256d dR = _mm256_sub_pd(Xr, tR), dI = _mm256_sub_pd(Xi, tI);
+        _mm256_storeu_pd(re + s, _mm256_permute2f128_pd(sR, dR, 0x20));
+        _mm256_storeu_pd(im + s, _mm256_permute2f128_pd(sI, dI, 0x20));
+    }
+#else
     for (int s = 0; s < M; s += 4) {
         double r0 = re[s], r1 = re[s + 1], r2 = re[s + 2], r3 = re[s + 3];
         double i0 = im[s], i1 = im[s + 1], i2 = im[s + 2], i3 = im[s + 3];
@@ -232,6 +267,7 @@ static void FN(fft_inverse)(const fft_plan *p, double *restrict re, double *rest
         re[s + 1] = a1r + tr; im[s + 1] = a1i + ti;
         re[s + 3] = a1r - tr; im[s + 3] = a1i - ti;
     }
+#endif
     int h = 4;
     for (; 4 * h <= M; h <<= 2)
         FN(dit4)(p, re, im, 2 * h);

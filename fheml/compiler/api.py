@@ -84,7 +84,7 @@ class CheckReport:
                 self.lookups.append({"where": n.where, "bits": bits, "shift": n.attrs["shift"],
                                      "shape": n.shape})
             widths = [lk["bits"] + lk["shift"] for lk in self.lookups]
-            widths += [range_bits(*program.nodes[k].bounds) for k in program.output_nodes]
+            widths += [range_bits(*program.nodes[k].safe_bounds) for k in program.output_nodes]
             widths += [range_bits(*program.nodes[k].bounds) for k in program.input_nodes
                        if program.nodes[k].encrypted]
             self.max_bit_width = max(widths)
@@ -201,7 +201,7 @@ class Compiler:
                 spec["lo"], spec["hi"] = int(col.min()), int(col.max())
             input_specs.append(spec)
         params, per_lookup = finalize(program, input_specs, p_error, global_p_error)
-        output_specs = [{"shape": list(program.nodes[k].shape), "lo": program.nodes[k].bounds[0]}
+        output_specs = [{"shape": list(program.nodes[k].shape), "lo": program.nodes[k].safe_bounds[0]}
                         for k in program.output_nodes]
         return Circuit(graph, program, params, per_lookup, input_specs, output_specs, n_jobs)
 

@@ -49,7 +49,7 @@ def finalize(program, input_specs, p_error=None, global_p_error=None):
         node.attrs["index_bits"] = max(1, (n_idx - 1).bit_length())
         needs.append(node.attrs["index_bits"] + node.attrs["shift"])
     for k in program.output_nodes:
-        lo, hi = program.nodes[k].bounds
+        lo, hi = program.nodes[k].safe_bounds
         needs.append(range_bits(lo, hi))
     P = max(needs)
     program.precision = P
@@ -73,7 +73,7 @@ def finalize(program, input_specs, p_error=None, global_p_error=None):
     nu_out = max(nu_out, 1e-9)
     if not lookups:
         if P > MAX_PRECISION_NO_BOOTSTRAP:
-            k = max(program.output_nodes, key=lambda k: range_bits(*program.nodes[k].bounds))
+            k = max(program.output_nodes, key=lambda k: range_bits(*program.nodes[k].safe_bounds))
             raise ValueError(
                 f"the output computed at {program.nodes[k].where} needs {P} bits, more than "
                 f"the {MAX_PRECISION_NO_BOOTSTRAP} bits a circuit without lookups can decrypt; "

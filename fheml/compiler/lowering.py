@@ -19,7 +19,14 @@ node knows its bounds (and each lookup its table domain).
 
 import numpy as np
 
-from fheml.compiler.graph import TracingError, evaluate_op, range_bits
+from fheml.compiler.graph import (
+    TracingError,
+    align,
+    batch_axes,
+    batched_matmul,
+    evaluate_op,
+    range_bits,
+)
 from fheml.compiler.program import ClearBackend, PNode, Program, run_linear, run_lookup_clear
 
 __all__ = ["MAX_LOOKUP_BITS", "evaluate_graph", "lower"]
@@ -93,6 +100,7 @@ class _Lowering:
         self.pvals = []
         self.gmap = {}
         self.backend = ClearBackend()
+        self.ivals = []
 
     # -- classification ------------------------------------------------------------------
     def enc(self, i):
@@ -173,7 +181,79 @@ class _Lowering:
             node.bounds = (int(value[..., 0].min()), int(value[..., 0].max()))
         self.prog.nodes.append(node)
         self.pvals.append(value)
+        self.ivals.append(self.interval(node, inputs) if encrypted else None)
+        if encrypted and node.bounds is not None:
+            lo, hi = self.ivals[-1]
+            node.safe_bounds = (min(node.bounds[0], int(lo.min())),
+                                max(node.bounds[1], int(hi.max())))
         return len(self.prog.nodes) - 1
+
+    def interval(self, node, inputs):
+        """Worst-case bounds ``(lo, hi)`` (arrays ``(1, *shape)``) of an encrypted node for
+        any input in the compiled input range: the range its decryption must cover."""
+        op = node.op
+        iv = [self.ivals[i] for i in inputs]
+        if op == "enc_input":
+            col = np.asarray(self.inputs[node.attrs["index"]])
+            return (np.full((1,) + node.shape, col.min(), dtype=np.int64),
+                    np.full((1,) + node.shape, col.max(), dtype=np.int64))
+        if op == "tlu":
+            t = node.attrs["tables"]
+            return (np.full((1,) + node.shape, t.min()), np.full((1,) + node.shape, t.max()))
+        nds = [len(self.prog.nodes[i].shape) for i in inputs]
+        nd = len(node.shape)
+
+        def clear_range(k):
+            v = np.asarray(self.pvals[k]).astype(np.float64)
+            return v.min(axis=0, keepdims=True), v.max(axis=0, keepdims=True)
+
+        def al(a, n):
+            return align(a, n, nd)
+
+        if op in ("enc_add", "enc_sub"):
+            (al_, ah), (bl, bh) = [(al(lo, n), al(hi, n)) for (lo, hi), n in zip(iv, nds)]
+            return (al_ + bl, ah + bh) if op == "enc_add" else (al_ - bh, ah - bl)
+        if op == "enc_neg":
+            return -iv[0][1], -iv[0][0]
+        if op == "enc_add_clear":
+            lo, hi = al(iv[0][0], nds[0]), al(iv[0][1], nds[0])
+            if node.attrs["neg_enc"]:
+                lo, hi = -hi, -lo
+            cl, ch = (al(x, nds[1]) for x in clear_range(inputs[1]))
+            if node.attrs["neg_clear"]:
+                cl, ch = -ch, -cl
+            return np.floor(lo + cl), np.ceil(hi + ch)
+        if op == "enc_mul_clear":
+            lo, hi = al(iv[0][0], nds[0]), al(iv[0][1], nds[0])
+            cl, ch = (al(x, nds[1]) for x in clear_range(inputs[1]))
+            prods = [lo * cl, lo * ch, hi * cl, hi * ch]
+            return np.minimum.reduce(prods), np.maximum.reduce(prods)
+        if op == "enc_matmul":
+            enc_left = node.attrs["enc_left"]
+            e, c = (0, 1) if enc_left else (1, 0)
+            xl, xh = (a.astype(np.float64) for a in iv[e])
+            cl, ch = clear_range(inputs[c])
+            xm, xr = (xl + xh) / 2, (xh - xl) / 2
+            cm, cr = (cl + ch) / 2, (ch - cl) / 2
+
+            def mm(x, y):
+                return (batched_matmul(x, nds[0], y, nds[1]) if enc_left
+                        else batched_matmul(y, nds[0], x, nds[1]))
+
+            center = mm(xm, cm)
+            radius = mm(np.abs(xm), cr) + mm(xr, np.abs(cm)) + mm(xr, cr)
+            return np.floor(center - radius), np.ceil(center + radius)
+        if op == "enc_sum":
+            axes = batch_axes(node.attrs["axis"], nds[0])
+            return (np.sum(iv[0][0], axis=axes, keepdims=node.attrs["keepdims"]),
+                    np.sum(iv[0][1], axis=axes, keepdims=node.attrs["keepdims"]))
+        if op == "enc_trivial":
+            return clear_range(inputs[0])
+        # Shape operations: apply them to both bounds.
+        arg_nodes = [self.prog.nodes[i] for i in inputs]
+        lo = run_linear(node, [a[0][..., None] for a in iv], arg_nodes, self.backend)[..., 0]
+        hi = run_linear(node, [a[1][..., None] for a in iv], arg_nodes, self.backend)[..., 0]
+        return lo, hi
 
     def clear(self, i):
         """Program node of a clear graph node (folded to a constant when it can be)."""

@@ -66,7 +66,7 @@ class PNode:
     """
 
     __slots__ = ("op", "inputs", "attrs", "shape", "encrypted", "nu", "bounds", "where",
-                 "stage")
+                 "stage", "safe_bounds")
 
     def __init__(self, op, inputs, attrs, shape, encrypted, nu=0.0, where=""):
         self.op = op
@@ -78,6 +78,7 @@ class PNode:
         self.bounds = None
         self.where = where
         self.stage = 0
+        self.safe_bounds = None  # worst-case range over the compiled input range
 
 
 class Program:

@@ -1,0 +1,328 @@
+"""What every FHE estimator shares: parameters, quantization, compilation and run modes.
+
+An FHE estimator wraps a scikit-learn estimator (``sklearn_model_``, the float model,
+fitted in the clear).  ``fit`` also calibrates an input quantizer on the training data and
+builds the integer program of the quantized predict; ``compile`` turns that program into a
+:class:`fheml.Circuit`; ``predict(X, fhe=...)`` runs it three ways:
+
+- ``"disable"``: the integer program in the clear (what the encrypted run must reproduce);
+- ``"simulate"``: in the clear, lookups failing with their modelled probability;
+- ``"execute"``: encrypted: the client quantizes and encrypts every row in one batch, the
+  server runs the circuit once over the batch, the client decrypts and dequantizes.
+
+Subclasses provide the estimator-specific numerics through four hooks:
+``_build_quantized_model(model, X)``, ``_integer_function()``,
+``_compile_inputset(q_X)`` and ``_integer_forward(q_X)`` / ``_dequantize(acc)``.
+"""
+
+import copy
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from fheml.quantization import UniformQuantizer
+
+__all__ = ["FHE_MODES", "BaseFHEEstimator", "fhe_parameter_constraints", "resolve_fhe_mode"]
+
+FHE_MODES = ("disable", "simulate", "execute")
+
+# Rows of the inputset handed to the compiler besides the worst-case rows.
+_COMPILE_SAMPLE_ROWS = 100
+
+_FHE_PARAMETER_CONSTRAINTS = {
+    "n_bits": [Interval(Integral, 2, None, closed="left"), dict],
+    "p_error": [Interval(Real, 0, 1, closed="neither"), None],
+    "global_p_error": [Interval(Real, 0, 1, closed="neither"), None],
+    "n_jobs": [Integral, None],
+}
+
+
+def fhe_parameter_constraints(sklearn_class):
+    """``_parameter_constraints`` of an FHE estimator wrapping ``sklearn_class``."""
+    return {**sklearn_class._parameter_constraints, **_FHE_PARAMETER_CONSTRAINTS}
+
+
+def resolve_fhe_mode(fhe, execute_in_fhe):
+    """The run mode from the ``fhe`` and ``execute_in_fhe`` arguments of ``predict``.
+
+    ``fhe=None`` means ``"execute"`` if ``execute_in_fhe`` else ``"disable"``.
+    """
+    if fhe is None:
+        return "execute" if execute_in_fhe else "disable"
+    if fhe not in FHE_MODES:
+        raise ValueError(f"fhe must be one of {', '.join(map(repr, FHE_MODES))} (or None), "
+                         f"got {fhe!r}")
+    if execute_in_fhe and fhe != "execute":
+        raise ValueError(f"execute_in_fhe=True asks for fhe='execute' but fhe={fhe!r} was "
+                         "given; pass only one of them")
+    return fhe
+
+
+def _split_n_bits(n_bits):
+    """``(input_bits, weight_bits)`` from an int or a dict ``{"inputs": .., "weights": ..}``."""
+    if isinstance(n_bits, dict):
+        unknown = set(n_bits) - {"inputs", "weights"}
+        if unknown or len(n_bits) != 2:
+            raise ValueError('n_bits as a dict must have exactly the keys "inputs" and '
+                             f'"weights", got {sorted(n_bits)}')
+        bits = (n_bits["inputs"], n_bits["weights"])
+    else:
+        bits = (n_bits, n_bits)
+    for name, b in zip(("inputs", "weights"), bits):
+        if isinstance(b, bool) or not isinstance(b, Integral) or b < 2:
+            raise ValueError(f"n_bits for the {name} must be an integer >= 2, got {b!r}")
+    return int(bits[0]), int(bits[1])
+
+
+class BaseFHEEstimator(BaseEstimator):
+    """Base of the FHE estimators (not meant to be instantiated directly).
+
+    Subclasses set ``_sklearn_estimator_class`` and list in ``__init__`` every parameter of
+    that scikit-learn class (same names and defaults) plus the FHE parameters below.
+
+    FHE parameters
+    --------------
+    n_bits : int or dict, default=8
+        Bits of the quantized inputs and weights; a dict ``{"inputs": a, "weights": b}``
+        sets them apart.
+    p_error : float, default=None
+        Failure probability of each lookup / decryption (``None``: ``2**-40``).
+    global_p_error : float, default=None
+        Failure probability of the whole circuit; with ``p_error`` the stricter applies.
+    n_jobs : int, default=None
+        Threads for the encrypted run (and for the scikit-learn fit when the wrapped
+        estimator has an ``n_jobs`` parameter).
+
+    Attributes
+    ----------
+    sklearn_model_ : estimator
+        The fitted float scikit-learn model.
+    input_quantizer_ : UniformQuantizer
+        Per-feature input quantizer calibrated on the training data.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when ``X`` had string feature names.
+    fhe_circuit : fheml.Circuit or None
+        The compiled circuit (``None`` before :meth:`compile` or the first encrypted run).
+    """
+
+    _sklearn_estimator_class = None
+
+    # -- scikit-learn plumbing ---------------------------------------------------------------
+    @classmethod
+    def _sklearn_param_names(cls):
+        return cls._sklearn_estimator_class._get_param_names()
+
+    def _make_sklearn_model(self):
+        return self._sklearn_estimator_class(
+            **{name: getattr(self, name) for name in self._sklearn_param_names()})
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        inner = self._make_sklearn_model().__sklearn_tags__()
+        tags.target_tags = copy.deepcopy(inner.target_tags)
+        if inner.classifier_tags is not None and tags.classifier_tags is not None:
+            tags.classifier_tags = copy.deepcopy(inner.classifier_tags)
+        if inner.regressor_tags is not None and tags.regressor_tags is not None:
+            tags.regressor_tags = copy.deepcopy(inner.regressor_tags)
+        tags.input_tags = copy.deepcopy(inner.input_tags)
+        tags.input_tags.sparse = False  # quantization needs dense arrays
+        tags.array_api_support = False
+        return tags
+
+    def __getstate__(self):
+        # The circuit (and the secret keys inside its client) never goes into a pickle: a
+        # reloaded model compiles again, with new keys, on its first encrypted predict.
+        state = dict(super().__getstate__())
+        state["_fhe_circuit"] = None
+        return state
+
+    @property
+    def fhe_circuit(self):
+        """The compiled :class:`fheml.Circuit`, or ``None`` before compilation."""
+        return getattr(self, "_fhe_circuit", None)
+
+    @property
+    def n_bits_inputs_(self):
+        """Bits of the quantized inputs."""
+        return _split_n_bits(self.n_bits)[0]
+
+    @property
+    def n_bits_weights_(self):
+        """Bits of the quantized weights."""
+        return _split_n_bits(self.n_bits)[1]
+
+    # -- fitting -----------------------------------------------------------------------------
+    def fit(self, X, y, sample_weight=None):
+        """Fit the float scikit-learn model, then calibrate and quantize.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data; also the calibration data of the input quantizer.  Values
+            met later outside its per-feature range are clipped (with a
+            :class:`~fheml.quantization.FHEMLClipWarning`).
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self : object
+        """
+        self._validate_params()
+        _split_n_bits(self.n_bits)
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True)
+        model = self._make_sklearn_model()
+        if sample_weight is None:
+            model.fit(X, y)
+        else:
+            model.fit(X, y, sample_weight=sample_weight)
+        self._set_quantized(model, X)
+        return self
+
+    def fit_benchmark(self, X, y, sample_weight=None):
+        """Fit, and return this model with the float scikit-learn model to compare to.
+
+        Returns
+        -------
+        fhe_model : object
+            ``self``, fitted.
+        sklearn_model : estimator
+            The float scikit-learn model with the same parameters fitted on the same data
+            (an independent copy of ``sklearn_model_``).
+        """
+        self.fit(X, y, sample_weight=sample_weight)
+        return self, copy.deepcopy(self.sklearn_model_)
+
+    @classmethod
+    def from_sklearn_model(cls, model, X, n_bits=8, **fhe_params):
+        """FHE model from an already fitted scikit-learn model.
+
+        Parameters
+        ----------
+        model : estimator
+            A fitted instance of the wrapped scikit-learn class; it is copied.
+        X : array-like of shape (n_samples, n_features)
+            Calibration data of the input quantizer (typically the training data).
+        n_bits : int or dict, default=8
+        **fhe_params
+            ``p_error``, ``global_p_error``, ``n_jobs``.
+
+        Returns
+        -------
+        object
+            A fitted FHE estimator whose parameters are those of ``model``.
+        """
+        if not isinstance(model, cls._sklearn_estimator_class):
+            raise TypeError(f"{cls.__name__}.from_sklearn_model expects a fitted "
+                            f"{cls._sklearn_estimator_class.__name__}, got "
+                            f"{type(model).__name__}")
+        check_is_fitted(model)
+        names = set(cls._get_param_names())
+        params = {k: v for k, v in model.get_params(deep=False).items() if k in names}
+        params.update(fhe_params, n_bits=n_bits)
+        estimator = cls(**params)
+        estimator._validate_params()
+        _split_n_bits(estimator.n_bits)
+        X = validate_data(estimator, X, dtype=[np.float64, np.float32])
+        if X.shape[1] != model.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features but the model was fitted on "
+                             f"{model.n_features_in_}; calibrate on data like its training set")
+        estimator._set_quantized(copy.deepcopy(model), X)
+        return estimator
+
+    def _set_quantized(self, model, X):
+        self.sklearn_model_ = model
+        self.input_quantizer_ = UniformQuantizer(
+            n_bits=self.n_bits_inputs_, per_feature=True).fit(X)
+        self._fhe_circuit = None
+        self._build_quantized_model(model, X)
+
+    # -- quantization ------------------------------------------------------------------------
+    def quantize_input(self, X):
+        """Validate ``X`` and quantize it with the calibrated input quantizer.
+
+        Values outside the calibration range are clipped with a
+        :class:`~fheml.quantization.FHEMLClipWarning`.
+
+        Returns
+        -------
+        ndarray of int64 of shape (n_samples, n_features)
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return self.input_quantizer_.quant(X)
+
+    def dequantize_output(self, q_y):
+        """Float outputs of the model from the integer outputs of the circuit."""
+        check_is_fitted(self)
+        return self._dequantize(q_y)
+
+    # -- compilation and runs ----------------------------------------------------------------
+    def compile(self, X=None):
+        """Compile the quantized model to an FHE circuit.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), default=None
+            Representative inputs (a sample of them goes into the inputset).  The
+            inputset always also holds the quantized inputs that drive every output to
+            its extremes, so any (clipped) input runs correctly whatever ``X`` is.
+
+        Returns
+        -------
+        fheml.Circuit
+            Also stored as ``fhe_circuit``.  Keys are generated on the first encrypted
+            predict (or by ``fhe_circuit.keygen()``) and reused by every later one.
+        """
+        check_is_fitted(self)
+        q_sample = None
+        if X is not None:
+            X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+            q_sample = self.input_quantizer_.quant(X[:_COMPILE_SAMPLE_ROWS], warn=False)
+        import fheml.compiler
+
+        self._fhe_circuit = fheml.compiler.compile(
+            self._integer_function(), self._compile_inputset(q_sample),
+            p_error=self.p_error, global_p_error=self.global_p_error,
+            n_jobs=1 if self.n_jobs is None else self.n_jobs)
+        return self._fhe_circuit
+
+    def _run_integer(self, q_X, fhe):
+        """Integer outputs of the quantized model on quantized inputs, in mode ``fhe``."""
+        circuit = self.fhe_circuit
+        if fhe == "disable" and circuit is None:
+            return self._integer_forward(q_X)
+        if circuit is None:
+            circuit = self.compile()
+        if fhe == "disable":
+            return circuit.run(q_X)
+        if fhe == "simulate":
+            return circuit.simulate(q_X)
+        # One batch: all rows are encrypted together and the circuit runs once.
+        return circuit.encrypt_run_decrypt(q_X)
+
+    def _predict_float(self, X, execute_in_fhe=False, fhe=None):
+        """Dequantized outputs of the integer program, shape (n_samples, n_outputs)."""
+        mode = resolve_fhe_mode(fhe, execute_in_fhe)
+        q_X = self.quantize_input(X)
+        return self._dequantize(self._run_integer(q_X, mode))
+
+    # -- hooks -------------------------------------------------------------------------------
+    def _build_quantized_model(self, model, X):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _integer_function(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _compile_inputset(self, q_sample):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _integer_forward(self, q_X):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _dequantize(self, q_y):  # pragma: no cover - abstract
+        raise NotImplementedError

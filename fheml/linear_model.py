@@ -1,0 +1,755 @@
+"""Linear models on encrypted data.
+
+Each class wraps the scikit-learn estimator of the same name (without ``FHE``): ``fit``
+trains it in the clear, then the model is quantized (per-feature inputs of ``n_bits``
+bits, weights of ``n_bits`` bits, symmetric per output) into the integer program
+``q_x @ q_W + q_b``, which is all that runs encrypted.  It has no table lookup, so the
+circuit needs no bootstrapping.  Everything non-linear (inverse link functions, sigmoid,
+softmax, argmax) runs on the client in the clear after decryption.
+
+Quantization accuracy: with the default ``n_bits=8`` the accumulator of a model with
+``F`` features is about ``16 + log2(F)`` bits (at most 30 bits, sign included, can be
+decrypted) and predictions stay within a point of the float model on standard data.
+"""
+
+import numpy as np
+from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.linear_model import (
+    ElasticNet,
+    GammaRegressor,
+    Lasso,
+    LinearRegression,
+    LogisticRegression,
+    PoissonRegressor,
+    Ridge,
+    SGDClassifier,
+    SGDRegressor,
+    TweedieRegressor,
+)
+from sklearn.metrics import d2_tweedie_score
+from sklearn.svm import LinearSVC, LinearSVR
+from sklearn.utils._available_if import available_if
+from sklearn.utils.extmath import softmax
+from sklearn.utils.validation import check_is_fitted
+
+from fheml.base import BaseFHEEstimator, fhe_parameter_constraints
+from fheml.quantization import QuantizedLinear
+
+__all__ = [
+    "FHEElasticNet",
+    "FHEGammaRegressor",
+    "FHELasso",
+    "FHELinearRegression",
+    "FHELinearSVC",
+    "FHELinearSVR",
+    "FHELogisticRegression",
+    "FHEPoissonRegressor",
+    "FHERidge",
+    "FHESGDClassifier",
+    "FHESGDRegressor",
+    "FHETweedieRegressor",
+]
+
+
+# ------------------------------------------------------------------- numerics ------------
+
+def _weights_and_bias(model):
+    """Float ``(W, b)`` of shape (n_features, n_outputs) and (n_outputs,) of a linear model."""
+    coef = np.asarray(model.coef_, dtype=np.float64)
+    weights = coef[:, None] if coef.ndim == 1 else coef.T
+    bias = np.broadcast_to(np.asarray(model.intercept_, dtype=np.float64).ravel(),
+                           (weights.shape[1],)).copy()
+    return weights, bias
+
+
+def _sigmoid(z):
+    # exp of a non-positive argument only: no overflow warning for large |z|.
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _binary_proba(decision):
+    p = _sigmoid(decision)
+    return np.column_stack([1.0 - p, p])
+
+
+def _ovr_proba(decision):
+    """One-vs-rest probabilities: sigmoid of each score, normalized (as scikit-learn)."""
+    p = _sigmoid(decision)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def _modified_huber_proba(decision, n_classes):
+    """Probabilities of SGDClassifier(loss="modified_huber"), as scikit-learn computes them."""
+    if n_classes == 2:
+        p = (np.clip(decision, -1, 1) + 1.0) / 2.0
+        return np.column_stack([1.0 - p, p])
+    prob = (np.clip(decision, -1, 1) + 1.0) / 2.0
+    total = prob.sum(axis=1)
+    all_zero = total == 0
+    prob[all_zero, :] = 1.0
+    total[all_zero] = n_classes
+    return prob / total[:, None]
+
+
+# ---------------------------------------------------------------- base classes -----------
+
+class _FHELinearModel(BaseFHEEstimator):
+    """Quantized ``x @ W + b``: the part shared by linear regressors and classifiers."""
+
+    def _build_quantized_model(self, model, X):
+        weights, bias = _weights_and_bias(model)
+        self.quantized_layer_ = QuantizedLinear(weights, bias, self.input_quantizer_,
+                                                weight_n_bits=self.n_bits_weights_)
+        self.coef_ = model.coef_
+        self.intercept_ = model.intercept_
+        if hasattr(model, "classes_"):
+            self.classes_ = model.classes_
+
+    def _integer_function(self):
+        q_weights = self.quantized_layer_.q_weights
+        q_bias = self.quantized_layer_.q_bias
+
+        def linear(x):
+            return x @ q_weights + q_bias
+
+        return linear
+
+    def _compile_inputset(self, q_sample):
+        extremes = self.quantized_layer_.extreme_inputs()
+        return extremes if q_sample is None else np.concatenate([extremes, q_sample])
+
+    def _integer_forward(self, q_X):
+        return self.quantized_layer_.accumulate(q_X)
+
+    def _dequantize(self, q_y):
+        return self.quantized_layer_.dequantize(q_y)
+
+    def _linear_predictor(self, X, execute_in_fhe, fhe):
+        """``X @ coef_ + intercept_`` through the quantized program, raveled like sklearn."""
+        check_is_fitted(self)
+        scores = self._predict_float(X, execute_in_fhe=execute_in_fhe, fhe=fhe)
+        return scores[:, 0] if np.ndim(self.coef_) == 1 else scores
+
+
+class _FHELinearRegressor(RegressorMixin, _FHELinearModel):
+    """Regressor whose prediction is the linear predictor itself."""
+
+    def predict(self, X, execute_in_fhe=False, fhe=None):
+        """Predict with the quantized model.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Values outside the calibration range are clipped (with a warning).
+        execute_in_fhe : bool, default=False
+            Same as ``fhe="execute"``.
+        fhe : {"disable", "simulate", "execute"}, default=None
+            ``"disable"``: the integer program in the clear; ``"simulate"``: in the clear
+            through the compiled circuit; ``"execute"``: encrypted, all rows in one batch.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or (n_samples, n_targets)
+        """
+        return self._linear_predictor(X, execute_in_fhe, fhe)
+
+
+class _FHEGLMRegressor(RegressorMixin, _FHELinearModel):
+    """Generalized linear model: inverse link applied on the client after decryption."""
+
+    def _uses_log_link(self):
+        return True
+
+    def predict(self, X, execute_in_fhe=False, fhe=None):
+        """Predict the expected target with the quantized model.
+
+        The linear predictor is computed by the (encrypted) circuit; the inverse link
+        (``exp`` for the log link) is applied in the clear after decryption.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        execute_in_fhe : bool, default=False
+            Same as ``fhe="execute"``.
+        fhe : {"disable", "simulate", "execute"}, default=None
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        eta = self._linear_predictor(X, execute_in_fhe, fhe)
+        return np.exp(eta) if self._uses_log_link() else eta
+
+    def _power(self):
+        raise NotImplementedError
+
+    def score(self, X, y, sample_weight=None):
+        """D² (fraction of Tweedie deviance explained), as the scikit-learn model scores.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        float
+        """
+        return float(d2_tweedie_score(y, self.predict(X), sample_weight=sample_weight,
+                                      power=self._power()))
+
+
+class _FHELinearClassifier(ClassifierMixin, _FHELinearModel):
+    """Classifier predicting from the sign (binary) or argmax (multiclass) of the scores."""
+
+    def decision_function(self, X, execute_in_fhe=False, fhe=None):
+        """Scores of the quantized model (decrypted when run encrypted).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        execute_in_fhe : bool, default=False
+            Same as ``fhe="execute"``.
+        fhe : {"disable", "simulate", "execute"}, default=None
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) for two classes, else (n_samples, n_classes)
+        """
+        check_is_fitted(self)
+        scores = self._predict_float(X, execute_in_fhe=execute_in_fhe, fhe=fhe)
+        return scores[:, 0] if len(self.classes_) == 2 else scores
+
+    def predict(self, X, execute_in_fhe=False, fhe=None):
+        """Class labels: sign / argmax of the scores, computed on the client.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        execute_in_fhe : bool, default=False
+            Same as ``fhe="execute"``.
+        fhe : {"disable", "simulate", "execute"}, default=None
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        scores = self.decision_function(X, execute_in_fhe=execute_in_fhe, fhe=fhe)
+        index = (scores > 0).astype(np.intp) if scores.ndim == 1 else scores.argmax(axis=1)
+        return self.classes_[index]
+
+
+# --------------------------------------------------------------- regressors ---------------
+
+_FHE_PARAMS_DOC = """
+    n_bits : int or dict, default=8
+        Bits of the quantized inputs and weights; ``{"inputs": a, "weights": b}`` sets them
+        apart.  The integer accumulator needs about ``a + b + log2(n_features)`` bits and
+        must fit in 30 (``fit`` raises a ``ValueError`` naming the width otherwise).
+    p_error : float, default=None
+        Failure probability of a decryption (``None``: ``2**-40``).
+    global_p_error : float, default=None
+        Failure probability of the whole circuit.
+    n_jobs : int, default=None
+        Threads of the encrypted run; also passed to the scikit-learn fit when the wrapped
+        estimator has ``n_jobs``."""
+
+_ATTRIBUTES_DOC = """
+    Attributes
+    ----------
+    sklearn_model_ : {sk}
+        The fitted float model.
+    coef_, intercept_ : ndarray
+        Its float coefficients.{classes}
+    input_quantizer_ : fheml.quantization.UniformQuantizer
+        Per-feature input quantizer calibrated on the training data; inputs outside its
+        range are clipped with a ``FHEMLClipWarning``.
+    quantized_layer_ : fheml.quantization.QuantizedLinear
+        The integer weights, bias and the dequantization of the accumulator.
+    fhe_circuit : fheml.Circuit or None
+        Set by ``compile`` (or the first encrypted predict); not pickled.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str"""
+
+
+def _doc(fhe_name, sk_class, summary, example, classifier=False):
+    classes = ("\n    classes_ : ndarray of shape (n_classes,)\n        Class labels."
+               if classifier else "")
+    return (f"""{summary}
+
+    Wraps :class:`{sk_class.__module__.rsplit('._', 1)[0]}.{sk_class.__name__}`; all its
+    parameters are accepted with the same meaning and defaults (see its documentation),
+    plus the FHE parameters below.
+
+    Parameters
+    ----------
+    **sklearn parameters
+        Those of ``{sk_class.__name__}``.{_FHE_PARAMS_DOC}
+{_ATTRIBUTES_DOC.format(sk=sk_class.__name__, classes=classes)}
+
+    Examples
+    --------
+{example}
+    """)
+
+
+class FHELinearRegression(_FHELinearRegressor):
+    __doc__ = _doc("FHELinearRegression", LinearRegression,
+                   "Ordinary least squares predicting on encrypted data.", """\
+    >>> from sklearn.datasets import make_regression
+    >>> from fheml.linear_model import FHELinearRegression
+    >>> X, y = make_regression(n_samples=200, n_features=5, noise=1.0, random_state=0)
+    >>> model = FHELinearRegression().fit(X, y)
+    >>> y_enc = model.predict(X[:10], fhe="execute")""")
+
+    _sklearn_estimator_class = LinearRegression
+    _parameter_constraints = fhe_parameter_constraints(LinearRegression)
+
+    def __init__(self, *, fit_intercept=True, copy_X=True, tol=1e-06, n_jobs=None,
+                 positive=False, n_bits=8, p_error=None, global_p_error=None):
+        self.fit_intercept = fit_intercept
+        self.copy_X = copy_X
+        self.tol = tol
+        self.n_jobs = n_jobs
+        self.positive = positive
+        self.n_bits = n_bits
+        self.p_error = p_error
+        self.global_p_error = global_p_error
+
+
+class FHERidge(_FHELinearRegressor):
+    __doc__ = _doc("FHERidge", Ridge, "Ridge regression predicting on encrypted data.", """\
+    >>> from sklearn.datasets import make_regression
+    >>> from fheml.linear_model import FHERidge
+    >>> X, y = make_regression(n_samples=200, n_features=5, random_state=0)
+    >>> y_enc = FHERidge(alpha=0.5).fit(X, y).predict(X[:10], execute_in_fhe=True)""")
+
+    _sklearn_estimator_class = Ridge
+    _parameter_constraints = fhe_parameter_constraints(Ridge)
+
+    def __init__(self, alpha=1.0, *, fit_intercept=True, copy_X=True, max_iter=None, tol=0.0001,
+                 solver="auto", positive=False, random_state=None, n_bits=8, p_error=None,
+                 global_p_error=None, n_jobs=None):
+        self.alpha = alpha
+        self.fit_intercept = fit_intercept
+        self.copy_X = copy_X
+        self.max_iter = max_iter
+        self.tol = tol
+        self.solver = solver
+        self.positive = positive
+        self.random_state = random_state
+        self.n_bits = n_bits
+        self.p_error = p_error
+        self.global_p_error = global_p_error
+        self.n_jobs = n_jobs
+
+
+class FHELasso(_FHELinearRegressor):
+    __doc__ = _doc("FHELasso", Lasso, "Lasso (L1) regression predicting on encrypted data.",
+                   """\
+    >>> from sklearn.datasets import make_regression
+    >>> from fheml.linear_model import FHELasso
+    >>> X, y = make_regression(n_samples=200, n_features=5, random_state=0)
+    >>> y_enc = FHELasso(alpha=0.1).fit(X, y).predict(X[:10], fhe="execute")""")
+
+    _sklearn_estimator_class = Lasso
+    _parameter_constraints = fhe_parameter_constraints(Lasso)
+
+    def __init__(self, alpha=1.0, *, fit_intercept=True, precompute=False, copy_X=True,
+                 max_iter=1000, tol=0.0001, warm_start=False, positive=False, random_state=None,
+                 selection="cyclic", n_bits=8, p_error=None, global_p_error=None, n_jobs=None):
+        self.alpha = alpha
+        self.fit_intercept = fit_intercept
+        self.precompute = precompute
+        self.copy_X = copy_X
+        self.max_iter = max_iter
+        self.tol = tol
+        self.warm_start = warm_start
+        self.positive = positive
+        self.random_state = random_state
+        self.selection = selection
+        self.n_bits = n_bits
+        self.p_error = p_error
+        self.global_p_error = global_p_error
+        self.n_jobs = n_jobs
+
+
+class FHEElasticNet(_FHELinearRegressor):
+    __doc__ = _doc("FHEElasticNet", ElasticNet,
+                   "Elastic-net regression predicting on encrypted data.", """\
+    >>> from sklearn.datasets import make_regression
+    >>> from fheml.linear_model import FHEElasticNet
+    >>> X, y = make_regression(n_samples=200, n_features=5, random_state=0)
+    >>> y_enc = FHEElasticNet(alpha=0.1).fit(X, y).predict(X[:10], fhe="execute")""")
+
+    _sklearn_estimator_class = ElasticNet
+    _parameter_constraints = fhe_parameter_constraints(ElasticNet)
+
+    def __init__(self, alpha=1.0, *, l1_ratio=0.5, fit_intercept=True, precompute=False,
+                 max_iter=1000, copy_X=True, tol=0.0001, warm_start=False, positive=False,
+                 random_state=None, selection="cyclic", n_bits=8, p_error=None,
+                 global_p_error=None, n_jobs=None):
+        self.alpha = alpha
+        self.l1_ratio = l1_ratio
+        self.fit_intercept = fit_intercept
+        self.precompute = precompute
+        self.max_iter = max_iter
+        self.copy_X = copy_X
+        self.tol = tol
+        self.warm_start = warm_start
+        self.positive = positive
+        self.random_state = random_state
+        self.selection = selection
+        self.n_bits = n_bits
+        self.p_error = p_error
+        self.global_p_error = global_p_error
+        self.n_jobs = n_jobs
+
+
+class FHELinearSVR(_FHELinearRegressor):
+    __doc__ = _doc("FHELinearSVR", LinearSVR,
+                   "Linear support vector regression predicting on encrypted data.", """\
+    >>> from sklearn.datasets import make_regression
+    >>> from fheml.linear_model import FHELinearSVR
+    >>> X, y = make_regression(n_samples=200, n_features=5, random_state=0)
+    >>> y_enc = FHELinearSVR(C=10.0).fit(X, y).predict(X[:10], fhe="execute")""")
+
+    _sklearn_estimator_class = LinearSVR
+    _parameter_constraints = fhe_parameter_constraints(LinearSVR)
+
+    def __init__(self, *, epsilon=0.0, tol=0.0001, C=1.0, loss="epsilon_insensitive",
+                 fit_intercept=True, intercept_scaling=1.0, dual="auto", verbose=0,
+                 random_state=None, max_iter=1000, n_bits=8, p_error=None, global_p_error=None,
+                 n_jobs=None):
+        self.epsilon = epsilon
+        self.tol = tol
+        self.C = C
+        self.loss = loss
+        self.fit_intercept = fit_intercept
+        self.intercept_scaling = intercept_scaling
+        self.dual = dual
+        self.verbose = verbose
+        self.random_state = random_state
+        self.max_iter = max_iter
+        self.n_bits = n_bits
+        self.p_error = p_error
+        self.global_p_error = global_p_error
+        self.n_jobs = n_jobs
+
+
+class FHESGDRegressor(_FHELinearRegressor):
+    __doc__ = _doc("FHESGDRegressor", SGDRegressor,
+                   "Linear regression fitted by SGD, predicting on encrypted data.", """\
+    >>> from sklearn.datasets import make_regression
+    >>> from fheml.linear_model import FHESGDRegressor
+    >>> X, y = make_regression(n_samples=200, n_features=5, random_state=0)
+    >>> y_enc = FHESGDRegressor(random_state=0).fit(X, y).predict(X[:10], fhe="execute")""")
+
+    _sklearn_estimator_class = SGDRegressor
+    _parameter_constraints = fhe_parameter_constraints(SGDRegressor)
+
+    def __init__(self, loss="squared_error", *, penalty="l2", alpha=0.0001, l1_ratio=0.15,
+                 fit_intercept=True, max_iter=1000, tol=0.001, shuffle=True, verbose=0,
+                 epsilon=0.1, random_state=None, learning_rate="invscaling", eta0=0.01,
+                 power_t=0.25, early_stopping=False, validation_fraction=0.1,
+                 n_iter_no_change=5, warm_start=False, average=False, n_bits=8, p_error=None,
+                 global_p_error=None, n_jobs=None):
+        self.loss = loss
+        self.penalty = penalty
+        self.alpha = alpha
+        self.l1_ratio = l1_ratio
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+        self.shuffle = shuffle
+        self.verbose = verbose
+        self.epsilon = epsilon
+        self.random_state = random_state
+        self.learning_rate = learning_rate
+        self.eta0 = eta0
+        self.power_t = power_t
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.warm_start = warm_start
+        self.average = average
+        self.n_bits = n_bits
+        self.p_error = p_error
+        self.global_p_error = global_p_error
+        self.n_jobs = n_jobs
+
+
+class FHEPoissonRegressor(_FHEGLMRegressor):
+    __doc__ = _doc("FHEPoissonRegressor", PoissonRegressor,
+                   "Poisson regression (log link) predicting on encrypted data; ``exp`` of "
+                   "the decrypted linear predictor is taken on the client.", """\
+    >>> import numpy as np
+    >>> from fheml.linear_model import FHEPoissonRegressor
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(200, 4)); y = rng.poisson(np.exp(X @ [0.3, -0.2, 0.1, 0.0]))
+    >>> y_enc = FHEPoissonRegressor().fit(X, y).predict(X[:10], fhe="execute")""")
+
+    _sklearn_estimator_class = PoissonRegressor
+    _parameter_constraints = fhe_parameter_constraints(PoissonRegressor)
+
+    def __init__(self, *, alpha=1.0, fit_intercept=True, solver="lbfgs", max_iter=100,
+                 tol=0.0001, warm_start=False, verbose=0, n_bits=8, p_error=None,
+                 global_p_error=None, n_jobs=None):
+        self.alpha = alpha
+        self.fit_intercept = fit_intercept
+        self.solver = solver
+        self.max_iter = max_iter
+        self.tol = tol
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.n_bits = n_bits
+        self.p_error = p_error
+        self.global_p_error = global_p_error
+        self.n_jobs = n_jobs
+
+    def _power(self):
+        return 1.0
+
+
+class FHEGammaRegressor(_FHEGLMRegressor):
+    __doc__ = _doc("FHEGammaRegressor", GammaRegressor,
+                   "Gamma regression (log link) predicting on encrypted data; ``exp`` of "
+                   "the decrypted linear predictor is taken on the client.", """\
+    >>> import numpy as np
+    >>> from fheml.linear_model import FHEGammaRegressor
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(200, 4)); y = rng.gamma(2.0, np.exp(X @ [0.3, -0.2, 0.1, 0.0]))
+    >>> y_enc = FHEGammaRegressor().fit(X, y).predict(X[:10], fhe="execute")""")
+
+    _sklearn_estimator_class = GammaRegressor
+    _parameter_constraints = fhe_parameter_constraints(GammaRegressor)
+
+    def __init__(self, *, alpha=1.0, fit_intercept=True, solver="lbfgs", max_iter=100,
+                 tol=0.0001, warm_start=False, verbose=0, n_bits=8, p_error=None,
+                 global_p_error=None, n_jobs=None):
+        self.alpha = alpha
+        self.fit_intercept = fit_intercept
+        self.solver = solver
+        self.max_iter = max_iter
+        self.tol = tol
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.n_bits = n_bits
+        self.p_error = p_error
+        self.global_p_error = global_p_error
+        self.n_jobs = n_jobs
+
+    def _power(self):
+        return 2.0
+
+
+class FHETweedieRegressor(_FHEGLMRegressor):
+    __doc__ = _doc("FHETweedieRegressor", TweedieRegressor,
+                   "Tweedie regression predicting on encrypted data; the inverse link "
+                   "(``exp`` for the log link) is applied on the client.", """\
+    >>> import numpy as np
+    >>> from fheml.linear_model import FHETweedieRegressor
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(200, 4)); y = rng.poisson(np.exp(X @ [0.3, -0.2, 0.1, 0.0]))
+    >>> model = FHETweedieRegressor(power=1.5, link="log").fit(X, y)
+    >>> y_enc = model.predict(X[:10], fhe="execute")""")
+
+    _sklearn_estimator_class = TweedieRegressor
+    _parameter_constraints = fhe_parameter_constraints(TweedieRegressor)
+
+    def __init__(self, *, power=0.0, alpha=1.0, fit_intercept=True, link="auto", solver="lbfgs",
+                 max_iter=100, tol=0.0001, warm_start=False, verbose=0, n_bits=8, p_error=None,
+                 global_p_error=None, n_jobs=None):
+        self.power = power
+        self.alpha = alpha
+        self.fit_intercept = fit_intercept
+        self.link = link
+        self.solver = solver
+        self.max_iter = max_iter
+        self.tol = tol
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.n_bits = n_bits
+        self.p_error = p_error
+        self.global_p_error = global_p_error
+        self.n_jobs = n_jobs
+
+    def _uses_log_link(self):
+        # scikit-learn's rule: "auto" is the identity link for power <= 0, log otherwise.
+        return self.link == "log" or (self.link == "auto" and self.power > 0)
+
+    def _power(self):
+        return float(self.power)
+
+
+# ---------------------------------------------------------------- classifiers -------------
+
+class FHELogisticRegression(_FHELinearClassifier):
+    __doc__ = _doc("FHELogisticRegression", LogisticRegression,
+                   "Logistic regression (binary and multinomial) predicting on encrypted "
+                   "data; sigmoid / softmax / argmax run on the client after decryption.",
+                   """\
+    >>> from sklearn.datasets import load_breast_cancer
+    >>> from fheml.linear_model import FHELogisticRegression
+    >>> X, y = load_breast_cancer(return_X_y=True)
+    >>> model = FHELogisticRegression(max_iter=5000).fit(X, y)
+    >>> y_enc = model.predict(X[:100], execute_in_fhe=True)   # one encrypted batch
+    >>> proba = model.predict_proba(X[:5], fhe="execute")""", classifier=True)
+
+    _sklearn_estimator_class = LogisticRegression
+    _parameter_constraints = fhe_parameter_constraints(LogisticRegression)
+
+    def __init__(self, penalty="deprecated", *, C=1.0, l1_ratio=0.0, dual=False, tol=0.0001,
+                 fit_intercept=True, intercept_scaling=1, class_weight=None, random_state=None,
+                 solver="lbfgs", max_iter=100, verbose=0, warm_start=False, n_jobs=None,
+                 n_bits=8, p_error=None, global_p_error=None):
+        self.penalty = penalty
+        self.C = C
+        self.l1_ratio = l1_ratio
+        self.dual = dual
+        self.tol = tol
+        self.fit_intercept = fit_intercept
+        self.intercept_scaling = intercept_scaling
+        self.class_weight = class_weight
+        self.random_state = random_state
+        self.solver = solver
+        self.max_iter = max_iter
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.n_jobs = n_jobs
+        self.n_bits = n_bits
+        self.p_error = p_error
+        self.global_p_error = global_p_error
+
+    def predict_proba(self, X, execute_in_fhe=False, fhe=None):
+        """Class probabilities: sigmoid (binary) or softmax (multiclass) of the decrypted
+        scores, computed on the client.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        execute_in_fhe : bool, default=False
+            Same as ``fhe="execute"``.
+        fhe : {"disable", "simulate", "execute"}, default=None
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+        """
+        scores = self.decision_function(X, execute_in_fhe=execute_in_fhe, fhe=fhe)
+        return _binary_proba(scores) if scores.ndim == 1 else softmax(scores, copy=False)
+
+    def predict_log_proba(self, X, execute_in_fhe=False, fhe=None):
+        """Logarithm of :meth:`predict_proba`."""
+        return np.log(self.predict_proba(X, execute_in_fhe=execute_in_fhe, fhe=fhe))
+
+
+class FHELinearSVC(_FHELinearClassifier):
+    __doc__ = _doc("FHELinearSVC", LinearSVC,
+                   "Linear support vector classifier predicting on encrypted data.", """\
+    >>> from sklearn.datasets import load_iris
+    >>> from fheml.linear_model import FHELinearSVC
+    >>> X, y = load_iris(return_X_y=True)
+    >>> y_enc = FHELinearSVC().fit(X, y).predict(X[:20], fhe="execute")""", classifier=True)
+
+    _sklearn_estimator_class = LinearSVC
+    _parameter_constraints = fhe_parameter_constraints(LinearSVC)
+
+    def __init__(self, penalty="l2", loss="squared_hinge", *, dual="auto", tol=0.0001, C=1.0,
+                 multi_class="ovr", fit_intercept=True, intercept_scaling=1, class_weight=None,
+                 verbose=0, random_state=None, max_iter=1000, n_bits=8, p_error=None,
+                 global_p_error=None, n_jobs=None):
+        self.penalty = penalty
+        self.loss = loss
+        self.dual = dual
+        self.tol = tol
+        self.C = C
+        self.multi_class = multi_class
+        self.fit_intercept = fit_intercept
+        self.intercept_scaling = intercept_scaling
+        self.class_weight = class_weight
+        self.verbose = verbose
+        self.random_state = random_state
+        self.max_iter = max_iter
+        self.n_bits = n_bits
+        self.p_error = p_error
+        self.global_p_error = global_p_error
+        self.n_jobs = n_jobs
+
+
+def _sgd_has_proba(estimator):
+    if estimator.loss not in ("log_loss", "modified_huber"):
+        raise AttributeError(f"probability estimates are not available for "
+                             f"loss={estimator.loss!r} (use 'log_loss' or 'modified_huber')")
+    return True
+
+
+class FHESGDClassifier(_FHELinearClassifier):
+    __doc__ = _doc("FHESGDClassifier", SGDClassifier,
+                   "Linear classifier fitted by SGD, predicting on encrypted data.", """\
+    >>> from sklearn.datasets import load_iris
+    >>> from fheml.linear_model import FHESGDClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> model = FHESGDClassifier(loss="log_loss", random_state=0).fit(X, y)
+    >>> proba = model.predict_proba(X[:20], fhe="execute")""", classifier=True)
+
+    _sklearn_estimator_class = SGDClassifier
+    _parameter_constraints = fhe_parameter_constraints(SGDClassifier)
+
+    def __init__(self, loss="hinge", *, penalty="l2", alpha=0.0001, l1_ratio=0.15,
+                 fit_intercept=True, max_iter=1000, tol=0.001, shuffle=True, verbose=0,
+                 epsilon=0.1, n_jobs=None, random_state=None, learning_rate="optimal", eta0=0.01,
+                 power_t=0.5, early_stopping=False, validation_fraction=0.1,
+                 n_iter_no_change=5, class_weight=None, warm_start=False, average=False,
+                 n_bits=8, p_error=None, global_p_error=None):
+        self.loss = loss
+        self.penalty = penalty
+        self.alpha = alpha
+        self.l1_ratio = l1_ratio
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+        self.shuffle = shuffle
+        self.verbose = verbose
+        self.epsilon = epsilon
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.learning_rate = learning_rate
+        self.eta0 = eta0
+        self.power_t = power_t
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.class_weight = class_weight
+        self.warm_start = warm_start
+        self.average = average
+        self.n_bits = n_bits
+        self.p_error = p_error
+        self.global_p_error = global_p_error
+
+    @available_if(_sgd_has_proba)
+    def predict_proba(self, X, execute_in_fhe=False, fhe=None):
+        """Class probabilities (``loss="log_loss"`` or ``"modified_huber"``), computed on
+        the client from the decrypted scores exactly as scikit-learn does.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        execute_in_fhe : bool, default=False
+        fhe : {"disable", "simulate", "execute"}, default=None
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+        """
+        scores = self.decision_function(X, execute_in_fhe=execute_in_fhe, fhe=fhe)
+        if self.loss == "modified_huber":
+            return _modified_huber_proba(scores, len(self.classes_))
+        return _binary_proba(scores) if scores.ndim == 1 else _ovr_proba(scores)
+
+    @available_if(_sgd_has_proba)
+    def predict_log_proba(self, X, execute_in_fhe=False, fhe=None):
+        """Logarithm of :meth:`predict_proba`."""
+        return np.log(self.predict_proba(X, execute_in_fhe=execute_in_fhe, fhe=fhe))
