@@ -1,0 +1,152 @@
+"""Errors a user can hit: they name the operation, the source line and what to do."""
+
+import numpy as np
+import pytest
+
+import fheml
+from fheml.compiler import InputRangeError, TracingError
+
+
+def _inputset(n=20, shape=(3,), hi=7, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, hi + 1, size=shape) for _ in range(n)] + [np.full(shape, hi),
+                                                                      np.zeros(shape, int)]
+
+
+def test_unsupported_numpy_function_names_op_and_line():
+    def f(x):
+        return np.cumsum(x)  # the line the error must point at
+
+    with pytest.raises(TracingError) as info:
+        fheml.compile(f, _inputset())
+    msg = str(info.value)
+    assert "np.cumsum" in msg
+    assert "test_errors.py" in msg and "np.cumsum(x)  # the line" in msg
+
+
+def test_unsupported_control_flow():
+    def f(x):
+        if x.sum() > 3:
+            return x
+        return x + 1
+
+    with pytest.raises(TracingError, match="control flow.*np.where"):
+        fheml.compile(f, _inputset())
+
+
+def test_unsupported_ufunc_method():
+    with pytest.raises(TracingError, match=r"np.add.accumulate"):
+        fheml.compile(lambda x: np.add.accumulate(x), _inputset())
+
+
+def test_encrypted_times_encrypted_matrix_is_rejected():
+    with pytest.raises(TracingError, match="matmul"):
+        fheml.compile(lambda x, y: x @ y, [(a, a) for a in _inputset()])
+
+
+def test_float_output_asks_for_astype():
+    with pytest.raises(TracingError, match=r"astype\(np.int64\)"):
+        fheml.compile(lambda x: x * 0.5, _inputset())
+
+
+def test_too_wide_lookup_names_node_width_limit_and_fix():
+    def f(x):
+        return (x * 40) // 7  # wide lookup
+
+    with pytest.raises(TracingError) as info:
+        fheml.compile(f, _inputset())
+    msg = str(info.value)
+    assert "floor_divide" in msg and "(x * 40) // 7  # wide lookup" in msg
+    assert "9-bit" in msg and "8 bits" in msg and "round_bit_pattern" in msg
+
+
+def test_too_wide_packed_lookup():
+    with pytest.raises(TracingError, match=r"5 \+ 5 = 10 bits"):
+        fheml.compile(lambda x, y: x // (y + 1),
+                      [(a, b) for a, b in zip(_inputset(hi=31), _inputset(hi=31, seed=1))])
+
+
+def test_round_bit_pattern_fixes_too_wide_lookup():
+    def f(x):
+        return fheml.round_bit_pattern(x * 40, 2) // 7
+
+    circuit = fheml.compile(f, _inputset())
+    assert circuit.statistics["lookups_by_precision"] == {7: 3}
+
+
+def test_input_outside_inputset_range_clear_message():
+    circuit = fheml.compile(lambda x: x // 2, _inputset())
+    for mode in ("disable", "simulate"):
+        with pytest.raises(InputRangeError, match=r"argument 'x'.*\[0, 9\].*\[0, 7\].*inputset"):
+            circuit.run(np.array([0, 9, 1]), fhe=mode)
+    circuit.keygen()
+    with pytest.raises(InputRangeError):
+        circuit.client.encrypt(np.array([-1, 0, 0]))
+
+
+def test_lookup_input_outside_range_seen_in_inputset():
+    # x - y only seen in [-1, 1] on this inputset; a wider difference would be garbage.
+    inputset = [(np.array([a]), np.array([a + d])) for a in range(1, 7) for d in (-1, 0, 1)]
+    circuit = fheml.compile(lambda x, y: (x - y) ** 2, inputset)
+    assert int(circuit.run(np.array([3]), np.array([4]))[0]) == 1
+    with pytest.raises(InputRangeError, match="lookup.*outside the range"):
+        circuit.run(np.array([1]), np.array([7]))
+
+
+def test_wrong_number_of_arguments():
+    circuit = fheml.compile(lambda x, y: x + y, [(a, a) for a in _inputset()])
+    with pytest.raises(TypeError, match=r"takes 2 argument\(s\) \(x, y\), got 1"):
+        circuit.run(np.zeros(3, int))
+
+
+def test_wrong_shape():
+    circuit = fheml.compile(lambda x: x + 1, _inputset())
+    with pytest.raises(ValueError, match=r"shape \(4,\).*compiled for shape \(3,\)"):
+        circuit.run(np.zeros(4, int))
+    with pytest.raises(ValueError, match="batch"):
+        fheml.compile(lambda x, y: x + y, [(a, a) for a in _inputset()]).run(
+            np.zeros(3, int), np.zeros((2, 3), int))
+
+
+def test_float_encrypted_argument_rejected():
+    circuit = fheml.compile(lambda x: x + 1, _inputset())
+    with pytest.raises(TypeError, match="integers"):
+        circuit.run(np.array([0.5, 1, 2]))
+
+
+def test_bad_parameters_dict():
+    with pytest.raises(ValueError, match="missing"):
+        fheml.compiler({"x": "encrypted"})(lambda x, y: x + y)
+    with pytest.raises(ValueError, match="'encrypted' or 'clear'"):
+        fheml.compiler({"x": "secret"})(lambda x: x)
+
+
+def test_inputset_problems():
+    with pytest.raises(ValueError, match="empty"):
+        fheml.compile(lambda x: x + 1, [])
+    with pytest.raises(ValueError, match="different shapes"):
+        fheml.compile(lambda x: x + 1, [np.zeros(2, int), np.zeros(3, int)])
+    with pytest.raises(TypeError, match="integers"):
+        fheml.compile(lambda x: x + 1, [np.zeros(2), np.ones(2)])
+
+
+def test_output_without_encrypted_input():
+    with pytest.raises(TracingError, match="does not depend on any encrypted input"):
+        fheml.compile(lambda x, w: w + 1, [(a, a) for a in _inputset()],
+                      parameters={"x": "encrypted", "w": "clear"})
+
+
+def test_clear_argument_inside_lookup_rejected():
+    with pytest.raises(TracingError, match="clear runtime argument"):
+        fheml.compile(lambda x, w: x // w, [(a, a + 1) for a in _inputset()],
+                      parameters={"x": "encrypted", "w": "clear"})
+
+
+def test_check_reports_without_compiling():
+    report = fheml.check(lambda x: (x * 40) // 7, _inputset())
+    assert not report.ok and "9-bit" in report.error
+    assert "floor_divide" in report.format()
+    report = fheml.check(lambda x: (x * 3) // 7 + x, _inputset())
+    assert report.ok
+    assert report.max_bit_width == 5  # lookup input x*3 in [0, 21]
+    assert report.lookups[0]["bits"] == 5

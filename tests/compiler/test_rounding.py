@@ -1,0 +1,62 @@
+"""round_bit_pattern: lookups reading only the top bits of a value."""
+
+import numpy as np
+import pytest
+
+import fheml
+from tests.compiler.conftest import encrypted_run
+
+
+def _floor_ceil(x, k):
+    step = 1 << k
+    return (x // step) * step, -(-x // step) * step
+
+
+def test_rounding_cuts_lookup_precision():
+    inputset = np.arange(64)
+    plain = fheml.compile(lambda x: x // 8, inputset)
+    rounded = fheml.compile(lambda x: fheml.round_bit_pattern(x, 3) // 8, inputset)
+    assert plain.statistics["lookups_by_precision"] == {6: 1}
+    # 0..63 rounded to multiples of 8 gives 9 values (64 is the carry): 4-bit lookups.
+    assert rounded.statistics["lookups_by_precision"] == {4: 1}
+    assert rounded.parameters.precision == 4
+    assert rounded.statistics["estimated_cost"] < plain.statistics["estimated_cost"]
+
+
+def test_carry_into_the_top_bit_is_kept():
+    # 61..63 round up to 64, one more than the 6-bit input range: the index needs a 4th bit.
+    circuit = fheml.compile(lambda x: fheml.round_bit_pattern(x, 3) + 0 * x, np.arange(64))
+    x = np.arange(64)
+    np.testing.assert_array_equal(circuit.run(x), ((x + 4) >> 3) << 3)
+    assert circuit.max_bit_width == 7
+
+
+def test_encrypted_rounding_is_exact_away_from_ties():
+    k = 3
+    circuit = fheml.compile(lambda x: fheml.round_bit_pattern(x, k) // 8 * 3, np.arange(64))
+    x = np.array([0, 2, 5, 14, 19, 33, 46, 58, 63, 62])
+    exact = circuit.run(x)
+    np.testing.assert_array_equal(exact, ((x + 4) >> 3) * 3)
+    got = encrypted_run(circuit, x)
+    lo, hi = _floor_ceil(x, k)
+    # Values within the noise of a rounding boundary may round either way; all these
+    # are at least 1.5 units from the nearest half-way point except 5, 14, 19, 46.
+    ok = (got == lo // 8 * 3) | (got == hi // 8 * 3)
+    assert ok.all(), (got, exact)
+    far = np.abs((x % 8) - 4) >= 2
+    np.testing.assert_array_equal(got[far], exact[far])
+
+
+def test_simulation_randomises_exact_ties():
+    circuit = fheml.compile(lambda x: fheml.round_bit_pattern(x, 2) // 4, np.arange(32))
+    x = np.full(400, 10)  # 10 = 2.5 * 4: a tie
+    sim = circuit.simulate(x, seed=0)
+    assert set(np.unique(sim)) == {2, 3}
+    np.testing.assert_array_equal(circuit.run(x), np.full(400, 3))
+
+
+def test_plain_numpy_semantics():
+    x = np.array([-5, -2, 0, 1, 2, 3, 6, 7])
+    np.testing.assert_array_equal(fheml.round_bit_pattern(x, 2), [-4, 0, 0, 0, 4, 4, 8, 8])
+    with pytest.raises(ValueError, match="lsbs_to_remove"):
+        fheml.round_bit_pattern(x, -1)
