@@ -527,6 +527,26 @@ static void FN(blind_rotate_group)(const fft_plan *p, const double *restrict bsk
                     FN(fft_forward)(p, f + (size_t)l * 2 * M, f + (size_t)l * 2 * M + M);
             }
             /* multiply-accumulate with the GGSW rows in the Fourier domain */
+#if FHEML_IMPL_AVX2
+            /* accumulators stay in registers: one store per output point */
+            for (int q = 0; q < K1; q++) {
+                double *restrict ar = sc->facc + (size_t)q * 2 * M;
+                double *restrict ai = ar + M;
+                for (int m = 0; m < M; m += 4) {
+                    __m256d sr = _mm256_setzero_pd(), si = _mm256_setzero_pd();
+                    for (int r = 0; r < R; r++) {
+                        const double *dr = sc->fdig + (size_t)r * 2 * M + m;
+                        const double *br = gi + ((size_t)r * K1 + q) * 2 * M + m;
+                        __m256d xr = _mm256_loadu_pd(dr), xi = _mm256_loadu_pd(dr + M);
+                        __m256d yr = _mm256_loadu_pd(br), yi = _mm256_loadu_pd(br + M);
+                        sr = _mm256_fmadd_pd(xr, yr, _mm256_fnmadd_pd(xi, yi, sr));
+                        si = _mm256_fmadd_pd(xr, yi, _mm256_fmadd_pd(xi, yr, si));
+                    }
+                    _mm256_storeu_pd(ar + m, sr);
+                    _mm256_storeu_pd(ai + m, si);
+                }
+            }
+#else
             memset(sc->facc, 0, sizeof(double) * 2 * M * K1);
             for (int r = 0; r < R; r++) {
                 const double *restrict dr = sc->fdig + (size_t)r * 2 * M;
@@ -542,6 +562,7 @@ static void FN(blind_rotate_group)(const fft_plan *p, const double *restrict bsk
                     }
                 }
             }
+#endif
             for (int q = 0; q < K1; q++) {
                 double *f = sc->facc + (size_t)q * 2 * M;
                 FN(backward_add_torus)(p, f, f + M, a + (size_t)q * N);

@@ -83,7 +83,8 @@ def evaluate_graph(graph, inputs):
 
 def too_wide_error(where, label, bits, rounded=0):
     hint = (f"use fheml.round_bit_pattern(x, lsbs_to_remove={bits - MAX_LOOKUP_BITS}) on its "
-            "input, " if not rounded else "remove more bits with round_bit_pattern, ")
+            "input, " if not rounded else
+            f"raise lsbs_to_remove of its round_bit_pattern to {rounded + bits - MAX_LOOKUP_BITS}, ")
     return TracingError(
         f"the lookup computing {label} at {where} needs a {bits}-bit input, more than the "
         f"{MAX_LOOKUP_BITS} bits the engine supports; {hint}or lower the bit width of the "
