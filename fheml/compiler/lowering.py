@@ -102,6 +102,13 @@ class _Lowering:
         self.gmap = {}
         self.backend = ClearBackend()
         self.ivals = []
+        self._native = {}
+        self.users = [0] * len(graph.nodes)
+        for node in graph.nodes:
+            for i in set(node.inputs):
+                self.users[i] += 1
+        for i in graph.output_ids:
+            self.users[i] += 1
 
     # -- classification ------------------------------------------------------------------
     def enc(self, i):
@@ -109,8 +116,21 @@ class _Lowering:
 
     def native(self, g):
         """Integer linear operation with encrypted operands (no lookup needed)."""
+        if g.id not in self._native:
+            self._native[g.id] = self._is_native(g)
+        return self._native[g.id]
+
+    def _is_native(self, g):
         if g.kind != "int" or not g.encrypted:
             return False
+        if g.op == "ufunc" and g.attrs["name"] in ("add", "subtract", "multiply", "negative"):
+            # x -> lookup -> (+ - * constant): fold the affine step into the same lookup
+            # (no extra linear node; keeps a round_bit_pattern readable as top bits).
+            enc = [i for i in g.inputs if self.enc(i)]
+            if len(enc) == 1 and self.users[enc[0]] == 1 and not any(
+                    self.graph.nodes[i].clear_input for i in g.inputs) and self.needs_table(
+                    self.graph.nodes[enc[0]]):
+                return False
         ins = [self.graph.nodes[i] for i in g.inputs]
         ints = all(n.kind in ("int", "bool") for n in ins)
         if g.op == "ufunc":
