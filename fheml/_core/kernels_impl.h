@@ -13,9 +13,9 @@
 /* ---------------------------------------------------------------- negacyclic FFT ---- */
 
 /* Forward DIF stage of half-size h (radix 2). */
-static inline void FN(dif2)(const fft_plan *p, double *restrict re, double *restrict im, int h)
+static inline void FN(dif2)(const fft_plan *p, double *restrict re, double *restrict im, int h,
+                            int M)
 {
-    const int M = p->M;
     const double *restrict wr = p->tw_re + h, *restrict wi = p->tw_im + h;
     for (int s = 0; s < M; s += 2 * h) {
         double *restrict ar = re + s, *restrict ai = im + s;
@@ -33,9 +33,10 @@ static inline void FN(dif2)(const fft_plan *p, double *restrict re, double *rest
 
 /* Two forward DIF stages fused (half-sizes H then H/2): one pass over the data instead of
  * two, same output order as the radix-2 stages. */
-static inline void FN(dif4)(const fft_plan *p, double *restrict re, double *restrict im, int H)
+static inline void FN(dif4)(const fft_plan *p, double *restrict re, double *restrict im, int H,
+                            int M)
 {
-    const int M = p->M, Q = H / 2;
+    const int Q = H / 2;
     const double *restrict w1r = p->tw_re + H, *restrict w1i = p->tw_im + H;
     const double *restrict w2r = p->tw_re + Q, *restrict w2i = p->tw_im + Q;
     for (int s = 0; s < M; s += 2 * H) {
@@ -98,21 +99,9 @@ static inline void FN(dif4)(const fft_plan *p, double *restrict re, double *rest
     }
 }
 
-/* In-place decimation-in-frequency FFT, natural order in, bit-reversed out.
- * Twiddles for the stage of half-size h sit at tw[h .. 2h), value exp(+2*pi*i*j/(2h));
- * the forward transform uses their conjugate.  M >= 4. */
-static void FN(fft_forward)(const fft_plan *p, double *restrict re, double *restrict im)
+/* Last two forward stages (h = 2 then h = 1) fused per block of four points. */
+static inline void FN(dif_last)(double *restrict re, double *restrict im, int M)
 {
-    const int M = p->M;
-    int h = M >> 1;
-    /* stages h = M/2 .. 4, two at a time; an odd one out goes first */
-    if ((p->log2N - 1 - 2) & 1) {
-        FN(dif2)(p, re, im, h);
-        h >>= 1;
-    }
-    for (; h >= 8; h >>= 2)
-        FN(dif4)(p, re, im, h);
-    /* last two stages (h = 2 then h = 1) fused per block of four */
 #if FHEML_IMPL_AVX2
     for (int s = 0; s < M; s += 4) {
         __m256d Xr = _mm256_loadu_pd(re + s), Xi = _mm256_loadu_pd(im + s);
@@ -145,10 +134,37 @@ static void FN(fft_forward)(const fft_plan *p, double *restrict re, double *rest
 #endif
 }
 
-/* Inverse DIT stage of half-size h (radix 2). */
-static inline void FN(dit2)(const fft_plan *p, double *restrict re, double *restrict im, int h)
+/* Points per block that stays in L1 (re + im: 16 KB). */
+#define FHEML_FFT_BLOCK 1024
+
+/* In-place decimation-in-frequency FFT, natural order in, bit-reversed out.
+ * Twiddles for the stage of half-size h sit at tw[h .. 2h), value exp(+2*pi*i*j/(2h));
+ * the forward transform uses their conjugate.  M >= 4.
+ * Stages whose blocks are larger than FHEML_FFT_BLOCK sweep the whole array; then each block
+ * runs all its remaining stages while it is in L1 (same arithmetic, cache-friendly order). */
+static void FN(fft_forward)(const fft_plan *p, double *restrict re, double *restrict im)
 {
     const int M = p->M;
+    int h = M >> 1;
+    /* stages h = M/2 .. 4, two at a time; an odd one out goes first */
+    if ((p->log2N - 1 - 2) & 1) {
+        FN(dif2)(p, re, im, h, M);
+        h >>= 1;
+    }
+    for (; h >= 8 && 2 * h > FHEML_FFT_BLOCK; h >>= 2)
+        FN(dif4)(p, re, im, h, M);
+    const int blk = 2 * h < M ? 2 * h : M;
+    for (int b = 0; b < M; b += blk) {
+        for (int hh = h; hh >= 8; hh >>= 2)
+            FN(dif4)(p, re + b, im + b, hh, blk);
+        FN(dif_last)(re + b, im + b, blk);
+    }
+}
+
+/* Inverse DIT stage of half-size h (radix 2). */
+static inline void FN(dit2)(const fft_plan *p, double *restrict re, double *restrict im, int h,
+                            int M)
+{
     const double *restrict wr = p->tw_re + h, *restrict wi = p->tw_im + h;
     for (int s = 0; s < M; s += 2 * h) {
         double *restrict ar = re + s, *restrict ai = im + s;
@@ -166,9 +182,10 @@ static inline void FN(dit2)(const fft_plan *p, double *restrict re, double *rest
 }
 
 /* Two inverse DIT stages fused (half-sizes H/2 then H). */
-static inline void FN(dit4)(const fft_plan *p, double *restrict re, double *restrict im, int H)
+static inline void FN(dit4)(const fft_plan *p, double *restrict re, double *restrict im, int H,
+                            int M)
 {
-    const int M = p->M, Q = H / 2;
+    const int Q = H / 2;
     const double *restrict w1r = p->tw_re + H, *restrict w1i = p->tw_im + H;
     const double *restrict w2r = p->tw_re + Q, *restrict w2i = p->tw_im + Q;
     for (int s = 0; s < M; s += 2 * H) {
@@ -233,10 +250,9 @@ static inline void FN(dit4)(const fft_plan *p, double *restrict re, double *rest
     }
 }
 
-/* In-place decimation-in-time inverse FFT (unscaled), bit-reversed in, natural out. */
-static void FN(fft_inverse)(const fft_plan *p, double *restrict re, double *restrict im)
+/* First two inverse stages (h = 1 then h = 2) fused per block of four points. */
+static inline void FN(dit_first)(double *restrict re, double *restrict im, int M)
 {
-    const int M = p->M;
 #if FHEML_IMPL_AVX2
     for (int s = 0; s < M; s += 4) {
         __m256d Xr = _mm256_loadu_pd(re + s), Xi = _mm256_loadu_pd(im + s);
@@ -268,11 +284,31 @@ static void FN(fft_inverse)(const fft_plan *p, double *restrict re, double *rest
         re[s + 3] = a1r - tr; im[s + 3] = a1i - ti;
     }
 #endif
+}
+
+/* In-place decimation-in-time inverse FFT (unscaled), bit-reversed in, natural out: the
+ * mirror of fft_forward (blocks in L1 first, then the large-stride stages). */
+static void FN(fft_inverse)(const fft_plan *p, double *restrict re, double *restrict im)
+{
+    const int M = p->M;
+    /* h_top: half-size of the largest stage the forward transform ran per block */
+    int h_top = M >> 1;
+    if ((p->log2N - 1 - 2) & 1)
+        h_top >>= 1;
+    while (h_top >= 8 && 2 * h_top > FHEML_FFT_BLOCK)
+        h_top >>= 2;
+    const int blk = 2 * h_top < M ? 2 * h_top : M;
     int h = 4;
+    for (int b = 0; b < M; b += blk) {
+        FN(dit_first)(re + b, im + b, blk);
+        for (h = 4; 2 * h <= h_top; h <<= 2)
+            FN(dit4)(p, re + b, im + b, 2 * h, blk);
+    }
+    /* large-stride stages over the whole array */
     for (; 4 * h <= M; h <<= 2)
-        FN(dit4)(p, re, im, 2 * h);
+        FN(dit4)(p, re, im, 2 * h, M);
     if (h < M)
-        FN(dit2)(p, re, im, h);
+        FN(dit2)(p, re, im, h, M);
 }
 
 /* Fold and twist N small signed integers into N/2 complex points, then forward FFT. */
