@@ -7,6 +7,7 @@ regenerates the masks, rebuilds the full keys and moves the bootstrapping key to
 Fourier domain once.
 """
 
+import hashlib
 import os
 import secrets
 
@@ -22,6 +23,7 @@ from fheml._core.serialization import SerializationError, pack, unpack
 _STREAM_KSK_MASKS = 1
 _STREAM_BSK_MASKS = 2
 _STREAM_KEY_BITS = 3
+_STREAM_CT_MASKS = 4
 
 INSECURE_SEED_ENV = "FHEML_INSECURE_TEST_SEED"
 
@@ -73,16 +75,23 @@ class LweCiphertext:
 
     ``key_id`` names the key the batch is encrypted under, so that a batch is never
     decrypted or bootstrapped with someone else's keys by mistake.
+
+    A fresh encryption draws its masks from a public 32-byte seed: serialized, it carries
+    only the seed and the bodies (``dimension + 1`` times smaller).  The seed is used only
+    while the masks are unchanged (checked by digest), so editing ``data`` in place falls
+    back to the full form; results of operations are always serialized in full.
     """
 
-    __slots__ = ("data", "key_id")
+    __slots__ = ("data", "key_id", "_mask_seed", "_mask_digest")
 
-    def __init__(self, data, key_id):
+    def __init__(self, data, key_id, *, mask_seed=None):
         data = np.asarray(data)
         if data.dtype != np.uint64 or data.ndim < 1:
             raise TypeError("ciphertext data must be a uint64 array with a last axis (mask, body)")
         self.data = data
         self.key_id = str(key_id)
+        self._mask_seed = mask_seed
+        self._mask_digest = _mask_digest(data) if mask_seed is not None else None
 
     @property
     def dimension(self):
@@ -131,18 +140,46 @@ class LweCiphertext:
         from fheml._core import linear
         return linear.matmul(self, weights)
 
+    def to_parts(self):
+        """(JSON-able header, arrays) of the compact serialized form (see the class doc)."""
+        meta = {"key_id": self.key_id, "dimension": self.dimension}
+        if self._mask_seed is not None and _mask_digest(self.data) == self._mask_digest:
+            meta["mask_seed"] = self._mask_seed.hex()
+            return meta, [np.ascontiguousarray(self.data[..., -1])]
+        return meta, [self.data]
+
+    @classmethod
+    def from_parts(cls, meta, arrays):
+        """Inverse of :meth:`to_parts` (regenerates the masks of a seeded batch)."""
+        if len(arrays) != 1 or arrays[0].dtype != np.uint64:
+            raise SerializationError("ciphertext: expected one uint64 array")
+        try:
+            key_id, dim = str(meta["key_id"]), int(meta["dimension"])
+            seed = bytes.fromhex(meta["mask_seed"]) if "mask_seed" in meta else None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SerializationError(f"ciphertext: bad header ({exc})") from None
+        if dim < 1:
+            raise SerializationError("ciphertext: bad dimension")
+        if seed is None:
+            if arrays[0].ndim < 1 or arrays[0].shape[-1] != dim + 1:
+                raise SerializationError("ciphertext: dimension does not match its data")
+            return cls(arrays[0], key_id)
+        if len(seed) != 32:
+            raise SerializationError("ciphertext: mask seed must be 32 bytes")
+        bodies = arrays[0]
+        data = np.empty(bodies.shape + (dim + 1,), dtype=np.uint64)
+        data[..., :dim] = _ct_masks(seed, bodies.size, dim).reshape(bodies.shape + (dim,))
+        data[..., dim] = bodies
+        return cls(data, key_id, mask_seed=seed)
+
     def to_bytes(self):
-        return pack("ciphertext", {"key_id": self.key_id, "dimension": self.dimension},
-                    [self.data])
+        meta, arrays = self.to_parts()
+        return pack("ciphertext", meta, arrays)
 
     @classmethod
     def from_bytes(cls, data, *, expected_key_id=None, expected_dimension=None):
         header, arrays = unpack(data, "ciphertext")
-        if len(arrays) != 1 or arrays[0].dtype != np.uint64 or arrays[0].ndim < 1:
-            raise SerializationError("ciphertext: expected one uint64 array")
-        ct = cls(arrays[0], header.get("key_id", ""))
-        if ct.dimension != header.get("dimension"):
-            raise SerializationError("ciphertext: dimension does not match its data")
+        ct = cls.from_parts(header, arrays)
         if expected_key_id is not None and ct.key_id != expected_key_id:
             raise ValueError("ciphertext was encrypted under other keys than expected")
         if expected_dimension is not None and ct.dimension != expected_dimension:
@@ -151,6 +188,14 @@ class LweCiphertext:
                 f"({expected_dimension})"
             )
         return ct
+
+
+def _ct_masks(seed, count, dimension):
+    return keystream_u64(seed, _STREAM_CT_MASKS, 0, count * dimension).reshape(count, dimension)
+
+
+def _mask_digest(data):
+    return hashlib.sha256(np.ascontiguousarray(data[..., :-1])).digest()
 
 
 def _params_header(params):
@@ -255,14 +300,16 @@ class SecretKeys:
         plain = np.asarray(plain, dtype=np.uint64)
         key = self.big_key.astype(bool)
         d = key.shape[0]
-        rng = Csprng()  # fresh OS seed per call: never shared between threads
+        # Masks from a fresh public seed (the batch then serializes as seed + bodies); noise
+        # from a separate fresh OS-seeded stream, never derivable from what is sent.
+        mask_seed = os.urandom(32)
         flat = plain.reshape(-1)
         data = np.empty((flat.shape[0], d + 1), dtype=np.uint64)
-        data[:, :d] = rng.uniform_u64((flat.shape[0], d))
+        data[:, :d] = _ct_masks(mask_seed, flat.shape[0], d)
         body = data[:, :d][:, key].sum(axis=1, dtype=np.uint64)
-        body += flat + rng.gaussian_torus(flat.shape[0], self.params.big_noise_std)
+        body += flat + Csprng().gaussian_torus(flat.shape[0], self.params.big_noise_std)
         data[:, d] = body
-        return LweCiphertext(data.reshape(*plain.shape, d + 1), self.key_id)
+        return LweCiphertext(data.reshape(*plain.shape, d + 1), self.key_id, mask_seed=mask_seed)
 
     def phase(self, ct):
         """b - <a, s> of every ciphertext (message plus noise, as torus uint64)."""

@@ -282,8 +282,10 @@ class EncryptedArgs:
         items, arrays = [], []
         for v in self.values:
             if isinstance(v, LweCiphertext):
-                items.append({"encrypted": True, "key_id": v.key_id})
-                arrays.append(v.data)
+                # fresh encryptions travel as mask seed + bodies
+                meta, (array,) = v.to_parts()
+                items.append({"encrypted": True, **meta})
+                arrays.append(array)
             else:
                 v = np.asarray(v)
                 items.append({"encrypted": False, "bool": v.dtype == bool})
@@ -303,7 +305,7 @@ class EncryptedArgs:
             values = []
             for it, a in zip(items, arrays):
                 if it["encrypted"]:
-                    values.append(LweCiphertext(a, it["key_id"]))
+                    values.append(LweCiphertext.from_parts(it, [a]))
                 else:
                     values.append(a.astype(bool) if it.get("bool") else a)
             return cls(values, header["batched"])

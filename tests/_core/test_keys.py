@@ -130,3 +130,28 @@ def test_parameters_without_bootstrap():
     assert np.array_equal(sk.decrypt(acc, precision=20, signed=True), x @ w)
     with pytest.raises(ValueError, match="no bootstrapping key"):
         ek.programmable_bootstrap(ct, np.arange(4))
+
+
+def test_fresh_ciphertexts_serialize_as_seed_and_bodies():
+    params, sk, _ = keys_for(4)
+    m = rng.integers(0, 16, (10, 3))
+    ct = sk.encrypt(m)
+    blob = ct.to_bytes()
+    assert len(blob) < ct.data.nbytes / params.big_lwe_dimension + 1024
+    back = LweCiphertext.from_bytes(blob, expected_key_id=sk.key_id)
+    assert np.array_equal(back.data, ct.data)
+    assert np.array_equal(sk.decrypt(back), m)
+    # two encryptions never share masks (fresh seed per call)
+    assert not np.array_equal(sk.encrypt(m).data[..., :-1], ct.data[..., :-1])
+
+
+def test_edited_or_computed_ciphertexts_serialize_in_full():
+    params, sk, _ = keys_for(4)
+    m = rng.integers(0, 8, 5)
+    ct = sk.encrypt(m)
+    ct.data[2, 7] += np.uint64(1)  # masks edited in place: the seed no longer describes them
+    back = LweCiphertext.from_bytes(ct.to_bytes())
+    assert np.array_equal(back.data, ct.data)
+    total = sk.encrypt(m) + sk.encrypt(m)
+    assert len(total.to_bytes()) > total.data.nbytes
+    assert np.array_equal(sk.decrypt(LweCiphertext.from_bytes(total.to_bytes())), 2 * m)
