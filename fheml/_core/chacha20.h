@@ -43,6 +43,72 @@ static inline void chacha20_block(const uint32_t key[8], const uint32_t words12_
     for (int i = 0; i < 16; i++) out[i] = x[i] + s[i];
 }
 
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#include <immintrin.h>
+#define FHEML_CHACHA_AVX2 1
+
+#define FHEML_ROTV(x, c) \
+    _mm256_or_si256(_mm256_slli_epi32(x, c), _mm256_srli_epi32(x, 32 - (c)))
+/* rotations by 16 and 8 bits are byte shuffles (one instruction instead of three) */
+#define FHEML_QRV(a, b, c, d)                                  \
+    a = _mm256_add_epi32(a, b); d = _mm256_xor_si256(d, a); d = _mm256_shuffle_epi8(d, rot16); \
+    c = _mm256_add_epi32(c, d); b = _mm256_xor_si256(b, c); b = FHEML_ROTV(b, 12); \
+    a = _mm256_add_epi32(a, b); d = _mm256_xor_si256(d, a); d = _mm256_shuffle_epi8(d, rot8);  \
+    c = _mm256_add_epi32(c, d); b = _mm256_xor_si256(b, c); b = FHEML_ROTV(b, 7);
+
+/* Eight consecutive blocks (counters c .. c+7) at once, lane j of register i holding word i
+ * of block c + j; written out as 8 * 16 words in block order. */
+__attribute__((target("avx2"))) static void chacha20_blocks8_avx2(const uint32_t key[8],
+                                                                 uint64_t c, uint64_t stream,
+                                                                 uint32_t *out)
+{
+    const __m256i rot16 = _mm256_setr_epi8(2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13,
+                                           2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+    const __m256i rot8 = _mm256_setr_epi8(3, 0, 1, 2, 7, 4, 5, 6, 11, 8, 9, 10, 15, 12, 13, 14,
+                                          3, 0, 1, 2, 7, 4, 5, 6, 11, 8, 9, 10, 15, 12, 13, 14);
+    __m256i x[16], s[16];
+    x[0] = _mm256_set1_epi32(0x61707865); x[1] = _mm256_set1_epi32(0x3320646e);
+    x[2] = _mm256_set1_epi32(0x79622d32); x[3] = _mm256_set1_epi32(0x6b206574);
+    for (int i = 0; i < 8; i++)
+        x[4 + i] = _mm256_set1_epi32((int)key[i]);
+    uint32_t lo[8], hi[8];
+    for (int j = 0; j < 8; j++) {
+        lo[j] = (uint32_t)(c + j);
+        hi[j] = (uint32_t)((c + j) >> 32);
+    }
+    x[12] = _mm256_loadu_si256((const __m256i *)lo);
+    x[13] = _mm256_loadu_si256((const __m256i *)hi);
+    x[14] = _mm256_set1_epi32((int)(uint32_t)stream);
+    x[15] = _mm256_set1_epi32((int)(uint32_t)(stream >> 32));
+    for (int i = 0; i < 16; i++)
+        s[i] = x[i];
+    for (int r = 0; r < 10; r++) {
+        FHEML_QRV(x[0], x[4], x[8], x[12]);
+        FHEML_QRV(x[1], x[5], x[9], x[13]);
+        FHEML_QRV(x[2], x[6], x[10], x[14]);
+        FHEML_QRV(x[3], x[7], x[11], x[15]);
+        FHEML_QRV(x[0], x[5], x[10], x[15]);
+        FHEML_QRV(x[1], x[6], x[11], x[12]);
+        FHEML_QRV(x[2], x[7], x[8], x[13]);
+        FHEML_QRV(x[3], x[4], x[9], x[14]);
+    }
+    uint32_t t[16][8];
+    for (int i = 0; i < 16; i++)
+        _mm256_storeu_si256((__m256i *)t[i], _mm256_add_epi32(x[i], s[i]));
+    for (int j = 0; j < 8; j++)
+        for (int i = 0; i < 16; i++)
+            out[j * 16 + i] = t[i][j];
+}
+
+static inline int chacha20_cpu_has_avx2(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2");
+}
+#else
+#define FHEML_CHACHA_AVX2 0
+#endif
+
 /* Fill out[0..count) with the uint64 words start .. start+count of keystream (key, stream).
  * Word w is the little-endian pair of 32-bit words (2*(w%8), 2*(w%8)+1) of block w/8. */
 static inline void chacha20_fill_u64(const uint32_t key[8], uint64_t stream, uint64_t start,
@@ -52,6 +118,25 @@ static inline void chacha20_fill_u64(const uint32_t key[8], uint64_t stream, uin
     uint64_t pos = start, end = start + count, i = 0;
     w[2] = (uint32_t)stream;
     w[3] = (uint32_t)(stream >> 32);
+#if FHEML_CHACHA_AVX2
+    if (end - pos >= 128 && chacha20_cpu_has_avx2()) {
+        /* scalar up to a block boundary, then 8 blocks (64 words) at a time */
+        while (pos & 7) {
+            uint64_t c = pos >> 3;
+            w[0] = (uint32_t)c;
+            w[1] = (uint32_t)(c >> 32);
+            chacha20_block(key, w, blk);
+            for (unsigned j = (unsigned)(pos & 7); j < 8 && pos < end; j++, pos++, i++)
+                out[i] = (uint64_t)blk[2 * j] | ((uint64_t)blk[2 * j + 1] << 32);
+        }
+        while (end - pos >= 64) {
+            /* little-endian: the 128 words of 8 blocks are the 64 uint64 words in order */
+            chacha20_blocks8_avx2(key, pos >> 3, stream, (uint32_t *)(out + i));
+            pos += 64;
+            i += 64;
+        }
+    }
+#endif
     while (pos < end) {
         uint64_t c = pos >> 3;
         w[0] = (uint32_t)c;
