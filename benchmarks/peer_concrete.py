@@ -116,7 +116,7 @@ def apply(tables, x):
     return x
 
 
-def marginal_pbs(base, base_ms, luts, tables, x, bits, p_error, repeat):
+def marginal_pbs(base, luts, tables, x, bits, p_error, repeat):
     """Marginal ms of one PBS: (t_K - t_j) / (K - j) for chains of K and j lookups sharing keys.
 
     Each concrete server.run builds a fresh runtime context that converts the bootstrap
@@ -145,12 +145,16 @@ def marginal_pbs(base, base_ms, luts, tables, x, bits, p_error, repeat):
         short.keys = longer.keys
     eval_keys = longer.keys.evaluation
     enc = longer.encrypt(x)
-    short_ms, ok = base_ms, True
-    if j == 2:
-        short_times, _, ok = time_runs(short, enc, eval_keys, repeat, apply(tables[:2], x))
-        short_ms = stats.median(short_times)
-    long_times, _, long_ok = time_runs(longer, enc, eval_keys, repeat, apply(tables, x))
-    return (stats.median(long_times) - short_ms) / (k - j), ok and long_ok, crypto_params(longer)
+    # Short and long chains alternate and their minima are compared, so that load on the
+    # machine (which only ever adds time) cancels instead of drifting between the two.
+    short_times, long_times, ok = [], [], True
+    for _ in range(repeat):
+        t, _, s_ok = time_runs(short, enc, eval_keys, 1, apply(tables[:j], x))
+        short_times += t
+        t, _, l_ok = time_runs(longer, enc, eval_keys, 1, apply(tables, x))
+        long_times += t
+        ok = ok and s_ok and l_ok
+    return (min(long_times) - min(short_times)) / (k - j), ok, crypto_params(longer)
 
 
 def bench(bits, p_error, repeat, chain, rng):
@@ -172,7 +176,7 @@ def bench(bits, p_error, repeat, chain, rng):
     enc = circuit.encrypt(x)
     times, cpu_over_wall, correct = time_runs(circuit, enc, eval_keys, repeat, tables[0][x])
 
-    marginal = marginal_pbs(circuit, stats.median(times), luts, tables, x, bits, p_error, repeat)
+    marginal = marginal_pbs(circuit, luts, tables, x, bits, p_error, repeat)
     pbs_ms_marginal, chain_ok, marginal_params = marginal or (None, True, None)
     correct = correct and chain_ok
 
