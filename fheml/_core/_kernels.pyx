@@ -119,31 +119,32 @@ cdef inline void _check_rows(object a, int N, str name) except *:
 
 def fft_forward_i32(FourierPlan plan, a):
     """Negacyclic forward transform of rows of small integers -> (rows, N) f64 (re | im)."""
-    cdef int N = plan.polynomial_size, M = N // 2
-    a = np.ascontiguousarray(a, dtype=np.int32)
-    _check_rows(a, N, "a")
-    out = np.empty(a.shape, dtype=np.float64)
-    cdef int32_t[:, ::1] av = a
-    cdef double[:, ::1] ov = out
-    cdef Py_ssize_t r
-    with nogil:
-        for r in range(av.shape[0]):
-            fheml_forward_i32(_simd, &plan.plan, &av[r, 0], &ov[r, 0], &ov[r, M])
-    return out
+    return _forward(plan, np.ascontiguousarray(a, dtype=np.int32), False)
 
 
 def fft_forward_torus(FourierPlan plan, a):
     """Negacyclic forward transform of rows of torus values (u64 read as fractions)."""
+    return _forward(plan, np.ascontiguousarray(a, dtype=np.uint64), True)
+
+
+cdef object _forward(FourierPlan plan, a, bint torus):
     cdef int N = plan.polynomial_size, M = N // 2
-    a = np.ascontiguousarray(a, dtype=np.uint64)
     _check_rows(a, N, "a")
     out = np.empty(a.shape, dtype=np.float64)
-    cdef uint64_t[:, ::1] av = a
     cdef double[:, ::1] ov = out
-    cdef Py_ssize_t r
+    cdef int32_t[:, ::1] iv
+    cdef uint64_t[:, ::1] tv
+    cdef Py_ssize_t r, rows = a.shape[0]
+    if torus:
+        tv = a
+    else:
+        iv = a
     with nogil:
-        for r in range(av.shape[0]):
-            fheml_forward_torus(_simd, &plan.plan, &av[r, 0], &ov[r, 0], &ov[r, M])
+        for r in range(rows):
+            if torus:
+                fheml_forward_torus(_simd, &plan.plan, &tv[r, 0], &ov[r, 0], &ov[r, M])
+            else:
+                fheml_forward_i32(_simd, &plan.plan, &iv[r, 0], &ov[r, 0], &ov[r, M])
     return out
 
 
