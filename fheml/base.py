@@ -180,7 +180,14 @@ class BaseFHEEstimator(BaseEstimator):
             model.fit(X, y)
         else:
             model.fit(X, y, sample_weight=sample_weight)
-        self._set_quantized(model, X)
+        calibration = X
+        if sample_weight is not None:
+            # Samples of weight 0 are not part of the training data: they must not widen
+            # the calibration range (weights then stay equivalent to repeating samples).
+            positive = np.asarray(sample_weight) > 0
+            if np.ndim(positive) == 1 and positive.shape[0] == X.shape[0] and positive.any():
+                calibration = X[positive]
+        self._set_quantized(model, calibration)
         return self
 
     def fit_benchmark(self, X, y, sample_weight=None):

@@ -9,7 +9,6 @@ integers; scales and zero points stay on the client.
 integer accumulator back to floats, with every zero-point correction folded into ``q_b``.
 """
 
-import math
 import warnings
 from numbers import Integral
 
@@ -205,13 +204,16 @@ class QuantizedLinear:
 
         y ≈ s_W * (q_x @ q_W + q_b) + offset
 
-    where ``q_b = round((b - (z * s) @ W) / s_W)`` is a clear integer (the zero-point
-    correction and the bias) and ``offset`` the part of the bias below one step ``s_W``,
-    added back in the clear so that dequantization is exact.  The encrypted circuit is
+    where ``q_b ≈ (b - (z * s) @ W) / s_W`` is a clear integer (the zero-point correction
+    and the bias) and ``offset`` what ``q_b * s_W`` leaves of that constant, added back in
+    the clear so that dequantization is exact.  ``q_b`` is clipped so that it widens the
+    accumulator by at most one bit (a feature far from 0 has a large zero-point
+    correction; that part then moves into ``offset``).  The encrypted circuit is
     therefore only ``q_x @ q_W + q_b``.
 
-    Accumulator width: ``|q_x @ q_W + q_b| <= sum_j qmax_x * |q_W[j]| + |q_b|``, about
-    ``n_bits(input) + weight_n_bits - 1 + log2(n_features)`` bits plus the sign; it must
+    Accumulator width: ``q_x @ q_W`` spans at most ``qmax_x * sum_j |q_W[j]|``, about
+    ``n_bits(input) + weight_n_bits - 1 + log2(n_features)`` bits plus the sign, and
+    ``q_b`` adds at most one bit (8-bit inputs and weights, 30 features: 20 bits); it must
     fit in :data:`MAX_ACCUMULATOR_BITS` bits (the precision a circuit without lookups can
     decrypt).
 
@@ -261,18 +263,24 @@ class QuantizedLinear:
                               per_feature=True).fit(folded)
         self.q_weights = wq.quant(folded, warn=False)
         self.output_scale = np.asarray(wq.scale_, dtype=np.float64)
-        # x @ W + b = (q_x - z) @ (s W) + b ≈ s_W * (q_x @ q_W) - (z s) @ W + b.
-        constant = bias - (z_in * s_in) @ weights
-        self.q_bias = np.round(constant / self.output_scale).astype(np.int64)
-        self.output_offset = constant - self.q_bias * self.output_scale
         self.input_max = int(input_quantizer.qmax_)
         self.weight_n_bits = weight_n_bits
 
+        # x @ W + b = (q_x - z) @ (s W) + b ≈ s_W * (q_x @ q_W) - (z s) @ W + b.
+        constant = bias - (z_in * s_in) @ weights
         qmax = self.input_max
-        positive = np.where(self.q_weights > 0, self.q_weights, 0).sum(axis=0)
-        negative = np.where(self.q_weights < 0, self.q_weights, 0).sum(axis=0)
-        lo = qmax * negative + self.q_bias
-        hi = qmax * positive + self.q_bias
+        low = qmax * np.where(self.q_weights < 0, self.q_weights, 0).sum(axis=0)
+        high = qmax * np.where(self.q_weights > 0, self.q_weights, 0).sum(axis=0)
+        # The constant goes into the circuit as far as it widens the accumulator by at most
+        # one bit; the rest (large zero-point corrections of features far from 0, large
+        # intercepts) is added in the clear after decryption, so it costs no precision.
+        bits = signed_bit_width(min(low.min(), 0), max(high.max(), 0)) + 1
+        room_lo, room_hi = -(1 << (bits - 1)) - low, (1 << (bits - 1)) - 1 - high
+        self.q_bias = np.clip(np.round(constant / self.output_scale), room_lo,
+                              room_hi).astype(np.int64)
+        self.output_offset = constant - self.q_bias * self.output_scale
+
+        lo, hi = low + self.q_bias, high + self.q_bias
         self.accumulator_bounds = (lo, hi)
         self.accumulator_bits = signed_bit_width(min(lo.min(), 0), max(hi.max(), 0))
         if self.accumulator_bits > MAX_ACCUMULATOR_BITS:
@@ -305,10 +313,3 @@ class QuantizedLinear:
     def dequantize(self, accumulator):
         """Floats ``accumulator * output_scale + output_offset``."""
         return np.asarray(accumulator, dtype=np.float64) * self.output_scale + self.output_offset
-
-    @property
-    def accumulator_bits_estimate(self):
-        """Rule-of-thumb width ``input bits + weight bits - 1 + ceil(log2 n_features) + 1``."""
-        n_features = self.q_weights.shape[0]
-        in_bits = int(self.input_max).bit_length()
-        return in_bits + self.weight_n_bits - 1 + math.ceil(math.log2(max(n_features, 1))) + 1
