@@ -55,6 +55,18 @@ def test_clipping_warns_and_clips():
         q.quant(np.array([[5.0, 99.0]]), warn=False)
 
 
+@pytest.mark.parametrize("is_signed", [False, True])
+def test_calibration_data_never_warns(is_signed):
+    """Edge values whose code rounds one past the range (integer zero point) are not
+    reported as outside the calibration range."""
+    X = np.array([[0.0, 1.0], [2.0, -1.0]])  # feature 1: 1.0 / scale lands on .5
+    q = UniformQuantizer(8, is_signed=is_signed, per_feature=True).fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FHEMLClipWarning)
+        codes = q.quant(X)
+    assert np.all(np.abs(q.dequant(codes) - X) <= q.scale_ / 2 + 1e-12)
+
+
 def test_constant_feature_and_bad_calibration():
     q = UniformQuantizer(8, per_feature=True).fit(np.array([[1.0, 0.0], [2.0, 0.0]]))
     assert q.scale_[1] == 1.0
