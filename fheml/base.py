@@ -83,8 +83,10 @@ class BaseFHEEstimator(BaseEstimator):
     Subclasses set ``_sklearn_estimator_class`` and list in ``__init__`` every parameter of
     that scikit-learn class (same names and defaults) plus the FHE parameters below.
 
-    FHE parameters
-    --------------
+    Parameters
+    ----------
+    **sklearn parameters
+        Every parameter of the wrapped scikit-learn class, same names and defaults.
     n_bits : int or dict, default=8
         Bits of the quantized inputs and weights; a dict ``{"inputs": a, "weights": b}``
         sets them apart.

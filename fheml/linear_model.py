@@ -285,7 +285,7 @@ _ATTRIBUTES_DOC = """
     feature_names_in_ : ndarray of str"""
 
 
-def _doc(fhe_name, sk_class, summary, example, classifier=False):
+def _doc(sk_class, summary, example, classifier=False):
     classes = ("\n    classes_ : ndarray of shape (n_classes,)\n        Class labels."
                if classifier else "")
     return (f"""{summary}
@@ -307,7 +307,7 @@ def _doc(fhe_name, sk_class, summary, example, classifier=False):
 
 
 class FHELinearRegression(_FHELinearRegressor):
-    __doc__ = _doc("FHELinearRegression", LinearRegression,
+    __doc__ = _doc(LinearRegression,
                    "Ordinary least squares predicting on encrypted data.", """\
     >>> from sklearn.datasets import make_regression
     >>> from fheml.linear_model import FHELinearRegression
@@ -331,7 +331,7 @@ class FHELinearRegression(_FHELinearRegressor):
 
 
 class FHERidge(_FHELinearRegressor):
-    __doc__ = _doc("FHERidge", Ridge, "Ridge regression predicting on encrypted data.", """\
+    __doc__ = _doc(Ridge, "Ridge regression predicting on encrypted data.", """\
     >>> from sklearn.datasets import make_regression
     >>> from fheml.linear_model import FHERidge
     >>> X, y = make_regression(n_samples=200, n_features=5, random_state=0)
@@ -358,7 +358,7 @@ class FHERidge(_FHELinearRegressor):
 
 
 class FHELasso(_FHELinearRegressor):
-    __doc__ = _doc("FHELasso", Lasso, "Lasso (L1) regression predicting on encrypted data.",
+    __doc__ = _doc(Lasso, "Lasso (L1) regression predicting on encrypted data.",
                    """\
     >>> from sklearn.datasets import make_regression
     >>> from fheml.linear_model import FHELasso
@@ -388,7 +388,7 @@ class FHELasso(_FHELinearRegressor):
 
 
 class FHEElasticNet(_FHELinearRegressor):
-    __doc__ = _doc("FHEElasticNet", ElasticNet,
+    __doc__ = _doc(ElasticNet,
                    "Elastic-net regression predicting on encrypted data.", """\
     >>> from sklearn.datasets import make_regression
     >>> from fheml.linear_model import FHEElasticNet
@@ -420,7 +420,7 @@ class FHEElasticNet(_FHELinearRegressor):
 
 
 class FHELinearSVR(_FHELinearRegressor):
-    __doc__ = _doc("FHELinearSVR", LinearSVR,
+    __doc__ = _doc(LinearSVR,
                    "Linear support vector regression predicting on encrypted data.", """\
     >>> from sklearn.datasets import make_regression
     >>> from fheml.linear_model import FHELinearSVR
@@ -451,7 +451,7 @@ class FHELinearSVR(_FHELinearRegressor):
 
 
 class FHESGDRegressor(_FHELinearRegressor):
-    __doc__ = _doc("FHESGDRegressor", SGDRegressor,
+    __doc__ = _doc(SGDRegressor,
                    "Linear regression fitted by SGD, predicting on encrypted data.", """\
     >>> from sklearn.datasets import make_regression
     >>> from fheml.linear_model import FHESGDRegressor
@@ -493,7 +493,7 @@ class FHESGDRegressor(_FHELinearRegressor):
 
 
 class FHEPoissonRegressor(_FHEGLMRegressor):
-    __doc__ = _doc("FHEPoissonRegressor", PoissonRegressor,
+    __doc__ = _doc(PoissonRegressor,
                    "Poisson regression (log link) predicting on encrypted data; ``exp`` of "
                    "the decrypted linear predictor is taken on the client.", """\
     >>> import numpy as np
@@ -525,7 +525,7 @@ class FHEPoissonRegressor(_FHEGLMRegressor):
 
 
 class FHEGammaRegressor(_FHEGLMRegressor):
-    __doc__ = _doc("FHEGammaRegressor", GammaRegressor,
+    __doc__ = _doc(GammaRegressor,
                    "Gamma regression (log link) predicting on encrypted data; ``exp`` of "
                    "the decrypted linear predictor is taken on the client.", """\
     >>> import numpy as np
@@ -557,7 +557,7 @@ class FHEGammaRegressor(_FHEGLMRegressor):
 
 
 class FHETweedieRegressor(_FHEGLMRegressor):
-    __doc__ = _doc("FHETweedieRegressor", TweedieRegressor,
+    __doc__ = _doc(TweedieRegressor,
                    "Tweedie regression predicting on encrypted data; the inverse link "
                    "(``exp`` for the log link) is applied on the client.", """\
     >>> import numpy as np
@@ -598,7 +598,7 @@ class FHETweedieRegressor(_FHEGLMRegressor):
 # ---------------------------------------------------------------- classifiers -------------
 
 class FHELogisticRegression(_FHELinearClassifier):
-    __doc__ = _doc("FHELogisticRegression", LogisticRegression,
+    __doc__ = _doc(LogisticRegression,
                    "Logistic regression (binary and multinomial) predicting on encrypted "
                    "data; sigmoid / softmax / argmax run on the client after decryption.",
                    """\
@@ -658,7 +658,7 @@ class FHELogisticRegression(_FHELinearClassifier):
 
 
 class FHELinearSVC(_FHELinearClassifier):
-    __doc__ = _doc("FHELinearSVC", LinearSVC,
+    __doc__ = _doc(LinearSVC,
                    "Linear support vector classifier predicting on encrypted data.", """\
     >>> from sklearn.datasets import load_iris
     >>> from fheml.linear_model import FHELinearSVC
@@ -698,7 +698,7 @@ def _sgd_has_proba(estimator):
 
 
 class FHESGDClassifier(_FHELinearClassifier):
-    __doc__ = _doc("FHESGDClassifier", SGDClassifier,
+    __doc__ = _doc(SGDClassifier,
                    "Linear classifier fitted by SGD, predicting on encrypted data.", """\
     >>> from sklearn.datasets import load_iris
     >>> from fheml.linear_model import FHESGDClassifier
