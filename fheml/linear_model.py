@@ -110,15 +110,6 @@ class _FHELinearModel(BaseFHEEstimator):
     def _integer_function(self):
         q_weights = self.quantized_layer_.q_weights
         q_bias = self.quantized_layer_.q_bias
-        if not q_weights.any():
-            # A model whose weights all quantize to 0 (e.g. a Lasso that dropped every
-            # feature) would give the compiler a noise norm of 0, for which it picks
-            # parameters too small to encrypt the inputs; an extra output copying the first
-            # feature (dropped by _dequantize) keeps the norm at 1.
-            probe = np.zeros((q_weights.shape[0], 1), dtype=np.int64)
-            probe[0] = 1
-            q_weights = np.hstack([q_weights, probe])
-            q_bias = np.append(q_bias, 0)
 
         def linear(x):
             return x @ q_weights + q_bias
@@ -133,8 +124,7 @@ class _FHELinearModel(BaseFHEEstimator):
         return self.quantized_layer_.accumulate(q_X)
 
     def _dequantize(self, q_y):
-        n_outputs = self.quantized_layer_.q_weights.shape[1]
-        return self.quantized_layer_.dequantize(np.asarray(q_y)[:, :n_outputs])
+        return self.quantized_layer_.dequantize(np.asarray(q_y))
 
     def _linear_predictor(self, X, execute_in_fhe, fhe):
         """``X @ coef_ + intercept_`` through the quantized program, raveled like sklearn."""

@@ -70,7 +70,9 @@ def finalize(program, input_specs, p_error=None, global_p_error=None):
         raise ValueError(f"p_error must be in (0, 1), got {p_error!r}")
 
     nu_out = max(program.nodes[k].nu for k in program.output_nodes)
-    nu_out = max(nu_out, 1e-9)
+    # A fresh encryption has norm 1: whatever the client encrypts must decrypt too, even when
+    # an output does not depend on the inputs (all-zero weights).
+    nu_out = max(nu_out, 1.0)
     if not lookups:
         if P > MAX_PRECISION_NO_BOOTSTRAP:
             k = max(program.output_nodes, key=lambda k: range_bits(*program.nodes[k].safe_bounds))

@@ -127,3 +127,15 @@ def test_levels_batch_lookups_in_one_engine_call(monkeypatch):
     assert calls == [(2 * 3 * 4,)]  # 3 lookup nodes x 4 values x 2 samples, one call
     for g, e in zip(got, (x // 2, y % 3, (x + y) // 4)):
         np.testing.assert_array_equal(g, e)
+
+
+def test_output_independent_of_the_inputs():
+    """All-zero weights: the output's noise norm is 0, the parameters must still let the
+    inputs be encrypted (regression: they were chosen for norm ~0)."""
+    import fheml
+
+    w = np.zeros((3, 2), dtype=np.int64)
+    circuit = fheml.compile(lambda x: x @ w + 5, [np.array([a, b, c]) for a in (0, 7) for b in (0, 7) for c in (0, 7)])
+    x = np.array([3, 1, 6])
+    assert np.array_equal(circuit.encrypt_run_decrypt(x), x @ w + 5)
+    assert np.array_equal(circuit.run(x), x @ w + 5)
