@@ -36,6 +36,8 @@ cdef extern from "kernels.h" nogil:
                              double *im)
     void fheml_backward_f64(int simd, const fft_plan *p, double *re, double *im, double *out)
     void fheml_add_f64_to_torus(int simd, const double *x, uint64_t *acc, int n)
+    void fheml_dot_binary(int simd, const uint64_t *a, const uint64_t *keymask, int d,
+                          int64_t rows, uint64_t *out)
     void fheml_decompose_i32(int simd, const uint64_t *v, int n, int base_log, int level,
                              int32_t *out)
     void fheml_keyswitch_group(int simd, const uint32_t *ksk, int n_in, int n_out,
@@ -171,6 +173,35 @@ def add_f64_to_torus(x, acc):
         raise ValueError("x and acc must have the same size")
     with nogil:
         fheml_add_f64_to_torus(_simd, &xv[0], &av[0], <int>xv.shape[0])
+
+
+def dot_binary(masks, key_bits):
+    """<mask, key> mod 2^64 of each row of ``masks`` (rows, d) with a 0/1 key of length d,
+    read from columns 0..d-1 (a trailing body column is ignored)."""
+    if masks.ndim != 2 or masks.dtype != np.uint64 or masks.strides[1] != 8:
+        raise ValueError("masks must be a uint64 array of rows with contiguous columns")
+    keymask = np.where(np.asarray(key_bits, dtype=np.uint8).reshape(-1) != 0,
+                       np.uint64(0xFFFFFFFFFFFFFFFF), np.uint64(0))
+    cdef int d = keymask.shape[0]
+    if masks.shape[1] < d:
+        raise ValueError("rows are shorter than the key")
+    cdef Py_ssize_t rows = masks.shape[0], stride = masks.strides[0] // 8
+    out = np.empty(rows, dtype=np.uint64)
+    if rows == 0:
+        return out
+    if masks.strides[0] % 8:
+        raise ValueError("unaligned rows")
+    cdef uint64_t[::1] km = keymask
+    cdef uint64_t[::1] ov = out
+    cdef const uint64_t[:, :] mv = masks
+    cdef Py_ssize_t r
+    with nogil:
+        if stride == d:
+            fheml_dot_binary(_simd, &mv[0, 0], &km[0], d, rows, &ov[0])
+        else:
+            for r in range(rows):
+                fheml_dot_binary(_simd, &mv[r, 0], &km[0], d, 1, &ov[r])
+    return out
 
 
 def decompose(values, int base_log, int level):

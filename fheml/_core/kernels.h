@@ -103,6 +103,12 @@ static inline void fheml_add_f64_to_torus(int simd, const double *x, uint64_t *a
     FHEML_DISPATCH(simd, add_f64_to_torus, x, acc, n);
 }
 
+static inline void fheml_dot_binary(int simd, const uint64_t *a, const uint64_t *keymask, int d,
+                                    int64_t rows, uint64_t *out)
+{
+    FHEML_DISPATCH(simd, dot_binary, a, keymask, d, rows, out);
+}
+
 static inline void fheml_decompose_i32(int simd, const uint64_t *v, int n, int base_log,
                                        int level, int32_t *out)
 {

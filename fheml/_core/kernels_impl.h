@@ -440,6 +440,20 @@ static void FN(backward_add_torus)(const fft_plan *p, double *restrict re, doubl
     }
 }
 
+/* out[r] = sum_j a[r][j] & keymask[j] (mod 2^64): <mask, binary key> of each row, with
+ * keymask[j] all ones where the key bit is set. */
+static void FN(dot_binary)(const uint64_t *restrict a, const uint64_t *restrict keymask, int d,
+                           int64_t rows, uint64_t *restrict out)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const uint64_t *restrict row = a + r * (int64_t)d;
+        uint64_t acc = 0;
+        for (int j = 0; j < d; j++)
+            acc += row[j] & keymask[j];
+        out[r] = acc;
+    }
+}
+
 /* ------------------------------------------------------------ decomposition ---- */
 
 /* Balanced signed decomposition of each value into `level` digits of base 2^base_log,

@@ -298,7 +298,7 @@ class SecretKeys:
 
     def _encrypt_plaintexts(self, plain):
         plain = np.asarray(plain, dtype=np.uint64)
-        key = self.big_key.astype(bool)
+        key = self.big_key
         d = key.shape[0]
         # Masks from a fresh public seed (the batch then serializes as seed + bodies); noise
         # from a separate fresh OS-seeded stream, never derivable from what is sent.
@@ -306,7 +306,7 @@ class SecretKeys:
         flat = plain.reshape(-1)
         data = np.empty((flat.shape[0], d + 1), dtype=np.uint64)
         data[:, :d] = _ct_masks(mask_seed, flat.shape[0], d)
-        body = data[:, :d][:, key].sum(axis=1, dtype=np.uint64)
+        body = _kernels.dot_binary(data, key)
         body += flat + Csprng().gaussian_torus(flat.shape[0], self.params.big_noise_std)
         data[:, d] = body
         return LweCiphertext(data.reshape(*plain.shape, d + 1), self.key_id, mask_seed=mask_seed)
@@ -314,9 +314,8 @@ class SecretKeys:
     def phase(self, ct):
         """b - <a, s> of every ciphertext (message plus noise, as torus uint64)."""
         ct = self._check_ct(ct)
-        key = self.big_key.astype(bool)
-        a = ct.data.reshape(-1, ct.dimension + 1)
-        ph = a[:, -1] - a[:, :-1][:, key].sum(axis=1, dtype=np.uint64)
+        a = np.ascontiguousarray(ct.data.reshape(-1, ct.dimension + 1))
+        ph = a[:, -1] - _kernels.dot_binary(a, self.big_key)
         return ph.reshape(ct.shape)
 
     def decrypt(self, ct, precision=None, *, signed=False):
@@ -384,12 +383,11 @@ def _ksk_bodies(params, lwe_key, big_key, mask_seed, noise):
     bodies = np.empty(rows, dtype=np.uint64)
     gadget = np.array([1 << (64 - (l + 1) * base_log) for l in range(levels)], dtype=np.uint64)
     messages = (big_key.astype(np.uint64)[:, None] * gadget[None, :]).reshape(-1)
-    small = lwe_key.astype(bool)
     chunk = max(1, (1 << 22) // params.lwe_dimension)
     for r0 in range(0, rows, chunk):
         r1 = min(rows, r0 + chunk)
         masks = _ksk_masks(params, mask_seed, r0, r1)
-        b = masks[:, small].sum(axis=1, dtype=np.uint64)
+        b = _kernels.dot_binary(masks, lwe_key)
         b += messages[r0:r1] + noise.gaussian_torus(r1 - r0, params.lwe_noise_std)
         bodies[r0:r1] = b
     return bodies.reshape(n_in, levels)

@@ -146,3 +146,13 @@ def test_pbs_kernel_validates_shapes():
         ws = _kernels.PbsWorkspace(n, k, 512, 1, 2, 1)
         _kernels.pbs_range(plan, None, 4, 2, bsk_f, n, k, 10, 1, luts, np.zeros(2, np.int64), cts, out, 0, 2, 1, ws)
     assert ok
+
+
+def test_dot_binary_matches_numpy(simd):
+    a = rng.integers(0, 2**64, (37, 101), dtype=np.uint64)
+    key = rng.integers(0, 2, 100)
+    expected = a[:, :100][:, key.astype(bool)].sum(axis=1, dtype=np.uint64)
+    assert np.array_equal(_kernels.dot_binary(a, key), expected)          # body column ignored
+    assert np.array_equal(_kernels.dot_binary(a[:, :100].copy(), key), expected)
+    with pytest.raises(ValueError):
+        _kernels.dot_binary(a[:, :50].copy(), key)
