@@ -51,9 +51,12 @@ def test_pbs_output_noise_matches_model():
     assert 0.8 < ratio < 1.2, ratio
 
 
-def test_pbs_output_noise_below_conservative_model():
+def test_pbs_output_noise_below_model_on_both_kernel_paths(simd):
+    """At the minimum key noise the FFT term matters: measured ~1.0x TFHE.md's term on the
+    AVX2/FMA path and ~1.4x on the portable one, hence the model's 2x margin on it
+    (parameters.FFT_NOISE_MARGIN).  The measured variance must stay below the model."""
     params = select_parameters(4, p_error=2.0**-40)
-    err = _pbs_output_errors(params, 256, 4)
+    err = _pbs_output_errors(params, 1000, 4)
     assert err.var() < params.variance_pbs
     # and far from a decryption failure
     assert np.abs(err).max() < 2.0 ** -(4 + 2) / 4

@@ -104,8 +104,14 @@ def test_var_pbs_parts_sum_to_var_pbs():
     assert sum(parts.values()) == pytest.approx(P.var_pbs(*args), rel=1e-12)
 
 
+@pytest.fixture
+def raw_model(monkeypatch):
+    """TFHE.md's noise model exactly (no margin on the FFT term), as pfail.py computes it."""
+    monkeypatch.setattr(P, "FFT_NOISE_MARGIN", 1.0)
+
+
 @pytest.mark.parametrize("row", PUBLISHED_2M64, ids=lambda r: f"p{r[0]}")
-def test_published_sets_failure_probability(row):
+def test_published_sets_failure_probability(row, raw_model):
     """The model gives the published sets ~2^-64, as printed by pfail.py --table."""
     params = _published_set(row)
     assert params.log2_p_fail() == pytest.approx(row[-1], abs=0.01)
@@ -114,7 +120,7 @@ def test_published_sets_failure_probability(row):
 
 
 @pytest.mark.parametrize("row", PUBLISHED_2M64, ids=lambda r: f"p{r[0]}")
-def test_noise_model_agrees_with_pfail_reference(row, pfail):
+def test_noise_model_agrees_with_pfail_reference(row, pfail, raw_model):
     p, n, k, N, s_lwe, s_glwe, pbs, ks, _, _ = row
     total, parts, lp, cost, bsk, ksk = pfail.report(n, k, N, pbs, ks, p, 1.0, s_lwe, s_glwe)
     params = _published_set(row)
@@ -135,6 +141,8 @@ def test_noise_model_agrees_with_pfail_reference(row, pfail):
 
 
 def test_selected_sets_agree_with_pfail_reference(pfail):
+    """pfail.py, recomputing each selected set independently, finds it meets the target; the
+    engine's model (with its FFT margin) is never less conservative than pfail.py's."""
     for precision in range(1, 9):
         for norm2 in (1.0, 10.0):
             s = select_parameters(precision, 2.0**-40, norm2)
@@ -142,7 +150,8 @@ def test_selected_sets_agree_with_pfail_reference(pfail):
                 s.lwe_dimension, s.glwe_dimension, s.polynomial_size,
                 (s.pbs_base_log, s.pbs_level), (s.ks_base_log, s.ks_level), precision, norm2,
             )
-            assert s.log2_p_fail() == pytest.approx(lp, abs=1e-6)
+            assert lp <= -40.0
+            assert s.log2_p_fail() >= lp - 1e-6
             assert s.cost / 1e6 == pytest.approx(cost, rel=1e-12)
 
 
