@@ -199,6 +199,11 @@ class Compiler:
             spec = {"name": name, "encrypted": enc, "shape": list(col.shape[1:])}
             if enc:
                 spec["lo"], spec["hi"] = int(col.min()), int(col.max())
+            elif col.size:
+                # elementwise envelope of a clear runtime argument: bounds and noise hold
+                # for any value inside it, and calls are checked against it
+                c = col.astype(np.int64) if col.dtype == bool else col
+                spec["clear_lo"], spec["clear_hi"] = c.min(axis=0).tolist(), c.max(axis=0).tolist()
             input_specs.append(spec)
         params, per_lookup = finalize(program, input_specs, p_error, global_p_error)
         output_specs = [{"shape": list(program.nodes[k].shape), "lo": program.nodes[k].safe_bounds[0]}

@@ -172,10 +172,28 @@ def _check_args(inputs, args, *, check_range=True):
                     f"the range [{spec['lo']}, {spec['hi']}] of the inputset the circuit was "
                     "compiled with; results would be wrong. Compile with an inputset covering "
                     "these values (or clip the inputs).")
+        elif check_range:
+            _check_clear_range(spec, a)
         out.append(a)
     if len({a.shape[0] for a in out}) > 1:
         raise ValueError("all arguments must have the same batch size")
     return out, bool(batched)
+
+
+def _check_clear_range(spec, batch):
+    """A clear runtime argument (batch axis first) must stay inside the elementwise range it
+    had in the inputset: the circuit's bounds and noise were computed for that range, and an
+    encrypted run could not tell it went wrong."""
+    if "clear_lo" not in spec or batch.size == 0:
+        return
+    lo, hi = np.asarray(spec["clear_lo"]), np.asarray(spec["clear_hi"])
+    b = batch.astype(np.int64) if batch.dtype == bool else batch
+    if np.any(b < lo) or np.any(b > hi):
+        raise InputRangeError(
+            f"clear argument {spec['name']!r} has values outside the elementwise range it had in "
+            f"the inputset the circuit was compiled with (overall [{lo.min()}, {hi.max()}]); an "
+            "encrypted run would be silently wrong. Compile with an inputset covering these "
+            "values.")
 
 
 def _spec_header(params, program, inputs, outputs, multiple):
@@ -500,6 +518,8 @@ class Server:
                     raise TypeError(f"argument {spec['name']!r} is a clear argument")
                 data = np.asarray(v)
             got = data.shape[1:len(shape) + 1] if spec["encrypted"] else data.shape[1:]
+            if not spec["encrypted"] and tuple(got) == shape:
+                _check_clear_range(spec, data)
             if data.ndim < 1 or tuple(got) != shape or (
                     spec["encrypted"] and data.ndim != len(shape) + 2):
                 raise ValueError(f"argument {spec['name']!r} does not have the compiled shape "

@@ -361,7 +361,10 @@ class _Lowering:
             cv = self.pvals[c].astype(np.float64)
             c_nd = cv.ndim - 1
             axis = (-2 if c_nd >= 2 else -1) if enc_left else -1
-            norm = float(np.sqrt((cv ** 2).sum(axis=axis)).max(initial=0)) if cv.size else 0.0
+            # Norm of the elementwise envelope over the inputset: runtime clear arguments are
+            # checked to stay inside it, so the noise bound holds for all of them.
+            env = np.abs(cv).max(axis=0, keepdims=True) if cv.size else cv
+            norm = float(np.sqrt((env ** 2).sum(axis=axis)).max(initial=0)) if cv.size else 0.0
             inputs = [e, c] if enc_left else [c, e]
             return self.emit("enc_matmul", inputs, {"enc_left": enc_left}, g.shape,
                              nu=self.pnode(e).nu * norm, where=w)

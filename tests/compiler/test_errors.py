@@ -150,3 +150,28 @@ def test_check_reports_without_compiling():
     assert report.ok
     assert report.max_bit_width == 5  # lookup input x*3 in [0, 21]
     assert report.lookups[0]["bits"] == 5
+
+
+def test_clear_argument_outside_its_compiled_range():
+    """A clear runtime argument beyond its inputset range would make an encrypted run
+    silently wrong (bounds and noise were computed for that range): every mode refuses it,
+    and so does a server that receives the arguments as bytes."""
+    import fheml
+    from fheml.compiler import InputRangeError
+
+    @fheml.compiler({"x": "encrypted", "w": "clear"})
+    def f(x, w):
+        return x @ w
+
+    rng = np.random.default_rng(0)
+    circuit = f.compile([(rng.integers(0, 4, 3), rng.integers(-1, 2, (3, 1))) for _ in range(20)])
+    x, ok, bad = np.array([3, 3, 3]), np.array([[1], [-1], [1]]), np.array([[9], [9], [9]])
+    assert np.array_equal(circuit.encrypt_run_decrypt(x, ok), x @ ok)
+    for run in (circuit.run, circuit.simulate, circuit.encrypt_run_decrypt):
+        with pytest.raises(InputRangeError, match="clear argument 'w'"):
+            run(x, bad)
+    # the server checks too (the client may be someone else's code)
+    args = circuit.client.encrypt(x, ok)
+    args.values[1] = bad[None]
+    with pytest.raises(InputRangeError, match="clear argument 'w'"):
+        circuit.server.run(args.to_bytes(), circuit.client.evaluation_keys)
