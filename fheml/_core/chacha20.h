@@ -18,6 +18,13 @@
     a += b; d ^= a; d = FHEML_ROTL32(d, 8);  \
     c += d; b ^= c; b = FHEML_ROTL32(b, 7);
 
+/* One double round (column round then diagonal round) with quarter-round QR on state x. */
+#define FHEML_DOUBLE_ROUND(QR, x)                                          \
+    QR(x[0], x[4], x[8], x[12]); QR(x[1], x[5], x[9], x[13]);              \
+    QR(x[2], x[6], x[10], x[14]); QR(x[3], x[7], x[11], x[15]);            \
+    QR(x[0], x[5], x[10], x[15]); QR(x[1], x[6], x[11], x[12]);            \
+    QR(x[2], x[7], x[8], x[13]); QR(x[3], x[4], x[9], x[14]);
+
 /* One 64-byte block.  words12_15 are the last four state words: in RFC 8439 they are the
  * 32-bit counter and the 96-bit nonce; fheml uses (counter lo, counter hi, stream lo,
  * stream hi). */
@@ -31,14 +38,7 @@ static inline void chacha20_block(const uint32_t key[8], const uint32_t words12_
     uint32_t s[16];
     memcpy(s, x, sizeof s);
     for (int r = 0; r < 10; r++) {
-        FHEML_QR(x[0], x[4], x[8], x[12]);
-        FHEML_QR(x[1], x[5], x[9], x[13]);
-        FHEML_QR(x[2], x[6], x[10], x[14]);
-        FHEML_QR(x[3], x[7], x[11], x[15]);
-        FHEML_QR(x[0], x[5], x[10], x[15]);
-        FHEML_QR(x[1], x[6], x[11], x[12]);
-        FHEML_QR(x[2], x[7], x[8], x[13]);
-        FHEML_QR(x[3], x[4], x[9], x[14]);
+        FHEML_DOUBLE_ROUND(FHEML_QR, x);
     }
     for (int i = 0; i < 16; i++) out[i] = x[i] + s[i];
 }
@@ -83,14 +83,7 @@ __attribute__((target("avx2"))) static void chacha20_blocks8_avx2(const uint32_t
     for (int i = 0; i < 16; i++)
         s[i] = x[i];
     for (int r = 0; r < 10; r++) {
-        FHEML_QRV(x[0], x[4], x[8], x[12]);
-        FHEML_QRV(x[1], x[5], x[9], x[13]);
-        FHEML_QRV(x[2], x[6], x[10], x[14]);
-        FHEML_QRV(x[3], x[7], x[11], x[15]);
-        FHEML_QRV(x[0], x[5], x[10], x[15]);
-        FHEML_QRV(x[1], x[6], x[11], x[12]);
-        FHEML_QRV(x[2], x[7], x[8], x[13]);
-        FHEML_QRV(x[3], x[4], x[9], x[14]);
+        FHEML_DOUBLE_ROUND(FHEML_QRV, x);
     }
     uint32_t t[16][8];
     for (int i = 0; i < 16; i++)
