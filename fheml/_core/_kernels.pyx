@@ -178,8 +178,12 @@ def add_f64_to_torus(x, acc):
 def dot_binary(masks, key_bits):
     """<mask, key> mod 2^64 of each row of ``masks`` (rows, d) with a 0/1 key of length d,
     read from columns 0..d-1 (a trailing body column is ignored)."""
-    if masks.ndim != 2 or masks.dtype != np.uint64 or masks.strides[1] != 8:
-        raise ValueError("masks must be a uint64 array of rows with contiguous columns")
+    if masks.ndim != 2 or masks.dtype != np.uint64:
+        raise ValueError("masks must be a 2-D uint64 array")
+    if masks.shape[0] == 0:
+        return np.empty(0, dtype=np.uint64)
+    if masks.strides[1] != 8:
+        masks = np.ascontiguousarray(masks)
     keymask = np.where(np.asarray(key_bits, dtype=np.uint8).reshape(-1) != 0,
                        np.uint64(0xFFFFFFFFFFFFFFFF), np.uint64(0))
     cdef int d = keymask.shape[0]

@@ -568,7 +568,7 @@ class EvaluationKeys:
             if B and (index.min() < 0 or index.max() >= luts.shape[0]):
                 raise ValueError(f"table_index values must be in [0, {luts.shape[0]})")
         elif table.shape[:-1] == batch_shape:
-            uniq, inverse = np.unique(table.reshape(B, -1), axis=0, return_inverse=True)
+            uniq, inverse = np.unique(table.reshape(B, table.shape[-1]), axis=0, return_inverse=True)
             luts = self.make_luts(uniq, pin, output_precision)
             index = inverse.reshape(-1).astype(np.int64)
         else:
@@ -576,10 +576,10 @@ class EvaluationKeys:
                 f"table must have shape (2^p,), {batch_shape + (1 << pin,)} or (T, 2^p) with "
                 f"table_index; got {table.shape}"
             )
-        cts = np.ascontiguousarray(ct.data.reshape(B, -1))
+        cts = np.ascontiguousarray(ct.data.reshape(B, ct.dimension + 1))
         out = np.empty((B, p.big_lwe_dimension + 1), dtype=np.uint64)
         run_pbs_batch(self, cts, luts, index, out, n_jobs=n_jobs, group=group)
-        return LweCiphertext(out.reshape(*batch_shape, -1), self.key_id)
+        return LweCiphertext(out.reshape(*batch_shape, p.big_lwe_dimension + 1), self.key_id)
 
 
 def make_luts(tables, polynomial_size, input_precision, output_precision):

@@ -155,3 +155,13 @@ def test_edited_or_computed_ciphertexts_serialize_in_full():
     total = sk.encrypt(m) + sk.encrypt(m)
     assert len(total.to_bytes()) > total.data.nbytes
     assert np.array_equal(sk.decrypt(LweCiphertext.from_bytes(total.to_bytes())), 2 * m)
+
+
+def test_empty_and_scalar_batches():
+    params, sk, ek = keys_for(2)
+    empty = sk.encrypt(np.zeros((0, 3), dtype=int))
+    assert empty.shape == (0, 3) and sk.decrypt(empty).shape == (0, 3)
+    assert ek.programmable_bootstrap(empty, [0, 1, 2, 3]).shape == (0, 3)
+    scalar = sk.encrypt(2)
+    assert scalar.shape == () and sk.decrypt(scalar) == 2
+    assert sk.decrypt(ek.programmable_bootstrap(scalar, [3, 2, 1, 0])) == 1
