@@ -102,26 +102,34 @@ static inline int chacha20_cpu_has_avx2(void)
 #define FHEML_CHACHA_AVX2 0
 #endif
 
+/* Words *pos .. (end of *pos's block, or end) of the keystream into out[*i ..]; advances both.
+ * w holds the stream id in w[2], w[3]. */
+static inline void chacha20_words_of_block(const uint32_t key[8], uint32_t w[4], uint64_t *pos,
+                                           uint64_t end, uint64_t *out, uint64_t *i)
+{
+    uint32_t blk[16];
+    uint64_t c = *pos >> 3;
+    w[0] = (uint32_t)c;
+    w[1] = (uint32_t)(c >> 32);
+    chacha20_block(key, w, blk);
+    for (unsigned j = (unsigned)(*pos & 7); j < 8 && *pos < end; j++, (*pos)++, (*i)++)
+        out[*i] = (uint64_t)blk[2 * j] | ((uint64_t)blk[2 * j + 1] << 32);
+}
+
 /* Fill out[0..count) with the uint64 words start .. start+count of keystream (key, stream).
  * Word w is the little-endian pair of 32-bit words (2*(w%8), 2*(w%8)+1) of block w/8. */
 static inline void chacha20_fill_u64(const uint32_t key[8], uint64_t stream, uint64_t start,
                                      uint64_t count, uint64_t *out)
 {
-    uint32_t blk[16], w[4];
+    uint32_t w[4];
     uint64_t pos = start, end = start + count, i = 0;
     w[2] = (uint32_t)stream;
     w[3] = (uint32_t)(stream >> 32);
 #if FHEML_CHACHA_AVX2
     if (end - pos >= 128 && chacha20_cpu_has_avx2()) {
         /* scalar up to a block boundary, then 8 blocks (64 words) at a time */
-        while (pos & 7) {
-            uint64_t c = pos >> 3;
-            w[0] = (uint32_t)c;
-            w[1] = (uint32_t)(c >> 32);
-            chacha20_block(key, w, blk);
-            for (unsigned j = (unsigned)(pos & 7); j < 8 && pos < end; j++, pos++, i++)
-                out[i] = (uint64_t)blk[2 * j] | ((uint64_t)blk[2 * j + 1] << 32);
-        }
+        while (pos & 7)
+            chacha20_words_of_block(key, w, &pos, end, out, &i);
         while (end - pos >= 64) {
             /* little-endian: the 128 words of 8 blocks are the 64 uint64 words in order */
             chacha20_blocks8_avx2(key, pos >> 3, stream, (uint32_t *)(out + i));
@@ -130,14 +138,8 @@ static inline void chacha20_fill_u64(const uint32_t key[8], uint64_t stream, uin
         }
     }
 #endif
-    while (pos < end) {
-        uint64_t c = pos >> 3;
-        w[0] = (uint32_t)c;
-        w[1] = (uint32_t)(c >> 32);
-        chacha20_block(key, w, blk);
-        for (unsigned j = (unsigned)(pos & 7); j < 8 && pos < end; j++, pos++, i++)
-            out[i] = (uint64_t)blk[2 * j] | ((uint64_t)blk[2 * j + 1] << 32);
-    }
+    while (pos < end)
+        chacha20_words_of_block(key, w, &pos, end, out, &i);
 }
 
 #endif

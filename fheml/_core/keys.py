@@ -202,7 +202,8 @@ def _params_header(params):
     return {"params": params.to_dict()}
 
 
-def _params_from_header(header, kind):
+def params_from_header(header, kind):
+    """The ParameterSet of a serialized header (validated), or SerializationError."""
     try:
         return ParameterSet.from_dict(header["params"])
     except (KeyError, TypeError, ValueError) as exc:
@@ -358,7 +359,7 @@ class SecretKeys:
     @classmethod
     def from_bytes(cls, data):
         header, arrays = unpack(data, "secret-keys")
-        params = _params_from_header(header, "secret-keys")
+        params = params_from_header(header, "secret-keys")
         if len(arrays) != 2:
             raise SerializationError("secret-keys: expected two key arrays")
         try:
@@ -494,7 +495,7 @@ class EvaluationKeys:
     @classmethod
     def from_bytes(cls, data, *, expected_params=None):
         header, arrays = unpack(data, "evaluation-keys")
-        params = _params_from_header(header, "evaluation-keys")
+        params = params_from_header(header, "evaluation-keys")
         if expected_params is not None and params != expected_params:
             raise ValueError("evaluation keys were made for other parameters than this circuit")
         try:

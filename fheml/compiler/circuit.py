@@ -202,12 +202,8 @@ def _spec_header(params, program, inputs, outputs, multiple):
 
 
 def _params_from(header, kind):
-    from fheml._core import ParameterSet
-    from fheml._core.serialization import SerializationError
-    try:
-        return ParameterSet.from_dict(header["params"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise SerializationError(f"{kind}: invalid parameters ({exc})") from None
+    from fheml._core.keys import params_from_header
+    return params_from_header(header, kind)
 
 
 class ClientSpec:
