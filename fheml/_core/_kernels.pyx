@@ -22,10 +22,8 @@ cdef extern from "kernels.h" nogil:
         const double *untwist_im
     ctypedef struct pbs_scratch:
         uint64_t *diff
-        int32_t *digits
         double *fdig
         double *facc
-        double *fout
         uint32_t *small
         int32_t *abar
         uint64_t *acc
@@ -286,10 +284,8 @@ cdef class PbsWorkspace:
         self.shape = (n, k, N, pbs_level, ks_level, group)
         arrays = {
             "diff": np.empty(N, np.uint64),
-            "digits": np.empty(pbs_level * N, np.int32),
             "fdig": np.empty((k + 1) * pbs_level * N, np.float64),
             "facc": np.empty((k + 1) * N, np.float64),
-            "fout": np.empty(N, np.float64),
             "small": np.empty(group * (n + 1), np.uint32),
             "abar": np.empty(group * n, np.int32),
             "acc": np.empty(group * (k + 1) * N, np.uint64),
@@ -301,10 +297,8 @@ cdef class PbsWorkspace:
         cdef int32_t[::1] i
         cdef double[::1] d
         u = arrays["diff"]; self.sc.diff = &u[0]
-        i = arrays["digits"]; self.sc.digits = &i[0]
         d = arrays["fdig"]; self.sc.fdig = &d[0]
         d = arrays["facc"]; self.sc.facc = &d[0]
-        d = arrays["fout"]; self.sc.fout = &d[0]
         u32 = arrays["small"]; self.sc.small = &u32[0]
         i = arrays["abar"]; self.sc.abar = &i[0]
         u = arrays["acc"]; self.sc.acc = &u[0]

@@ -24,10 +24,8 @@ typedef struct {
 
 typedef struct {
     uint64_t *diff;     /* N */
-    int32_t *digits;    /* pbs_level * N */
     double *fdig;       /* (k+1) * pbs_level * N   (re/im blocks of N/2) */
     double *facc;       /* (k+1) * N */
-    double *fout;       /* N */
     uint32_t *small;    /* group * (n+1), top 32 bits of the torus */
     int32_t *abar;      /* group * n */
     uint64_t *acc;      /* group * (k+1) * N */

@@ -18,10 +18,4 @@ from fheml.quantization.quantizers import (
     signed_bit_width,
 )
 
-__all__ = [
-    "MAX_ACCUMULATOR_BITS",
-    "FHEMLClipWarning",
-    "QuantizedLinear",
-    "UniformQuantizer",
-    "signed_bit_width",
-]
+from fheml.quantization.quantizers import __all__  # one list of public names
