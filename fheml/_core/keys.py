@@ -276,7 +276,7 @@ class LweCiphertext:
             raise SerializationError("ciphertext: mask seed must be 32 bytes (64 hex digits)")
         seed = bytes.fromhex(seed)
         expanded = array.size * (dim + 1) * 8
-        if expanded > max_expanded_bytes:
+        if max_expanded_bytes is not None and expanded > max_expanded_bytes:
             raise LimitExceededError("max_expanded_bytes", expanded, max_expanded_bytes,
                                      f"{array.size} ciphertexts of dimension {dim}")
         data = np.empty(array.shape + (dim + 1,), dtype=np.uint64)
@@ -317,7 +317,13 @@ def _fill_ct_masks(seed, data):
 
 
 def _mask_digest(data):
-    return hashlib.sha256(np.ascontiguousarray(data[..., :-1])).digest()
+    """SHA-256 of the masks, read a chunk of rows at a time (no copy of the whole batch)."""
+    rows = data.reshape(-1, data.shape[-1])
+    step = max(1, _MASK_CHUNK_WORDS // max(1, data.shape[-1]))
+    digest = hashlib.sha256()
+    for r0 in range(0, rows.shape[0], step):
+        digest.update(np.ascontiguousarray(rows[r0:r0 + step, :-1]))
+    return digest.digest()
 
 
 def _params_header(params):

@@ -27,6 +27,7 @@ from fheml.compiler.circuit import (
     EncryptedArgs,
     EncryptedResult,
     Server,
+    ServerLimits,
     ServerSpec,
 )
 from fheml.compiler.graph import Graph, TracingError
@@ -45,6 +46,7 @@ __all__ = [
     "InputRangeError",
     "LookupTable",
     "Server",
+    "ServerLimits",
     "ServerSpec",
     "TracingError",
     "check",
