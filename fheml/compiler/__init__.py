@@ -44,7 +44,9 @@ __all__ = [
     "EncryptedResult",
     "Graph",
     "InputRangeError",
+    "LimitExceededError",
     "LookupTable",
+    "SerializationError",
     "Server",
     "ServerLimits",
     "ServerSpec",
@@ -55,6 +57,18 @@ __all__ = [
     "round_bit_pattern",
     "univariate",
 ]
+
+
+_ENGINE_ERRORS = ("LimitExceededError", "SerializationError")
+
+
+def __getattr__(name):
+    # The boundary's exception types live in the engine, loaded on first use (importing
+    # the engine costs most of a second).
+    if name in _ENGINE_ERRORS:
+        from fheml._core import serialization
+        return getattr(serialization, name)
+    raise AttributeError(f"module 'fheml.compiler' has no attribute {name!r}")
 
 
 class _CallableModule(types.ModuleType):

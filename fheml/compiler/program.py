@@ -541,7 +541,8 @@ def lookup_indices(node, x):
         seen_lo, seen_hi = node.bounds
         got = x.min() if idx.min() < 0 else x.max()
         raise InputRangeError(
-            f"the input of the lookup at {node.where or '<unknown>'} reached {int(got)}, "
+            f"the input of the lookup at {node.where or '<source not in the spec>'} reached "
+            f"{int(got)}, "
             f"outside the range [{seen_lo}, {seen_hi}] seen on the inputset at compile time: "
             "the encrypted result would be wrong. Compile with an inputset that covers "
             "the values you run on."
