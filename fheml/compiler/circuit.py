@@ -521,8 +521,8 @@ class ServerLimits:
     Parameters
     ----------
     max_request_bytes : int or None, default=1 GiB
-        Size of serialized arguments (and of serialized evaluation keys beyond what the
-        circuit's parameters imply).
+        Size of serialized arguments.  (Serialized evaluation keys have the size the
+        circuit's parameters imply: larger ones are refused as ``"evaluation_key_bytes"``.)
     max_batch_rows : int or None, default=65536
         Samples in one call.
     max_expanded_bytes : int or None, default=4 GiB
@@ -706,8 +706,8 @@ class Server:
         # The size is fixed by the parameters: refuse more before parsing anything.
         expected = params.seeded_bsk_bytes + params.seeded_ksk_bytes + _KEY_HEADER_SLACK
         if len(data) > expected:
-            raise LimitExceededError("max_request_bytes", len(data), expected,
-                                     "evaluation keys of this circuit's parameters")
+            raise LimitExceededError("evaluation_key_bytes", len(data), expected,
+                                     "the size this circuit's parameters imply")
         return EvaluationKeys.from_bytes(data, expected_params=params)
 
     def run(self, encrypted_args, evaluation_keys, n_jobs=1):

@@ -191,7 +191,7 @@ def test_oversized_evaluation_keys_refused_before_parsing(circuit):
     server = Server.from_bytes(circuit.server.spec.to_bytes())
     blob = circuit.client.evaluation_keys.to_bytes()
     assert server.load_keys(blob).key_id == circuit.client.evaluation_keys.key_id
-    with pytest.raises(LimitExceededError):
+    with pytest.raises(LimitExceededError, match="evaluation_key_bytes"):
         server.load_keys(blob + bytes(1 << 17))
 
 
