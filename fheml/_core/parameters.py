@@ -64,9 +64,9 @@ MIN_SECURE_DIMENSION = 450
 # Largest key dimension (n or k*N) anything is built for: bounds every allocation a
 # parameter set implies and keeps sizes inside the kernels' int arithmetic.
 MAX_LWE_DIMENSION = 1 << 17
-# Largest decomposition base the kernels represent: keyswitch digits are int32 in
-# [-B/2, B/2], and the bootstrap's digits (exact in f64 up to 2^51) times the key's
-# Fourier coefficients lose all precision well before B = 2^32.
+# Largest decomposition base the kernels run: keyswitch digits are int32 in [-B/2, B/2];
+# bootstrap digits are exact in f64 up to 2^51, but the FFT noise grows as B^2 and reaches
+# the message spacing of typical sets near B = 2^32 (the model refuses those anyway).
 MAX_BASE_LOG = 31
 
 # Search space of select_parameters.

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from fheml.compiler.graph import range_bits
+from fheml.compiler.graph import TracingError, range_bits
 from fheml.compiler.lowering import MAX_LOOKUP_BITS, too_wide_error
 from fheml.compiler.program import (
     ClearBackend,
@@ -292,6 +292,7 @@ class ServerSpec:
             inputs = _validate_io(header["inputs"], True)
             outputs = _validate_io(header["outputs"])
             _check_io_against_program(program, inputs, outputs)
+            _check_program_against_params(program, params)
             return cls(params, program, inputs, outputs, _json_bool(header["multiple_outputs"]))
 
 
@@ -350,6 +351,20 @@ def _check_io_against_program(program, inputs, outputs):
     for spec, k in zip(outputs, program.output_nodes):
         if tuple(spec["shape"]) != program.nodes[k].shape:
             raise ValueError("an output does not match the program")
+
+
+def _check_program_against_params(program, params):
+    """The lookups and the encoding precision must be ones the parameters can run."""
+    from fheml._core.parameters import log2_p_fail
+    lookups = program.lookups
+    if lookups and not params.has_bootstrap:
+        raise ValueError("the program has lookups but the parameters no bootstrap")
+    if any(n.attrs["pin"] > params.precision for n in lookups):
+        raise ValueError(f"a lookup reads more than the {params.precision} bits of the "
+                         "parameters")
+    variance = max(params.big_noise_std ** 2, params.variance_pbs)
+    if log2_p_fail(variance, program.precision) > math.log2(params.p_error) + 1e-9:
+        raise ValueError(f"the parameters cannot carry {program.precision}-bit messages")
 
 
 class EncryptedArgs:
@@ -739,12 +754,21 @@ class Server:
             raise TypeError("evaluation_keys must be EvaluationKeys (or their bytes)")
         if evaluation_keys.params != self.spec.params:
             raise ValueError("evaluation keys were made for other parameters than this circuit")
-        if isinstance(encrypted_args, (bytes, bytearray, memoryview)):
+        if not isinstance(encrypted_args, (bytes, bytearray, memoryview)):
+            inputs = self._check_values(encrypted_args.values, evaluation_keys.key_id)
+            outs = run_encrypted(self.spec.program, inputs, evaluation_keys, n_jobs=n_jobs)
+        else:
             encrypted_args = EncryptedArgs.from_bytes(
                 encrypted_args, spec=self.spec, key_id=evaluation_keys.key_id,
                 limits=self.limits)
-        inputs = self._check_values(encrypted_args.values, evaluation_keys.key_id)
-        outs = run_encrypted(self.spec.program, inputs, evaluation_keys, n_jobs=n_jobs)
+            try:
+                inputs = self._check_values(encrypted_args.values, evaluation_keys.key_id)
+                outs = run_encrypted(self.spec.program, inputs, evaluation_keys,
+                                     n_jobs=n_jobs)
+            except (InputRangeError, TracingError) as exc:
+                # clear values the peer sent outside what the circuit was compiled for
+                from fheml._core.serialization import SerializationError
+                raise SerializationError(f"circuit-args: {exc}") from None
         return EncryptedResult([LweCiphertext(o, evaluation_keys.key_id) for o in outs],
                                encrypted_args.batched)
 

@@ -50,9 +50,7 @@ def targets():
             if c is lookup else (np.arange(4),)
         args = c.client.encrypt(*sample)
         dim = c.parameters.big_lwe_dimension
-        run = (lambda s, k: lambda b: s.run(b, k))(server, keys) if c is flat else \
-            (lambda s, k: lambda b: fheml.compiler.EncryptedArgs.from_bytes(
-                b, spec=s.spec, key_id=k.key_id))(server, keys)
+        run = (lambda s, k: lambda b: s.run(b, k))(server, keys)
         out += [
             ("server-spec", c.server.spec.to_bytes(), Server.from_bytes, dim),
             ("client-spec", c.client.spec.to_bytes(), Client.from_bytes, dim),

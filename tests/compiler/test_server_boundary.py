@@ -105,6 +105,8 @@ def _mutations():
         ("io item", lambda h: h["inputs"].__setitem__(0, [1])),
         ("multiple", lambda h: h.__setitem__("multiple_outputs", "no")),
         ("params", lambda h: h["params"].__setitem__("pbs_base_log", 40)),
+        ("lookup wider than params", setattr_("tlu", "pin", 8)),
+        ("precision beyond noise", lambda h: h["program"].__setitem__("precision", 40)),
         ("array ref", lambda h: node("tlu")(h)["attrs"].__setitem__("tables", {"__array__": 99})),
         ("nodes type", lambda h: h["program"].__setitem__("nodes", {"0": 1})),
     ]
@@ -149,6 +151,8 @@ def test_request_checked_against_the_circuit(circuit):
         "batched": lambda h, a: h.__setitem__("batched", 1),
         "unbatched rows": lambda h, a: (a.__setitem__(0, np.concatenate([a[0], a[0]])),
                                         a.__setitem__(1, np.concatenate([a[1], a[1]]))),
+        "clear range": lambda h, a: a.__setitem__(1, a[1] + 7),
+        "clear floats": lambda h, a: a.__setitem__(1, a[1] + 0.5),
     }
     for what, mutate in cases.items():
         header, arrays = _args_parts(circuit, x, w)
