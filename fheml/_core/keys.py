@@ -128,12 +128,6 @@ def _check_precision(params, precision, what="precision", variance=None):
     return precision
 
 
-def _decryption_variance(params):
-    """Error variance of the least exact ciphertext a client decrypts unchanged: a fresh
-    encryption or a bootstrap output."""
-    return max(params.big_noise_std ** 2, params.variance_pbs)
-
-
 def _check_key_bits(bits, shape, name):
     """A 0/1 key of the given shape, checked before any cast; returned as uint8."""
     bits = np.asarray(bits)
@@ -455,7 +449,7 @@ class SecretKeys:
         sign (values in ``[-2^p, 2^p)``), otherwise values are in ``[0, 2^(p+1))``."""
         self._warn_if_insecure()
         precision = _check_precision(self.params, precision,
-                                     variance=_decryption_variance(self.params))
+                                     variance=self.params.variance_output)
         return decode(self._phase(ct), precision, signed=signed)
 
     def _check_ct(self, ct):

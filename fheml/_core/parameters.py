@@ -572,6 +572,12 @@ class ParameterSet:
         return var_pbs(self.lwe_dimension, self.glwe_dimension, self.polynomial_size,
                        self.pbs_base_log, self.pbs_level, self.glwe_noise_std**2)
 
+    @property
+    def variance_output(self):
+        """float: error variance of a ciphertext decrypted as it is, the larger of a fresh
+        encryption's and a bootstrap output's."""
+        return max(self.big_noise_std ** 2, self.variance_pbs)
+
     def variance_at_lookup(self, norm2=None):
         """Error variance at the decision point of a lookup (or of the decryption).
 

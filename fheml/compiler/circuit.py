@@ -93,7 +93,7 @@ def finalize(program, input_specs, p_error=None, global_p_error=None):
     for precision in range(lookup_bits, MAX_LOOKUP_BITS + 1):
         params = select_parameters(precision, p_error, nu, bootstrap=True)
         # Outputs are decrypted at P bits: make sure their noise allows it too.
-        var_out = nu_out ** 2 * max(params.variance_pbs, params.big_noise_std ** 2)
+        var_out = nu_out ** 2 * params.variance_output
         if log2_p_fail(var_out, P) <= math.log2(p_error) + 1e-9:
             return params, p_error
     raise ValueError(
@@ -362,8 +362,7 @@ def _check_program_against_params(program, params):
     if any(n.attrs["pin"] > params.precision for n in lookups):
         raise ValueError(f"a lookup reads more than the {params.precision} bits of the "
                          "parameters")
-    variance = max(params.big_noise_std ** 2, params.variance_pbs)
-    if log2_p_fail(variance, program.precision) > math.log2(params.p_error) + 1e-9:
+    if log2_p_fail(params.variance_output, program.precision) > math.log2(params.p_error) + 1e-9:
         raise ValueError(f"the parameters cannot carry {program.precision}-bit messages")
 
 
