@@ -2,8 +2,11 @@
 """Thin wrappers over the C kernels (kernels.h).  Every wrapper validates shapes, allocates
 its outputs and scratch once, and runs the kernel with the GIL released."""
 import os
+import warnings
 
 import numpy as np
+
+from fheml._core import _csprng
 
 cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
@@ -28,7 +31,7 @@ cdef extern from "kernels.h" nogil:
         int32_t *abar
         uint64_t *acc
         int32_t *ks_digits
-    int fheml_cpu_has_avx2()
+    int fheml_cpu_simd_level()
     void fheml_forward_i32(int simd, const fft_plan *p, const int32_t *a, double *re, double *im)
     void fheml_forward_torus(int simd, const fft_plan *p, const uint64_t *a, double *re,
                              double *im)
@@ -50,22 +53,65 @@ cdef extern from "kernels.h" nogil:
                                 const uint64_t *a, uint64_t *out, double *work, int32_t *limb)
 
 MAX_GROUP = FHEML_MAX_GROUP
-CPU_HAS_AVX2 = bool(fheml_cpu_has_avx2())
-cdef int _simd = CPU_HAS_AVX2 and os.environ.get("FHEML_SIMD", "auto").lower() not in ("0", "off", "no")
+SIMD_LEVELS = ("portable", "avx2", "avx512")
+CPU_SIMD_LEVEL = SIMD_LEVELS[fheml_cpu_simd_level()]
+cdef int _simd = 0
 
 
-def simd_enabled():
-    """True when the AVX2/FMA kernels are in use."""
-    return bool(_simd)
+def available_simd_levels():
+    """Kernel paths this CPU can run, from the portable one up to the best."""
+    return SIMD_LEVELS[:SIMD_LEVELS.index(CPU_SIMD_LEVEL) + 1]
 
 
-def set_simd(bint enabled):
-    """Choose the AVX2/FMA kernels (if the CPU has them) or the portable ones; returns the
-    previous setting.  For tests and benchmarks."""
+def simd_level():
+    """The kernel path in use: ``"portable"``, ``"avx2"`` or ``"avx512"``."""
+    return SIMD_LEVELS[_simd]
+
+
+def set_simd_level(level):
+    """Run the kernels of ``level`` (a name of :data:`SIMD_LEVELS`); returns the previous one.
+
+    Every path gives the same results up to the FFT rounding (whose noise the parameter
+    selection covers for all paths).  For tests and benchmarks; ``FHEML_SIMD`` sets it at
+    import.
+
+    Raises
+    ------
+    ValueError
+        If ``level`` is unknown or the CPU cannot run it.
+    """
     global _simd
-    previous = bool(_simd)
-    _simd = bool(enabled) and CPU_HAS_AVX2
+    if level not in SIMD_LEVELS:
+        raise ValueError(f"unknown kernel path {level!r}; expected one of {SIMD_LEVELS}")
+    if level not in available_simd_levels():
+        raise ValueError(f"this CPU cannot run the {level} kernels (best: {CPU_SIMD_LEVEL})")
+    previous = simd_level()
+    _simd = SIMD_LEVELS.index(level)
+    _csprng._set_simd_level(_simd)
     return previous
+
+
+def _simd_level_from_env():
+    """Kernel path named by ``FHEML_SIMD``: ``auto`` (default, the CPU's best), ``portable``
+    (also ``0``, ``off``, ``no``), ``avx2`` or ``avx512``; a path the CPU lacks falls back to
+    the CPU's best, with a warning."""
+    value = os.environ.get("FHEML_SIMD", "auto").strip().lower()
+    if value in ("", "auto", "1", "on", "yes"):
+        return CPU_SIMD_LEVEL
+    if value in ("0", "off", "no"):
+        return "portable"
+    if value not in SIMD_LEVELS:
+        warnings.warn(f"FHEML_SIMD={value!r} is not one of auto, {', '.join(SIMD_LEVELS)}; "
+                      f"using {CPU_SIMD_LEVEL}", RuntimeWarning, stacklevel=2)
+        return CPU_SIMD_LEVEL
+    if value not in available_simd_levels():
+        warnings.warn(f"FHEML_SIMD={value}: this CPU cannot run it; using {CPU_SIMD_LEVEL}",
+                      RuntimeWarning, stacklevel=2)
+        return CPU_SIMD_LEVEL
+    return value
+
+
+set_simd_level(_simd_level_from_env())
 
 
 cdef class FourierPlan:
