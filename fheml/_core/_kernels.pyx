@@ -44,6 +44,9 @@ cdef extern from "kernels.h" nogil:
     void fheml_keyswitch_group(int simd, const uint32_t *ksk, int n_in, int n_out,
                                int base_log, int level, const uint64_t *const *inp, int G,
                                uint32_t *const *out, int32_t *digits)
+    void fheml_blind_rotate_group(int simd, const fft_plan *p, const double *bsk, int n, int k,
+                                  int base_log, int level, const int32_t *abar, int G,
+                                  uint64_t *acc, pbs_scratch *sc)
     void fheml_pbs_range(int simd, const fft_plan *p, const uint32_t *ksk, int ks_base_log,
                          int ks_level, const double *bsk, int n, int k, int pbs_base_log,
                          int pbs_level, const uint64_t *luts, const int64_t *lut_index,
@@ -398,3 +401,43 @@ def pbs_range(FourierPlan plan, ksk, int ks_base_log, int ks_level, bsk_fourier,
                         pbs_base_log, pbs_level, &lv[0, 0], &iv[0], &cv[0, 0], &ov[0, 0],
                         start, end, group, &workspace.sc)
     return out
+
+
+def blind_rotate(FourierPlan plan, bsk_fourier, int base_log, int level, abar, acc,
+                 PbsWorkspace workspace=None):
+    """Blind rotation of G GLWE accumulators in place: for i < n, ``acc[g] += ExtProd(bsk[i],
+    X^abar[g, i] * acc[g] - acc[g])`` (the CMux steps of a bootstrap, without its keyswitch,
+    modulus switch and extraction).  For tests and noise measurements.
+
+    Parameters
+    ----------
+    bsk_fourier : ndarray of float64, shape (n, (k+1)*level, k+1, N)
+    abar : ndarray of int32, shape (G, n), values in [0, 2N)
+    acc : ndarray of uint64, shape (G, k+1, N), C-contiguous, updated in place
+    """
+    cdef int N = plan.polynomial_size
+    if bsk_fourier.ndim != 4 or bsk_fourier.dtype != np.float64 or bsk_fourier.shape[3] != N:
+        raise ValueError(f"bsk_fourier must be float64 of shape (n, (k+1)*level, k+1, {N})")
+    cdef int n = bsk_fourier.shape[0], k = bsk_fourier.shape[2] - 1
+    if bsk_fourier.shape[1] != (k + 1) * level or not bsk_fourier.flags.c_contiguous:
+        raise ValueError("Fourier bootstrapping key does not match the level")
+    if acc.ndim != 3 or acc.shape[1:] != (k + 1, N) or acc.dtype != np.uint64 or not acc.flags.c_contiguous:
+        raise ValueError(f"acc must be C-contiguous uint64 of shape (G, {k + 1}, {N})")
+    cdef int G = acc.shape[0]
+    if not 1 <= G <= FHEML_MAX_GROUP:
+        raise ValueError(f"between 1 and {FHEML_MAX_GROUP} accumulators")
+    abar = np.ascontiguousarray(abar, dtype=np.int32)
+    if abar.shape != (G, n) or (abar.size and (abar.min() < 0 or abar.max() >= 2 * N)):
+        raise ValueError(f"abar must have shape ({G}, {n}) with values in [0, {2 * N})")
+    if workspace is None:
+        workspace = PbsWorkspace(n, k, N, level, 1, G)
+    elif workspace.shape[1:4] != (k, N, level) or workspace.shape[5] < G:
+        raise ValueError("workspace was made for other parameters")
+    cdef double[:, :, :, ::1] bv = bsk_fourier
+    cdef int32_t[:, ::1] av = abar
+    cdef uint64_t[:, :, ::1] cv = acc
+    if n:
+        with nogil:
+            fheml_blind_rotate_group(_simd, &plan.plan, &bv[0, 0, 0, 0], n, k, base_log, level,
+                                     &av[0, 0], G, &cv[0, 0, 0], &workspace.sc)
+    return acc

@@ -131,6 +131,14 @@ static inline void fheml_keyswitch_group(int simd, const uint32_t *ksk, int n_in
                    digits);
 }
 
+static inline void fheml_blind_rotate_group(int simd, const fft_plan *p, const double *bsk,
+                                            int n, int k, int base_log, int level,
+                                            const int32_t *abar, int G, uint64_t *acc,
+                                            pbs_scratch *sc)
+{
+    FHEML_DISPATCH(simd, blind_rotate_group, p, bsk, n, k, base_log, level, abar, G, acc, sc);
+}
+
 static inline void fheml_pbs_range(int simd, const fft_plan *p, const uint32_t *ksk,
                                    int ks_base_log, int ks_level, const double *bsk, int n,
                                    int k, int pbs_base_log, int pbs_level, const uint64_t *luts,
