@@ -194,12 +194,13 @@ def cmd_save(args):
     X, y = _load(args.dataset)
     X_train, X_test, y_train, y_test = _split(X, y, DATASETS[args.dataset] == "classification")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # convergence, clipping of held-out rows
         model = cls(**params).fit(X_train, y_train)
+        score = model.score(X_test, y_test)
     model_id = FHEModelDev(args.model_dir, model).save(overwrite=args.overwrite)
     print(f"saved {args.model} fitted on {args.dataset} ({len(X_train)} rows) to "
           f"{args.model_dir} (model id {model_id[:16]}...)")
-    print(f"score on {len(X_test)} held-out rows (clear): {model.score(X_test, y_test):.4f}")
+    print(f"score on {len(X_test)} held-out rows (clear): {score:.4f}")
     print(f"serve it with: fheml serve {args.model_dir} --port 8000")
     return 0
 
