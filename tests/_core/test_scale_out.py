@@ -1,12 +1,13 @@
-"""Bootstrap batches on a Dask cluster (joblib's dask backend) and under other backends."""
+"""Bootstrap batches on a Dask cluster (joblib's dask backend) and under other backends.
+
+examples/dask_scale_out.py (run by tests/test_examples.py) serves a saved circuit on a
+cluster and checks it against the local run too."""
 
 import joblib
 import numpy as np
 import pytest
 
-import fheml
 from fheml._core import SecretKeys, scale_out, select_parameters
-from fheml.deployment import FHEModelClient, FHEModelDev, FHEModelServer
 
 distributed = pytest.importorskip("distributed")
 
@@ -42,23 +43,6 @@ def test_dask_run_equals_the_local_run_and_keys_go_once_to_each_worker(keys, das
     # Both workers took part, and each expanded the keys exactly once for both calls.
     assert dask_client.run(scale_out.expansions_in_this_process) == {
         w: 1 for w in dask_client.scheduler_info()["workers"]}
-
-
-def test_saved_circuit_served_with_dask_workers(dask_client, tmp_path):
-    @fheml.compiler({"x": "encrypted"})
-    def f(x):
-        return fheml.univariate(lambda v: (v * v + 1) % 4)(x)
-
-    FHEModelDev(tmp_path, f.compile(np.arange(4))).save()
-    client, server = FHEModelClient(tmp_path), FHEModelServer(tmp_path, n_jobs=-1)
-    keys = server.load_evaluation_keys(client.get_serialized_evaluation_keys())
-    request = client.quantize_encrypt_serialize(np.arange(12) % 4)
-    local = server.run(request, keys)
-    with joblib.parallel_backend("dask"):
-        remote = server.run(request, keys)
-    assert remote == local
-    x = np.arange(12) % 4
-    np.testing.assert_array_equal(client.deserialize_decrypt_dequantize(remote), (x * x + 1) % 4)
 
 
 def test_process_backends_without_dask_still_run_in_threads(keys):
