@@ -2,8 +2,11 @@
 """Thin wrappers over the C kernels (kernels.h).  Every wrapper validates shapes, allocates
 its outputs and scratch once, and runs the kernel with the GIL released."""
 import os
+import warnings
 
 import numpy as np
+
+from fheml._core import _csprng
 
 cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
@@ -28,7 +31,7 @@ cdef extern from "kernels.h" nogil:
         int32_t *abar
         uint64_t *acc
         int32_t *ks_digits
-    int fheml_cpu_has_avx2()
+    int fheml_cpu_simd_level()
     void fheml_forward_i32(int simd, const fft_plan *p, const int32_t *a, double *re, double *im)
     void fheml_forward_torus(int simd, const fft_plan *p, const uint64_t *a, double *re,
                              double *im)
@@ -41,6 +44,9 @@ cdef extern from "kernels.h" nogil:
     void fheml_keyswitch_group(int simd, const uint32_t *ksk, int n_in, int n_out,
                                int base_log, int level, const uint64_t *const *inp, int G,
                                uint32_t *const *out, int32_t *digits)
+    void fheml_blind_rotate_group(int simd, const fft_plan *p, const double *bsk, int n, int k,
+                                  int base_log, int level, const int32_t *abar, int G,
+                                  uint64_t *acc, pbs_scratch *sc)
     void fheml_pbs_range(int simd, const fft_plan *p, const uint32_t *ksk, int ks_base_log,
                          int ks_level, const double *bsk, int n, int k, int pbs_base_log,
                          int pbs_level, const uint64_t *luts, const int64_t *lut_index,
@@ -50,22 +56,65 @@ cdef extern from "kernels.h" nogil:
                                 const uint64_t *a, uint64_t *out, double *work, int32_t *limb)
 
 MAX_GROUP = FHEML_MAX_GROUP
-CPU_HAS_AVX2 = bool(fheml_cpu_has_avx2())
-cdef int _simd = CPU_HAS_AVX2 and os.environ.get("FHEML_SIMD", "auto").lower() not in ("0", "off", "no")
+SIMD_LEVELS = ("portable", "avx2", "avx512")
+CPU_SIMD_LEVEL = SIMD_LEVELS[fheml_cpu_simd_level()]
+cdef int _simd = 0
 
 
-def simd_enabled():
-    """True when the AVX2/FMA kernels are in use."""
-    return bool(_simd)
+def available_simd_levels():
+    """Kernel paths this CPU can run, from the portable one up to the best."""
+    return SIMD_LEVELS[:SIMD_LEVELS.index(CPU_SIMD_LEVEL) + 1]
 
 
-def set_simd(bint enabled):
-    """Choose the AVX2/FMA kernels (if the CPU has them) or the portable ones; returns the
-    previous setting.  For tests and benchmarks."""
+def simd_level():
+    """The kernel path in use: ``"portable"``, ``"avx2"`` or ``"avx512"``."""
+    return SIMD_LEVELS[_simd]
+
+
+def set_simd_level(level):
+    """Run the kernels of ``level`` (a name of :data:`SIMD_LEVELS`); returns the previous one.
+
+    Every path gives the same results up to the FFT rounding (whose noise the parameter
+    selection covers for all paths).  For tests and benchmarks; ``FHEML_SIMD`` sets it at
+    import.
+
+    Raises
+    ------
+    ValueError
+        If ``level`` is unknown or the CPU cannot run it.
+    """
     global _simd
-    previous = bool(_simd)
-    _simd = bool(enabled) and CPU_HAS_AVX2
+    if level not in SIMD_LEVELS:
+        raise ValueError(f"unknown kernel path {level!r}; expected one of {SIMD_LEVELS}")
+    if level not in available_simd_levels():
+        raise ValueError(f"this CPU cannot run the {level} kernels (best: {CPU_SIMD_LEVEL})")
+    previous = simd_level()
+    _simd = SIMD_LEVELS.index(level)
+    _csprng._set_simd_level(_simd)
     return previous
+
+
+def _simd_level_from_env():
+    """Kernel path named by ``FHEML_SIMD``: ``auto`` (default, the CPU's best), ``portable``
+    (also ``0``, ``off``, ``no``), ``avx2`` or ``avx512``; a path the CPU lacks falls back to
+    the CPU's best, with a warning."""
+    value = os.environ.get("FHEML_SIMD", "auto").strip().lower()
+    if value in ("", "auto", "1", "on", "yes"):
+        return CPU_SIMD_LEVEL
+    if value in ("0", "off", "no"):
+        return "portable"
+    if value not in SIMD_LEVELS:
+        warnings.warn(f"FHEML_SIMD={value!r} is not one of auto, {', '.join(SIMD_LEVELS)}; "
+                      f"using {CPU_SIMD_LEVEL}", RuntimeWarning, stacklevel=2)
+        return CPU_SIMD_LEVEL
+    if value not in available_simd_levels():
+        warnings.warn(f"FHEML_SIMD={value}: this CPU cannot run it; using {CPU_SIMD_LEVEL}",
+                      RuntimeWarning, stacklevel=2)
+        return CPU_SIMD_LEVEL
+    return value
+
+
+set_simd_level(_simd_level_from_env())
 
 
 cdef class FourierPlan:
@@ -402,3 +451,43 @@ def pbs_range(FourierPlan plan, ksk, int ks_base_log, int ks_level, bsk_fourier,
                         pbs_base_log, pbs_level, &lv[0, 0], &iv[0], &cv[0, 0], &ov[0, 0],
                         start, end, group, &workspace.sc)
     return out
+
+
+def blind_rotate(FourierPlan plan, bsk_fourier, int base_log, int level, abar, acc,
+                 PbsWorkspace workspace=None):
+    """Blind rotation of G GLWE accumulators in place: for i < n, ``acc[g] += ExtProd(bsk[i],
+    X^abar[g, i] * acc[g] - acc[g])`` (the CMux steps of a bootstrap, without its keyswitch,
+    modulus switch and extraction).  For tests and noise measurements.
+
+    Parameters
+    ----------
+    bsk_fourier : ndarray of float64, shape (n, (k+1)*level, k+1, N)
+    abar : ndarray of int32, shape (G, n), values in [0, 2N)
+    acc : ndarray of uint64, shape (G, k+1, N), C-contiguous, updated in place
+    """
+    cdef int N = plan.polynomial_size
+    if bsk_fourier.ndim != 4 or bsk_fourier.dtype != np.float64 or bsk_fourier.shape[3] != N:
+        raise ValueError(f"bsk_fourier must be float64 of shape (n, (k+1)*level, k+1, {N})")
+    cdef int n = bsk_fourier.shape[0], k = bsk_fourier.shape[2] - 1
+    if bsk_fourier.shape[1] != (k + 1) * level or not bsk_fourier.flags.c_contiguous:
+        raise ValueError("Fourier bootstrapping key does not match the level")
+    if acc.ndim != 3 or acc.shape[1:] != (k + 1, N) or acc.dtype != np.uint64 or not acc.flags.c_contiguous:
+        raise ValueError(f"acc must be C-contiguous uint64 of shape (G, {k + 1}, {N})")
+    cdef int G = acc.shape[0]
+    if not 1 <= G <= FHEML_MAX_GROUP:
+        raise ValueError(f"between 1 and {FHEML_MAX_GROUP} accumulators")
+    abar = np.ascontiguousarray(abar, dtype=np.int32)
+    if abar.shape != (G, n) or (abar.size and (abar.min() < 0 or abar.max() >= 2 * N)):
+        raise ValueError(f"abar must have shape ({G}, {n}) with values in [0, {2 * N})")
+    if workspace is None:
+        workspace = PbsWorkspace(n, k, N, level, 1, G)
+    elif workspace.shape[1:4] != (k, N, level) or workspace.shape[5] < G:
+        raise ValueError("workspace was made for other parameters")
+    cdef double[:, :, :, ::1] bv = bsk_fourier
+    cdef int32_t[:, ::1] av = abar
+    cdef uint64_t[:, :, ::1] cv = acc
+    if n:
+        with nogil:
+            fheml_blind_rotate_group(_simd, &plan.plan, &bv[0, 0, 0, 0], n, k, base_log, level,
+                                     &av[0, 0], G, &cv[0, 0, 0], &workspace.sc)
+    return acc

@@ -785,7 +785,12 @@ def _pbs_chunk(ek, cts, luts, index, out, start, end, group):
 
 
 def run_pbs_batch(ek, cts, luts, index, out, *, n_jobs=1, group=None):
-    """KS + PBS of rows of ``cts`` into ``out``, split over ``n_jobs`` threads."""
+    """KS + PBS of rows of ``cts`` into ``out``, split over ``n_jobs`` threads.
+
+    Inside ``joblib.parallel_backend("dask")`` the chunks run on the Dask workers instead
+    (see :mod:`fheml._core.scale_out`); any other joblib backend runs them in threads of
+    this process (they write into ``out``, which needs shared memory).
+    """
     B = cts.shape[0]
     if B == 0:
         return out
@@ -795,9 +800,21 @@ def run_pbs_batch(ek, cts, luts, index, out, *, n_jobs=1, group=None):
     bounds = np.linspace(0, B, jobs + 1).astype(int)
     if jobs == 1:
         _pbs_chunk(ek, cts, luts, index, out, 0, B, group)
-    else:
-        Parallel(n_jobs=jobs, prefer="threads")(
+        return out
+    from fheml._core.scale_out import active_dask_client, pbs_chunk_copy, scattered_keys
+
+    client = active_dask_client()
+    if client is None:
+        Parallel(n_jobs=jobs, require="sharedmem")(
             delayed(_pbs_chunk)(ek, cts, luts, index, out, int(a), int(b), group)
             for a, b in zip(bounds[:-1], bounds[1:])
         )
+        return out
+    keys = scattered_keys(client, ek)
+    chunks = Parallel(n_jobs=jobs)(
+        delayed(pbs_chunk_copy)(keys, cts[a:b], luts, index[a:b], group)
+        for a, b in zip(bounds[:-1], bounds[1:])
+    )
+    for a, chunk in zip(bounds[:-1], chunks):
+        out[a:a + chunk.shape[0]] = chunk
     return out
