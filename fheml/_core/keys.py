@@ -21,6 +21,7 @@ from fheml._core._csprng import Csprng, keystream_u64
 from fheml._core.parameters import MAX_LWE_DIMENSION, ParameterSet, log2_p_fail
 from fheml._core.serialization import (
     LimitExceededError,
+    MismatchError,
     SerializationError,
     check_int,
     pack,
@@ -255,11 +256,11 @@ class LweCiphertext:
             raise SerializationError("ciphertext: key id must be a string")
         dim = check_int(meta.get("dimension"), "ciphertext: dimension", 1, MAX_LWE_DIMENSION)
         if expected_dimension is not None and dim != expected_dimension:
-            raise SerializationError(
+            raise MismatchError(
                 f"ciphertext dimension {dim} does not match the parameters "
                 f"({expected_dimension})")
         if expected_key_id is not None and key_id != expected_key_id:
-            raise SerializationError("ciphertext was encrypted under other keys than expected")
+            raise MismatchError("ciphertext was encrypted under other keys than expected")
         array = arrays[0]
         seed = meta.get("mask_seed")
         if seed is None:
@@ -641,7 +642,7 @@ class EvaluationKeys:
         header, arrays = unpack(data, "evaluation-keys")
         params = params_from_header(header, "evaluation-keys")
         if expected_params is not None and params != expected_params:
-            raise SerializationError(
+            raise MismatchError(
                 "evaluation keys were made for other parameters than this circuit")
         key_id = header.get("key_id")
         if not isinstance(key_id, str) or len(key_id) > 256:

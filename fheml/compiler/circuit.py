@@ -457,10 +457,10 @@ def _arg_from_item(item, array, key_id, limits):
 
 def _check_args_against_spec(spec, items, arrays, batched, limits):
     """Everything about the arguments the header tells, before any expansion."""
-    from fheml._core.serialization import SerializationError
+    from fheml._core.serialization import MismatchError
     inputs = spec.inputs
     if len(items) != len(inputs):
-        raise SerializationError(f"circuit-args: the circuit takes {len(inputs)} argument(s), "
+        raise MismatchError(f"circuit-args: the circuit takes {len(inputs)} argument(s), "
                                  f"got {len(items)}")
     dim = spec.params.big_lwe_dimension
     rows, expanded = None, 0
@@ -468,24 +468,24 @@ def _check_args_against_spec(spec, items, arrays, batched, limits):
         shape = tuple(s["shape"])
         encrypted = it.get("encrypted")
         if encrypted is not s["encrypted"]:
-            raise SerializationError(f"circuit-args: argument {s['name']!r} must be "
+            raise MismatchError(f"circuit-args: argument {s['name']!r} must be "
                                      f"{'encrypted' if s['encrypted'] else 'clear'}")
         seeded = encrypted and "mask_seed" in it
         sample = a.shape[1:] if not encrypted or seeded else a.shape[1:-1]
         if a.ndim < 1 or tuple(sample) != shape or (encrypted and not seeded and (
                 a.ndim < 2 or a.shape[-1] != dim + 1)):
-            raise SerializationError(f"circuit-args: argument {s['name']!r} does not have the "
+            raise MismatchError(f"circuit-args: argument {s['name']!r} does not have the "
                                      f"compiled shape {shape} (after the batch axis)")
         if encrypted and it.get("dimension") != dim:
-            raise SerializationError(f"circuit-args: argument {s['name']!r} has ciphertext "
+            raise MismatchError(f"circuit-args: argument {s['name']!r} has ciphertext "
                                      f"dimension {it.get('dimension')!r}, expected {dim}")
         if rows is not None and a.shape[0] != rows:
-            raise SerializationError("circuit-args: all arguments must have the same batch size")
+            raise MismatchError("circuit-args: all arguments must have the same batch size")
         rows = a.shape[0]
         if encrypted:
             expanded += math.prod(a.shape[:1] + shape) * (dim + 1) * 8
     if not batched and rows not in (None, 1):
-        raise SerializationError("circuit-args: an unbatched call has one sample")
+        raise MismatchError("circuit-args: an unbatched call has one sample")
     limits.check_rows(rows or 0)
     limits.check_expanded_bytes(expanded)
 
@@ -651,11 +651,11 @@ class Client:
         fheml._core.SerializationError
             Result bytes that are malformed or do not match the circuit and the keys.
         """
-        from fheml._core.serialization import SerializationError
+        from fheml._core.serialization import MismatchError
         sk = self._keys()
         if isinstance(result, (bytes, bytearray, memoryview)):
             result = EncryptedResult.from_bytes(result)
-            error = SerializationError
+            error = MismatchError
         else:
             error = ValueError
         P = self.spec.precision
@@ -766,8 +766,8 @@ class Server:
                                      n_jobs=n_jobs)
             except (InputRangeError, TracingError) as exc:
                 # clear values the peer sent outside what the circuit was compiled for
-                from fheml._core.serialization import SerializationError
-                raise SerializationError(f"circuit-args: {exc}") from None
+                from fheml._core.serialization import MismatchError
+                raise MismatchError(f"circuit-args: {exc}") from None
         return EncryptedResult([LweCiphertext(o, evaluation_keys.key_id) for o in outs],
                                encrypted_args.batched)
 
