@@ -633,7 +633,9 @@ class EvaluationKeys:
 
         The parameters are checked against ``expected_params`` and the bodies' shapes
         against the parameters before anything is expanded, so the work done is the one
-        the expected parameters imply.
+        the expected parameters imply.  Without ``expected_params`` the keys' own
+        parameters decide it: always pass them for keys that come from a peer (as
+        ``Server.load_keys`` does).
 
         Raises
         ------
