@@ -5,7 +5,15 @@
 >>> sk = SecretKeys.generate(params); ek = sk.evaluation_keys()     # doctest: +SKIP
 """
 
-from fheml._core.keys import EvaluationKeys, LweCiphertext, SecretKeys, decode, encode, make_luts
+from fheml._core.keys import (
+    EvaluationKeys,
+    LweCiphertext,
+    SecretKeys,
+    SeededLweCiphertext,
+    decode,
+    encode,
+    make_luts,
+)
 from fheml._core.parameters import ParameterSet, select_parameters
 from fheml._core.serialization import SerializationError
 
@@ -14,6 +22,7 @@ __all__ = [
     "LweCiphertext",
     "ParameterSet",
     "SecretKeys",
+    "SeededLweCiphertext",
     "SerializationError",
     "decode",
     "encode",

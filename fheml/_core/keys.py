@@ -190,6 +190,93 @@ class LweCiphertext:
         return ct
 
 
+class SeededLweCiphertext:
+    """A batch of fresh LWE encryptions held as its mask seed and bodies only.
+
+    The compact form of :class:`LweCiphertext` (same byte layout: ciphertext ``i`` of the
+    flattened batch has the mask ``keystream[i*d : (i+1)*d]``), for batches too large to
+    hold with their masks.  The client encrypts without keeping the masks
+    (:meth:`SecretKeys.encrypt_seeded`); the server regenerates the masks of only the
+    columns its circuit reads (:meth:`select`): the ChaCha20 stream is seekable.
+
+    Attributes
+    ----------
+    bodies : ndarray of uint64, shape (rows, columns)
+    key_id : str
+    dimension : int
+    mask_seed : bytes
+    """
+
+    __slots__ = ("bodies", "key_id", "dimension", "mask_seed")
+
+    def __init__(self, bodies, key_id, dimension, mask_seed):
+        bodies = np.asarray(bodies)
+        if bodies.dtype != np.uint64 or bodies.ndim != 2:
+            raise TypeError("seeded ciphertext bodies must be a 2-D uint64 array")
+        if not (isinstance(mask_seed, bytes) and len(mask_seed) == 32):
+            raise ValueError("mask seed must be 32 bytes")
+        if int(dimension) < 1:
+            raise ValueError("ciphertext dimension must be positive")
+        self.bodies = bodies
+        self.key_id = str(key_id)
+        self.dimension = int(dimension)
+        self.mask_seed = mask_seed
+
+    @property
+    def shape(self):
+        return self.bodies.shape
+
+    def __repr__(self):
+        return f"SeededLweCiphertext(shape={self.shape}, dimension={self.dimension})"
+
+    def select(self, columns):
+        """The full ciphertexts of ``columns`` of every row, masks regenerated.
+
+        Parameters
+        ----------
+        columns : array of int
+            Column indices (each in ``[0, shape[1])``).
+
+        Returns
+        -------
+        LweCiphertext of shape ``(rows, len(columns))``
+        """
+        columns = np.asarray(columns, dtype=np.int64).reshape(-1)
+        rows, width = self.bodies.shape
+        if columns.size and (columns.min() < 0 or columns.max() >= width):
+            raise ValueError(f"column indices must be in [0, {width})")
+        d = self.dimension
+        data = np.empty((rows, columns.size, d + 1), dtype=np.uint64)
+        for r in range(rows):
+            for j, c in enumerate(columns):
+                data[r, j, :d] = keystream_u64(self.mask_seed, _STREAM_CT_MASKS,
+                                               (r * width + int(c)) * d, d)
+        data[..., d] = self.bodies[:, columns]
+        return LweCiphertext(data, self.key_id)
+
+    def to_bytes(self):
+        """Same bytes as the seeded form of :meth:`LweCiphertext.to_bytes`."""
+        return pack("ciphertext", {"key_id": self.key_id, "dimension": self.dimension,
+                                   "mask_seed": self.mask_seed.hex()}, [self.bodies])
+
+    @classmethod
+    def from_bytes(cls, data, *, expected_key_id=None, expected_dimension=None):
+        """Parse without regenerating any mask (see :meth:`select`)."""
+        header, arrays = unpack(data, "ciphertext")
+        try:
+            seed = bytes.fromhex(header["mask_seed"])
+            ct = cls(arrays[0] if len(arrays) == 1 else None, header["key_id"],
+                     int(header["dimension"]), seed)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise SerializationError(f"seeded ciphertext: {exc}") from None
+        if expected_key_id is not None and ct.key_id != expected_key_id:
+            raise ValueError("ciphertext was encrypted under other keys than expected")
+        if expected_dimension is not None and ct.dimension != expected_dimension:
+            raise ValueError(f"ciphertext dimension {ct.dimension} does not match the "
+                             f"parameters ({expected_dimension})")
+        return ct
+
+
 def _ct_masks(seed, count, dimension):
     return keystream_u64(seed, _STREAM_CT_MASKS, 0, count * dimension).reshape(count, dimension)
 
@@ -311,6 +398,46 @@ class SecretKeys:
         body += flat + Csprng().gaussian_torus(flat.shape[0], self.params.big_noise_std)
         data[:, d] = body
         return LweCiphertext(data.reshape(*plain.shape, d + 1), self.key_id, mask_seed=mask_seed)
+
+    def encrypt_seeded(self, values, precision=None, *, chunk=1024):
+        """Encrypt a 2-D array of integers keeping only the bodies (see
+        :class:`SeededLweCiphertext`): memory stays ``chunk`` ciphertexts whatever the size.
+
+        Parameters
+        ----------
+        values : array of int, shape (rows, columns)
+            In ``[0, 2^precision)``.
+        precision : int, optional
+        chunk : int, default=1024
+            Ciphertexts encrypted at once.
+
+        Returns
+        -------
+        SeededLweCiphertext
+        """
+        precision = _check_precision(self.params, precision)
+        v = np.asarray(values)
+        if v.ndim != 2 or not (np.issubdtype(v.dtype, np.integer) or v.dtype == bool):
+            raise TypeError("encrypt_seeded takes a 2-D array of integers")
+        v = v.astype(np.int64)
+        if v.size and (v.min() < 0 or v.max() >= 1 << precision):
+            raise ValueError(f"values must be in [0, {1 << precision}) for {precision}-bit "
+                             f"encryption; got [{v.min()}, {v.max()}]")
+        plain = encode(v, precision).reshape(-1)
+        key = self.big_key
+        d = key.shape[0]
+        mask_seed = os.urandom(32)
+        noise = Csprng()
+        bodies = np.empty(plain.shape[0], dtype=np.uint64)
+        for start in range(0, plain.shape[0], chunk):
+            stop = min(plain.shape[0], start + chunk)
+            masks = keystream_u64(mask_seed, _STREAM_CT_MASKS, start * d,
+                                  (stop - start) * d).reshape(stop - start, d)
+            body = _kernels.dot_binary(masks, key)
+            body += plain[start:stop] + noise.gaussian_torus(stop - start,
+                                                             self.params.big_noise_std)
+            bodies[start:stop] = body
+        return SeededLweCiphertext(bodies.reshape(v.shape), self.key_id, d, mask_seed)
 
     def phase(self, ct):
         """b - <a, s> of every ciphertext (message plus noise, as torus uint64)."""
