@@ -399,9 +399,10 @@ class SecretKeys:
         data[:, d] = body
         return LweCiphertext(data.reshape(*plain.shape, d + 1), self.key_id, mask_seed=mask_seed)
 
-    def encrypt_seeded(self, values, precision=None, *, chunk=1024):
+    def encrypt_seeded(self, values, precision=None, *, chunk=1024, n_jobs=1):
         """Encrypt a 2-D array of integers keeping only the bodies (see
-        :class:`SeededLweCiphertext`): memory stays ``chunk`` ciphertexts whatever the size.
+        :class:`SeededLweCiphertext`): memory stays ``chunk`` ciphertexts per thread
+        whatever the size.
 
         Parameters
         ----------
@@ -409,7 +410,9 @@ class SecretKeys:
             In ``[0, 2^precision)``.
         precision : int, optional
         chunk : int, default=1024
-            Ciphertexts encrypted at once.
+            Ciphertexts encrypted at once by a thread.
+        n_jobs : int, default=1
+            Threads (-1: all cores); the keystream and the products release the GIL.
 
         Returns
         -------
@@ -424,20 +427,29 @@ class SecretKeys:
             raise ValueError(f"values must be in [0, {1 << precision}) for {precision}-bit "
                              f"encryption; got [{v.min()}, {v.max()}]")
         plain = encode(v, precision).reshape(-1)
+        mask_seed = os.urandom(32)
+        bodies = np.empty(plain.shape[0], dtype=np.uint64)
+        starts = range(0, plain.shape[0], chunk)
+        jobs = max(1, min(effective_n_jobs(n_jobs if n_jobs is not None else 1), len(starts)))
+        # noise from one fresh OS-seeded stream per thread, never derivable from the seed
+        Parallel(n_jobs=jobs, prefer="threads")(
+            delayed(self._encrypt_bodies)(plain, bodies, mask_seed, part, chunk)
+            for part in np.array_split(np.asarray(starts, dtype=np.int64), jobs))
+        return SeededLweCiphertext(bodies.reshape(v.shape), self.key_id, self.big_key.shape[0],
+                                   mask_seed)
+
+    def _encrypt_bodies(self, plain, bodies, mask_seed, starts, chunk):
         key = self.big_key
         d = key.shape[0]
-        mask_seed = os.urandom(32)
         noise = Csprng()
-        bodies = np.empty(plain.shape[0], dtype=np.uint64)
-        for start in range(0, plain.shape[0], chunk):
-            stop = min(plain.shape[0], start + chunk)
-            masks = keystream_u64(mask_seed, _STREAM_CT_MASKS, start * d,
-                                  (stop - start) * d).reshape(stop - start, d)
+        for start in starts:
+            stop = min(plain.shape[0], int(start) + chunk)
+            masks = keystream_u64(mask_seed, _STREAM_CT_MASKS, int(start) * d,
+                                  (stop - int(start)) * d).reshape(-1, d)
             body = _kernels.dot_binary(masks, key)
-            body += plain[start:stop] + noise.gaussian_torus(stop - start,
+            body += plain[start:stop] + noise.gaussian_torus(stop - int(start),
                                                              self.params.big_noise_std)
             bodies[start:stop] = body
-        return SeededLweCiphertext(bodies.reshape(v.shape), self.key_id, d, mask_seed)
 
     def phase(self, ct):
         """b - <a, s> of every ciphertext (message plus noise, as torus uint64)."""
