@@ -173,6 +173,11 @@ class FHERandomForestClassifier(_FHETreeClassifier):
     plus ``n_bits``, ``p_error``, ``global_p_error`` and ``n_jobs``.  The encrypted circuit
     sums the trees' class probabilities; the client divides and takes the argmax.
 
+    {parameters}
+
+    {attributes}
+
+
     Examples
     --------
     >>> from sklearn.datasets import load_breast_cancer
@@ -196,6 +201,11 @@ class FHERandomForestRegressor(_FHETreeRegressor):
 
     Wraps :class:`sklearn.ensemble.RandomForestRegressor` (same parameters and defaults)
     plus ``n_bits``, ``p_error``, ``global_p_error`` and ``n_jobs``.
+
+    {parameters}
+
+    {attributes}
+
 
     Examples
     --------
@@ -223,6 +233,11 @@ class FHEGradientBoostingClassifier(_FHETreeClassifier):
     sums the shrunk tree values; the initial score, sigmoid / softmax and argmax are
     applied on the client.
 
+    {parameters}
+
+    {attributes}
+
+
     Examples
     --------
     >>> from sklearn.datasets import load_breast_cancer
@@ -247,6 +262,11 @@ class FHEGradientBoostingRegressor(_FHETreeRegressor):
 
     Wraps :class:`sklearn.ensemble.GradientBoostingRegressor` (same parameters and
     defaults) plus ``n_bits``, ``p_error``, ``global_p_error`` and ``n_jobs``.
+
+    {parameters}
+
+    {attributes}
+
 
     Examples
     --------
@@ -287,6 +307,11 @@ class FHEHistGradientBoostingClassifier(_HistGradientBoostingMixin, _FHETreeClas
     is binned with the model's own bins, so every split is exact.  Missing values and
     categorical features are not supported under encryption (a clear error is raised).
 
+    {parameters}
+
+    {attributes}
+
+
     Examples
     --------
     >>> from sklearn.datasets import load_breast_cancer
@@ -306,6 +331,11 @@ class FHEHistGradientBoostingRegressor(_HistGradientBoostingMixin, _FHETreeRegre
     Wraps :class:`sklearn.ensemble.HistGradientBoostingRegressor` (same parameters and
     defaults) plus ``n_bits``, ``p_error``, ``global_p_error`` and ``n_jobs``; the inverse
     link of the loss (``exp`` for Poisson / Gamma) is applied on the client.
+
+    {parameters}
+
+    {attributes}
+
 
     Examples
     --------
@@ -348,6 +378,11 @@ if xgboost is not None:
         Wraps :class:`xgboost.XGBClassifier` (same parameters and defaults) plus
         ``n_bits``, ``p_error``, ``global_p_error`` and ``n_jobs``.
 
+        {parameters}
+
+        {attributes}
+
+
         Examples
         --------
         >>> from sklearn.datasets import load_breast_cancer
@@ -372,6 +407,11 @@ if xgboost is not None:
 
         Wraps :class:`xgboost.XGBRegressor` (same parameters and defaults) plus ``n_bits``,
         ``p_error``, ``global_p_error`` and ``n_jobs``; objectives with an identity link.
+
+        {parameters}
+
+        {attributes}
+
 
         Examples
         --------
@@ -405,6 +445,11 @@ if lightgbm is not None:
         Wraps :class:`lightgbm.LGBMClassifier` (same parameters and defaults) plus
         ``n_bits``, ``p_error``, ``global_p_error`` and ``n_jobs``.
 
+        {parameters}
+
+        {attributes}
+
+
         Examples
         --------
         >>> from sklearn.datasets import load_breast_cancer
@@ -415,6 +460,7 @@ if lightgbm is not None:
         """
 
         _sklearn_estimator_class = lightgbm.LGBMClassifier
+        _sklearn_params_exclude = ("kwargs",)
         _raw_kind = "logit"
 
         def _trees(self, model):
@@ -431,6 +477,11 @@ if lightgbm is not None:
         ``n_bits``, ``p_error``, ``global_p_error`` and ``n_jobs``; objectives with an
         identity link.
 
+        {parameters}
+
+        {attributes}
+
+
         Examples
         --------
         >>> from sklearn.datasets import load_diabetes
@@ -441,6 +492,7 @@ if lightgbm is not None:
         """
 
         _sklearn_estimator_class = lightgbm.LGBMRegressor
+        _sklearn_params_exclude = ("kwargs",)
 
         def _trees(self, model):
             _check_identity_objective(model.objective_)

@@ -85,12 +85,51 @@ def _plan(trees, shifted, columns, p_error):
 
 # ---------------------------------------------------------------- base classes -----------
 
+_TREE_FHE_PARAMS_DOC = """\
+n_bits : int or dict, default=8
+    An int sets the input bins: each feature is cut at up to ``2**n_bits - 1`` points
+    taken from the training data (every midpoint between distinct values when there are
+    fewer), and the client encrypts one bit per cut point.  Leaf values then get
+    ``DEFAULT_LEAF_BITS`` (6) bits; ``{"inputs": a, "weights": b}`` sets both.
+p_error : float, default=None
+    Failure probability of each lookup / decryption (``None``: ``2**-40``).
+global_p_error : float, default=None
+    Failure probability of the whole circuit; with ``p_error`` the stricter applies.
+n_jobs : int, default=None
+    Threads of the encryption and of the encrypted run; also passed to the wrapped
+    estimator's fit when it has ``n_jobs``."""
+
+_ATTRIBUTES_DOC = """Attributes
+    ----------
+    sklearn_model_ : estimator
+        The fitted float model.
+    input_quantizer_ : fheml._tree_circuit.ThermometerQuantizer
+        Cut points of each feature (from the training data only: the client artifact).
+    circuit_plan_ : fheml._tree_circuit.TreeCircuitPlan
+        The lookups (one per block of leaves and output), their tables and linear forms.
+    leaf_step_, leaf_offset_, bias_
+        Raw output = ``bias_ + leaf_step_ * (leaf_offset_ + decrypted sum)``.
+    n_output_groups_ : int or None
+        Encrypted outputs per model output (partial sums, added on the client), set by
+        ``compile``.
+    fhe_circuit : fheml.Circuit or None
+        Set by ``compile`` (or the first encrypted predict); not pickled.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str"""
+
 class _FHETreeModel(BaseFHEEstimator):
     """Sum of trees on unary-encoded encrypted inputs (see the module docstring).
 
     Subclasses implement ``_trees(model)`` (list of Tree), ``_raw_float(model, X)`` (float
     raw outputs, (n_samples, n_outputs)) and may give ``_input_edges(model)``.
     """
+
+    _fhe_params_doc = _TREE_FHE_PARAMS_DOC
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__doc__ and "{attributes}" in cls.__doc__:
+            cls.__doc__ = cls.__doc__.replace("{attributes}", _ATTRIBUTES_DOC, 1)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -356,6 +395,11 @@ class FHEDecisionTreeClassifier(_FHETreeClassifier):
     with the same meaning and defaults, plus ``n_bits`` (bits of the input bins and of
     the leaf probabilities), ``p_error``, ``global_p_error`` and ``n_jobs``.
 
+    {parameters}
+
+    {attributes}
+
+
     Examples
     --------
     >>> from sklearn.datasets import load_breast_cancer
@@ -380,6 +424,11 @@ class FHEDecisionTreeRegressor(_FHETreeRegressor):
     Wraps :class:`sklearn.tree.DecisionTreeRegressor`; all its parameters are accepted
     with the same meaning and defaults, plus ``n_bits``, ``p_error``, ``global_p_error``
     and ``n_jobs``.
+
+    {parameters}
+
+    {attributes}
+
 
     Examples
     --------
