@@ -112,6 +112,9 @@ class ThermometerQuantizer:
     ----------
     n_bits : int
         At most ``2**n_bits - 1`` cut points (levels) per feature.
+    float32 : bool, default=False
+        Read values as float32 first, as models that fit and predict in float32 do
+        (scikit-learn's trees, XGBoost): their thresholds are then cut points exactly.
 
     Attributes
     ----------
@@ -122,13 +125,18 @@ class ThermometerQuantizer:
         Column of the first bit of each feature in the encoded vector.
     """
 
-    def __init__(self, n_bits):
+    def __init__(self, n_bits, float32=False):
         self.n_bits = int(n_bits)
+        self.float32 = bool(float32)
+
+    def _values(self, X):
+        X = np.asarray(X, dtype=np.float32 if self.float32 else np.float64)
+        return X.astype(np.float64)
 
     def fit(self, X):
         max_levels = (1 << self.n_bits) - 1
         self.edges_ = []
-        for column in np.asarray(X, dtype=np.float64).T:
+        for column in self._values(X).T:
             distinct = np.unique(column)
             if distinct.size - 1 <= max_levels:
                 edges = (distinct[:-1] + distinct[1:]) / 2
@@ -147,7 +155,7 @@ class ThermometerQuantizer:
 
     def quant(self, X):
         """Bin index of every value: the number of cut points it exceeds."""
-        X = np.asarray(X, dtype=np.float64)
+        X = self._values(X)
         return np.stack([np.searchsorted(e, X[:, f], side="left")
                          for f, e in enumerate(self.edges_)], axis=1).astype(np.int64)
 
@@ -160,17 +168,34 @@ class ThermometerQuantizer:
             bits[:, self.offsets_[f]:self.offsets_[f + 1]] = q[:, f:f + 1] > levels
         return bits
 
-    def column(self, feature, threshold):
-        """Bit column standing for ``x[feature] > threshold`` (nearest cut point), or None
-        for a constant feature (the test is then decided by the threshold alone)."""
-        edges = self.edges_[feature]
-        if edges.size == 0:
-            return None
-        j = int(np.clip(np.searchsorted(edges, threshold), 1, edges.size - 1)) \
-            if edges.size > 1 else 0
-        if edges.size > 1 and abs(edges[j - 1] - threshold) <= abs(edges[j] - threshold):
-            j -= 1
-        return int(self.offsets_[feature] + j)
+    def columns(self, trees, X):
+        """Per tree and node: the bit column standing for ``x[feature] > threshold``.
+
+        On the training values the split separates the values ``<= threshold`` from the
+        others: the column is the cut point between the largest of the first and the
+        smallest of the second, so the test is exact on every training value when each has
+        its own bin (quantile bins: the nearest cut point).  ``None`` for leaves and for a
+        feature without cut points (constant in ``X``: the test is then ``False``).
+        """
+        X = self._values(X)
+        out = []
+        for tree in trees:
+            cols = []
+            for f, t in zip(tree.feature, tree.threshold):
+                edges = self.edges_[f] if f >= 0 else None
+                if f < 0 or edges.size == 0:
+                    cols.append(None)
+                    continue
+                below = int(np.searchsorted(edges, t, side="left"))
+                exact = np.count_nonzero(X[:, f] <= t) and edges.size == np.unique(X[:, f]).size - 1
+                if exact:
+                    j = int(np.searchsorted(np.unique(X[:, f]), t, side="right")) - 1
+                else:
+                    near = [k for k in (below - 1, below) if 0 <= k < edges.size]
+                    j = min(near, key=lambda k: abs(edges[k] - t))
+                cols.append(int(self.offsets_[f] + np.clip(j, 0, edges.size - 1)))
+            out.append(cols)
+        return out
 
 
 # ------------------------------------------------------------- quantization --------------

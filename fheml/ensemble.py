@@ -289,6 +289,8 @@ class FHEGradientBoostingRegressor(_FHETreeRegressor):
 class _HistGradientBoostingMixin:
     """The input bins are the model's own (the splits are exact); values already shrunk."""
 
+    _float32_inputs = False
+
     def _input_edges(self, model):
         return model._bin_mapper.bin_thresholds_
 
@@ -460,6 +462,7 @@ if lightgbm is not None:
         """
 
         _sklearn_estimator_class = lightgbm.LGBMClassifier
+        _float32_inputs = False
         _sklearn_params_exclude = ("kwargs",)
         _raw_kind = "logit"
 
@@ -492,6 +495,7 @@ if lightgbm is not None:
         """
 
         _sklearn_estimator_class = lightgbm.LGBMRegressor
+        _float32_inputs = False
         _sklearn_params_exclude = ("kwargs",)
 
         def _trees(self, model):

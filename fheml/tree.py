@@ -66,20 +66,21 @@ def _sigmoid(z):
 
 
 def _plan(trees, shifted, columns, p_error):
-    """Blocks for the lookup precision with the lowest estimated cost."""
+    """Blocks for the lookup precision with the lowest estimated cost: the narrowest one
+    the deepest tree allows, or one bit more (fewer, larger blocks)."""
     from fheml._core import select_parameters
 
+    depth = max((int(t.depths()[~t.is_leaf].max(initial=0)) for t in trees), default=0)
+    narrowest = max(MIN_LOOKUP_BITS, int(np.ceil(np.log2(2 * (depth + 1)))))
+    if narrowest > MAX_LOOKUP_BITS:
+        raise ValueError(f"a tree of depth {depth + 1} needs lookups wider than "
+                         f"{MAX_LOOKUP_BITS} bits; limit max_depth")
     best = None
-    for bits in range(MIN_LOOKUP_BITS, MAX_LOOKUP_BITS + 1):
-        try:
-            plan = TreeCircuitPlan(trees, shifted, columns, bits)
-        except ValueError:
-            continue  # a tree is too deep for lookups this narrow
+    for bits in range(narrowest, min(narrowest + 1, MAX_LOOKUP_BITS) + 1):
+        plan = TreeCircuitPlan(trees, shifted, columns, bits)
         cost = plan.n_lookups * select_parameters(bits, p_error, 1.0).cost
         if best is None or cost < best[0]:
             best = (cost, plan)
-        elif best is not None:
-            break  # wider lookups cost more and save fewer blocks
     return best[1]
 
 
@@ -125,6 +126,8 @@ class _FHETreeModel(BaseFHEEstimator):
     """
 
     _fhe_params_doc = _TREE_FHE_PARAMS_DOC
+    # The wrapped model fits and predicts on float32 values (scikit-learn's trees).
+    _float32_inputs = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -150,7 +153,7 @@ class _FHETreeModel(BaseFHEEstimator):
 
     def _set_quantized(self, model, X):
         self.sklearn_model_ = model
-        quantizer = ThermometerQuantizer(self.n_bits_inputs_).fit(X)
+        quantizer = ThermometerQuantizer(self.n_bits_inputs_, self._float32_inputs).fit(X)
         edges = self._input_edges(model)
         if edges is not None:
             quantizer.edges_ = [np.asarray(e, dtype=np.float64) for e in edges]
@@ -163,8 +166,7 @@ class _FHETreeModel(BaseFHEEstimator):
         self.bias_ = np.median(self._raw_float(model, rows) - in_trees, axis=0)
         self.leaf_step_, shifted, self.leaf_offset_ = quantize_ensemble(
             trees, self.n_bits_weights_)
-        columns = [[quantizer.column(f, t) if f >= 0 else None
-                    for f, t in zip(tree.feature, tree.threshold)] for tree in trees]
+        columns = quantizer.columns(trees, X)
         self.circuit_plan_ = _plan(trees, shifted, columns,
                                    2.0 ** -40 if self.p_error is None else self.p_error)
         self.n_output_groups_ = None
@@ -316,13 +318,11 @@ class _FHETreeClassifier(ClassifierMixin, _FHETreeModel):
 
     _raw_kind = "proba"
 
-    def fit(self, X, y, sample_weight=None):
-        if np.ndim(y) == 2 and np.shape(y)[1] > 1:
+    def _set_quantized(self, model, X):
+        if getattr(model, "n_outputs_", 1) > 1:
             raise ValueError(f"{type(self).__name__} does not support multi-output "
                              "classification (y with several columns)")
-        return super().fit(X, y, sample_weight=sample_weight)
-
-    fit.__doc__ = _FHETreeModel.fit.__doc__
+        super()._set_quantized(model, X)
 
     def _proba(self, raw):
         if self._raw_kind == "logit":
@@ -330,7 +330,7 @@ class _FHETreeClassifier(ClassifierMixin, _FHETreeModel):
                 p = _sigmoid(raw[:, 0])
                 return np.column_stack([1.0 - p, p])
             return softmax(raw, copy=False)
-        if raw.shape[1] == 1:
+        if len(self.classes_) == 2:
             p = np.clip(raw[:, 0], 0.0, 1.0)
             return np.column_stack([1.0 - p, p])
         p = np.clip(raw, 0.0, None)
