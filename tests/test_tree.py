@@ -88,20 +88,23 @@ EXPECTED_FAILED_CHECKS = {
 }
 
 
-def _check_marks(estimator):
-    # The machinery is shared: the single trees run by default, the ensembles in the slow run.
-    slow = not isinstance(estimator, (FHEDecisionTreeClassifier, FHEDecisionTreeRegressor))
-    return [pytest.mark.slow] if slow else []
+def _expected_failures(estimator):
+    return EXPECTED_FAILED_CHECKS.get(type(estimator).__name__, {})
 
 
-@parametrize_with_checks([_small(cls) for cls in ALL_SKLEARN + OPTIONAL],
-                         expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS.get(
-                             type(est).__name__, {}))
-def test_sklearn_compatible(estimator, check, request):
-    for mark in _check_marks(estimator):
-        request.applymarker(mark)
-    if _check_marks(estimator) and "slow" not in request.config.getoption("-m", default=""):
-        pytest.skip("ensemble compliance checks run with -m slow")
+# The machinery is shared: the single trees run by default, the ensembles in the slow run.
+@parametrize_with_checks([_small(cls) for cls in ALL_SKLEARN[:2]],
+                         expected_failed_checks=_expected_failures)
+def test_sklearn_compatible(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        check(estimator)
+
+
+@pytest.mark.slow
+@parametrize_with_checks([_small(cls) for cls in ALL_SKLEARN[2:] + OPTIONAL],
+                         expected_failed_checks=_expected_failures)
+def test_sklearn_compatible_ensembles(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         check(estimator)
