@@ -7,18 +7,26 @@
 
 from fheml._core.keys import (
     EvaluationKeys,
+<<<<<<< HEAD
     LweCiphertext,
     SecretKeys,
     SeededLweCiphertext,
+=======
+    InsecureKeyWarning,
+    LweCiphertext,
+    SecretKeys,
+>>>>>>> main
     decode,
     encode,
     make_luts,
 )
 from fheml._core.parameters import ParameterSet, select_parameters
-from fheml._core.serialization import SerializationError
+from fheml._core.serialization import LimitExceededError, SerializationError
 
 __all__ = [
     "EvaluationKeys",
+    "InsecureKeyWarning",
+    "LimitExceededError",
     "LweCiphertext",
     "ParameterSet",
     "SecretKeys",
