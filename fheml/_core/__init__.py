@@ -7,15 +7,10 @@
 
 from fheml._core.keys import (
     EvaluationKeys,
-<<<<<<< HEAD
-    LweCiphertext,
-    SecretKeys,
-    SeededLweCiphertext,
-=======
     InsecureKeyWarning,
     LweCiphertext,
     SecretKeys,
->>>>>>> main
+    SeededLweCiphertext,
     decode,
     encode,
     make_luts,
