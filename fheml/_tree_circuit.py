@@ -30,12 +30,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from fheml.compiler.circuit import Circuit, finalize
+from fheml.compiler.lowering import MAX_LOOKUP_BITS
 from fheml.compiler.program import PNode, Program
 
 __all__ = ["ThermometerQuantizer", "Tree", "TreeCircuitPlan", "quantize_ensemble", "topological"]
 
 MIN_LOOKUP_BITS = 3
-MAX_LOOKUP_BITS = 8
 
 
 # ------------------------------------------------------------------ trees ----------------
@@ -178,19 +178,19 @@ class ThermometerQuantizer:
         feature without cut points (constant in ``X``: the test is then ``False``).
         """
         X = self._values(X)
+        distinct = [np.unique(column) for column in X.T]
         out = []
         for tree in trees:
             cols = []
             for f, t in zip(tree.feature, tree.threshold):
-                edges = self.edges_[f] if f >= 0 else None
-                if f < 0 or edges.size == 0:
+                if f < 0 or self.edges_[f].size == 0:
                     cols.append(None)
                     continue
-                below = int(np.searchsorted(edges, t, side="left"))
-                exact = np.count_nonzero(X[:, f] <= t) and edges.size == np.unique(X[:, f]).size - 1
-                if exact:
-                    j = int(np.searchsorted(np.unique(X[:, f]), t, side="right")) - 1
+                edges = self.edges_[f]
+                if edges.size == distinct[f].size - 1:  # one bin per training value
+                    j = int(np.searchsorted(distinct[f], t, side="right")) - 1
                 else:
+                    below = int(np.searchsorted(edges, t, side="left"))
                     near = [k for k in (below - 1, below) if 0 <= k < edges.size]
                     j = min(near, key=lambda k: abs(edges[k] - t))
                 cols.append(int(self.offsets_[f] + np.clip(j, 0, edges.size - 1)))
@@ -496,6 +496,9 @@ class TreeCircuitPlan:
         circuit : Circuit
         n_groups : int
         """
+        if self.n_lookups == 0:
+            raise ValueError("every leaf of every tree holds the same value: the model is "
+                             "constant and there is nothing to compute under encryption")
         best = None
         counts = sorted({1, 2, 4, 8, 16, 32, self.n_trees} & set(range(1, self.n_trees + 1)))
         for n_groups in counts:

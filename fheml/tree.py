@@ -20,7 +20,6 @@ from sklearn.utils.extmath import softmax
 from sklearn.utils.validation import check_is_fitted
 
 from fheml._tree_circuit import (
-    MAX_LOOKUP_BITS,
     MIN_LOOKUP_BITS,
     ThermometerQuantizer,
     TreeCircuitPlan,
@@ -28,6 +27,7 @@ from fheml._tree_circuit import (
     topological,
 )
 from fheml.base import BaseFHEEstimator, resolve_fhe_mode
+from fheml.compiler.lowering import MAX_LOOKUP_BITS
 
 __all__ = ["FHEDecisionTreeClassifier", "FHEDecisionTreeRegressor"]
 
@@ -233,7 +233,8 @@ class _FHETreeModel(BaseFHEEstimator):
         if evaluation_keys is None:
             evaluation_keys = circuit.keygen()
         if isinstance(seeded, (bytes, bytearray, memoryview)):
-            seeded = SeededLweCiphertext.from_bytes(bytes(seeded))
+            seeded = SeededLweCiphertext.from_bytes(
+                bytes(seeded), expected_dimension=circuit.parameters.big_lwe_dimension)
         if not isinstance(seeded, SeededLweCiphertext):
             raise TypeError("expected the SeededLweCiphertext made by encrypt_input")
         if seeded.shape[1] != self.input_quantizer_.n_levels:
