@@ -83,15 +83,23 @@ def finalize(program, input_specs, p_error=None, global_p_error=None):
                 "lower the bit width of the inputs or weights")
         return select_parameters(P, p_error, nu_out, bootstrap=False), p_error
 
-    nu = 1.0
+    program.assign_stages()
+    nu = nu_all = 1.0
     for node in lookups:
         shift = node.attrs["shift"]
         pin = min(P - shift, lookup_bits)
         node.attrs["pin"] = pin
         node.attrs["premul"] = 1 << (P - shift - pin)
-        nu = max(nu, program.nodes[node.inputs[0]].nu * node.attrs["premul"])
+        norm = program.nodes[node.inputs[0]].nu * node.attrs["premul"]
+        nu_all = max(nu_all, norm)
+        if not _fed_by_fresh_encryptions(program, node):
+            nu = max(nu, norm)
     for precision in range(lookup_bits, MAX_LOOKUP_BITS + 1):
         params = select_parameters(precision, p_error, nu, bootstrap=True)
+        if any(lookup_p_fail(program, n, params) > p_error for n in lookups):
+            # lookups of fresh inputs are noisier than those sets allow: count them as
+            # bootstrap outputs (a bound on their noise)
+            params = select_parameters(precision, p_error, nu_all, bootstrap=True)
         # Outputs are decrypted at P bits: make sure their noise allows it too.
         var_out = nu_out ** 2 * params.variance_output
         if log2_p_fail(var_out, P) <= math.log2(p_error) + 1e-9:
@@ -99,6 +107,31 @@ def finalize(program, input_specs, p_error=None, global_p_error=None):
     raise ValueError(
         f"no parameters decrypt the outputs at {P} bits with p_error={p_error:.3g}; lower the "
         "bit width of the outputs or raise p_error")
+
+
+def _fed_by_fresh_encryptions(program, lookup):
+    """Whether no lookup precedes ``lookup``: its input is then a linear combination of
+    fresh encryptions only (stage 0), whose noise is ``big_noise_std``, far below a
+    bootstrap output's."""
+    return program.nodes[lookup.inputs[0]].stage == 0
+
+
+def lookup_p_fail(program, lookup, params):
+    """Modelled failure probability of one element of ``lookup`` under ``params``.
+
+    The input's noise is ν·premul times a bootstrap output's noise, or times the noise
+    of a fresh encryption when only fresh encryptions feed it; the keyswitch and the
+    modulus switch add theirs.
+    """
+    from fheml._core.parameters import log2_p_fail
+
+    norm = program.nodes[lookup.inputs[0]].nu * lookup.attrs["premul"]
+    pin = lookup.attrs["pin"]
+    if _fed_by_fresh_encryptions(program, lookup):
+        variance = ((norm * params.big_noise_std) ** 2 + params.variance_ks
+                    + params.variance_ms)
+        return 2.0 ** log2_p_fail(variance, pin)
+    return params.p_fail(pin, norm)
 
 
 def statistics(program, params, p_error):
@@ -110,7 +143,7 @@ def statistics(program, params, p_error):
         size = int(np.prod(n.shape, dtype=np.int64))
         pin = n.attrs["pin"]
         by_precision[pin] = by_precision.get(pin, 0) + size
-        p = params.p_fail(pin, program.nodes[n.inputs[0]].nu * n.attrs["premul"])
+        p = lookup_p_fail(program, n, params)
         log_ok += size * math.log1p(-min(p, 1 - 1e-16))
     count = sum(by_precision.values())
     if not lookups:
@@ -853,9 +886,8 @@ class Circuit:
         self.client = Client(ClientSpec(params, program.precision, input_specs, output_specs,
                                         multiple))
         self.statistics = statistics(program, params, p_error)
-        self._simulation_p_fail = {
-            k: params.p_fail(n.attrs["pin"], program.nodes[n.inputs[0]].nu * n.attrs["premul"])
-            for k, n in enumerate(program.nodes) if n.op == "tlu"}
+        self._simulation_p_fail = {k: lookup_p_fail(program, n, params)
+                                   for k, n in enumerate(program.nodes) if n.op == "tlu"}
 
     @property
     def max_bit_width(self):
