@@ -332,6 +332,14 @@ def test_encrypted_parts_client_server():
     assert len(data) < 8 * 3 * model.input_quantizer_.n_levels + 1024
     result = model.run_encrypted(SeededLweCiphertext.from_bytes(data))
     raw = model.decrypt_output(result.to_bytes())
+    # the server side loads from bytes (validated spec) and gives the same result
+    from fheml.compiler import EncryptedArgs, Server
+
+    server = Server.from_bytes(model.fhe_circuit.server.to_bytes())
+    keys = model.fhe_circuit.client.evaluation_keys.to_bytes()
+    selected = SeededLweCiphertext.from_bytes(data).select(model.circuit_plan_.used_columns)
+    again = server.run(EncryptedArgs([selected], True).to_bytes(), keys)
+    np.testing.assert_array_equal(model.decrypt_output(again), raw)
     np.testing.assert_array_equal(raw, model._dequantize(
         model._run_integer(model.quantize_input(X[:3]), "disable")))
     with pytest.raises(ValueError, match="bits per sample"):
