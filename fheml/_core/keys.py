@@ -394,11 +394,10 @@ class SeededLweCiphertext:
             dim = check_int(header.get("dimension"), "seeded ciphertext: dimension", 1,
                             MAX_LWE_DIMENSION)
             if expected_dimension is not None and dim != expected_dimension:
-                raise SerializationError(f"ciphertext dimension {dim} does not match the "
-                                         f"parameters ({expected_dimension})")
+                raise MismatchError(f"ciphertext dimension {dim} does not match the "
+                                    f"parameters ({expected_dimension})")
             if expected_key_id is not None and key_id != expected_key_id:
-                raise SerializationError("ciphertext was encrypted under other keys than "
-                                         "expected")
+                raise MismatchError("ciphertext was encrypted under other keys than expected")
             seed = header.get("mask_seed")
             if not isinstance(seed, str) or len(seed) != 64:
                 raise SerializationError("seeded ciphertext: mask seed must be 32 bytes "
