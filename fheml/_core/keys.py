@@ -558,7 +558,9 @@ class SecretKeys:
         -------
         SeededLweCiphertext
         """
-        precision = _check_precision(self.params, precision)
+        self._warn_if_insecure()
+        precision = _check_precision(self.params, precision,
+                                     variance=self.params.big_noise_std ** 2)
         v = np.asarray(values)
         if v.ndim != 2 or not (np.issubdtype(v.dtype, np.integer) or v.dtype == bool):
             raise TypeError("encrypt_seeded takes a 2-D array of integers")
