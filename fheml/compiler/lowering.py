@@ -81,6 +81,20 @@ def evaluate_graph(graph, inputs):
     return values
 
 
+def worst_case_error(where, label, observed, worst, bits, rounded=0):
+    """The lookup's input fits on the inputset but not over the compiled input ranges."""
+    hint = (f"fheml.round_bit_pattern(x, lsbs_to_remove={rounded + bits - MAX_LOOKUP_BITS}) on "
+            "its input")
+    return TracingError(
+        f"the lookup computing {label} at {where} reads a value seen in [{observed[0]}, "
+        f"{observed[1]}] on the inputset, but inputs inside the compiled ranges (the encrypted "
+        f"inputs' ranges and the clear arguments' ranges) can drive it anywhere in "
+        f"[{worst[0]}, {worst[1]}]: {bits} bits, more than the {MAX_LOOKUP_BITS} bits a lookup "
+        "can read, so an encrypted run on such inputs would be silently wrong. Use "
+        f"{hint}, lower the bit width of the values feeding it, or compile with "
+        "narrower input ranges (clip or rescale the inputs before encrypting)")
+
+
 def too_wide_error(where, label, bits, rounded=0):
     hint = (f"use fheml.round_bit_pattern(x, lsbs_to_remove={bits - MAX_LOOKUP_BITS}) on its "
             "input, " if not rounded else
@@ -304,12 +318,26 @@ class _Lowering:
     def bounds(self, k):
         return self.prog.nodes[k].bounds
 
+    def lookup_domain(self, k, shift, where, label):
+        """Range ``(lo, hi)`` a lookup on node ``k`` must cover: the worst case over the
+        compiled input ranges (interval arithmetic), not only the values of the inputset.
+
+        Raises when that range needs more than :data:`MAX_LOOKUP_BITS` index bits (after
+        ``shift`` bits read away): a table built on the inputset range alone would be
+        silently wrong on in-range inputs that the inputset did not reach.
+        """
+        observed, worst = self.bounds(k), self.pnode(k).safe_bounds
+        bits = _index_bits(*worst, shift)
+        if bits > MAX_LOOKUP_BITS:
+            seen = _index_bits(*observed, shift)
+            if seen > MAX_LOOKUP_BITS:
+                raise too_wide_error(where, label, seen + shift, shift)
+            raise worst_case_error(where, label, observed, worst, bits + shift, shift)
+        return worst
+
     def unary_lookup(self, k, fn, shape, where):
         """Lookup of ``fn`` (a vectorised integer function) on program node ``k``."""
-        lo, hi = self.bounds(k)
-        if range_bits(lo, hi) > MAX_LOOKUP_BITS:
-            raise too_wide_error(where, getattr(fn, "__name__", "a function"),
-                                 range_bits(lo, hi))
+        lo, hi = self.lookup_domain(k, 0, where, getattr(fn, "__name__", "a function"))
         domain = np.arange(lo, hi + 1, dtype=np.int64)
         table = np.asarray(fn(domain)).astype(np.int64)[None, :]
         return self.emit("tlu", [k], {"lo": lo, "shift": 0, "tables": table,
@@ -470,7 +498,6 @@ class _Lowering:
     def single_leaf_lookup(self, g, inside, leaf):
         w = g.where()
         k_leaf = self.gmap[leaf]
-        lo, hi = self.bounds(k_leaf)
         leaf_shape = self.graph.nodes[leaf].shape
         # Reading only the top bits: the leaf must reach the subgraph only through one
         # round_bit_pattern.
@@ -479,6 +506,7 @@ class _Lowering:
         if len(users) == 1 and self.graph.nodes[users[0]].op == "round_bit_pattern":
             shift = self.graph.nodes[users[0]].attrs["lsbs"]
             sub_node = users[0]
+        lo, hi = self.lookup_domain(k_leaf, shift, w, g.label)
         if shift:
             lo = (lo >> shift) << shift
             half = 1 << (shift - 1)
@@ -506,7 +534,7 @@ class _Lowering:
         widths, los, offsets = [], [], []
         total = 0
         for leaf in leaves:
-            lo, hi = self.bounds(self.gmap[leaf])
+            lo, hi = self.pnode(self.gmap[leaf]).safe_bounds  # worst case (see lookup_domain)
             width = (int(hi) - int(lo)).bit_length()
             widths.append(width)
             los.append(int(lo))
@@ -514,10 +542,13 @@ class _Lowering:
             total += width
         if total > MAX_LOOKUP_BITS:
             detail = " + ".join(f"{b}" for b in widths)
+            ranges = ", ".join(f"[{self.pnode(self.gmap[leaf]).safe_bounds[0]}, "
+                               f"{self.pnode(self.gmap[leaf]).safe_bounds[1]}]" for leaf in leaves)
             raise TracingError(
                 f"{g.label} at {w} combines {len(leaves)} encrypted values into one lookup of "
                 f"{detail} = {total} bits, more than the {MAX_LOOKUP_BITS} bits the engine "
-                "supports; lower their bit widths (or use round_bit_pattern on them)")
+                f"supports (their worst-case ranges over the compiled input ranges: {ranges}); "
+                "lower their bit widths (or use round_bit_pattern on them)")
         packed = None
         nu2 = 0.0
         for leaf, lo, off in zip(leaves, los, offsets):
@@ -584,6 +615,16 @@ class _Lowering:
             prog.input_nodes.append(self.gmap[i] if g.encrypted else self.clear(i))
         prog.output_nodes = [self.gmap[i] for i in graph.output_ids]
         return prog
+
+
+def _index_bits(lo, hi, shift=0):
+    """Index bits of a table covering ``[lo, hi]`` read ``shift`` bits away (rounded)."""
+    if shift:
+        lo = (lo >> shift) << shift
+        n_idx = ((hi - lo + (1 << (shift - 1))) >> shift) + 1
+    else:
+        n_idx = hi - lo + 1
+    return max(1, (int(n_idx) - 1).bit_length())
 
 
 def _dedupe_tables(out):

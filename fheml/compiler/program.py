@@ -305,13 +305,13 @@ def lookup_indices(node, x):
         idx = (idx + (np.int64(1) << np.int64(shift - 1))) >> np.int64(shift)
     n = node.attrs["tables"].shape[1]
     if idx.size and (idx.min() < 0 or idx.max() >= n):
-        seen_lo, seen_hi = node.bounds
         got = x.min() if idx.min() < 0 else x.max()
+        top = lo + ((n - 1) << shift)
         raise InputRangeError(
             f"the input of the lookup at {node.where or '<unknown>'} reached {int(got)}, "
-            f"outside the range [{seen_lo}, {seen_hi}] seen on the inputset at compile time: "
-            "the encrypted result would be wrong. Compile with an inputset that covers "
-            "the values you run on."
+            f"outside the range [{lo}, {top}] its table covers (the worst case over the "
+            "compiled input ranges): the encrypted result would be wrong. Keep the inputs "
+            "inside the ranges the circuit was compiled for."
         )
     return idx
 

@@ -84,13 +84,26 @@ def test_input_outside_inputset_range_clear_message():
         circuit.client.encrypt(np.array([-1, 0, 0]))
 
 
-def test_lookup_input_outside_range_seen_in_inputset():
-    # x - y only seen in [-1, 1] on this inputset; a wider difference would be garbage.
+def test_lookup_covers_worst_case_not_only_inputset():
+    # x - y only seen in [-1, 1] on this inputset, but x in [1, 6] and y in [0, 7] allow
+    # [-7, 6]: the table covers that, so an in-range call is exact (issue 8, item 1).
     inputset = [(np.array([a]), np.array([a + d])) for a in range(1, 7) for d in (-1, 0, 1)]
     circuit = fheml.compile(lambda x, y: (x - y) ** 2, inputset)
     assert int(circuit.run(np.array([3]), np.array([4]))[0]) == 1
-    with pytest.raises(InputRangeError, match="lookup.*outside the range"):
-        circuit.run(np.array([1]), np.array([7]))
+    for mode in ("disable", "simulate"):
+        assert int(circuit.run(np.array([1]), np.array([7]), fhe=mode)[0]) == 36
+
+
+def test_lookup_range_error_names_the_lookup_input_range():
+    # Issue 8, item 2: the message gives the lookup's input range, not its output bounds.
+    from fheml.compiler.program import ClearBackend, run_clear
+
+    inputset = [(np.array([a]), np.array([a + d])) for a in range(1, 7) for d in (-3, 0, 3)
+                if 0 <= a + d <= 7]
+    circuit = fheml.compile(lambda x, y: ((x - y) ** 2) // 2, inputset)
+    with pytest.raises(InputRangeError, match=r"reached -19, outside the range \[-6, 6\]"):
+        # bypasses the argument check to reach the lookup with an out-of-range value
+        run_clear(circuit.program, [np.array([[1]]), np.array([[20]])], ClearBackend())
 
 
 def test_wrong_number_of_arguments():
@@ -175,3 +188,44 @@ def test_clear_argument_outside_its_compiled_range():
     args.values[1] = bad[None]
     with pytest.raises(InputRangeError, match="clear argument 'w'"):
         circuit.server.run(args.to_bytes(), circuit.client.evaluation_keys)
+
+
+def _docs_example():
+    @fheml.compiler({"x": "encrypted", "w": "clear"})
+    def f(x, w):
+        return np.round(np.tanh((x @ w) / 8) * 7).astype(np.int64)
+
+    np.random.seed(3)
+    inputset = [(np.random.randint(0, 8, 4), np.random.randint(-2, 3, (4, 2)))
+                for _ in range(100)]
+    x, w = np.array([7] * 4), np.array([[2, -2]] * 4)
+    assert f(x, w).tolist() == [7, -7]
+    return f.compile(inputset), x, w
+
+
+def test_docs_example_exact_at_range_corner():
+    # Issue 8, item 1: every argument in range, inputset of 100 random rows (seed 3); the
+    # table used to cover only the inputset's range: [5, -5] encrypted, errors in the clear.
+    circuit, x, w = _docs_example()
+    assert circuit.run(x, w).tolist() == [7, -7]
+    assert circuit.simulate(x, w).tolist() == [7, -7]
+    assert circuit.program.lookups[0].attrs["tables"].shape[1] >= 57  # covers [-28, 28]
+
+
+@pytest.mark.slow
+def test_docs_example_exact_at_range_corner_encrypted():
+    from .conftest import encrypted_run
+
+    circuit, x, w = _docs_example()
+    assert encrypted_run(circuit, x, w).tolist() == [7, -7]
+
+
+def test_refuses_lookup_whose_worst_case_range_is_too_wide():
+    # x + 4 * y is seen in [63, 252] on this inputset but can reach [0, 315] for x, y in
+    # [0, 63]: refuse, naming the node, both ranges and the fix, rather than build a table
+    # that is wrong on in-range inputs.
+    inputset = [(np.array([a]), np.array([63 - a])) for a in range(64)]
+    with pytest.raises(TracingError, match=r"(?s)lookup computing .*seen in \[63, 252\].*"
+                                           r"\[0, 315\].*silently wrong.*round_bit_pattern"):
+        fheml.compile(lambda x, y: np.round(np.tanh((x + 4 * y) / 64) * 4).astype(np.int64),
+                      inputset)
