@@ -15,6 +15,8 @@ The compiler entry points are available at the top level (loaded on first use, s
 
 import importlib
 
+from fheml._config import config_context, get_config, set_config
+
 __version__ = "0.1.0.dev0"
 
 _COMPILER_NAMES = frozenset({
@@ -22,7 +24,7 @@ _COMPILER_NAMES = frozenset({
     "univariate",
 })
 
-__all__ = sorted(_COMPILER_NAMES)
+__all__ = sorted(_COMPILER_NAMES | {"config_context", "get_config", "set_config"})
 
 
 def __getattr__(name):

@@ -375,13 +375,16 @@ class Client:
         """Client for the circuit described by :meth:`ClientSpec.to_bytes` output."""
         return cls(ClientSpec.from_bytes(data))
 
-    def keygen(self, force=False):
+    def keygen(self, force=False, verbose=None):
         """Generate secret and evaluation keys (kept on the client until sent).
 
         Parameters
         ----------
         force : bool, default=False
             Regenerate even if keys exist.
+        verbose : bool, optional
+            Progress report (default: ``fheml.get_config()["verbose"]``, see
+            :func:`fheml.set_config`).
 
         Returns
         -------
@@ -391,7 +394,7 @@ class Client:
         from fheml._core import SecretKeys
         if self.secret_keys is None or force:
             self.secret_keys = SecretKeys.generate(self.spec.params)
-            self.evaluation_keys = self.secret_keys.evaluation_keys()
+            self.evaluation_keys = self.secret_keys.evaluation_keys(verbose=verbose)
         return self.evaluation_keys
 
     def _keys(self):
@@ -467,7 +470,7 @@ class Server:
         from fheml._core import EvaluationKeys
         return EvaluationKeys.from_bytes(data, expected_params=self.spec.params)
 
-    def run(self, encrypted_args, evaluation_keys, n_jobs=1):
+    def run(self, encrypted_args, evaluation_keys, n_jobs=1, verbose=None):
         """Evaluate the circuit.
 
         Parameters
@@ -476,6 +479,8 @@ class Server:
         evaluation_keys : EvaluationKeys or bytes
         n_jobs : int, default=1
             Threads for the lookups (-1: all cores).
+        verbose : bool, optional
+            Progress report of the lookups (see :func:`fheml.set_config`).
 
         Returns
         -------
@@ -524,7 +529,8 @@ class Server:
                 raise ValueError("all arguments must have the same batch size")
             batch = data.shape[0]
             inputs.append(data)
-        outs = run_encrypted(self.spec.program, inputs, evaluation_keys, n_jobs=n_jobs)
+        outs = run_encrypted(self.spec.program, inputs, evaluation_keys, n_jobs=n_jobs,
+                             verbose=verbose)
         return EncryptedResult([LweCiphertext(o, evaluation_keys.key_id) for o in outs],
                                encrypted_args.batched)
 
@@ -629,13 +635,22 @@ class Circuit:
         backend = ClearBackend(np.random.default_rng(seed), self._simulation_p_fail)
         return self._outputs(self._run_clear(arrays, backend), batched)
 
-    def keygen(self, force=False):
+    def keygen(self, force=False, verbose=None):
         """Generate the client's keys (see :meth:`Client.keygen`)."""
-        return self.client.keygen(force=force)
+        return self.client.keygen(force=force, verbose=verbose)
 
-    def encrypt_run_decrypt(self, *args):
-        """Encrypt on the client, run on the server, decrypt on the client."""
-        ek = self.client.keygen()
+    def encrypt_run_decrypt(self, *args, verbose=None):
+        """Encrypt on the client, run on the server, decrypt on the client.
+
+        Parameters
+        ----------
+        *args : array-like
+            As for :meth:`run`.
+        verbose : bool, optional
+            Progress of key generation (first call) and of the lookups; default
+            ``fheml.get_config()["verbose"]`` (see :func:`fheml.set_config`).
+        """
+        ek = self.client.keygen(verbose=verbose)
         encrypted = self.client.encrypt(*args)
-        result = self.server.run(encrypted, ek, n_jobs=self.n_jobs)
+        result = self.server.run(encrypted, ek, n_jobs=self.n_jobs, verbose=verbose)
         return self.client.decrypt(result)

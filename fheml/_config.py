@@ -1,0 +1,80 @@
+"""Global configuration, like :func:`sklearn.get_config` / :func:`sklearn.config_context`.
+
+The settings are thread-local (a ``with fheml.config_context(...)`` block in one thread
+does not change another thread's runs), and default to ``None``: "not set", each function
+then applies its own default.
+"""
+
+import threading
+from contextlib import contextmanager
+
+__all__ = ["config_context", "get_config", "set_config"]
+
+_DEFAULTS = {"fhe": None, "verbose": None}
+_MODES = ("disable", "simulate", "execute")
+_local = threading.local()
+
+
+def _config():
+    if not hasattr(_local, "config"):
+        _local.config = dict(_DEFAULTS)
+    return _local.config
+
+
+def get_config():
+    """Current values of the settings of :func:`set_config`.
+
+    Returns
+    -------
+    dict
+        ``{"fhe": ..., "verbose": ...}`` (a copy).
+    """
+    return dict(_config())
+
+
+def set_config(fhe=None, verbose=None):
+    """Set fheml's settings for the current thread (``None`` leaves a setting unchanged).
+
+    Parameters
+    ----------
+    fhe : {"disable", "simulate", "execute"}, optional
+        Run mode of ``predict``, ``predict_proba``, ``decision_function`` and ``score`` of
+        every FHE estimator when the call does not pass ``fhe=`` itself, so that
+        scikit-learn meta-estimators (``Pipeline``, ``GridSearchCV``,
+        ``OneVsRestClassifier``, ...) run their FHE steps in that mode.
+    verbose : bool, optional
+        Progress reports of key generation and encrypted runs: ``True`` always (a progress
+        bar on a terminal, ``logging`` at INFO level otherwise), ``False`` never; by default
+        a bar appears on a terminal once a job has lasted a second.
+    """
+    config = _config()
+    if fhe is not None:
+        if fhe not in _MODES:
+            raise ValueError(f"fhe must be one of {', '.join(map(repr, _MODES))}, got {fhe!r}")
+        config["fhe"] = fhe
+    if verbose is not None:
+        if not isinstance(verbose, bool):
+            raise TypeError(f"verbose must be True or False, got {verbose!r}")
+        config["verbose"] = verbose
+
+
+@contextmanager
+def config_context(*, fhe=None, verbose=None):
+    """Temporarily change fheml's settings (see :func:`set_config`).
+
+    Examples
+    --------
+    >>> import fheml
+    >>> with fheml.config_context(fhe="simulate"):
+    ...     fheml.get_config()["fhe"]
+    'simulate'
+    >>> fheml.get_config()["fhe"] is None
+    True
+    """
+    old = get_config()
+    set_config(fhe=fhe, verbose=verbose)
+    try:
+        yield
+    finally:
+        _config().clear()
+        _config().update(old)
