@@ -560,8 +560,10 @@ class Circuit:
     server : Server
     """
 
-    def __init__(self, graph, program, params, p_error, input_specs, output_specs, n_jobs=1):
+    def __init__(self, graph, program, params, p_error, input_specs, output_specs, n_jobs=1,
+                 verbose=None):
         self.graph = graph
+        self.verbose = verbose
         self.program = program
         self.parameters = params
         self.p_error = p_error
@@ -637,7 +639,10 @@ class Circuit:
 
     def keygen(self, force=False, verbose=None):
         """Generate the client's keys (see :meth:`Client.keygen`)."""
-        return self.client.keygen(force=force, verbose=verbose)
+        return self.client.keygen(force=force, verbose=self._verbose(verbose))
+
+    def _verbose(self, verbose):
+        return self.verbose if verbose is None else verbose
 
     def encrypt_run_decrypt(self, *args, verbose=None):
         """Encrypt on the client, run on the server, decrypt on the client.
@@ -650,6 +655,7 @@ class Circuit:
             Progress of key generation (first call) and of the lookups; default
             ``fheml.get_config()["verbose"]`` (see :func:`fheml.set_config`).
         """
+        verbose = self._verbose(verbose)
         ek = self.client.keygen(verbose=verbose)
         encrypted = self.client.encrypt(*args)
         result = self.server.run(encrypted, ek, n_jobs=self.n_jobs, verbose=verbose)

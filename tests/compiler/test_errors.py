@@ -39,9 +39,15 @@ def test_unsupported_ufunc_method():
         fheml.compile(lambda x: np.add.accumulate(x), _inputset())
 
 
-def test_encrypted_times_encrypted_matrix_is_rejected():
-    with pytest.raises(TracingError, match="matmul"):
-        fheml.compile(lambda x, y: x @ y, [(a, a) for a in _inputset()])
+def test_encrypted_times_encrypted_matrix_is_a_sum_of_products():
+    # Issue 8, item 3: lowered to elementwise products (lookups) and a sum.
+    rng = np.random.default_rng(5)
+    pairs = [(rng.integers(0, 4, (2, 3)), rng.integers(0, 4, (3, 2))) for _ in range(30)]
+    circuit = fheml.compile(lambda x, y: x @ y, pairs)
+    x, y = rng.integers(0, 4, (10, 2, 3)), rng.integers(0, 4, (10, 3, 2))
+    assert np.array_equal(circuit.run(x, y), x @ y)
+    vec = fheml.compile(lambda x, y: np.dot(x, y), [(a, a[::-1]) for a in _inputset()])
+    assert int(vec.run(np.array([7, 0, 3]), np.array([1, 2, 7]))) == 28
 
 
 def test_float_output_asks_for_astype():
@@ -51,12 +57,12 @@ def test_float_output_asks_for_astype():
 
 def test_too_wide_lookup_names_node_width_limit_and_fix():
     def f(x):
-        return (x * 40) // 7  # wide lookup
+        return x.sum() // 7  # wide lookup
 
     with pytest.raises(TracingError) as info:
-        fheml.compile(f, _inputset())
+        fheml.compile(f, _inputset(shape=(40,)))
     msg = str(info.value)
-    assert "floor_divide" in msg and "(x * 40) // 7  # wide lookup" in msg
+    assert "floor_divide" in msg and "x.sum() // 7  # wide lookup" in msg
     assert "9-bit" in msg and "8 bits" in msg and "round_bit_pattern" in msg
 
 
@@ -68,10 +74,10 @@ def test_too_wide_packed_lookup():
 
 def test_round_bit_pattern_fixes_too_wide_lookup():
     def f(x):
-        return fheml.round_bit_pattern(x * 40, 2) // 7
+        return fheml.round_bit_pattern(x.sum(), 1) // 7
 
-    circuit = fheml.compile(f, _inputset())
-    assert circuit.statistics["lookups_by_precision"] == {7: 3}
+    circuit = fheml.compile(f, _inputset(shape=(40,)))
+    assert circuit.statistics["lookups_by_precision"] == {8: 1}
 
 
 def test_input_outside_inputset_range_clear_message():
@@ -156,13 +162,13 @@ def test_clear_argument_inside_lookup_rejected():
 
 
 def test_check_reports_without_compiling():
-    report = fheml.check(lambda x: (x * 40) // 7, _inputset())
+    report = fheml.check(lambda x: x.sum() // 7, _inputset(shape=(40,)))
     assert not report.ok and "9-bit" in report.error
     assert "floor_divide" in report.format()
     report = fheml.check(lambda x: (x * 3) // 7 + x, _inputset())
     assert report.ok
-    assert report.max_bit_width == 5  # lookup input x*3 in [0, 21]
-    assert report.lookups[0]["bits"] == 5
+    assert report.max_bit_width == 4  # output (x * 3) // 7 + x in [0, 10]; the lookup reads x
+    assert report.lookups[0]["bits"] == 3
 
 
 def test_clear_argument_outside_its_compiled_range():
