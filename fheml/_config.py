@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 __all__ = ["config_context", "get_config", "set_config"]
 
-_DEFAULTS = {"fhe": None, "verbose": None}
+_DEFAULTS = {"fhe": None, "verbose": None, "working_memory": 256}
 _MODES = ("disable", "simulate", "execute")
 _local = threading.local()
 
@@ -27,12 +27,12 @@ def get_config():
     Returns
     -------
     dict
-        ``{"fhe": ..., "verbose": ...}`` (a copy).
+        ``{"fhe": ..., "verbose": ..., "working_memory": ...}`` (a copy).
     """
     return dict(_config())
 
 
-def set_config(fhe=None, verbose=None):
+def set_config(fhe=None, verbose=None, working_memory=None):
     """Set fheml's settings for the current thread (``None`` leaves a setting unchanged).
 
     Parameters
@@ -46,6 +46,9 @@ def set_config(fhe=None, verbose=None):
         Progress reports of key generation and encrypted runs: ``True`` always (a progress
         bar on a terminal, ``logging`` at INFO level otherwise), ``False`` never; by default
         a bar appears on a terminal once a job has lasted a second.
+    working_memory : int, optional
+        Memory budget in MB of an encrypted run (default 256): a larger batch is encrypted,
+        run and decrypted in chunks of rows that fit in it (at least one row at a time).
     """
     config = _config()
     if fhe is not None:
@@ -56,10 +59,16 @@ def set_config(fhe=None, verbose=None):
         if not isinstance(verbose, bool):
             raise TypeError(f"verbose must be True or False, got {verbose!r}")
         config["verbose"] = verbose
+    if working_memory is not None:
+        if isinstance(working_memory, bool) or not isinstance(working_memory, (int, float)) \
+                or not working_memory > 0:
+            raise ValueError(f"working_memory must be a positive number of MB, got "
+                             f"{working_memory!r}")
+        config["working_memory"] = working_memory
 
 
 @contextmanager
-def config_context(*, fhe=None, verbose=None):
+def config_context(*, fhe=None, verbose=None, working_memory=None):
     """Temporarily change fheml's settings (see :func:`set_config`).
 
     Examples
@@ -72,7 +81,7 @@ def config_context(*, fhe=None, verbose=None):
     True
     """
     old = get_config()
-    set_config(fhe=fhe, verbose=verbose)
+    set_config(fhe=fhe, verbose=verbose, working_memory=working_memory)
     try:
         yield
     finally:

@@ -8,8 +8,9 @@ scikit-learn.
 
 import os
 import sys
+import warnings
 
-__all__ = ["FHEMLPerformanceWarning", "user_stacklevel"]
+__all__ = ["FHEMLPerformanceWarning", "user_stacklevel", "warn_once_per_site"]
 
 
 class FHEMLPerformanceWarning(UserWarning):
@@ -25,13 +26,42 @@ def _module_dir(name):
 _FHEML_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
+def _user_frame(depth):
+    """``(stacklevel, frame)`` of the first frame outside fheml, scikit-learn and joblib,
+    counted from the caller ``depth`` frames up."""
+    skip = tuple(d for d in (_FHEML_DIR, _module_dir("sklearn"), _module_dir("joblib")) if d)
+    level, frame = 2, sys._getframe(depth + 1)
+    while frame is not None and frame.f_code.co_filename.startswith(skip):
+        frame = frame.f_back
+        level += 1
+    return (level, frame) if frame is not None else (2, None)
+
+
 def user_stacklevel():
     """``stacklevel`` for :func:`warnings.warn` that points at the user's code: the first
     caller frame outside fheml, scikit-learn and joblib (the caller of the warning
     function's caller when there is none)."""
-    skip = tuple(d for d in (_FHEML_DIR, _module_dir("sklearn"), _module_dir("joblib")) if d)
-    level, frame = 2, sys._getframe(2)  # 2: the caller of the function that warns
-    while frame is not None and frame.f_code.co_filename.startswith(skip):
-        frame = frame.f_back
-        level += 1
-    return level if frame is not None else 2
+    return _user_frame(2)[0]
+
+
+_warned_sites = set()
+
+
+def warn_once_per_site(message, category, kind):
+    """Warn, pointing at the user's code, unless a warning of this ``kind`` already pointed
+    at the same line (e.g. the line running a 40-fit ``GridSearchCV``): one warning per
+    line of user code, like Python's ``"default"`` filter, even when counts in the
+    messages differ.
+
+    Returns
+    -------
+    bool
+        Whether the warning was emitted.
+    """
+    level, frame = _user_frame(2)
+    site = None if frame is None else (kind, frame.f_code.co_filename, frame.f_lineno)
+    if site is not None and site in _warned_sites:
+        return False
+    _warned_sites.add(site)
+    warnings.warn(message, category, stacklevel=level)
+    return True

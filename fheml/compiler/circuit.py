@@ -12,6 +12,7 @@ import numpy as np
 
 from fheml.compiler.graph import range_bits
 from fheml.compiler.lowering import MAX_LOOKUP_BITS, too_wide_error
+from fheml._progress import progress
 from fheml.compiler.program import (
     ClearBackend,
     InputRangeError,
@@ -537,6 +538,13 @@ class Server:
 
 # ------------------------------------------------------------------------ circuit ------
 
+def _check_batch_size(batch_size):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return int(batch_size)
+
+
 class Circuit:
     """A compiled program: run it in the clear, in simulation or encrypted.
 
@@ -644,19 +652,62 @@ class Circuit:
     def _verbose(self, verbose):
         return self.verbose if verbose is None else verbose
 
-    def encrypt_run_decrypt(self, *args, verbose=None):
+    def encrypt_run_decrypt(self, *args, verbose=None, batch_size=None):
         """Encrypt on the client, run on the server, decrypt on the client.
+
+        A batch is encrypted, run and decrypted in chunks of rows, so that memory stays
+        bounded whatever the batch size, with the same results.
 
         Parameters
         ----------
         *args : array-like
             As for :meth:`run`.
         verbose : bool, optional
-            Progress of key generation (first call) and of the lookups; default
+            Progress of key generation (first call) and of the run; default
             ``fheml.get_config()["verbose"]`` (see :func:`fheml.set_config`).
+        batch_size : int, optional
+            Rows per chunk; by default as many as fit in
+            ``fheml.get_config()["working_memory"]`` MB (see :meth:`rows_per_chunk`).
         """
         verbose = self._verbose(verbose)
+        arrays, batched = _check_args(self.client.spec.inputs, args)
+        rows = arrays[0].shape[0]
+        size = self.rows_per_chunk() if batch_size is None else _check_batch_size(batch_size)
         ek = self.client.keygen(verbose=verbose)
-        encrypted = self.client.encrypt(*args)
+        if rows <= size:
+            return self._encrypt_run_decrypt(arrays, batched, ek, verbose)
+        chunks = []
+        with progress(rows, "Encrypted run", unit="row", verbose=verbose) as bar:
+            for start in range(0, rows, size):
+                part = [a[start:start + size] for a in arrays]
+                out = self._encrypt_run_decrypt(part, True, ek, False)
+                chunks.append(out if isinstance(out, tuple) else (out,))
+                bar.update(part[0].shape[0])
+        outs = tuple(np.concatenate(parts) for parts in zip(*chunks))
+        return outs if self.client.spec.multiple_outputs else outs[0]
+
+    def _encrypt_run_decrypt(self, arrays, batched, ek, verbose):
+        # arrays are checked and batched: encrypt them as one batch of the caller's form
+        encrypted = self.client.encrypt(*(arrays if batched else [a[0] for a in arrays]))
         result = self.server.run(encrypted, ek, n_jobs=self.n_jobs, verbose=verbose)
         return self.client.decrypt(result)
+
+    def bytes_per_row(self):
+        """Estimated peak memory of one row (sample) of an encrypted run, in bytes: every
+        encrypted value of the program as LWE ciphertexts, twice (temporaries)."""
+        words = self.parameters.big_lwe_dimension + 1
+        values = sum(int(np.prod(n.shape, dtype=np.int64)) for n in self.program.nodes
+                     if n.encrypted)
+        return 2 * 8 * words * max(1, values)
+
+    def rows_per_chunk(self):
+        """Rows of a batch encrypted and run together: as many as fit in
+        ``fheml.get_config()["working_memory"]`` MB (at least one).
+
+        Returns
+        -------
+        int
+        """
+        from fheml._config import get_config
+        budget = get_config()["working_memory"] * 2 ** 20
+        return max(1, int(budget // self.bytes_per_row()))

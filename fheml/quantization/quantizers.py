@@ -176,12 +176,7 @@ class UniformQuantizer(BaseEstimator):
         check_is_fitted(self, "scale_")
         X = np.asarray(X, dtype=np.float64)
         q = np.round(X / self.scale_) + self.zero_point_
-        # Warn on the float range, not on the codes: with an integer zero point a value at
-        # the very edge of the calibration range may round one code past it (clipping it
-        # back costs at most half a step, like any rounding).
-        low = np.minimum(self.data_min_, (self.qmin_ - self.zero_point_) * self.scale_)
-        high = np.maximum(self.data_max_, (self.qmax_ - self.zero_point_) * self.scale_)
-        outside = (X < low - self.scale_ / 2) | (X > high + self.scale_ / 2)
+        outside = self.outside(X) if warn else None
         if warn and outside.any():
             where = ""
             if self.per_feature and X.ndim == 2:
@@ -194,6 +189,23 @@ class UniformQuantizer(BaseEstimator):
                 "accuracy; fit on data that covers the values you predict on",
                 FHEMLClipWarning, stacklevel=user_stacklevel())
         return np.clip(q, self.qmin_, self.qmax_).astype(np.int64)
+
+    def outside(self, X):
+        """Which values of ``X`` are clipped by :meth:`quant`: beyond the calibration range
+        by more than half a quantization step.
+
+        Returns
+        -------
+        ndarray of bool, same shape as ``X``
+        """
+        check_is_fitted(self, "scale_")
+        X = np.asarray(X, dtype=np.float64)
+        # Warn on the float range, not on the codes: with an integer zero point a value at
+        # the very edge of the calibration range may round one code past it (clipping it
+        # back costs at most half a step, like any rounding).
+        low = np.minimum(self.data_min_, (self.qmin_ - self.zero_point_) * self.scale_)
+        high = np.maximum(self.data_max_, (self.qmax_ - self.zero_point_) * self.scale_)
+        return (X < low - self.scale_ / 2) | (X > high + self.scale_ / 2)
 
     def dequant(self, q):
         """Floats represented by the integers ``q``: ``(q - zero_point_) * scale_``."""
