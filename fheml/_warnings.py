@@ -27,20 +27,21 @@ _FHEML_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def _user_frame(depth):
-    """``(stacklevel, frame)`` of the first frame outside fheml, scikit-learn and joblib,
-    counted from the caller ``depth`` frames up."""
+    """``(index, frame)``: the first frame outside fheml, scikit-learn and joblib, from
+    ``depth`` frames above the caller up; ``index`` frames above the caller."""
     skip = tuple(d for d in (_FHEML_DIR, _module_dir("sklearn"), _module_dir("joblib")) if d)
-    level, frame = 2, sys._getframe(depth + 1)
+    index, frame = depth, sys._getframe(depth + 1)
     while frame is not None and frame.f_code.co_filename.startswith(skip):
         frame = frame.f_back
-        level += 1
-    return (level, frame) if frame is not None else (2, None)
+        index += 1
+    return (index, frame) if frame is not None else (depth, None)
 
 
 def user_stacklevel():
     """``stacklevel`` for :func:`warnings.warn` that points at the user's code: the first
     caller frame outside fheml, scikit-learn and joblib (the caller of the warning
     function's caller when there is none)."""
+    # frames above this one: 1 is the function that warns (its stacklevel 1), 2 its caller
     return _user_frame(2)[0]
 
 
@@ -58,7 +59,8 @@ def warn_once_per_site(message, category, kind):
     bool
         Whether the warning was emitted.
     """
-    level, frame = _user_frame(2)
+    index, frame = _user_frame(2)  # 1: the function that warns, 2: its caller
+    level = index + 1  # warnings.warn is called here, one frame below
     site = None if frame is None else (kind, frame.f_code.co_filename, frame.f_lineno)
     if site is not None and site in _warned_sites:
         return False

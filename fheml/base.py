@@ -19,7 +19,6 @@ import copy
 import inspect
 import re
 import textwrap
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -28,7 +27,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from fheml._config import get_config
-from fheml._warnings import user_stacklevel, warn_once_per_site
+from fheml._warnings import warn_once_per_site
 from fheml.quantization import FHEMLClipWarning, UniformQuantizer
 
 __all__ = ["FHE_MODES", "BaseFHEEstimator", "fhe_parameter_constraints", "resolve_fhe_mode"]
@@ -419,13 +418,13 @@ class BaseFHEEstimator(BaseEstimator):
             return np.clip(X, low, high)
         if dominated.size:
             shown = ", ".join(str(int(c)) for c in dominated[:10])
-            warnings.warn(
+            warn_once_per_site(
                 f"the range of feature(s) {shown}{', ...' if dominated.size > 10 else ''} is "
                 f"dominated by a few rows (more than {_OUTLIER_RATIO:g} times the range of "
                 "its 0.5%-99.5% quantiles): quantization then spends its bits on the "
                 "outliers and loses accuracy on the other rows. Remove the outliers, scale "
                 "robustly (sklearn.preprocessing.RobustScaler + clipping) or use "
-                'calibration="quantile".', FHEMLClipWarning, stacklevel=user_stacklevel())
+                'calibration="quantile".', FHEMLClipWarning, "outliers")
         return X
 
     # -- quantization ------------------------------------------------------------------------
