@@ -648,10 +648,19 @@ def run_encrypted(program, inputs, evaluation_keys, n_jobs=1, verbose=None):
         by_stage[node.stage].append(k)
     batch = max((np.shape(v)[0] for v in inputs if np.ndim(v)), default=1)
     total = batch * sum(int(np.prod(n.shape, dtype=np.int64)) for n in program.lookups)
+    # Drop each value after the last level that reads it: memory follows the widest level,
+    # not the whole program.
+    last_read = [n_stages + 1 if k in program.output_nodes else -1 for k in range(len(nodes))]
+    for node in nodes:
+        for i in node.inputs:
+            last_read[i] = max(last_read[i], node.stage)
     with progress(total, "Encrypted run", unit="lookup", verbose=verbose) as bar:
         for stage in range(n_stages + 1):
             _run_stage(nodes, by_stage[stage], values, inputs, evaluation_keys, backend, P,
                        n_jobs, bar)
+            for k in range(len(nodes)):
+                if last_read[k] <= stage:
+                    values[k] = None
     return [np.ascontiguousarray(values[i]) for i in program.output_nodes]
 
 
