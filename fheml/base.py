@@ -219,6 +219,9 @@ class BaseFHEEstimator(BaseEstimator):
     n_jobs : int, default=None
         Threads for the encrypted run (and for the scikit-learn fit when the wrapped
         estimator has an ``n_jobs`` parameter).
+    calibration : {"minmax", "quantile"}, default="minmax"
+        Input ranges from the min and max of each feature, or from its 0.5% and 99.5%
+        quantiles (robust to a few outlying rows).
 
     Attributes
     ----------
@@ -226,6 +229,10 @@ class BaseFHEEstimator(BaseEstimator):
         The fitted float scikit-learn model.
     input_quantizer_ : UniformQuantizer
         Per-feature input quantizer calibrated on the training data.
+    n_bits_inputs_, n_bits_weights_ : int
+        Bits of the fitted model's inputs and weights (``n_bits`` at the last fit).
+    n_clipped_values_ : int
+        Input values clipped to the calibration range since the last fit.
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Only when ``X`` had string feature names.
@@ -413,9 +420,12 @@ class BaseFHEEstimator(BaseEstimator):
         low, high = np.quantile(X, _CALIBRATION_QUANTILES, axis=0)
         central = high - low
         full = X.max(axis=0) - X.min(axis=0)
-        dominated = np.flatnonzero(full > _OUTLIER_RATIO * np.maximum(central, 1e-300))
+        # A feature constant on its central quantiles (a rare binary flag) keeps its range:
+        # its few other values are the signal, not outliers.
+        spread = central > 0
+        dominated = np.flatnonzero(spread & (full > _OUTLIER_RATIO * central))
         if self.calibration == "quantile":
-            return np.clip(X, low, high)
+            return np.where(spread, np.clip(X, low, high), X)
         if dominated.size:
             shown = ", ".join(str(int(c)) for c in dominated[:10])
             warn_once_per_site(

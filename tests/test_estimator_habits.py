@@ -228,3 +228,13 @@ def test_peak_memory_of_a_big_batch_follows_the_budget():
 def test_peak_memory_of_big_batches(rows, features, n_bits):
     # issue 8: 6.0 GB and 11.5 GB before chunking
     assert _peak_mb(rows, features, 256, n_bits) < 600
+
+
+def test_rare_binary_feature_is_not_an_outlier(cancer):
+    X, y = cancer
+    X = np.column_stack([X[:400], np.zeros(400)])
+    X[3, -1] = 1.0  # one row of 400 has the flag
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FHEMLClipWarning)
+        model = FHELogisticRegression(calibration="quantile").fit(X, y[:400])
+    assert model.input_quantizer_.data_max_[-1] == 1.0
