@@ -1,24 +1,21 @@
 """Global configuration, like :func:`sklearn.get_config` / :func:`sklearn.config_context`.
 
-The settings are thread-local (a ``with fheml.config_context(...)`` block in one thread
-does not change another thread's runs), and default to ``None``: "not set", each function
-then applies its own default.
+The settings belong to the process, so that the threads joblib starts for a
+meta-estimator (``GridSearchCV(n_jobs=2)`` with the threading backend) see them too; worker
+*processes* do not (set them in the worker, e.g. in the estimator's code path, if needed).
 """
 
-import threading
 from contextlib import contextmanager
 
 __all__ = ["config_context", "get_config", "set_config"]
 
 _DEFAULTS = {"fhe": None, "verbose": None, "working_memory": 256}
 _MODES = ("disable", "simulate", "execute")
-_local = threading.local()
+_CONFIG = dict(_DEFAULTS)
 
 
 def _config():
-    if not hasattr(_local, "config"):
-        _local.config = dict(_DEFAULTS)
-    return _local.config
+    return _CONFIG
 
 
 def get_config():
@@ -33,7 +30,7 @@ def get_config():
 
 
 def set_config(fhe=None, verbose=None, working_memory=None):
-    """Set fheml's settings for the current thread (``None`` leaves a setting unchanged).
+    """Set fheml's settings (``None`` leaves a setting unchanged).
 
     Parameters
     ----------
