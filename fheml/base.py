@@ -317,6 +317,25 @@ class BaseFHEEstimator(BaseEstimator):
         """The compiled :class:`fheml.Circuit`, or ``None`` before compilation."""
         return getattr(self, "_fhe_circuit", None)
 
+    @property
+    def n_bits_inputs_(self):
+        """Bits of the quantized inputs of the fitted model (``n_bits`` at the last fit: a
+        later ``set_params`` takes effect at the next fit)."""
+        return self._fitted_n_bits()[0]
+
+    @property
+    def n_bits_weights_(self):
+        """Bits of the quantized weights of the fitted model (see :attr:`n_bits_inputs_`)."""
+        return self._fitted_n_bits()[1]
+
+    def _fitted_n_bits(self):
+        return self.__dict__.get("_n_bits_fitted") or _split_n_bits(self.n_bits)
+
+    def _start_fit(self):
+        """Reset what describes the previous fit: bit widths and clipping events."""
+        self._n_bits_fitted = _split_n_bits(self.n_bits)
+        self._clip_events = {}
+
 
     # -- fitting -----------------------------------------------------------------------------
     def fit(self, X, y, sample_weight=None):
@@ -336,7 +355,7 @@ class BaseFHEEstimator(BaseEstimator):
         self : object
         """
         self._validate_params()
-        _split_n_bits(self.n_bits)
+        self._start_fit()
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True)
         model = self._make_sklearn_model()
         if sample_weight is None:
@@ -413,7 +432,7 @@ class BaseFHEEstimator(BaseEstimator):
         params.update(fhe_params, n_bits=n_bits)
         estimator = cls(**params)
         estimator._validate_params()
-        _split_n_bits(estimator.n_bits)
+        estimator._start_fit()
         X = validate_data(estimator, X, dtype=[np.float64, np.float32])
         if X.shape[1] != model.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features but the model was fitted on "
@@ -422,14 +441,10 @@ class BaseFHEEstimator(BaseEstimator):
         return estimator
 
     def _set_quantized(self, model, X):
-        # Fitted attributes describe the fitted model: a later set_params does not change
-        # them (it takes effect at the next fit).
-        self.n_bits_inputs_, self.n_bits_weights_ = _split_n_bits(self.n_bits)
         self.sklearn_model_ = model
         self.input_quantizer_ = UniformQuantizer(
             n_bits=self.n_bits_inputs_, per_feature=True).fit(self._calibration_data(X))
         self._fhe_circuit = None
-        self._clip_events = {}
         self._build_quantized_model(model, X)
 
     def _calibration_data(self, X):
@@ -469,14 +484,16 @@ class BaseFHEEstimator(BaseEstimator):
         """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        self._warn_clipping(X)
+        outside = getattr(self.input_quantizer_, "outside", None)
+        if outside is None:  # a quantizer that never clips (e.g. the trees' thresholds)
+            return self.input_quantizer_.quant(X)
+        self._warn_clipping(outside(X))
         return self.input_quantizer_.quant(X, warn=False)
 
-    def _warn_clipping(self, X):
+    def _warn_clipping(self, outside):
         """One :class:`FHEMLClipWarning` per fitted model and line of user code, with the
         counts of the first batch clipped; every clipped value is counted in
         ``n_clipped_values_``."""
-        outside = self.input_quantizer_.outside(X)
         count = int(outside.sum())
         events = self.__dict__.setdefault("_clip_events", {})
         events["clipped"] = events.get("clipped", 0) + count
