@@ -141,13 +141,11 @@ class _FHETreeModel(BaseFHEEstimator):
         tags.input_tags.allow_nan = False  # missing values are refused, not routed
         return tags
 
-    @property
-    def n_bits_weights_(self):
-        """Bits of the quantized leaf values (``DEFAULT_LEAF_BITS`` unless ``n_bits`` is a
-        dict with a ``"weights"`` entry)."""
-        if isinstance(self.n_bits, dict):
-            return super().n_bits_weights_
-        return DEFAULT_LEAF_BITS
+    def _start_fit(self):
+        super()._start_fit()
+        # An int n_bits sets the input bins only; leaf values get DEFAULT_LEAF_BITS.
+        if not isinstance(self.n_bits, dict):
+            self._n_bits_fitted = (self._n_bits_fitted[0], DEFAULT_LEAF_BITS)
 
     def _input_edges(self, model):
         """Cut points of the model's own binning (None: bins from the data)."""
