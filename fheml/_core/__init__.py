@@ -5,12 +5,21 @@
 >>> sk = SecretKeys.generate(params); ek = sk.evaluation_keys()     # doctest: +SKIP
 """
 
+from fheml._core.glwe import GlweCiphertext, GlweSecretKey
 from fheml._core.keys import EvaluationKeys, LweCiphertext, SecretKeys, decode, encode, make_luts
-from fheml._core.parameters import ParameterSet, select_parameters
+from fheml._core.parameters import (
+    GlweParameters,
+    ParameterSet,
+    select_glwe_parameters,
+    select_parameters,
+)
 from fheml._core.serialization import SerializationError
 
 __all__ = [
     "EvaluationKeys",
+    "GlweCiphertext",
+    "GlweParameters",
+    "GlweSecretKey",
     "LweCiphertext",
     "ParameterSet",
     "SecretKeys",
@@ -18,5 +27,6 @@ __all__ = [
     "decode",
     "encode",
     "make_luts",
+    "select_glwe_parameters",
     "select_parameters",
 ]

@@ -24,6 +24,7 @@ _STREAM_KSK_MASKS = 1
 _STREAM_BSK_MASKS = 2
 _STREAM_KEY_BITS = 3
 _STREAM_CT_MASKS = 4
+_STREAM_GLWE_MASKS = 5
 
 INSECURE_SEED_ENV = "FHEML_INSECURE_TEST_SEED"
 
@@ -336,6 +337,15 @@ class SecretKeys:
                 f"({self.big_key.shape[0]})"
             )
         return ct
+
+    def glwe_secret_key(self):
+        """The GLWE key as a :class:`~fheml._core.glwe.GlweSecretKey` (same key id): GLWE
+        ciphertexts under it sample-extract to LWE ciphertexts under :attr:`big_key`."""
+        from fheml._core.glwe import GlweSecretKey
+        if not self.params.has_bootstrap:
+            raise ValueError("parameters without bootstrapping have no GLWE key")
+        return GlweSecretKey(self.glwe_key, self.key_id, self.params.glwe_noise_std,
+                             insecure=self.insecure)
 
     # -- evaluation keys ---------------------------------------------------------------
     def evaluation_keys(self):
