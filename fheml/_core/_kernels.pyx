@@ -358,9 +358,12 @@ def pbs_range(FourierPlan plan, ksk, int ks_base_log, int ks_level, bsk_fourier,
 # Exact products by clear integer polynomials (glwe_kernels.h), apart from the bootstrap.
 
 cdef extern from "glwe_kernels.h" nogil:
-    void fheml_glwe_poly_matmul(const uint64_t *a, int64_t G, int C, int R, int N,
+    int fheml_glwe_cpu_level()
+    void fheml_glwe_poly_matmul(int level, const uint64_t *a, int64_t G, int C, int R, int N,
                                 const int *lengths, const int64_t *w, int O, int S,
                                 uint64_t *out)
+
+GLWE_CPU_LEVEL = fheml_glwe_cpu_level()
 
 
 def glwe_poly_matmul(polys, lengths, weights):
@@ -404,9 +407,9 @@ def glwe_poly_matmul(polys, lengths, weights):
     cdef int[::1] lv = lens
     cdef int64_t[:, :, ::1] wv = w
     cdef uint64_t[:, :, :, ::1] ov = out
-    if G == 0:
-        return out
+    # AVX-512 or AVX2 copy when the CPU has it and the SIMD paths are on (see set_simd)
+    cdef int level = GLWE_CPU_LEVEL if _simd else 0
     with nogil:
-        fheml_glwe_poly_matmul(&av[0, 0, 0, 0], G, C, R, N, &lv[0], &wv[0, 0, 0], O, S,
-                               &ov[0, 0, 0, 0])
+        fheml_glwe_poly_matmul(level, &av[0, 0, 0, 0], G, C, R, N, &lv[0], &wv[0, 0, 0], O,
+                               S, &ov[0, 0, 0, 0])
     return out

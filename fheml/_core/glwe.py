@@ -169,39 +169,30 @@ class GlweCiphertext:
     def with_coefficients(self, start, stop, step=1):
         """The same ciphertexts, keeping (and sending) only body coefficients
         ``start:stop:step`` (e.g. the outputs of a product)."""
-        return GlweCiphertext(self.bodies, self.key_id, masks=self._masks,
-                              mask_seed=None if self._masks is not None else self.mask_seed,
-                              glwe_dimension=self.glwe_dimension,
+        seeded = self.mask_seed is not None
+        return GlweCiphertext(self.bodies, self.key_id, masks=None if seeded else self._masks,
+                              mask_seed=self.mask_seed, glwe_dimension=self.glwe_dimension,
                               coefficients=(start, stop, step), word_bytes=self.word_bytes)
 
     # -- bytes ---------------------------------------------------------------------------
-    def to_bytes(self):
-        """Versioned bytes: seed + bodies (fresh encryption) or masks + bodies, each word as
-        its top ``word_bytes`` bytes, bodies only at ``coefficients``."""
+    def to_parts(self):
+        """(JSON-able header, arrays): seed + bodies (fresh encryption) or masks + bodies,
+        each word as its top ``word_bytes`` bytes, bodies only at ``coefficients``."""
         start, stop, step = self.coefficients
         header = {"key_id": self.key_id, "glwe_dimension": self.glwe_dimension,
                   "polynomial_size": self.polynomial_size, "shape": list(self.shape),
                   "coefficients": [start, stop, step], "word_bytes": self.word_bytes}
         arrays = [_top_bytes(self.bodies[..., start:stop:step], self.word_bytes)]
-        if self._masks is None:
+        if self.mask_seed is not None:
             header["mask_seed"] = self.mask_seed.hex()
         else:
             arrays.append(_top_bytes(self._masks, self.word_bytes))
-        return pack("glwe-ciphertext", header, arrays)
+        return header, arrays
 
     @classmethod
-    def from_bytes(cls, data, *, expected_key_id=None, max_words=None):
-        """Inverse of :meth:`to_bytes`, validated.
-
-        Parameters
-        ----------
-        expected_key_id : str, optional
-            Refuse ciphertexts under another key.
-        max_words : int, optional
-            Refuse batches whose ciphertexts (masks regenerated from a seed included) would
-            hold more words than this (bounds the memory a small payload can claim).
-        """
-        header, arrays = unpack(data, "glwe-ciphertext")
+    def from_parts(cls, header, arrays, *, max_words=None):
+        """Inverse of :meth:`to_parts`, validated (SerializationError); ``max_words`` bounds
+        the words the ciphertexts (regenerated masks included) may hold."""
         try:
             k = _check_int(header["glwe_dimension"], "glwe_dimension", 1, _MAX_POLYNOMIAL_SIZE)
             N = _check_polynomial_size(header["polynomial_size"])
@@ -228,10 +219,30 @@ class GlweCiphertext:
                 if arrays[1].dtype != np.uint8 or arrays[1].shape != shape + (k, N, wb):
                     raise ValueError("masks do not match the header")
                 masks = _from_top_bytes(arrays[1], wb)
-            ct = cls(bodies, key_id, masks=masks, mask_seed=seed, glwe_dimension=k,
-                     coefficients=(start, stop, step), word_bytes=wb)
+            return cls(bodies, key_id, masks=masks, mask_seed=seed, glwe_dimension=k,
+                       coefficients=(start, stop, step), word_bytes=wb)
         except (KeyError, TypeError, ValueError) as exc:
             raise SerializationError(f"glwe-ciphertext: {exc}") from None
+
+    def to_bytes(self):
+        """Versioned bytes of :meth:`to_parts`."""
+        header, arrays = self.to_parts()
+        return pack("glwe-ciphertext", header, arrays)
+
+    @classmethod
+    def from_bytes(cls, data, *, expected_key_id=None, max_words=None):
+        """Inverse of :meth:`to_bytes`, validated.
+
+        Parameters
+        ----------
+        expected_key_id : str, optional
+            Refuse ciphertexts under another key.
+        max_words : int, optional
+            Refuse batches whose ciphertexts (masks regenerated from a seed included) would
+            hold more words than this (bounds the memory a small payload can claim).
+        """
+        header, arrays = unpack(data, "glwe-ciphertext")
+        ct = cls.from_parts(header, arrays, max_words=max_words)
         if expected_key_id is not None and ct.key_id != expected_key_id:
             raise ValueError("GLWE ciphertext was encrypted under other keys than expected")
         return ct
@@ -271,10 +282,11 @@ class GlweSecretKey:
         self.insecure = bool(insecure)
 
     @classmethod
-    def generate(cls, glwe_dimension, polynomial_size, noise_std=None, *, seed=None):
+    def generate(cls, glwe_dimension, polynomial_size, noise_std=None, *, key_id=None,
+                 seed=None):
         """Fresh key bits from the OS-seeded CSPRNG (``seed``: tests only, see
         :meth:`fheml._core.SecretKeys.generate`); ``noise_std`` defaults to the 128-bit
-        secure minimum for ``k * N``."""
+        secure minimum for ``k * N``; ``key_id`` to a fresh random one."""
         k = _check_int(glwe_dimension, "glwe_dimension", 1, _MAX_POLYNOMIAL_SIZE)
         N = _check_polynomial_size(polynomial_size)
         if seed is not None and os.environ.get(INSECURE_SEED_ENV) != "1":
@@ -282,7 +294,8 @@ class GlweSecretKey:
                                f"accepted in tests with {INSECURE_SEED_ENV}=1")
         noise_std = float(np.sqrt(var_min(k * N))) if noise_std is None else noise_std
         bits = Csprng(seed, stream=_STREAM_KEY_BITS).binary((k, N))
-        return cls(bits, secrets.token_hex(16), noise_std, insecure=seed is not None)
+        key_id = secrets.token_hex(16) if key_id is None else key_id
+        return cls(bits, key_id, noise_std, insecure=seed is not None)
 
     @property
     def glwe_dimension(self):

@@ -2,57 +2,133 @@
  * polynomials, in exact wrapping 64-bit integer arithmetic (no FFT, so no precision limit
  * whatever the size of the operands).
  *
- * Kept apart from kernels_impl.h (the bootstrap kernels): plain C that the compiler
- * vectorizes for the baseline ISA, no run-time dispatch needed.
+ * Kept apart from kernels_impl.h (the bootstrap kernels).  One body, compiled three times:
+ * portable, AVX2 and AVX-512 (target attributes; the build has no -march), the caller picks
+ * one after checking the CPU, so no "illegal instruction".
  */
 #ifndef FHEML_GLWE_KERNELS_H
 #define FHEML_GLWE_KERNELS_H
 
 #include <stdint.h>
 
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define FHEML_GLWE_X86 1
+#else
+#define FHEML_GLWE_X86 0
+#endif
+
+/* dst[j] +=/-= a[j] * m for j < n, m < 2^32: two 32x32->64 products per word (what the
+ * SIMD units multiply natively), exact modulo 2^64. */
+static inline __attribute__((always_inline)) void fheml_axpy_u32(uint64_t *restrict dst,
+                                                                 const uint64_t *restrict a,
+                                                                 int n, uint64_t m, int negate)
+{
+    if (negate) {
+        for (int j = 0; j < n; j++)
+            dst[j] -= (a[j] & 0xffffffffu) * m + (((a[j] >> 32) * m) << 32);
+    } else {
+        for (int j = 0; j < n; j++)
+            dst[j] += (a[j] & 0xffffffffu) * m + (((a[j] >> 32) * m) << 32);
+    }
+}
+
+static inline __attribute__((always_inline)) void fheml_axpy_u64(uint64_t *restrict dst,
+                                                                 const uint64_t *restrict a,
+                                                                 int n, uint64_t w)
+{
+    for (int j = 0; j < n; j++)
+        dst[j] += a[j] * w;
+}
+
 /* out += a * w mod (X^N + 1, 2^64).
  * a: N torus words of which only a[0 .. len_a) may be non-zero (the rest is not read);
- * w: a clear integer polynomial of degree < S (S <= N), read as int64 (negative values wrap).
- * Cost N * S multiply-adds at most; zero weights are skipped. */
-static void fheml_poly_mul_int_acc(const uint64_t *restrict a, int len_a, int N,
-                                   const int64_t *restrict w, int S, uint64_t *restrict out)
+ * w: a clear integer polynomial of degree < S (S <= N), int64 (negative values wrap).
+ * At most N * S multiply-adds; zero weights are skipped. */
+static inline __attribute__((always_inline)) void fheml_poly_mul_int_acc(
+    const uint64_t *restrict a, int len_a, int N, const int64_t *restrict w, int S,
+    uint64_t *restrict out)
 {
     for (int t = 0; t < S; t++) {
-        const uint64_t wt = (uint64_t)w[t];
+        const int64_t wt = w[t];
         if (wt == 0)
             continue;
         /* X^t * a: coefficient j moves to j + t, and to j + t - N negated past X^N */
         const int direct = len_a < N - t ? len_a : N - t;
-        uint64_t *restrict o = out + t;
-        for (int j = 0; j < direct; j++)
-            o[j] += wt * a[j];
-        const uint64_t *restrict a2 = a + (N - t);
-        for (int j = 0; j < len_a - (N - t); j++)
-            out[j] -= wt * a2[j];
+        const int wrapped = len_a - (N - t);
+        const uint64_t mag = wt < 0 ? (uint64_t)0 - (uint64_t)wt : (uint64_t)wt;
+        if (mag < ((uint64_t)1 << 32)) {
+            fheml_axpy_u32(out + t, a, direct, mag, wt < 0);
+            if (wrapped > 0)
+                fheml_axpy_u32(out, a + (N - t), wrapped, mag, wt > 0);
+        } else {
+            fheml_axpy_u64(out + t, a, direct, (uint64_t)wt);
+            if (wrapped > 0)
+                fheml_axpy_u64(out, a + (N - t), wrapped, (uint64_t)0 - (uint64_t)wt);
+        }
     }
 }
 
 /* out[g, o, r] = sum_c a[g, c, r] * w[c, o] for G ciphertext groups of C ciphertexts of R
  * polynomials (masks then body), O outputs.  lengths[r]: non-zero prefix of polynomial r.
  * a: (G, C, R, N); w: (C, O, S); out: (G, O, R, N), overwritten. */
-static void fheml_glwe_poly_matmul(const uint64_t *a, int64_t G, int C, int R, int N,
-                                   const int *lengths, const int64_t *w, int O, int S,
-                                   uint64_t *out)
-{
-    for (int64_t g = 0; g < G; g++) {
-        for (int o = 0; o < O; o++) {
-            uint64_t *dst = out + ((g * O + o) * (int64_t)R) * N;
-            for (int64_t i = 0; i < (int64_t)R * N; i++)
-                dst[i] = 0;
-            for (int c = 0; c < C; c++) {
-                const int64_t *wc = w + ((int64_t)c * O + o) * S;
-                const uint64_t *src = a + ((g * C + c) * (int64_t)R) * N;
-                for (int r = 0; r < R; r++)
-                    fheml_poly_mul_int_acc(src + (int64_t)r * N, lengths[r], N, wc, S,
-                                           dst + (int64_t)r * N);
-            }
-        }
+#define FHEML_GLWE_MATMUL_BODY                                                              \
+    for (int64_t g = 0; g < G; g++) {                                                       \
+        for (int o = 0; o < O; o++) {                                                       \
+            uint64_t *dst = out + ((g * O + o) * (int64_t)R) * N;                           \
+            for (int64_t i = 0; i < (int64_t)R * N; i++)                                    \
+                dst[i] = 0;                                                                 \
+            for (int c = 0; c < C; c++) {                                                   \
+                const int64_t *wc = w + ((int64_t)c * O + o) * S;                           \
+                const uint64_t *src = a + ((g * C + c) * (int64_t)R) * N;                   \
+                for (int r = 0; r < R; r++)                                                 \
+                    fheml_poly_mul_int_acc(src + (int64_t)r * N, lengths[r], N, wc, S,      \
+                                           dst + (int64_t)r * N);                           \
+            }                                                                               \
+        }                                                                                   \
     }
+
+#define FHEML_GLWE_MATMUL_ARGS                                                              \
+    const uint64_t *a, int64_t G, int C, int R, int N, const int *lengths, const int64_t *w, \
+        int O, int S, uint64_t *out
+
+static void fheml_glwe_poly_matmul_generic(FHEML_GLWE_MATMUL_ARGS) { FHEML_GLWE_MATMUL_BODY }
+
+#if FHEML_GLWE_X86
+__attribute__((target("avx2"))) static void
+fheml_glwe_poly_matmul_avx2(FHEML_GLWE_MATMUL_ARGS) { FHEML_GLWE_MATMUL_BODY }
+
+__attribute__((target("avx512f,avx512dq,avx512vl"))) static void
+fheml_glwe_poly_matmul_avx512(FHEML_GLWE_MATMUL_ARGS) { FHEML_GLWE_MATMUL_BODY }
+#endif
+
+/* Highest kernel level the CPU runs: 2 = AVX-512 (F, DQ, VL), 1 = AVX2, 0 = portable. */
+static inline int fheml_glwe_cpu_level(void)
+{
+#if FHEML_GLWE_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")
+        && __builtin_cpu_supports("avx512vl"))
+        return 2;
+    return __builtin_cpu_supports("avx2") ? 1 : 0;
+#else
+    return 0;
+#endif
+}
+
+/* level: as returned by fheml_glwe_cpu_level (or lower). */
+static inline void fheml_glwe_poly_matmul(int level, FHEML_GLWE_MATMUL_ARGS)
+{
+#if FHEML_GLWE_X86
+    if (level >= 2) {
+        fheml_glwe_poly_matmul_avx512(a, G, C, R, N, lengths, w, O, S, out);
+        return;
+    }
+    if (level == 1) {
+        fheml_glwe_poly_matmul_avx2(a, G, C, R, N, lengths, w, O, S, out);
+        return;
+    }
+#endif
+    fheml_glwe_poly_matmul_generic(a, G, C, R, N, lengths, w, O, S, out);
 }
 
 #endif

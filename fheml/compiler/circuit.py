@@ -12,6 +12,7 @@ import numpy as np
 
 from fheml.compiler.graph import range_bits
 from fheml.compiler.lowering import MAX_LOOKUP_BITS, too_wide_error
+from fheml.compiler.packed import PackedPlan, plan_packing
 from fheml.compiler.program import (
     ClearBackend,
     InputRangeError,
@@ -207,49 +208,59 @@ def _params_from(header, kind):
 
 
 class ClientSpec:
-    """What the client needs: parameters, precision, input ranges and output offsets."""
+    """What the client needs: parameters, precision, input ranges and output offsets, and
+    the layout of the packed path (``packed``, a weightless :class:`PackedPlan`) if any."""
 
-    def __init__(self, params, precision, inputs, outputs, multiple_outputs):
+    def __init__(self, params, precision, inputs, outputs, multiple_outputs, packed=None):
         self.params = params
         self.precision = int(precision)
         self.inputs = inputs
         self.outputs = outputs
         self.multiple_outputs = bool(multiple_outputs)
+        self.packed = packed
 
     def to_bytes(self):
         from fheml._core.serialization import pack
-        return pack("client-spec", {"params": self.params.to_dict(), "precision": self.precision,
-                                    "inputs": self.inputs, "outputs": self.outputs,
-                                    "multiple_outputs": self.multiple_outputs})
+        header = {"params": self.params.to_dict(), "precision": self.precision,
+                  "inputs": self.inputs, "outputs": self.outputs,
+                  "multiple_outputs": self.multiple_outputs}
+        if self.packed is not None:
+            header["packed"] = self.packed.to_dict()
+        return pack("client-spec", header)
 
     @classmethod
     def from_bytes(cls, data):
         from fheml._core.serialization import SerializationError, unpack
         header, _ = unpack(data, "client-spec")
         try:
+            packed = PackedPlan.from_dict(header["packed"]) if "packed" in header else None
             return cls(_params_from(header, "client-spec"), header["precision"],
                        _validate_io(header["inputs"], True), _validate_io(header["outputs"]),
-                       header["multiple_outputs"])
+                       header["multiple_outputs"], packed)
         except (KeyError, TypeError, ValueError) as exc:
             raise SerializationError(f"client-spec: {exc}") from None
 
 
 class ServerSpec:
-    """What the server needs: parameters and the program (tables included, no secret)."""
+    """What the server needs: parameters and the program (tables included, no secret), and
+    the packed plan (``packed``, weights read off the program) if any."""
 
-    def __init__(self, params, program, inputs, outputs, multiple_outputs):
+    def __init__(self, params, program, inputs, outputs, multiple_outputs, packed=None):
         self.params = params
         self.program = program
         self.inputs = inputs
         self.outputs = outputs
         self.multiple_outputs = bool(multiple_outputs)
+        self.packed = packed
 
     def to_bytes(self):
         from fheml._core.serialization import pack
         header, arrays = self.program.to_json()
-        return pack("server-spec", {"params": self.params.to_dict(), "program": header,
-                                    "inputs": self.inputs, "outputs": self.outputs,
-                                    "multiple_outputs": self.multiple_outputs}, arrays)
+        spec = {"params": self.params.to_dict(), "program": header, "inputs": self.inputs,
+                "outputs": self.outputs, "multiple_outputs": self.multiple_outputs}
+        if self.packed is not None:
+            spec["packed"] = self.packed.to_dict()
+        return pack("server-spec", spec, arrays)
 
     @classmethod
     def from_bytes(cls, data):
@@ -257,9 +268,13 @@ class ServerSpec:
         header, arrays = unpack(data, "server-spec")
         try:
             program = Program.from_json(header["program"], arrays)
+            packed = None
+            if "packed" in header:
+                packed = PackedPlan.with_weights_of(PackedPlan.from_dict(header["packed"]),
+                                                    program)
             return cls(_params_from(header, "server-spec"), program,
                        _validate_io(header["inputs"], True), _validate_io(header["outputs"]),
-                       header["multiple_outputs"])
+                       header["multiple_outputs"], packed)
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise SerializationError(f"server-spec: {exc}") from None
 
@@ -283,18 +298,24 @@ class EncryptedArgs:
     ----------
     values : list
         Per argument: an :class:`~fheml._core.LweCiphertext` of shape ``(b, *shape)`` or a
-        clear array ``(b, *shape)``.
+        clear array ``(b, *shape)``; on the packed path the one argument is a
+        :class:`~fheml._core.GlweCiphertext` of shape ``(groups, chunks)``.
     batched : bool
         Whether the caller passed a leading batch axis.
+    rows : int or None
+        Rows of a packed argument (None on the LWE path).
     """
 
-    def __init__(self, values, batched):
+    def __init__(self, values, batched, rows=None):
         self.values = list(values)
         self.batched = bool(batched)
+        self.rows = rows
 
     def to_bytes(self):
         from fheml._core.keys import LweCiphertext
         from fheml._core.serialization import pack
+        if self.rows is not None:
+            return _pack_packed("circuit-args", self.values, self.batched, self.rows)
         items, arrays = [], []
         for v in self.values:
             if isinstance(v, LweCiphertext):
@@ -314,6 +335,8 @@ class EncryptedArgs:
         from fheml._core.keys import LweCiphertext
         from fheml._core.serialization import SerializationError, unpack
         header, arrays = unpack(data, "circuit-args")
+        if "packed" in header:
+            return cls(*_unpack_packed("circuit-args", header, arrays))
         try:
             items = header["items"]
             if len(items) != len(arrays):
@@ -330,14 +353,18 @@ class EncryptedArgs:
 
 
 class EncryptedResult:
-    """Encrypted outputs of one call (one ciphertext batch per output)."""
+    """Encrypted outputs of one call: one ciphertext batch per output, or on the packed path
+    one :class:`~fheml._core.GlweCiphertext` ``(groups, outputs)`` and the row count."""
 
-    def __init__(self, values, batched):
+    def __init__(self, values, batched, rows=None):
         self.values = list(values)
         self.batched = bool(batched)
+        self.rows = rows
 
     def to_bytes(self):
         from fheml._core.serialization import pack
+        if self.rows is not None:
+            return _pack_packed("circuit-result", self.values, self.batched, self.rows)
         return pack("circuit-result", {"key_id": [v.key_id for v in self.values],
                                        "batched": self.batched}, [v.data for v in self.values])
 
@@ -346,6 +373,8 @@ class EncryptedResult:
         from fheml._core.keys import LweCiphertext
         from fheml._core.serialization import SerializationError, unpack
         header, arrays = unpack(data, "circuit-result")
+        if "packed" in header:
+            return cls(*_unpack_packed("circuit-result", header, arrays))
         try:
             if len(header["key_id"]) != len(arrays):
                 raise ValueError("key id count does not match the arrays")
@@ -353,6 +382,29 @@ class EncryptedResult:
                        header["batched"])
         except (KeyError, TypeError, ValueError) as exc:
             raise SerializationError(f"circuit-result: {exc}") from None
+
+
+def _pack_packed(kind, values, batched, rows):
+    """Bytes of a packed argument or result: one GLWE batch and the row count."""
+    from fheml._core.glwe import GlweCiphertext
+    from fheml._core.serialization import pack
+    if len(values) != 1 or not isinstance(values[0], GlweCiphertext):
+        raise TypeError("a packed call carries exactly one GlweCiphertext")
+    header, arrays = values[0].to_parts()
+    return pack(kind, {"packed": header, "rows": int(rows), "batched": bool(batched)}, arrays)
+
+
+def _unpack_packed(kind, header, arrays):
+    from fheml._core.glwe import GlweCiphertext
+    from fheml._core.serialization import SerializationError
+    try:
+        rows = header["rows"]
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+            raise ValueError("bad row count")
+        ct = GlweCiphertext.from_parts(header["packed"], arrays)
+        return [ct], bool(header["batched"]), rows
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SerializationError(f"{kind}: {exc}") from None
 
 
 # ---------------------------------------------------------------- client / server ------
@@ -369,6 +421,7 @@ class Client:
         self.spec = spec
         self.secret_keys = None
         self.evaluation_keys = None
+        self._packed_key = None
 
     @classmethod
     def from_bytes(cls, data):
@@ -392,17 +445,45 @@ class Client:
         if self.secret_keys is None or force:
             self.secret_keys = SecretKeys.generate(self.spec.params)
             self.evaluation_keys = self.secret_keys.evaluation_keys()
+            self._packed_key = None
         return self.evaluation_keys
+
+    def packed_key(self):
+        """The GLWE key of the packed path (same key id as the secret keys; generated on
+        first use, it needs no evaluation key), or None without a packed path."""
+        from fheml._core.glwe import GlweSecretKey
+        packed = self.spec.packed
+        sk = self._keys()
+        if packed is None:
+            return None
+        if self._packed_key is None or self._packed_key.key_id != sk.key_id:
+            p = packed.params
+            self._packed_key = GlweSecretKey.generate(p.glwe_dimension, p.polynomial_size,
+                                                      p.noise_std, key_id=sk.key_id)
+        return self._packed_key
+
+    def uses_packing(self, rows):
+        """Whether a call of ``rows`` rows goes through the packed path (cost model)."""
+        packed = self.spec.packed
+        return packed is not None and rows > 0 and packed.cheaper_than_lwe(
+            rows, self.spec.params.big_lwe_dimension)
 
     def _keys(self):
         if self.secret_keys is None:
             raise RuntimeError("no keys yet: call client.keygen() first")
         return self.secret_keys
 
-    def encrypt(self, *args):
+    def encrypt(self, *args, packing=None):
         """Encrypt the arguments (clear arguments are passed through).
 
         Each argument has the compiled sample shape or a leading batch axis (all the same).
+
+        Parameters
+        ----------
+        *args : array-like
+        packing : bool, optional
+            Packed GLWE path (True) or one LWE ciphertext per value (False); default: the
+            cheaper one for this batch (see :meth:`uses_packing`).
 
         Returns
         -------
@@ -410,6 +491,15 @@ class Client:
         """
         sk = self._keys()
         arrays, batched = _check_args(self.spec.inputs, args)
+        rows = arrays[0].shape[0] if arrays else 0
+        if packing and self.spec.packed is None:
+            raise ValueError("this circuit has no packed path (it is not an affine map of "
+                             "one encrypted argument)")
+        if packing is None:
+            packing = self.uses_packing(rows)
+        if packing:
+            u = (arrays[0] - self.spec.inputs[0]["lo"]).reshape(rows, -1)
+            return EncryptedArgs([self.spec.packed.encrypt(self.packed_key(), u)], batched, rows)
         values = []
         for spec, a in zip(self.spec.inputs, arrays):
             if spec["encrypted"]:
@@ -429,6 +519,8 @@ class Client:
             result = EncryptedResult.from_bytes(result)
         sk = self._keys()
         P = self.spec.precision
+        if result.rows is not None:
+            return self._decrypt_packed(result)
         if len(result.values) != len(self.spec.outputs):
             raise ValueError(f"expected {len(self.spec.outputs)} output(s), got "
                              f"{len(result.values)}")
@@ -439,6 +531,23 @@ class Client:
             lo = spec["lo"]
             v = lo + np.mod(m - lo, mod)
             outs.append(v if result.batched else v[0])
+        return tuple(outs) if self.spec.multiple_outputs else outs[0]
+
+    def _decrypt_packed(self, result):
+        from fheml._core.glwe import GlweCiphertext
+        if self.spec.packed is None:
+            raise ValueError("this circuit has no packed path")
+        if len(result.values) != 1 or not isinstance(result.values[0], GlweCiphertext):
+            raise ValueError("a packed result holds one GLWE ciphertext batch")
+        m = self.spec.packed.decrypt(self.packed_key(), result.values[0], result.rows)
+        mod = 1 << (self.spec.precision + 1)
+        outs, start = [], 0
+        for spec in self.spec.outputs:
+            size = int(np.prod(spec["shape"], dtype=np.int64))
+            v = m[:, start:start + size].reshape((result.rows, *spec["shape"]))
+            v = spec["lo"] + np.mod(v - spec["lo"], mod)
+            outs.append(v if result.batched else v[0])
+            start += size
         return tuple(outs) if self.spec.multiple_outputs else outs[0]
 
 
@@ -490,6 +599,8 @@ class Server:
             raise TypeError("evaluation_keys must be EvaluationKeys (or their bytes)")
         if evaluation_keys.params != self.spec.params:
             raise ValueError("evaluation keys were made for other parameters than this circuit")
+        if encrypted_args.rows is not None:
+            return self._run_packed(encrypted_args, evaluation_keys)
         specs = self.spec.inputs
         values = encrypted_args.values
         if len(values) != len(specs):
@@ -528,6 +639,25 @@ class Server:
         return EncryptedResult([LweCiphertext(o, evaluation_keys.key_id) for o in outs],
                                encrypted_args.batched)
 
+    def _run_packed(self, encrypted_args, evaluation_keys):
+        from fheml._core.glwe import GlweCiphertext
+        packed = self.spec.packed
+        if packed is None:
+            raise ValueError("this circuit has no packed path: send one LWE batch per argument")
+        values = encrypted_args.values
+        if len(values) != 1 or not isinstance(values[0], GlweCiphertext):
+            raise TypeError("a packed call carries exactly one GlweCiphertext")
+        ct = values[0]
+        if ct.key_id != evaluation_keys.key_id:
+            raise ValueError("the packed argument was encrypted under other keys than the "
+                             "evaluation keys")
+        if len(ct.shape) != 2 or ct.shape[0] != packed.groups(encrypted_args.rows):
+            raise ValueError(f"the packed argument holds {ct.shape[0] if ct.shape else 0} "
+                             f"groups; {encrypted_args.rows} rows need "
+                             f"{packed.groups(encrypted_args.rows)}")
+        return EncryptedResult([packed.evaluate(ct)], encrypted_args.batched,
+                               encrypted_args.rows)
+
 
 # ------------------------------------------------------------------------ circuit ------
 
@@ -561,9 +691,12 @@ class Circuit:
         self.p_error = p_error
         self.n_jobs = n_jobs
         multiple = bool(getattr(graph, "multiple_outputs", False))
-        self.server = Server(ServerSpec(params, program, input_specs, output_specs, multiple))
+        packed = plan_packing(program, p_error) if not params.has_bootstrap else None
+        self.server = Server(ServerSpec(params, program, input_specs, output_specs, multiple,
+                                        packed))
         self.client = Client(ClientSpec(params, program.precision, input_specs, output_specs,
-                                        multiple))
+                                        multiple, packed and PackedPlan.from_dict(
+                                            packed.to_dict())))
         self.statistics = statistics(program, params, p_error)
         self._simulation_p_fail = {
             k: params.p_fail(n.attrs["pin"], program.nodes[n.inputs[0]].nu * n.attrs["premul"])
