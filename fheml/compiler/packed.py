@@ -32,6 +32,15 @@ __all__ = ["PackedPlan", "affine_map", "plan_packing"]
 _SLACK = 8
 _MAX_AUTO_POLYNOMIAL_SIZE = 16384
 
+# Cost model of the path choice (ns per unit, measured once; only their ratios matter):
+# exact negacyclic product by the binary key, per N log2 N (four limbs, forward + inverse
+# FFT); multiply-add of the packed server kernel; client work per LWE mask word (ChaCha20,
+# <mask, key>, seed bookkeeping: ~12 ns measured); server multiply-add per LWE word.
+_NS_EXACT_PRODUCT = 4.0
+_NS_MULTIPLY_ADD = 0.5
+_NS_LWE_MASK_WORD = 10.0
+_NS_LWE_MATMUL = 1.0
+
 
 def affine_map(program):
     """``(W, c)`` with ``program(lo + u) == u @ W + c`` for the single encrypted input.
@@ -139,18 +148,24 @@ class PackedPlan:
         return upload, result
 
     def cost(self, rows):
-        """Modelled word operations of a call: client products (four 16-bit limbs through a
-        forward and an inverse FFT each), server products, client decryption."""
+        """Modelled time (ns) of a call: client encryption (one exact product per ciphertext),
+        server products, client decryption (one exact product per output ciphertext)."""
         N, G = self.params.polynomial_size, self.groups(rows)
-        product = 8 * N * math.log2(N)
-        server = 2 * N * self.chunk_size * self.outputs * self.chunks
+        product = _NS_EXACT_PRODUCT * N * math.log2(N)
+        server = _NS_MULTIPLY_ADD * 2 * N * self.chunk_size * self.outputs * self.chunks
         return G * (self.chunks * product + server + self.outputs * product)
 
     def cheaper_than_lwe(self, rows, lwe_dimension):
-        """Whether packing beats one LWE ciphertext per value for a call of ``rows`` rows:
-        the LWE path generates, multiplies and sends ``F * (n + 1)`` words per row."""
+        """Whether packing beats one LWE ciphertext per value for a call of ``rows`` rows.
+
+        The LWE path generates and multiplies ``F * (n + 1)`` mask words per row on the
+        client, ``O`` multiply-adds per word on the server and decrypts ``O * (n + 1)``
+        words per row.  Constants measured on an AVX-512 Xeon: packing wins from one row
+        on for tens of features; small inputs with few rows stay on the LWE path.
+        """
         d = lwe_dimension + 1
-        lwe = rows * (self.features * d * (2 + self.outputs) + self.outputs * d)
+        lwe = rows * d * (self.features * (_NS_LWE_MASK_WORD + self.outputs * _NS_LWE_MATMUL)
+                          + self.outputs * _NS_LWE_MATMUL)
         return self.cost(rows) < lwe
 
     # -- client --------------------------------------------------------------------------

@@ -139,10 +139,13 @@ def test_largest_accumulator():
 
 
 def test_path_choice_by_cost():
+    small = use_cached_keys(fheml.compile(_linear(np.array([[3], [-2]]), 0), _inputset(2)))
+    assert not small.client.uses_packing(1) and small.client.uses_packing(100)
+    assert small.client.encrypt(rng.integers(0, 256, (1, 2))).rows is None
+    assert small.client.encrypt(rng.integers(0, 256, (0, 2))).rows is None
     W = rng.integers(-127, 128, (30, 1))
     c = use_cached_keys(fheml.compile(_linear(W, 0), _inputset(30)))
-    assert not c.client.uses_packing(1) and c.client.uses_packing(100)
-    assert c.client.encrypt(rng.integers(0, 256, (1, 30))).rows is None
+    assert c.client.uses_packing(4) and c.client.uses_packing(100)
     assert c.client.encrypt(rng.integers(0, 256, (100, 30))).rows == 100
     upload, result = c.client.spec.packed.sizes(100)
     assert upload / 100 <= 1024
