@@ -39,6 +39,10 @@ __all__ = ["GlweCiphertext", "GlweSecretKey", "decrypt_glwe", "encrypt_glwe",
 
 _MAX_POLYNOMIAL_SIZE = 1 << 17
 _SEED_BYTES = 32
+# Default bound of a deserialized batch: words held (masks regenerated from a seed included)
+# at most max(_DEFAULT_MAX_WORDS, _MAX_EXPANSION x the words received).
+_DEFAULT_MAX_WORDS = 1 << 21
+_MAX_EXPANSION = 64
 
 
 def _check_int(value, name, lo, hi):
@@ -191,8 +195,15 @@ class GlweCiphertext:
 
     @classmethod
     def from_parts(cls, header, arrays, *, max_words=None):
-        """Inverse of :meth:`to_parts`, validated (SerializationError); ``max_words`` bounds
-        the words the ciphertexts (regenerated masks included) may hold."""
+        """Inverse of :meth:`to_parts`, validated (SerializationError).
+
+        ``max_words`` bounds the words the ciphertexts (regenerated masks included) may
+        hold; by default ``max(2^21, 64 x the words received)``, so that a small payload
+        cannot claim a huge expansion.
+        """
+        if max_words is None:
+            received = sum(int(a.nbytes) for a in arrays) // 8
+            max_words = max(_DEFAULT_MAX_WORDS, _MAX_EXPANSION * received)
         try:
             k = _check_int(header["glwe_dimension"], "glwe_dimension", 1, _MAX_POLYNOMIAL_SIZE)
             N = _check_polynomial_size(header["polynomial_size"])
@@ -239,7 +250,7 @@ class GlweCiphertext:
             Refuse ciphertexts under another key.
         max_words : int, optional
             Refuse batches whose ciphertexts (masks regenerated from a seed included) would
-            hold more words than this (bounds the memory a small payload can claim).
+            hold more words than this (default: see :meth:`from_parts`).
         """
         header, arrays = unpack(data, "glwe-ciphertext")
         ct = cls.from_parts(header, arrays, max_words=max_words)

@@ -88,6 +88,11 @@ def test_seeded_bytes_carry_only_seed_and_bodies(key):
         GlweCiphertext.from_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     with pytest.raises(SerializationError):
         GlweCiphertext.from_bytes(data, max_words=10)
+    # one carried coefficient may not claim a huge batch of regenerated masks
+    tiny = encrypt_glwe(key, np.zeros((3000, 1), np.uint64), word_bytes=1)
+    with pytest.raises(SerializationError, match="exceed"):
+        GlweCiphertext.from_bytes(tiny.to_bytes())
+    assert GlweCiphertext.from_bytes(tiny.to_bytes(), max_words=2**24).shape == (3000,)
     with pytest.raises(SerializationError):
         GlweCiphertext.from_bytes(key.to_bytes())
 
