@@ -112,16 +112,16 @@ def test_product_matches_clear_and_noise_model(key):
     by the reversed weights, dot product of sample i at coefficient i*F + F - 1."""
     N, F, P = 2048, 30, 24
     B = N // F
-    x = rng.integers(0, 256, (8, B, F))
+    x = rng.integers(0, 256, (32, B, F))
     w = rng.integers(-127, 128, (F, 2))
-    ct = encrypt_glwe(key, encode(x.reshape(8, 1, B * F), P))  # (8 groups, C=1)
+    ct = encrypt_glwe(key, encode(x.reshape(32, 1, B * F), P))  # (32 groups, C=1)
     out = glwe_polynomial_matmul(ct, w[::-1].T[None])  # (C=1, O=2, S=F)
     bias = np.array([5, -7])
     slots = np.arange(B) * F + F - 1
     plain_bias = np.zeros((2, N), np.uint64)
     plain_bias[:, slots] = encode(bias, P)[:, None]
     out = glwe_add_plain(out, plain_bias).with_coefficients(F - 1, B * F, F)
-    phase = decrypt_glwe(key, out)  # (8, 2, B)
+    phase = decrypt_glwe(key, out)  # (32, 2, B)
     want = np.einsum("gbf,fo->gob", x, w) + bias[None, :, None]
     assert np.array_equal(decode(phase, P, signed=True), want)
     err = _signed_error(phase, encode(want, P))
