@@ -679,7 +679,7 @@ class Circuit:
     statistics : dict
         ``lookups`` (per sample), ``lookups_by_precision``, ``levels``, ``precision``,
         ``lookup_precision``, ``estimated_cost``, ``p_error``, ``global_p_error``,
-        ``key_sizes``.
+        ``key_sizes``, ``packing`` (layout of the packed path, or None).
     client : Client
     server : Server
     """
@@ -698,6 +698,10 @@ class Circuit:
                                         multiple, packed and PackedPlan.from_dict(
                                             packed.to_dict())))
         self.statistics = statistics(program, params, p_error)
+        self.statistics["packing"] = None if packed is None else {
+            "polynomial_size": packed.params.polynomial_size, "rows_per_ciphertext":
+            packed.slots, "ciphertexts_per_row": packed.chunks, "upload_bytes_per_word":
+            packed.params.input_bytes, "result_bytes_per_word": packed.params.output_bytes}
         self._simulation_p_fail = {
             k: params.p_fail(n.attrs["pin"], program.nodes[n.inputs[0]].nu * n.attrs["premul"])
             for k, n in enumerate(program.nodes) if n.op == "tlu"}

@@ -30,13 +30,14 @@ def key():
     return GlweSecretKey.generate(1, 2048)
 
 
-def test_poly_matmul_kernel_matches_reference():
+def test_poly_matmul_kernel_matches_reference(simd):
     G, C, R, N, O, S = 2, 3, 2, 64, 2, 20
     polys = rng.integers(0, 2**64, (G, C, R, N), dtype=np.uint64)
     polys[:, :, 1, 40:] = 0
     weights = rng.integers(-2**62, 2**62, (C, O, S), dtype=np.int64)
     weights[0, 0, :5] = 0
     weights[1, 1, 3] = -1
+    weights[2, 0, :4] = [2**32 - 1, -(2**32 - 1), 2**32, -(2**32)]  # both multiply paths
     got = _kernels.glwe_poly_matmul(polys, [N, 40], weights)
     for g in range(G):
         for o in range(O):
@@ -45,7 +46,7 @@ def test_poly_matmul_kernel_matches_reference():
                 assert np.array_equal(got[g, o, r], want)
 
 
-def test_poly_matmul_kernel_full_degree_and_validation():
+def test_poly_matmul_kernel_full_degree_and_validation(simd):
     N = 16
     polys = rng.integers(0, 2**64, (1, 1, 1, N), dtype=np.uint64)
     w = rng.integers(-9, 9, (1, 1, N), dtype=np.int64)  # degree N - 1: every wrap path

@@ -100,6 +100,7 @@ def test_layout_fills_the_polynomial_exactly():
     c = use_cached_keys(fheml.compile(_linear(W, 3), _inputset(F)))
     plan = c.client.spec.packed
     assert plan.params.polynomial_size == 2048 and plan.slots * plan.chunk_size == 2048
+    assert c.statistics["packing"]["rows_per_ciphertext"] == 64
     X = rng.integers(0, 256, (2 * plan.slots + 1, F))
     X[:plan.slots] = 255  # a full ciphertext at the largest values
     packed, lwe = _both_paths(c, X)
