@@ -264,9 +264,9 @@ class GlweCiphertext:
 class GlweSecretKey:
     """A binary GLWE key ``(k, N)`` with its encryption noise.
 
-    Use :meth:`generate`, or :meth:`fheml._core.SecretKeys.glwe_secret_key` for the GLWE
-    key of a bootstrapping key set (whose sample-extracted ciphertexts are then under its
-    big key).
+    Use :meth:`generate`, :meth:`fheml._core.SecretKeys.glwe_secret_key` for the GLWE key of
+    a bootstrapping key set (whose sample-extracted ciphertexts are then under its big key)
+    or :meth:`fheml._core.SecretKeys.derived_glwe_key`.
 
     Parameters
     ----------
@@ -293,11 +293,10 @@ class GlweSecretKey:
         self.insecure = bool(insecure)
 
     @classmethod
-    def generate(cls, glwe_dimension, polynomial_size, noise_std=None, *, key_id=None,
-                 seed=None):
+    def generate(cls, glwe_dimension, polynomial_size, noise_std=None, *, seed=None):
         """Fresh key bits from the OS-seeded CSPRNG (``seed``: tests only, see
         :meth:`fheml._core.SecretKeys.generate`); ``noise_std`` defaults to the 128-bit
-        secure minimum for ``k * N``; ``key_id`` to a fresh random one."""
+        secure minimum for ``k * N``."""
         k = _check_int(glwe_dimension, "glwe_dimension", 1, _MAX_POLYNOMIAL_SIZE)
         N = _check_polynomial_size(polynomial_size)
         if seed is not None and os.environ.get(INSECURE_SEED_ENV) != "1":
@@ -305,8 +304,7 @@ class GlweSecretKey:
                                f"accepted in tests with {INSECURE_SEED_ENV}=1")
         noise_std = float(np.sqrt(var_min(k * N))) if noise_std is None else noise_std
         bits = Csprng(seed, stream=_STREAM_KEY_BITS).binary((k, N))
-        key_id = secrets.token_hex(16) if key_id is None else key_id
-        return cls(bits, key_id, noise_std, insecure=seed is not None)
+        return cls(bits, secrets.token_hex(16), noise_std, insecure=seed is not None)
 
     @property
     def glwe_dimension(self):

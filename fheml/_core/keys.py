@@ -347,6 +347,22 @@ class SecretKeys:
         return GlweSecretKey(self.glwe_key, self.key_id, self.params.glwe_noise_std,
                              insecure=self.insecure)
 
+    def derived_glwe_key(self, glwe_dimension, polynomial_size, noise_std):
+        """A GLWE key ``(k, N)`` for packed encryption, derived from this key set's secret
+        bits (ChaCha20 keyed with a domain-separated SHA-256 of them), under the same key id.
+
+        The same after :meth:`to_bytes` / :meth:`from_bytes`, so a reloaded client still
+        decrypts packed results; the LWE key's ``n >= 256`` uniform bits make the seed
+        unguessable, and the derived key is independent of the others as far as the hash
+        behaves as a random oracle.
+        """
+        from fheml._core.glwe import GlweSecretKey
+        digest = hashlib.sha256(b"fheml derived GLWE key\0" + np.array(
+            [glwe_dimension, polynomial_size], dtype="<u8").tobytes() + self.lwe_key.tobytes()
+            + self.glwe_key.tobytes()).digest()
+        bits = Csprng(digest, stream=_STREAM_KEY_BITS).binary((glwe_dimension, polynomial_size))
+        return GlweSecretKey(bits, self.key_id, noise_std, insecure=self.insecure)
+
     # -- evaluation keys ---------------------------------------------------------------
     def evaluation_keys(self):
         """Keyswitching and bootstrapping keys for the server (seeded; no secret inside)."""

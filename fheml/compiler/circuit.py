@@ -449,17 +449,19 @@ class Client:
         return self.evaluation_keys
 
     def packed_key(self):
-        """The GLWE key of the packed path (same key id as the secret keys; generated on
-        first use, it needs no evaluation key), or None without a packed path."""
-        from fheml._core.glwe import GlweSecretKey
+        """The GLWE key of the packed path, or None without a packed path.
+
+        Derived from the secret keys (:meth:`~fheml._core.SecretKeys.derived_glwe_key`):
+        same key id, nothing more to store, and no evaluation key is needed.
+        """
         packed = self.spec.packed
         sk = self._keys()
         if packed is None:
             return None
         if self._packed_key is None or self._packed_key.key_id != sk.key_id:
             p = packed.params
-            self._packed_key = GlweSecretKey.generate(p.glwe_dimension, p.polynomial_size,
-                                                      p.noise_std, key_id=sk.key_id)
+            self._packed_key = sk.derived_glwe_key(p.glwe_dimension, p.polynomial_size,
+                                                   p.noise_std)
         return self._packed_key
 
     def uses_packing(self, rows):

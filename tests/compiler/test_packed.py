@@ -227,3 +227,21 @@ def test_breast_cancer_logistic_regression_sizes():
     result = circuit.server.run(args, circuit.client.evaluation_keys)
     np.testing.assert_array_equal(circuit.client.decrypt(result.to_bytes()), circuit.run(q))
     assert np.array_equal(model.predict(X[:100], fhe="execute"), model.predict(X[:100]))
+
+
+def test_packed_key_survives_secret_key_serialization():
+    W = rng.integers(-127, 128, (30, 1))
+    c = fheml.compile(_linear(W, 0), _inputset(30))
+    c.keygen()
+    X = rng.integers(0, 256, (50, 30))
+    result = c.server.run(c.client.encrypt(X, packing=True), c.client.evaluation_keys).to_bytes()
+    from fheml._core import SecretKeys
+    reloaded = fheml.compiler.Client.from_bytes(c.client.spec.to_bytes())
+    reloaded.secret_keys = SecretKeys.from_bytes(c.client.secret_keys.to_bytes())
+    np.testing.assert_array_equal(reloaded.decrypt(result), X @ W)
+    key = c.client.packed_key()
+    assert key.key_id == c.client.secret_keys.key_id
+    assert 0.4 < key.key.mean() < 0.6
+    other = fheml.compile(_linear(W, 0), _inputset(30))
+    other.keygen()
+    assert not np.array_equal(other.client.packed_key().key, key.key)
