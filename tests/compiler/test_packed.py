@@ -11,7 +11,7 @@ from fheml import linear_model
 from fheml._core.glwe import decrypt_glwe
 from fheml._core.keys import encode
 from fheml.compiler import EncryptedArgs, EncryptedResult
-from fheml.compiler.packed import PackedPlan, affine_map, plan_packing
+from fheml.compiler.packed import affine_map, plan_packing
 
 from tests.compiler.conftest import use_cached_keys
 
