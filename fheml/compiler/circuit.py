@@ -657,8 +657,8 @@ class Server:
             raise ValueError(f"the packed argument holds {ct.shape[0] if ct.shape else 0} "
                              f"groups; {encrypted_args.rows} rows need "
                              f"{packed.groups(encrypted_args.rows)}")
-        return EncryptedResult([packed.evaluate(ct)], encrypted_args.batched,
-                               encrypted_args.rows)
+        return EncryptedResult([packed.evaluate(ct, encrypted_args.rows)],
+                               encrypted_args.batched, encrypted_args.rows)
 
 
 # ------------------------------------------------------------------------ circuit ------

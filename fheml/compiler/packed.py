@@ -139,12 +139,25 @@ class PackedPlan:
         """Number of ciphertext groups for ``rows`` rows."""
         return -(-rows // self.slots)
 
+    def slots_used(self, rows):
+        """Rows per ciphertext of a call: all ``B`` slots, or ``rows`` when fewer (a small
+        batch then sends only its own coefficients)."""
+        return max(1, min(self.slots, rows))
+
+    def input_coefficients(self, rows):
+        """Carried coefficients of the encrypted rows of a call."""
+        return (0, self.slots_used(rows) * self.chunk_size, 1)
+
+    def result_coefficients(self, rows):
+        """Carried coefficients of a result: the dot product of each row."""
+        Fc = self.chunk_size
+        return (Fc - 1, self.slots_used(rows) * Fc, Fc)
+
     def sizes(self, rows):
         """Bytes sent per call: ``(upload, result)`` (headers excluded)."""
-        p = self.params
-        G = self.groups(rows)
-        upload = G * self.chunks * self.slots * self.chunk_size * p.input_bytes + 32
-        result = G * self.outputs * (p.big_dimension + self.slots) * p.output_bytes
+        p, G, B = self.params, self.groups(rows), self.slots_used(rows)
+        upload = G * self.chunks * B * self.chunk_size * p.input_bytes + 32
+        result = G * self.outputs * (p.big_dimension + B) * p.output_bytes
         return upload, result
 
     def cost(self, rows):
@@ -174,7 +187,7 @@ class PackedPlan:
         from fheml._core import encode
         from fheml._core.glwe import encrypt_glwe
         rows = u.shape[0]
-        G, B, C, Fc = self.groups(rows), self.slots, self.chunks, self.chunk_size
+        G, B, C, Fc = self.groups(rows), self.slots_used(rows), self.chunks, self.chunk_size
         laid = np.zeros((G * B, C * Fc), dtype=np.int64)
         laid[:rows, :self.features] = u
         # (G, B, C, Fc) -> (G, C, B*Fc): chunk c of the B rows of group g, one after another
@@ -186,30 +199,27 @@ class PackedPlan:
         """Messages (rows, O) in ``[0, 2^(P+1))`` of a result of :meth:`evaluate`."""
         from fheml._core import decode
         from fheml._core.glwe import decrypt_glwe
-        if ct.coefficients != self.result_coefficients or ct.shape[1:] != (self.outputs,):
-            raise ValueError("the result does not have the layout of this circuit")
-        if not 0 <= rows <= ct.shape[0] * self.slots:
-            raise ValueError("the result holds fewer rows than expected")
+        if (ct.coefficients != self.result_coefficients(rows) or len(ct.shape) != 2
+                or ct.shape != (self.groups(rows), self.outputs)):
+            raise ValueError("the result does not have the layout of this circuit for "
+                             f"{rows} rows")
         m = decode(decrypt_glwe(key, ct), self.params.precision)     # (G, O, B)
         return m.transpose(0, 2, 1).reshape(-1, self.outputs)[:rows]
 
-    @property
-    def result_coefficients(self):
-        Fc = self.chunk_size
-        return (Fc - 1, self.slots * Fc, Fc)
-
     # -- server --------------------------------------------------------------------------
-    def evaluate(self, ct):
-        """Products by the weight polynomials, bias, modulus switch; (G, O) ciphertexts."""
+    def evaluate(self, ct, rows):
+        """Products by the weight polynomials, bias, modulus switch: the (G, O) result
+        ciphertexts of a call of ``rows`` rows."""
         from fheml._core import encode
         from fheml._core.glwe import glwe_add_plain, glwe_polynomial_matmul, modulus_switch
         p = self.params
-        expected = (p.glwe_dimension, p.polynomial_size, (0, self.slots * self.chunk_size, 1))
-        if (ct.glwe_dimension, ct.polynomial_size, ct.coefficients) != expected \
-                or len(ct.shape) != 2 or ct.shape[1] != self.chunks:
-            raise ValueError("the packed argument does not have the layout of this circuit")
+        expected = (p.glwe_dimension, p.polynomial_size, self.input_coefficients(rows),
+                    (self.groups(rows), self.chunks))
+        if (ct.glwe_dimension, ct.polynomial_size, ct.coefficients, ct.shape) != expected:
+            raise ValueError("the packed argument does not have the layout of this circuit "
+                             f"for {rows} rows")
         out = glwe_polynomial_matmul(ct, self._polys)
-        start, stop, step = self.result_coefficients
+        start, stop, step = self.result_coefficients(rows)
         bias = np.zeros((self.outputs, p.polynomial_size), dtype=np.uint64)
         bias[:, start:stop:step] = encode(self.bias, p.precision)[:, None]
         out = glwe_add_plain(out, bias)

@@ -120,7 +120,7 @@ def test_more_features_than_coefficients():
     lo = c.client.spec.inputs[0]["lo"]
     ct = plan.encrypt(key, X - lo)
     assert ct.shape == (3, 2)
-    m = plan.decrypt(key, plan.evaluate(ct), 3)
+    m = plan.decrypt(key, plan.evaluate(ct, 3), 3)
     mod = 1 << (c.program.precision + 1)
     lo_out = c.client.spec.outputs[0]["lo"]
     np.testing.assert_array_equal(lo_out + np.mod(m - lo_out, mod), X @ W - 4)
@@ -150,6 +150,9 @@ def test_path_choice_by_cost():
     assert c.client.encrypt(rng.integers(0, 256, (100, 30))).rows == 100
     upload, result = c.client.spec.packed.sizes(100)
     assert upload / 100 <= 1024
+    # a small batch sends only its own coefficients
+    one = c.client.encrypt(rng.integers(0, 256, (3, 30)), packing=True)
+    assert one.values[0].coefficients == (0, 90, 1) and len(one.to_bytes()) < 1024
     assert len(c.client.encrypt(rng.integers(0, 256, (100, 30))).to_bytes()) / 100 <= 1024
 
 
@@ -178,7 +181,7 @@ def test_packed_noise_matches_model():
     X = rng.integers(0, 256, (plan.slots * 40, F))
     lo = c.client.spec.inputs[0]["lo"]
     key = c.client.packed_key()
-    result = plan.evaluate(plan.encrypt(key, X - lo))
+    result = plan.evaluate(plan.encrypt(key, X - lo), len(X))
     phase = decrypt_glwe(key, result).transpose(0, 2, 1).reshape(-1, O)[:len(X)]
     want = encode((X - lo) @ plan.weights + plan.bias, plan.params.precision)
     err = (phase - want).astype(np.int64).astype(np.float64) * 2.0**-64
