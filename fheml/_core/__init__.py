@@ -6,20 +6,30 @@
 """
 
 from fheml._core.glwe import GlweCiphertext, GlweSecretKey
-from fheml._core.keys import EvaluationKeys, LweCiphertext, SecretKeys, decode, encode, make_luts
+from fheml._core.keys import (
+    EvaluationKeys,
+    InsecureKeyWarning,
+    LweCiphertext,
+    SecretKeys,
+    decode,
+    encode,
+    make_luts,
+)
 from fheml._core.parameters import (
     GlweParameters,
     ParameterSet,
     select_glwe_parameters,
     select_parameters,
 )
-from fheml._core.serialization import SerializationError
+from fheml._core.serialization import LimitExceededError, SerializationError
 
 __all__ = [
     "EvaluationKeys",
     "GlweCiphertext",
     "GlweParameters",
     "GlweSecretKey",
+    "InsecureKeyWarning",
+    "LimitExceededError",
     "LweCiphertext",
     "ParameterSet",
     "SecretKeys",

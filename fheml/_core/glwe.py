@@ -31,7 +31,7 @@ from fheml._core.keys import (
     LweCiphertext,
     _fourier_plan,
 )
-from fheml._core.parameters import var_min
+from fheml._core.parameters import MIN_SECURE_DIMENSION, var_min
 from fheml._core.serialization import SerializationError, pack, unpack
 
 __all__ = ["GlweCiphertext", "GlweSecretKey", "decrypt_glwe", "encrypt_glwe",
@@ -283,6 +283,9 @@ class GlweSecretKey:
         _check_polynomial_size(key.shape[1])
         if key.shape[0] < 1 or key.max(initial=0) > 1:
             raise ValueError("a GLWE key is k >= 1 binary polynomials")
+        if key.size < MIN_SECURE_DIMENSION:
+            raise ValueError(f"a GLWE key of dimension k*N = {key.size} is below the "
+                             f"{MIN_SECURE_DIMENSION} the secure-noise curve is validated for")
         minimum = float(np.sqrt(var_min(key.size)))
         if not (noise_std >= minimum * (1 - 1e-4) and noise_std < 2.0**-4):
             raise ValueError(f"noise_std={noise_std!r} is outside [{minimum:.4e} (128-bit "

@@ -3,19 +3,16 @@
  * whatever the size of the operands).
  *
  * Kept apart from kernels_impl.h (the bootstrap kernels).  One body, compiled three times:
- * portable, AVX2 and AVX-512 (target attributes; the build has no -march), the caller picks
- * one after checking the CPU, so no "illegal instruction".
+ * portable, AVX2 and AVX-512 (target attributes of cpu.h; the build has no -march), the
+ * caller passes the kernel level in use (never above the CPU's), so no "illegal
+ * instruction".
  */
 #ifndef FHEML_GLWE_KERNELS_H
 #define FHEML_GLWE_KERNELS_H
 
 #include <stdint.h>
 
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
-#define FHEML_GLWE_X86 1
-#else
-#define FHEML_GLWE_X86 0
-#endif
+#include "cpu.h"
 
 /* dst[j] +=/-= a[j] * m for j < n, m < 2^32: two 32x32->64 products per word (what the
  * SIMD units multiply natively), exact modulo 2^64. */
@@ -93,37 +90,23 @@ static inline __attribute__((always_inline)) void fheml_poly_mul_int_acc(
 
 static void fheml_glwe_poly_matmul_generic(FHEML_GLWE_MATMUL_ARGS) { FHEML_GLWE_MATMUL_BODY }
 
-#if FHEML_GLWE_X86
-__attribute__((target("avx2"))) static void
+#if FHEML_X86_SIMD
+__attribute__((target(FHEML_TARGET_AVX2))) static void
 fheml_glwe_poly_matmul_avx2(FHEML_GLWE_MATMUL_ARGS) { FHEML_GLWE_MATMUL_BODY }
 
-__attribute__((target("avx512f,avx512dq,avx512vl"))) static void
+__attribute__((target(FHEML_TARGET_AVX512))) static void
 fheml_glwe_poly_matmul_avx512(FHEML_GLWE_MATMUL_ARGS) { FHEML_GLWE_MATMUL_BODY }
 #endif
 
-/* Highest kernel level the CPU runs: 2 = AVX-512 (F, DQ, VL), 1 = AVX2, 0 = portable. */
-static inline int fheml_glwe_cpu_level(void)
-{
-#if FHEML_GLWE_X86
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")
-        && __builtin_cpu_supports("avx512vl"))
-        return 2;
-    return __builtin_cpu_supports("avx2") ? 1 : 0;
-#else
-    return 0;
-#endif
-}
-
-/* level: as returned by fheml_glwe_cpu_level (or lower). */
+/* level: FHEML_SIMD_* (cpu.h), at most what fheml_cpu_simd_level() returns. */
 static inline void fheml_glwe_poly_matmul(int level, FHEML_GLWE_MATMUL_ARGS)
 {
-#if FHEML_GLWE_X86
-    if (level >= 2) {
+#if FHEML_X86_SIMD
+    if (level >= FHEML_SIMD_AVX512) {
         fheml_glwe_poly_matmul_avx512(a, G, C, R, N, lengths, w, O, S, out);
         return;
     }
-    if (level == 1) {
+    if (level == FHEML_SIMD_AVX2) {
         fheml_glwe_poly_matmul_avx2(a, G, C, R, N, lengths, w, O, S, out);
         return;
     }

@@ -31,6 +31,10 @@ __all__ = ["PackedPlan", "affine_map", "plan_packing"]
 # padding, at most _MAX_AUTO_POLYNOMIAL_SIZE (larger N only helps huge batches).
 _SLACK = 8
 _MAX_AUTO_POLYNOMIAL_SIZE = 16384
+# Largest input packed (the weights are read off the program with F + 2 clear runs, in
+# chunks of _PROBE_CHUNK rows).
+_MAX_FEATURES = 1 << 16
+_PROBE_CHUNK = 256
 
 # Cost model of the path choice (ns per unit, measured once; only their ratios matter):
 # exact negacyclic product by the binary key, per N log2 N (four limbs, forward + inverse
@@ -59,15 +63,23 @@ def affine_map(program):
     if not node.encrypted or "lo" not in node.attrs:
         return None, None
     F = int(np.prod(node.shape, dtype=np.int64))
+    if F > _MAX_FEATURES:
+        return None, None
     lo = int(node.attrs["lo"])
-    probe = np.full((F + 2, F), lo, dtype=np.int64)
-    probe[np.arange(1, F + 1), np.arange(F)] += 1
     u = np.random.default_rng(0).integers(0, 2, F)
-    probe[F + 1] += u
-    with np.errstate(all="ignore"):
-        outs = run_clear(program, [probe.reshape((F + 2,) + node.shape)], ClearBackend())
-    y = np.concatenate([np.asarray(o, dtype=np.int64).reshape(F + 2, -1) for o in outs],
-                       axis=1)
+    rows = []
+    # probes: lo, lo + e_f for every f, lo + u; run in chunks (bounded memory)
+    for start in range(0, F + 2, _PROBE_CHUNK):
+        idx = np.arange(start, min(F + 2, start + _PROBE_CHUNK))
+        probe = np.full((idx.size, F), lo, dtype=np.int64)
+        unit = (idx >= 1) & (idx <= F)
+        probe[np.flatnonzero(unit), idx[unit] - 1] += 1
+        probe[idx == F + 1] += u
+        with np.errstate(all="ignore"):
+            outs = run_clear(program, [probe.reshape((idx.size,) + node.shape)], ClearBackend())
+        rows.append(np.concatenate([np.asarray(o, dtype=np.int64).reshape(idx.size, -1)
+                                    for o in outs], axis=1))
+    y = np.concatenate(rows)
     bias, weights = y[0], y[1:F + 1] - y[0]
     if not np.array_equal(y[F + 1], bias + u @ weights):
         return None, None
@@ -90,9 +102,10 @@ class PackedPlan:
 
     def __init__(self, params, features, outputs, weights=None, bias=None):
         N = params.polynomial_size
-        if not (isinstance(features, int) and isinstance(outputs, int)
-                and features >= 1 and outputs >= 1):
-            raise ValueError("features and outputs must be positive integers")
+        for name, value in (("features", features), ("outputs", outputs)):
+            if isinstance(value, bool) or not isinstance(value, int) \
+                    or not 1 <= value <= _MAX_FEATURES:
+                raise ValueError(f"{name} must be an integer in 1..{_MAX_FEATURES}")
         self.params = params
         self.features = features
         self.outputs = outputs
