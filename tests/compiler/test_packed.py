@@ -248,3 +248,28 @@ def test_packed_key_survives_secret_key_serialization():
     other = fheml.compile(_linear(W, 0), _inputset(30))
     other.keygen()
     assert not np.array_equal(other.client.packed_key().key, key.key)
+
+
+def test_server_checks_packed_bytes_against_spec_and_limits():
+    from fheml._core import LimitExceededError, SerializationError
+    from fheml.compiler.circuit import ServerLimits
+    W = rng.integers(-127, 128, (30, 1))
+    c = use_cached_keys(fheml.compile(_linear(W, 0), _inputset(30)))
+    keys = c.client.evaluation_keys
+    data = c.client.encrypt(rng.integers(0, 256, (100, 30)), packing=True).to_bytes()
+    server = fheml.compiler.Server.from_bytes(c.server.spec.to_bytes())
+    np.testing.assert_array_equal(c.client.decrypt(server.run(data, keys).to_bytes()),
+                                  c.client.decrypt(c.server.run(EncryptedArgs.from_bytes(data),
+                                                                keys)))
+    limited = fheml.compiler.Server(server.spec, ServerLimits(max_batch_rows=10))
+    with pytest.raises(LimitExceededError):
+        limited.run(data, keys)
+    other = use_cached_keys(fheml.compile(_linear(W[:20], 0), _inputset(20)))
+    wrong = other.client.encrypt(rng.integers(0, 256, (100, 20)), packing=True).to_bytes()
+    with pytest.raises(SerializationError, match="layout"):
+        server.run(wrong, keys)
+    lwe_only = use_cached_keys(fheml.compile(lambda x, y: x - y,
+                                             [(r, r[::-1]) for r in _inputset(30)]))
+    assert lwe_only.client.spec.packed is None
+    with pytest.raises(SerializationError, match="no packed path"):
+        lwe_only.server.run(data, lwe_only.client.evaluation_keys)
