@@ -11,6 +11,7 @@ from fheml._core.keys import (
     InsecureKeyWarning,
     LweCiphertext,
     SecretKeys,
+    SeededLweCiphertext,
     decode,
     encode,
     make_luts,
@@ -21,7 +22,7 @@ from fheml._core.parameters import (
     select_glwe_parameters,
     select_parameters,
 )
-from fheml._core.serialization import LimitExceededError, SerializationError
+from fheml._core.serialization import LimitExceededError, MismatchError, SerializationError
 
 __all__ = [
     "EvaluationKeys",
@@ -31,8 +32,10 @@ __all__ = [
     "InsecureKeyWarning",
     "LimitExceededError",
     "LweCiphertext",
+    "MismatchError",
     "ParameterSet",
     "SecretKeys",
+    "SeededLweCiphertext",
     "SerializationError",
     "decode",
     "encode",
