@@ -5,6 +5,7 @@ import json
 import os
 import pathlib
 import selectors
+import socket
 import subprocess
 import sys
 import threading
@@ -132,6 +133,9 @@ def test_same_answer_as_in_process_execution(service):
         np.testing.assert_array_equal(http.client.deserialize_decrypt(answer),
                                       model.quantized_layer_.accumulate(model.quantize_input(X[:20])))
     np.testing.assert_array_equal(http.predict(X[:20], method="predict"), model.predict(X[:20]))
+    # The client keeps its connection alive; when it breaks, it reconnects once.
+    http._local.conn.sock.shutdown(socket.SHUT_RDWR)
+    assert http.run(request) is not None
     http.delete_keys()
 
 
@@ -201,10 +205,15 @@ def test_key_store_is_bounded_and_evicts_the_least_recently_used(service):
     evicted_before = clients[0].model_info()["keys_evicted"]
     clients[3].upload_keys()   # over max_keys=3: the least recently used (the second) goes
     assert clients[0].model_info()["keys_evicted"] >= evicted_before + 1
-    err = _error(lambda: clients[1].run(clients[1].client.quantize_encrypt_serialize(X[:1])))
-    assert (err.status, err.code) == (404, "unknown_key_id")
+    request = clients[1].client.quantize_encrypt_serialize(X[:1])
+    status, body = _raw(url, "POST", "/predict", request, {"fheml-key-id": clients[1].key_id})
+    assert (status, body["error"]) == (404, "unknown_key_id")
     clients[0].predict(X[:1])
     clients[3].predict(X[:1])
+    # The client class uploads its keys again on its own (under a new id) and carries on.
+    old_id = clients[1].key_id
+    clients[1].predict(X[:1])
+    assert clients[1].key_id != old_id
 
 
 def test_health_metadata_and_client_artifact(service):
