@@ -38,11 +38,13 @@ SECRET_KEYS_FILE = "secret_keys.fheml"
 EVALUATION_KEYS_FILE = "evaluation_keys.fheml"
 
 
-class ModelMismatchError(ValueError):
-    """Well-formed data that does not belong to this model or these keys.
+class ModelMismatchError(SerializationError):
+    """Well-formed data made for another model or other parameters.
 
-    For example a request encrypted for another model, evaluation keys made for other
-    parameters, ciphertexts under other keys than the evaluation keys, wrong shapes.
+    For example a request encrypted for another model, or evaluation keys made for other
+    cryptographic parameters (the message lists them).  A
+    :class:`~fheml._core.SerializationError`, like everything else a peer can send that
+    is refused.
     """
 
 
@@ -52,19 +54,6 @@ def _fheml_version():
     import fheml
 
     return fheml.__version__
-
-
-def _server_spec_without_sources(spec):
-    """The server spec bytes with every node's user source line removed."""
-    from fheml.compiler import ServerSpec
-    from fheml.compiler.program import Program
-
-    header, arrays = spec.program.to_json()
-    for node in header["nodes"]:
-        node["where"] = ""
-    program = Program.from_json(header, arrays)
-    return ServerSpec(spec.params, program, spec.inputs, spec.outputs,
-                      spec.multiple_outputs).to_bytes()
 
 
 def _as_u8(data):
@@ -157,7 +146,7 @@ class FHEModelDev:
         if existing and not overwrite:
             raise FileExistsError(f"{', '.join(existing)} already exist(s); pass "
                                   "overwrite=True to replace")
-        spec_bytes = _server_spec_without_sources(circuit.server.spec)
+        spec_bytes = circuit.server.spec.to_bytes()  # without the user's source lines
         model_id = hashlib.sha256(spec_bytes).hexdigest()
         common = {"artifact_version": ARTIFACT_VERSION, "fheml_version": _fheml_version(),
                   "model_id": model_id, "model": type(self.model).__name__,
@@ -347,13 +336,7 @@ class FHEModelClient:
                                                      and self._load_keys()):
             raise RuntimeError("no keys: the answer can only be decrypted with the keys "
                                "that encrypted the request (keep them in a key_dir)")
-        result = _unpack_envelope(data, "model-output", self.model_id)
-        try:
-            return self.client.decrypt(result)
-        except ValueError as exc:
-            if isinstance(exc, SerializationError):
-                raise
-            raise ModelMismatchError(f"cannot decrypt this answer: {exc}") from None
+        return self.client.decrypt(_unpack_envelope(data, "model-output", self.model_id))
 
     def deserialize_decrypt_dequantize(self, data, method=None):
         """Decrypt the server's answer and post-process it like the model would.
@@ -391,6 +374,9 @@ class FHEModelServer:
         Directory holding ``server.fheml`` (or the file itself).
     n_jobs : int, default=1
         Threads for the lookups of one request (-1: all cores).
+    limits : fheml.compiler.ServerLimits, optional
+        Bounds on one request (bytes, rows, expanded ciphertexts); the compiler's
+        defaults otherwise.
 
     Attributes
     ----------
@@ -399,12 +385,12 @@ class FHEModelServer:
         Model name, family, versions, parameters and input/output shapes (no secret).
     """
 
-    def __init__(self, path, n_jobs=1):
+    def __init__(self, path, n_jobs=1, limits=None):
         from fheml.compiler import Server
 
         self.header, spec = load_server_artifact(path)
         self.model_id = self.header["model_id"]
-        self.server = Server(spec)
+        self.server = Server(spec, limits)
         self.n_jobs = n_jobs
 
     @property
@@ -439,18 +425,20 @@ class FHEModelServer:
         fheml._core.EvaluationKeys
             Reusable for many :meth:`run` calls (loading expands the keys, which costs).
         """
-        from fheml._core import EvaluationKeys
+        from fheml._core.serialization import LimitExceededError
 
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"expected evaluation key bytes, got {type(data).__name__}")
         try:
-            return EvaluationKeys.from_bytes(data, expected_params=self.parameters)
-        except SerializationError:
+            return self.server.load_keys(data)
+        except LimitExceededError:
             raise
-        except ValueError as exc:
+        except SerializationError:
             # Only on this error path: read the header again to name what differs.
-            _check_key_params(_params_of_keys(data), self.parameters, "these evaluation keys")
-            raise ModelMismatchError(f"evaluation keys: {exc}") from None
+            params = _params_of_keys(data)
+            if params is not None:
+                _check_key_params(params, self.parameters, "these evaluation keys")
+            raise
 
     def run(self, serialized_encrypted_input, evaluation_keys):
         """Evaluate the circuit on one encrypted request.
@@ -469,30 +457,31 @@ class FHEModelServer:
 
         Raises
         ------
-        fheml._core.SerializationError
-            Bytes that are not a valid request or key set (malformed, truncated, corrupted).
         ModelMismatchError
-            A valid request that does not fit this model or these keys.
+            A request made for another model, or keys for other parameters.
+        fheml._core.LimitExceededError
+            A request over one of the server's limits.
+        fheml._core.SerializationError
+            Anything else that is not a valid request for this model and these keys
+            (malformed, truncated, corrupted, wrong shapes, encrypted under other keys).
         """
         from fheml._core import EvaluationKeys
-        from fheml.compiler import EncryptedArgs
 
         if not isinstance(evaluation_keys, EvaluationKeys):
             evaluation_keys = self.load_evaluation_keys(evaluation_keys)
+        _check_key_params(evaluation_keys.params, self.parameters, "these evaluation keys")
+        self.server.limits.check_request_bytes(len(serialized_encrypted_input))
         inner = _unpack_envelope(serialized_encrypted_input, "model-input", self.model_id)
-        args = EncryptedArgs.from_bytes(inner)
-        try:
-            result = self.server.run(args, evaluation_keys, n_jobs=self.n_jobs)
-        except SerializationError:
-            raise
-        except (TypeError, ValueError) as exc:
-            raise ModelMismatchError(str(exc)) from None
+        result = self.server.run(inner, evaluation_keys, n_jobs=self.n_jobs)
         return _pack_envelope("model-output", self.model_id, result.to_bytes())
 
 
 def _params_of_keys(data):
-    """The ParameterSet named by serialized evaluation keys."""
+    """The ParameterSet named by serialized evaluation keys, or None if unreadable."""
     from fheml._core.keys import params_from_header
 
-    header, _ = unpack(data, "evaluation-keys")
-    return params_from_header(header, "evaluation-keys")
+    try:
+        header, _ = unpack(data, "evaluation-keys")
+        return params_from_header(header, "evaluation-keys")
+    except SerializationError:
+        return None

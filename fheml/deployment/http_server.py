@@ -24,11 +24,12 @@ Endpoints
 ``POST /predict``
     Header ``fheml-key-id``, body: an encrypted request.  200 with the encrypted answer.
 
-Errors: 400 ``malformed`` (not a valid fheml object: garbage, truncated, corrupted, wrong
-kind or version) and ``missing_key_id``; 404 ``unknown_key_id`` (never uploaded, deleted
-or evicted: upload again) and ``not_found``; 405 ``method_not_allowed``; 413 ``too_large``
-(body above the limit); 422 ``mismatch`` (valid data that does not fit this model or
-these keys: other model, other parameters, other keys, wrong shapes); 500 ``internal``.
+Errors: 400 ``invalid`` (not a valid request for this model and these keys: garbage,
+truncated, corrupted, wrong kind or version, wrong shapes, encrypted under other keys) and
+``missing_key_id``; 404 ``unknown_key_id`` (never uploaded, deleted or evicted: upload
+again) and ``not_found``; 405 ``method_not_allowed``; 413 ``too_large`` (body or request
+over a limit); 422 ``mismatch`` (made for another model, or keys for other parameters);
+500 ``internal``.
 
 Key store: at most ``max_keys`` key sets and ``max_key_store_bytes`` bytes (memory of the
 loaded keys); adding a key set evicts the least recently used ones until both bounds hold.
@@ -44,7 +45,7 @@ import collections
 import secrets
 import time
 
-from fheml._core.serialization import SerializationError
+from fheml._core.serialization import LimitExceededError, SerializationError
 from fheml.deployment.fhe_client_server import CLIENT_FILE, FHEModelServer, ModelMismatchError
 
 __all__ = ["ServiceLimits", "create_app", "serve"]
@@ -61,17 +62,22 @@ class ServiceLimits:
     max_request_bytes : int, default=64 MiB
         Largest encrypted request body.
     max_key_bytes : int, default=2 GiB
-        Largest evaluation key upload.
+        Largest evaluation key upload (the model's parameters also fix the size).
     max_keys : int, default=16
         Key sets kept at once.
     max_key_store_bytes : int, default=8 GiB
         Memory of the key sets kept at once (as loaded, i.e. expanded).
     max_concurrent_runs : int, default=2
         Requests evaluated (or key sets loaded) at the same time; others wait.
+    max_batch_rows : int, default=65536
+        Samples in one request.
+    max_expanded_bytes : int, default=4 GiB
+        Memory of a request's ciphertexts once their seeded masks are expanded.
     """
 
     def __init__(self, max_request_bytes=64 * _MiB, max_key_bytes=2048 * _MiB, max_keys=16,
-                 max_key_store_bytes=8192 * _MiB, max_concurrent_runs=2):
+                 max_key_store_bytes=8192 * _MiB, max_concurrent_runs=2,
+                 max_batch_rows=1 << 16, max_expanded_bytes=4096 * _MiB):
         for name, value in locals().items():
             if name != "self" and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -80,9 +86,19 @@ class ServiceLimits:
         self.max_keys = max_keys
         self.max_key_store_bytes = max_key_store_bytes
         self.max_concurrent_runs = max_concurrent_runs
+        self.max_batch_rows = max_batch_rows
+        self.max_expanded_bytes = max_expanded_bytes
 
     def to_dict(self):
         return dict(vars(self))
+
+    def server_limits(self):
+        """The compiler's :class:`~fheml.compiler.ServerLimits` for one request."""
+        from fheml.compiler.circuit import ServerLimits
+
+        return ServerLimits(max_request_bytes=self.max_request_bytes,
+                            max_batch_rows=self.max_batch_rows,
+                            max_expanded_bytes=self.max_expanded_bytes)
 
 
 class ServiceError(Exception):
@@ -143,7 +159,7 @@ async def _read_body(request, limit):
     """
     declared = request.headers.get("content-length")
     if declared is not None and not declared.isdigit():
-        raise ServiceError(400, "malformed", "invalid Content-Length header")
+        raise ServiceError(400, "invalid", "invalid Content-Length header")
     too_large = ServiceError(413, "too_large", f"request body larger than the limit of "
                              f"{limit} bytes of this endpoint")
     if declared is not None and int(declared) > 16 * limit:
@@ -189,7 +205,7 @@ def create_app(model_dir, limits=None, n_jobs=1):
     from starlette.routing import Route
 
     limits = limits or ServiceLimits()
-    server = FHEModelServer(model_dir, n_jobs=n_jobs)
+    server = FHEModelServer(model_dir, n_jobs=n_jobs, limits=limits.server_limits())
     client_path = pathlib.Path(model_dir) / CLIENT_FILE
     store = KeyStore(limits.max_keys, limits.max_key_store_bytes)
     workers = anyio.CapacityLimiter(limits.max_concurrent_runs)
@@ -205,10 +221,12 @@ def create_app(model_dir, limits=None, n_jobs=1):
         """Run blocking work in a thread; map the deployment errors to HTTP errors."""
         try:
             return await anyio.to_thread.run_sync(function, *args, limiter=workers)
-        except SerializationError as exc:
-            raise ServiceError(400, "malformed", str(exc)) from None
+        except LimitExceededError as exc:
+            raise ServiceError(413, "too_large", str(exc)) from None
         except ModelMismatchError as exc:
             raise ServiceError(422, "mismatch", str(exc)) from None
+        except SerializationError as exc:
+            raise ServiceError(400, "invalid", str(exc)) from None
 
     async def health(request):
         return JSONResponse({"status": "ok"})

@@ -13,7 +13,8 @@ import pytest
 from sklearn.datasets import load_breast_cancer, load_iris, make_regression
 
 from fheml import linear_model
-from fheml._core.serialization import SerializationError, pack, unpack
+from fheml._core.serialization import LimitExceededError, SerializationError, pack, unpack
+from fheml.compiler.circuit import ServerLimits
 from fheml.deployment import FHEModelClient, FHEModelDev, FHEModelServer, ModelMismatchError
 from fheml.linear_model import (
     FHELinearRegression,
@@ -190,7 +191,7 @@ def test_mismatched_requests_and_keys_name_what_differs(two_models):
                      client_b.get_serialized_evaluation_keys())
     # Same model, other client's keys: the ciphertexts' key id does not match.
     other = FHEModelClient(root / "a")
-    with pytest.raises(ModelMismatchError, match="encrypted under other keys"):
+    with pytest.raises(SerializationError, match="other keys"):
         server_a.run(other.quantize_encrypt_serialize(X[:2]), keys_a)
     with pytest.raises(ValueError, match="features"):
         client_a.quantize_encrypt_serialize(X[:2, :5])
@@ -214,6 +215,11 @@ def test_malformed_truncated_and_corrupted_bytes(two_models):
             server_a.run(request, bad)
     with pytest.raises(TypeError, match="bytes"):
         server_a.run(request, "keys")
+    small = FHEModelServer(root / "a", limits=ServerLimits(max_batch_rows=2))
+    with pytest.raises(LimitExceededError, match="max_batch_rows"):
+        small.run(request, keys)
+    with pytest.raises(LimitExceededError, match="max_request_bytes"):
+        FHEModelServer(root / "a", limits=ServerLimits(max_request_bytes=100)).run(request, keys)
 
 
 def _rewrite(path, kind, **changes):

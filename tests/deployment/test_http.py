@@ -83,7 +83,7 @@ def service(tmp_path_factory):
     small = FHELogisticRegression(n_bits=4, solver="newton-cholesky").fit(X[:400, :5], y[:400])
     FHEModelDev(root / "other", small).save()
     proc, url = _start_service(root / "model", "--max-request-mib", "1", "--max-key-mib", "1",
-                               "--max-keys", "3")
+                               "--max-keys", "3", "--max-batch-rows", "120")
     try:
         yield root, url, model, X[400:]
     finally:
@@ -107,10 +107,10 @@ def test_two_concurrent_client_processes_with_bad_requests_interleaved(service):
     bad = 0
     while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
         for path, body, headers, status, code in [
-                ("/predict", b"garbage" * 10, {"fheml-key-id": key_id}, 400, "malformed"),
-                ("/predict", truncated, {"fheml-key-id": key_id}, 400, "malformed"),
+                ("/predict", b"garbage" * 10, {"fheml-key-id": key_id}, 400, "invalid"),
+                ("/predict", truncated, {"fheml-key-id": key_id}, 400, "invalid"),
                 ("/predict", truncated, {"fheml-key-id": "made-up"}, 404, "unknown_key_id"),
-                ("/keys", b"\0" * 100, {}, 400, "malformed")]:
+                ("/keys", b"\0" * 100, {}, 400, "invalid")]:
             got_status, got = _raw(url, "POST", path, body, headers)
             assert (got_status, got["error"]) == (status, code)
             bad += 1
@@ -160,23 +160,25 @@ def test_every_bad_request_gets_a_clear_4xx_and_the_service_keeps_serving(servic
     other_keys = FHEModelClient(root / "model")  # same model, its own keys
     cases = [
         # (method, path, body, headers, status, code, words of the detail)
-        ("POST", "/predict", b"junk", {"fheml-key-id": key_id}, 400, "malformed", "too short"),
-        ("POST", "/predict", request[:-7], {"fheml-key-id": key_id}, 400, "malformed",
+        ("POST", "/predict", b"junk", {"fheml-key-id": key_id}, 400, "invalid", "too short"),
+        ("POST", "/predict", request[:-7], {"fheml-key-id": key_id}, 400, "invalid",
          "corrupted or truncated"),
         ("POST", "/predict", request[:40] + b"x" + request[41:], {"fheml-key-id": key_id}, 400,
-         "malformed", ""),
+         "invalid", ""),
         ("POST", "/predict", b"\0" * (2 * MiB), {"fheml-key-id": key_id}, 413, "too_large",
          "limit"),
         ("POST", "/predict", request, {}, 400, "missing_key_id", "POST /keys"),
+        ("POST", "/predict", good.client.quantize_encrypt_serialize(X[:150]),
+         {"fheml-key-id": key_id}, 413, "too_large", "max_batch_rows"),
         ("POST", "/predict", request, {"fheml-key-id": "A" * 43}, 404, "unknown_key_id",
          "upload the evaluation keys again"),
         ("POST", "/predict", other_model.quantize_encrypt_serialize(X[:2, :5]),
          {"fheml-key-id": key_id}, 422, "mismatch", "made for model"),
         ("POST", "/predict", other_keys.quantize_encrypt_serialize(X[:2]),
-         {"fheml-key-id": key_id}, 422, "mismatch", "encrypted under other keys"),
+         {"fheml-key-id": key_id}, 400, "invalid", "other keys"),
         ("POST", "/keys", other_model.get_serialized_evaluation_keys(), {}, 422, "mismatch",
          "other cryptographic parameters"),
-        ("POST", "/keys", request, {}, 400, "malformed", "expected a serialized evaluation-keys"),
+        ("POST", "/keys", request, {}, 400, "invalid", "expected a serialized evaluation-keys"),
         ("POST", "/keys", b"\0" * (2 * MiB), {}, 413, "too_large", "limit"),
         ("DELETE", "/keys/never-issued", None, {}, 404, "unknown_key_id", ""),
         ("GET", "/predict", None, {}, 405, "method_not_allowed", ""),
