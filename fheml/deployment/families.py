@@ -1,32 +1,41 @@
-"""What each estimator family puts into the client artifact, and how the client uses it.
+"""What each model family puts into the artifacts, and how client and server use it.
 
-The server artifact is the same for every family (the compiled circuit).  The client
-artifact holds what runs in the clear on the client: the input encoding (quantizers) and
-the post-processing of the decrypted integers (dequantization, link functions, argmax,
-classes).  It never holds the model's weights or thresholds.
+Every server artifact holds the compiled circuit.  What differs between families is the
+clear work around it:
 
-A family is an object with three members (see :class:`LinearFamily`)::
+- on the client (the client artifact): the input encoding (quantizers) and the
+  post-processing of the decrypted integers (dequantization, link functions, argmax,
+  classes), never the model's weights or thresholds;
+- on the server (the server artifact, optionally): a step between the request bytes and
+  the circuit, e.g. trees selecting the encrypted input bits they read.
 
-    name                          short identifier stored in the artifact
-    handles(model) -> bool        whether this family saves ``model``
-    export(model) -> (state, arrays)
-        ``state``: JSON-able dict, ``arrays``: dict of name -> numeric numpy array
-    client_model(state, arrays) -> ClientModel
+A family is an object (subclass :class:`Family`) with::
 
-and a client model has::
+    name                              short identifier stored in the artifacts
+    handles(model) -> bool            whether this family saves ``model``
+    circuit(model)                    its compiled circuit (default: ``fhe_circuit``, or
+                                      ``compile()`` for a fitted estimator)
+    export(model) -> (state, arrays)  client side: JSON-able dict, dict name -> array
+    client_model(state, arrays)       -> a ClientModel
+    export_server(model)              server side, default ``({}, {})``
+    server_model(state, arrays)       -> a ServerModel, default: the request is the
+                                         circuit's arguments
 
-    methods                       names accepted by ``postprocess`` (e.g. "predict")
-    default_method                what ``deserialize_decrypt_dequantize`` returns by default
-    encode(X) -> tuple            the circuit's arguments (integer arrays, batch axis first)
-    postprocess(method, outputs)  the method's result from the decrypted circuit outputs
+A :class:`ClientModel` has ``methods`` and ``default_method`` (what
+``deserialize_decrypt_dequantize`` returns), ``encode(*X)`` (the circuit's integer
+arguments, batch axis first) and ``postprocess(method, outputs)``; it may override
+``encrypt(client, *X)`` / ``decrypt(client, data)`` to use another request format.  A
+:class:`ServerModel` has ``run(server, data, keys, n_jobs)``.  Arrays hold numbers only
+(``<f8``, ``<i8``, ``<u8``, ``<i4``, ``<u4``, ``|u1``); everything is validated on load.
 
-New families (trees, MLPs) call :func:`register_family` at import of their deployment hook.
+New families (trees, MLPs) call :func:`register_family` with an instance.
 """
 
 import numpy as np
 from sklearn.utils.validation import check_array
 
-__all__ = ["CircuitFamily", "LinearFamily", "family_for", "family_named", "register_family"]
+__all__ = ["CircuitFamily", "ClientModel", "Family", "LinearFamily", "ServerModel", "family_for",
+           "family_named", "register_family"]
 
 _FAMILIES = []
 
@@ -60,6 +69,67 @@ def family_named(name):
     known = ", ".join(sorted(f.name for f in _FAMILIES))
     raise ValueError(f"the artifact was saved for the model family {name!r}, which this fheml "
                      f"does not know (known: {known}); upgrade fheml")
+
+
+# ------------------------------------------------------------------ the protocol --------
+
+class ClientModel:
+    """Client side of a family: encode, encrypt, decrypt, post-process (see module doc)."""
+
+    methods = ()
+    default_method = None
+
+    def encode(self, *X):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def postprocess(self, method, outputs):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def encrypt(self, client, *X):
+        """Request bytes for the server: the encrypted circuit arguments."""
+        return client.encrypt(*self.encode(*X)).to_bytes()
+
+    def decrypt(self, client, data):
+        """The circuit's integer outputs from the server's answer bytes."""
+        return client.decrypt(data)
+
+
+class ServerModel:
+    """Server side of a family: turns a request into the circuit's run."""
+
+    def run(self, server, data, keys, n_jobs):
+        """Run ``server`` (a :class:`fheml.compiler.Server`) on request bytes ``data``."""
+        return server.run(data, keys, n_jobs=n_jobs)
+
+
+class Family:
+    """Base of the families (see the module docstring)."""
+
+    name = None
+
+    def handles(self, model):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def export(self, model):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def client_model(self, state, arrays):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def circuit(self, model):
+        """The compiled circuit of a fitted ``model`` (compiled now if it is not yet)."""
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(model)
+        return model.fhe_circuit or model.compile()
+
+    def export_server(self, model):
+        return {}, {}
+
+    def server_model(self, state, arrays):
+        if state or arrays:
+            raise ValueError(f"unexpected server state for the {self.name} family")
+        return ServerModel()
 
 
 # ------------------------------------------------------------------ shared pieces -------
@@ -123,7 +193,7 @@ def _check_features(X, n_features):
 
 # ------------------------------------------------------------------- linear models ------
 
-class LinearClientModel:
+class LinearClientModel(ClientModel):
     """Client side of a linear model: input quantizer, dequantization, post-processing.
 
     Reproduces the estimator's ``decision_function`` / ``predict`` / ``predict_proba`` from
@@ -185,7 +255,7 @@ def _linear_proba(model):
     return None
 
 
-class LinearFamily:
+class LinearFamily(Family):
     """The twelve linear models of :mod:`fheml.linear_model`."""
 
     name = "linear"
@@ -230,7 +300,7 @@ class LinearFamily:
 
 # ------------------------------------------------------------------ bare circuits -------
 
-class CircuitClientModel:
+class CircuitClientModel(ClientModel):
     """Client side of a bare :class:`fheml.Circuit`: integers in, integers out."""
 
     methods = ("run",)
@@ -248,7 +318,7 @@ class CircuitClientModel:
         return outputs
 
 
-class CircuitFamily:
+class CircuitFamily(Family):
     """A compiled :class:`fheml.Circuit` (from :func:`fheml.compile`), no estimator around."""
 
     name = "circuit"
@@ -257,6 +327,9 @@ class CircuitFamily:
         from fheml.compiler import Circuit
 
         return isinstance(model, Circuit)
+
+    def circuit(self, model):
+        return model
 
     def export(self, model):
         return {"n_inputs": len(model.client.spec.inputs)}, {}

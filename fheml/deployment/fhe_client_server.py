@@ -115,16 +115,6 @@ class FHEModelDev:
         self.path = pathlib.Path(path)
         self.model = model
 
-    def _circuit(self):
-        from fheml.compiler import Circuit
-
-        if isinstance(self.model, Circuit):
-            return self.model
-        from sklearn.utils.validation import check_is_fitted
-
-        check_is_fitted(self.model)
-        return self.model.fhe_circuit or self.model.compile()
-
     def save(self, overwrite=False):
         """Write both artifacts.
 
@@ -139,7 +129,7 @@ class FHEModelDev:
             The model id written in both artifacts.
         """
         family = family_for(self.model)
-        circuit = self._circuit()
+        circuit = family.circuit(self.model)
         self.path.mkdir(parents=True, exist_ok=True)
         targets = [self.path / SERVER_FILE, self.path / CLIENT_FILE]
         existing = [str(t) for t in targets if t.exists()]
@@ -151,14 +141,39 @@ class FHEModelDev:
         common = {"artifact_version": ARTIFACT_VERSION, "fheml_version": _fheml_version(),
                   "model_id": model_id, "model": type(self.model).__name__,
                   "family": family.name}
-        server = pack("model-server", common, [_as_u8(spec_bytes)])
-        state, arrays = family.export(self.model)
-        names = sorted(arrays)
-        client = pack("model-client", {**common, "state": state, "array_names": names},
-                      [_as_u8(circuit.client.spec.to_bytes())] + [arrays[n] for n in names])
+        server = _pack_artifact("model-server", common, spec_bytes,
+                                *family.export_server(self.model))
+        client = _pack_artifact("model-client", common, circuit.client.spec.to_bytes(),
+                                *family.export(self.model))
         _write_atomic(targets[0], server)
         _write_atomic(targets[1], client)
         return model_id
+
+
+def _pack_artifact(kind, common, spec_bytes, state, arrays):
+    names = sorted(arrays)
+    return pack(kind, {**common, "state": state, "array_names": names},
+                [_as_u8(spec_bytes)] + [arrays[n] for n in names])
+
+
+def _unpack_artifact(path, kind, what):
+    """``(header, spec bytes, family, family arrays)`` of an artifact file (validated)."""
+    header, arrays = unpack(_read(path, what), kind)
+    _check_artifact_header(header, what, path)
+    names = header.get("array_names")
+    if not isinstance(names, list) or len(arrays) != len(names) + 1 \
+            or arrays[0].dtype != np.uint8 or not isinstance(header.get("state"), dict):
+        raise SerializationError(f"{path}: array list does not match the header")
+    return header, arrays[0].tobytes(), family_named(header["family"]), \
+        dict(zip(names, arrays[1:]))
+
+
+def _family_state(path, header, build, arrays):
+    try:
+        return build(header["state"], arrays)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SerializationError(f"{path}: invalid {header['family']} state ({exc})") \
+            from None
 
 
 def _artifact_path(path, name):
@@ -167,18 +182,16 @@ def _artifact_path(path, name):
 
 
 def load_server_artifact(path):
-    """``(header, ServerSpec)`` of a server artifact file or directory (validated)."""
+    """``(header, ServerSpec, server model)`` of a server artifact file or directory."""
     from fheml.compiler import ServerSpec
 
     path = _artifact_path(path, SERVER_FILE)
-    header, arrays = unpack(_read(path, "server artifact"), "model-server")
-    _check_artifact_header(header, "server artifact", path)
-    if len(arrays) != 1 or arrays[0].dtype != np.uint8:
-        raise SerializationError(f"{path}: expected one embedded server spec")
-    spec_bytes = arrays[0].tobytes()
+    header, spec_bytes, family, arrays = _unpack_artifact(path, "model-server",
+                                                          "server artifact")
     if hashlib.sha256(spec_bytes).hexdigest() != header["model_id"]:
         raise SerializationError(f"{path}: the circuit does not match the model id")
-    return header, ServerSpec.from_bytes(spec_bytes)
+    return header, ServerSpec.from_bytes(spec_bytes), _family_state(
+        path, header, family.server_model, arrays)
 
 
 def load_client_artifact(path):
@@ -186,20 +199,10 @@ def load_client_artifact(path):
     from fheml.compiler import ClientSpec
 
     path = _artifact_path(path, CLIENT_FILE)
-    header, arrays = unpack(_read(path, "client artifact"), "model-client")
-    _check_artifact_header(header, "client artifact", path)
-    names = header.get("array_names")
-    if not isinstance(names, list) or len(arrays) != len(names) + 1 \
-            or arrays[0].dtype != np.uint8:
-        raise SerializationError(f"{path}: array list does not match the header")
-    spec = ClientSpec.from_bytes(arrays[0].tobytes())
-    family = family_named(header["family"])
-    try:
-        model = family.client_model(header["state"], dict(zip(names, arrays[1:])))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise SerializationError(f"{path}: invalid {header['family']} client state ({exc})") \
-            from None
-    return header, spec, model
+    header, spec_bytes, family, arrays = _unpack_artifact(path, "model-client",
+                                                          "client artifact")
+    return header, ClientSpec.from_bytes(spec_bytes), _family_state(
+        path, header, family.client_model, arrays)
 
 
 # -------------------------------------------------------------- request envelope -------
@@ -327,8 +330,8 @@ class FHEModelClient:
         bytes
         """
         self.generate_private_and_evaluation_keys()
-        encrypted = self.client.encrypt(*self.client_model.encode(*X))
-        return _pack_envelope("model-input", self.model_id, encrypted.to_bytes())
+        return _pack_envelope("model-input", self.model_id,
+                              self.client_model.encrypt(self.client, *X))
 
     def deserialize_decrypt(self, data):
         """Decrypt the server's answer to the circuit's integer outputs."""
@@ -336,7 +339,8 @@ class FHEModelClient:
                                                      and self._load_keys()):
             raise RuntimeError("no keys: the answer can only be decrypted with the keys "
                                "that encrypted the request (keep them in a key_dir)")
-        return self.client.decrypt(_unpack_envelope(data, "model-output", self.model_id))
+        return self.client_model.decrypt(
+            self.client, _unpack_envelope(data, "model-output", self.model_id))
 
     def deserialize_decrypt_dequantize(self, data, method=None):
         """Decrypt the server's answer and post-process it like the model would.
@@ -388,7 +392,7 @@ class FHEModelServer:
     def __init__(self, path, n_jobs=1, limits=None):
         from fheml.compiler import Server
 
-        self.header, spec = load_server_artifact(path)
+        self.header, spec, self.server_model = load_server_artifact(path)
         self.model_id = self.header["model_id"]
         self.server = Server(spec, limits)
         self.n_jobs = n_jobs
@@ -472,7 +476,7 @@ class FHEModelServer:
         _check_key_params(evaluation_keys.params, self.parameters, "these evaluation keys")
         self.server.limits.check_request_bytes(len(serialized_encrypted_input))
         inner = _unpack_envelope(serialized_encrypted_input, "model-input", self.model_id)
-        result = self.server.run(inner, evaluation_keys, n_jobs=self.n_jobs)
+        result = self.server_model.run(self.server, inner, evaluation_keys, self.n_jobs)
         return _pack_envelope("model-output", self.model_id, result.to_bytes())
 
 

@@ -278,3 +278,72 @@ def test_bare_circuit_with_lookups(tmp_path):
     np.testing.assert_array_equal(got, (x * 3 + 1) % 4)
     assert server.metadata["lookups_per_sample"] == 1
     assert json.loads(json.dumps(server.metadata)) == server.metadata
+
+
+def test_a_new_family_plugs_in_on_both_sides(tmp_path, monkeypatch):
+    """The hook trees and MLPs use: client encoding/post-processing and a server step."""
+    import fheml
+    from fheml.deployment import families
+
+    monkeypatch.setattr(families, "_FAMILIES", list(families._FAMILIES))
+
+    @fheml.compiler({"x": "encrypted"})
+    def double(x):
+        return 2 * x
+
+    class Shifted:  # a "model": the circuit runs on x + shift
+        def __init__(self, shift):
+            self.shift = shift
+            self.fhe_circuit = double.compile(np.arange(8))
+
+    class ShiftedClient(families.ClientModel):
+        methods, default_method = ("predict",), "predict"
+
+        def __init__(self, shift):
+            self.shift = shift
+
+        def encode(self, X):
+            return (np.asarray(X) + self.shift,)
+
+        def postprocess(self, method, outputs):
+            return outputs / 2 - self.shift
+
+    class CountingServer(families.ServerModel):
+        def __init__(self, tag):
+            self.tag, self.calls = tag, 0
+
+        def run(self, server, data, keys, n_jobs):
+            self.calls += 1
+            return super().run(server, data, keys, n_jobs)
+
+    class ShiftedFamily(families.Family):
+        name = "shifted"
+
+        def handles(self, model):
+            return isinstance(model, Shifted)
+
+        def circuit(self, model):
+            return model.fhe_circuit
+
+        def export(self, model):
+            return {"shift": model.shift}, {}
+
+        def client_model(self, state, arrays):
+            return ShiftedClient(int(state["shift"]))
+
+        def export_server(self, model):
+            return {"tag": "server-only"}, {"table": np.arange(3)}
+
+        def server_model(self, state, arrays):
+            assert np.array_equal(arrays["table"], np.arange(3))
+            return CountingServer(state["tag"])
+
+    families.register_family(ShiftedFamily())
+    FHEModelDev(tmp_path, Shifted(3)).save()
+    client, server = FHEModelClient(tmp_path), FHEModelServer(tmp_path)
+    answer = server.run(client.quantize_encrypt_serialize(np.array([0, 2, 4])),
+                        client.get_serialized_evaluation_keys())
+    np.testing.assert_array_equal(client.deserialize_decrypt_dequantize(answer), [0, 2, 4])
+    assert (server.server_model.tag, server.server_model.calls) == ("server-only", 1)
+    # The server's state is not in the client artifact.
+    assert b"server-only" not in (tmp_path / "client.fheml").read_bytes()
