@@ -25,7 +25,7 @@ import pathlib
 
 import numpy as np
 
-from fheml._core.serialization import SerializationError, pack, unpack
+from fheml._core.serialization import SerializationError, pack, peer_data, unpack
 from fheml.deployment.families import family_for, family_named
 
 __all__ = ["ARTIFACT_VERSION", "FHEModelClient", "FHEModelDev", "FHEModelServer",
@@ -164,16 +164,16 @@ def _unpack_artifact(path, kind, what):
     if not isinstance(names, list) or len(arrays) != len(names) + 1 \
             or arrays[0].dtype != np.uint8 or not isinstance(header.get("state"), dict):
         raise SerializationError(f"{path}: array list does not match the header")
-    return header, arrays[0].tobytes(), family_named(header["family"]), \
-        dict(zip(names, arrays[1:]))
+    try:
+        family = family_named(header["family"])
+    except ValueError as exc:
+        raise SerializationError(f"{path}: {exc}") from None
+    return header, arrays[0].tobytes(), family, dict(zip(names, arrays[1:]))
 
 
 def _family_state(path, header, build, arrays):
-    try:
+    with peer_data(f"{path}: {header['family']} state"):
         return build(header["state"], arrays)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise SerializationError(f"{path}: invalid {header['family']} state ({exc})") \
-            from None
 
 
 def _artifact_path(path, name):
