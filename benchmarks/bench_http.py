@@ -12,10 +12,15 @@ HTTP, keys already loaded) is measured the same way.  Then the evaluation-key up
 linear model's keys, and the keys of a circuit with one lookup of ``--lookup-bits`` bits
 (what a tree or an MLP needs), size and time of ``POST /keys`` (which includes the server's
 expansion of the keys).  Times are wall-clock on a machine that may be shared.
+
+With ``FHEML_PEER_PYTHON`` naming an interpreter with concrete-ml, the same model goes
+through Concrete ML's deployment API in one process (``peer_deployment_concrete.py``;
+Concrete ML has no HTTP service) and the in-process latencies are compared.
 """
 
 import argparse
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -152,6 +157,21 @@ def main():
     k = results["keys_lookup"]
     print(f"evaluation keys, one {k['bits']}-bit lookup (precision {k['precision']}): "
           f"{k['bytes'] / 1e6:.1f} MB, upload + server-side load {k['upload_s']:.2f} s")
+    peer = os.environ.get("FHEML_PEER_PYTHON")
+    if peer:
+        out = subprocess.run([peer, str(REPO / "benchmarks" / "peer_deployment_concrete.py"),
+                              str(args.requests)], capture_output=True, text=True,
+                             timeout=3600, check=True)
+        results["peer"] = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"peer (Concrete ML deployment API, in one process; evaluation keys "
+              f"{results['peer']['eval_key_bytes']} B):")
+        for batch, r in results["batches"].items():
+            theirs = results["peer"]["batches"][str(batch)]
+            how = "one call" if theirs["batched"] else f"{batch} one-row calls"
+            ratio = r["in_process"]["p50_ms"] / theirs["p50_ms"]
+            print(f"  batch {batch} ({how}): p50 {theirs['p50_ms']:.2f} ms, p95 "
+                  f"{theirs['p95_ms']:.2f} ms; fheml in-process / peer p50 = {ratio:.3f}, "
+                  f"fheml over HTTP / peer p50 = {r['http']['p50_ms'] / theirs['p50_ms']:.3f}")
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(results, indent=2, default=float))
 
