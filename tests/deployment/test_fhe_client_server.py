@@ -142,6 +142,28 @@ def test_server_artifact_loads_in_a_separate_process(tmp_path):
         model.predict_proba(X[:6]))
 
 
+@pytest.mark.skipif(not os.environ.get("FHEML_OTHER_PYTHON"),
+                    reason="set FHEML_OTHER_PYTHON to an interpreter (another Python version) "
+                    "that has fheml installed")
+def test_artifacts_load_under_another_python(tmp_path):
+    """The server runs under another interpreter; this one encrypts and decrypts."""
+    model, X = _fit(FHELogisticRegression)
+    FHEModelDev(tmp_path / "model", model).save()
+    client = FHEModelClient(tmp_path / "model")
+    (tmp_path / "request").write_bytes(client.quantize_encrypt_serialize(X[:6]))
+    (tmp_path / "keys").write_bytes(client.get_serialized_evaluation_keys())
+    code = ("import pathlib, sys; from fheml.deployment import FHEModelServer; "
+            "d = pathlib.Path(sys.argv[1]); s = FHEModelServer(d / 'model'); "
+            "(d / 'answer').write_bytes(s.run((d / 'request').read_bytes(), "
+            "(d / 'keys').read_bytes())); print(sys.version)")
+    out = subprocess.run([os.environ["FHEML_OTHER_PYTHON"], "-c", code, str(tmp_path)],
+                         check=True, timeout=300, cwd=tmp_path, capture_output=True, text=True)
+    assert out.stdout.split()[0] != sys.version.split()[0]
+    np.testing.assert_array_equal(
+        client.deserialize_decrypt_dequantize((tmp_path / "answer").read_bytes()),
+        model.predict_proba(X[:6]))
+
+
 def test_keys_written_owner_only_and_reloaded(tmp_path):
     model, X = _fit(FHELinearSVC)
     FHEModelDev(tmp_path / "model", model).save()
