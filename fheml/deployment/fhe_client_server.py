@@ -25,7 +25,13 @@ import pathlib
 
 import numpy as np
 
-from fheml._core.serialization import SerializationError, pack, peer_data, unpack
+from fheml._core.serialization import (
+    MismatchError,
+    SerializationError,
+    pack,
+    peer_data,
+    unpack,
+)
 from fheml.deployment.families import family_for, family_named
 
 __all__ = ["ARTIFACT_VERSION", "FHEModelClient", "FHEModelDev", "FHEModelServer",
@@ -38,13 +44,14 @@ SECRET_KEYS_FILE = "secret_keys.fheml"
 EVALUATION_KEYS_FILE = "evaluation_keys.fheml"
 
 
-class ModelMismatchError(SerializationError):
-    """Well-formed data made for another model or other parameters.
+class ModelMismatchError(MismatchError):
+    """Well-formed data that does not fit this model or these keys.
 
-    For example a request encrypted for another model, or evaluation keys made for other
-    cryptographic parameters (the message lists them).  A
-    :class:`~fheml._core.SerializationError`, like everything else a peer can send that
-    is refused.
+    A request encrypted for another model (both model ids named), evaluation keys made for
+    other cryptographic parameters (the differing ones listed), ciphertexts under other
+    keys than the evaluation keys, arguments that are not the circuit's.  A
+    :class:`~fheml._core.MismatchError`, hence a :class:`~fheml._core.SerializationError`
+    like everything else a peer can send that is refused.
     """
 
 
@@ -429,20 +436,16 @@ class FHEModelServer:
         fheml._core.EvaluationKeys
             Reusable for many :meth:`run` calls (loading expands the keys, which costs).
         """
-        from fheml._core.serialization import LimitExceededError
-
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"expected evaluation key bytes, got {type(data).__name__}")
         try:
             return self.server.load_keys(data)
-        except LimitExceededError:
-            raise
-        except SerializationError:
+        except MismatchError as exc:
             # Only on this error path: read the header again to name what differs.
             params = _params_of_keys(data)
             if params is not None:
                 _check_key_params(params, self.parameters, "these evaluation keys")
-            raise
+            raise ModelMismatchError(f"evaluation keys: {exc}") from None
 
     def run(self, serialized_encrypted_input, evaluation_keys):
         """Evaluate the circuit on one encrypted request.
@@ -462,12 +465,12 @@ class FHEModelServer:
         Raises
         ------
         ModelMismatchError
-            A request made for another model, or keys for other parameters.
+            A well-formed request that does not fit: made for another model, keys for
+            other parameters, encrypted under other keys, not the circuit's arguments.
         fheml._core.LimitExceededError
             A request over one of the server's limits.
         fheml._core.SerializationError
-            Anything else that is not a valid request for this model and these keys
-            (malformed, truncated, corrupted, wrong shapes, encrypted under other keys).
+            Anything else: malformed, truncated, corrupted, wrong kind or version.
         """
         from fheml._core import EvaluationKeys
 
@@ -476,7 +479,12 @@ class FHEModelServer:
         _check_key_params(evaluation_keys.params, self.parameters, "these evaluation keys")
         self.server.limits.check_request_bytes(len(serialized_encrypted_input))
         inner = _unpack_envelope(serialized_encrypted_input, "model-input", self.model_id)
-        result = self.server_model.run(self.server, inner, evaluation_keys, self.n_jobs)
+        try:
+            result = self.server_model.run(self.server, inner, evaluation_keys, self.n_jobs)
+        except ModelMismatchError:
+            raise
+        except MismatchError as exc:
+            raise ModelMismatchError(str(exc)) from None
         return _pack_envelope("model-output", self.model_id, result.to_bytes())
 
 

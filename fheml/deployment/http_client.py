@@ -20,7 +20,7 @@ class ServiceHTTPError(RuntimeError):
     status : int
         HTTP status (4xx: the request was refused, 5xx: a server fault).
     code : str
-        The service's error code (``invalid``, ``too_large``, ``mismatch``, ...).
+        The service's error code (``malformed``, ``too_large``, ``mismatch``, ...).
     detail : str
     """
 

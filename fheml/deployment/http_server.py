@@ -24,11 +24,11 @@ Endpoints
 ``POST /predict``
     Header ``fheml-key-id``, body: an encrypted request.  200 with the encrypted answer.
 
-Errors: 400 ``invalid`` (not a valid request for this model and these keys: garbage,
-truncated, corrupted, wrong kind or version, wrong shapes, encrypted under other keys) and
-``missing_key_id``; 404 ``unknown_key_id`` (never uploaded, deleted or evicted: upload
-again) and ``not_found``; 405 ``method_not_allowed``; 413 ``too_large`` (body or request
-over a limit); 422 ``mismatch`` (made for another model, or keys for other parameters);
+Errors: 400 ``malformed`` (not a valid fheml object: garbage, truncated, corrupted, wrong
+kind or version) and ``missing_key_id``; 404 ``unknown_key_id`` (never uploaded, deleted
+or evicted: upload again) and ``not_found``; 405 ``method_not_allowed``; 413 ``too_large``
+(body or request over a limit); 422 ``mismatch`` (well-formed data that does not fit: made
+for another model, keys for other parameters, encrypted under other keys, wrong shapes);
 500 ``internal``.
 
 Key store: at most ``max_keys`` key sets and ``max_key_store_bytes`` bytes (memory of the
@@ -45,8 +45,8 @@ import collections
 import secrets
 import time
 
-from fheml._core.serialization import LimitExceededError, SerializationError
-from fheml.deployment.fhe_client_server import CLIENT_FILE, FHEModelServer, ModelMismatchError
+from fheml._core.serialization import LimitExceededError, MismatchError, SerializationError
+from fheml.deployment.fhe_client_server import CLIENT_FILE, FHEModelServer
 
 __all__ = ["ServiceLimits", "create_app", "serve"]
 
@@ -159,7 +159,7 @@ async def _read_body(request, limit):
     """
     declared = request.headers.get("content-length")
     if declared is not None and not declared.isdigit():
-        raise ServiceError(400, "invalid", "invalid Content-Length header")
+        raise ServiceError(400, "malformed", "invalid Content-Length header")
     too_large = ServiceError(413, "too_large", f"request body larger than the limit of "
                              f"{limit} bytes of this endpoint")
     if declared is not None and int(declared) > 16 * limit:
@@ -223,10 +223,10 @@ def create_app(model_dir, limits=None, n_jobs=1):
             return await anyio.to_thread.run_sync(function, *args, limiter=workers)
         except LimitExceededError as exc:
             raise ServiceError(413, "too_large", str(exc)) from None
-        except ModelMismatchError as exc:
+        except MismatchError as exc:
             raise ServiceError(422, "mismatch", str(exc)) from None
         except SerializationError as exc:
-            raise ServiceError(400, "invalid", str(exc)) from None
+            raise ServiceError(400, "malformed", str(exc)) from None
 
     async def health(request):
         return JSONResponse({"status": "ok"})

@@ -213,7 +213,7 @@ def test_mismatched_requests_and_keys_name_what_differs(two_models):
                      client_b.get_serialized_evaluation_keys())
     # Same model, other client's keys: the ciphertexts' key id does not match.
     other = FHEModelClient(root / "a")
-    with pytest.raises(SerializationError, match="other keys"):
+    with pytest.raises(ModelMismatchError, match="other keys"):
         server_a.run(other.quantize_encrypt_serialize(X[:2]), keys_a)
     with pytest.raises(ValueError, match="features"):
         client_a.quantize_encrypt_serialize(X[:2, :5])

@@ -107,10 +107,10 @@ def test_two_concurrent_client_processes_with_bad_requests_interleaved(service):
     bad = 0
     while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
         for path, body, headers, status, code in [
-                ("/predict", b"garbage" * 10, {"fheml-key-id": key_id}, 400, "invalid"),
-                ("/predict", truncated, {"fheml-key-id": key_id}, 400, "invalid"),
+                ("/predict", b"garbage" * 10, {"fheml-key-id": key_id}, 400, "malformed"),
+                ("/predict", truncated, {"fheml-key-id": key_id}, 400, "malformed"),
                 ("/predict", truncated, {"fheml-key-id": "made-up"}, 404, "unknown_key_id"),
-                ("/keys", b"\0" * 100, {}, 400, "invalid")]:
+                ("/keys", b"\0" * 100, {}, 400, "malformed")]:
             got_status, got = _raw(url, "POST", path, body, headers)
             assert (got_status, got["error"]) == (status, code)
             bad += 1
@@ -160,11 +160,11 @@ def test_every_bad_request_gets_a_clear_4xx_and_the_service_keeps_serving(servic
     other_keys = FHEModelClient(root / "model")  # same model, its own keys
     cases = [
         # (method, path, body, headers, status, code, words of the detail)
-        ("POST", "/predict", b"junk", {"fheml-key-id": key_id}, 400, "invalid", "too short"),
-        ("POST", "/predict", request[:-7], {"fheml-key-id": key_id}, 400, "invalid",
+        ("POST", "/predict", b"junk", {"fheml-key-id": key_id}, 400, "malformed", "too short"),
+        ("POST", "/predict", request[:-7], {"fheml-key-id": key_id}, 400, "malformed",
          "corrupted or truncated"),
         ("POST", "/predict", request[:40] + b"x" + request[41:], {"fheml-key-id": key_id}, 400,
-         "invalid", ""),
+         "malformed", ""),
         ("POST", "/predict", b"\0" * (2 * MiB), {"fheml-key-id": key_id}, 413, "too_large",
          "limit"),
         ("POST", "/predict", request, {}, 400, "missing_key_id", "POST /keys"),
@@ -175,10 +175,10 @@ def test_every_bad_request_gets_a_clear_4xx_and_the_service_keeps_serving(servic
         ("POST", "/predict", other_model.quantize_encrypt_serialize(X[:2, :5]),
          {"fheml-key-id": key_id}, 422, "mismatch", "made for model"),
         ("POST", "/predict", other_keys.quantize_encrypt_serialize(X[:2]),
-         {"fheml-key-id": key_id}, 400, "invalid", "other keys"),
+         {"fheml-key-id": key_id}, 422, "mismatch", "other keys"),
         ("POST", "/keys", other_model.get_serialized_evaluation_keys(), {}, 422, "mismatch",
          "other cryptographic parameters"),
-        ("POST", "/keys", request, {}, 400, "invalid", "expected a serialized evaluation-keys"),
+        ("POST", "/keys", request, {}, 400, "malformed", "expected a serialized evaluation-keys"),
         ("POST", "/keys", b"\0" * (2 * MiB), {}, 413, "too_large", "limit"),
         ("DELETE", "/keys/never-issued", None, {}, 404, "unknown_key_id", ""),
         ("GET", "/predict", None, {}, 405, "method_not_allowed", ""),
