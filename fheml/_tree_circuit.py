@@ -451,7 +451,7 @@ class TreeCircuitPlan:
         prog = Program()
         add = _adder(prog)
         width = len(self.used_columns)
-        x = add("enc_input", [], {"index": 0}, (width,), True, 1.0, (0, 1))
+        x = add("enc_input", [], {"index": 0, "name": "bits"}, (width,), True, 1.0, (0, 1))
         gathered = add("enc_getitem", [x], {"index": (self.cols,)}, self.cols.shape, True, 1.0,
                        (0, 1))
         coefs = add("const", [], {"value": self.coefs}, self.coefs.shape, False)

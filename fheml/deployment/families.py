@@ -34,8 +34,8 @@ New families (trees, MLPs) call :func:`register_family` with an instance.
 import numpy as np
 from sklearn.utils.validation import check_array
 
-__all__ = ["CircuitFamily", "ClientModel", "Family", "LinearFamily", "ServerModel", "family_for",
-           "family_named", "register_family"]
+__all__ = ["CircuitFamily", "ClientModel", "Family", "LinearFamily", "ServerModel", "TreeFamily",
+           "family_for", "family_named", "register_family"]
 
 _FAMILIES = []
 
@@ -298,6 +298,169 @@ class LinearFamily(Family):
             link=state["link"], proba=state["proba"], classes=classes)
 
 
+# ------------------------------------------------------------ trees and ensembles -------
+
+class TreeClientModel(ClientModel):
+    """Client side of a tree model: bins, unary bits encrypted seeded, leaf sums decoded.
+
+    The post-processing calls the estimators' own functions (``_sum_groups``,
+    ``_dequantize``, ``_proba``) on the saved attributes, so it is theirs exactly.
+    """
+
+    def __init__(self, quantizer, n_features, attrs, *, classifier, link, decision):
+        self.quantizer = quantizer
+        self.n_features = n_features
+        self.attrs = attrs  # what the estimator's post-processing functions read
+        self.classifier = classifier
+        self.link = link
+        if classifier:
+            self.methods = ("predict_proba", "predict") + (
+                ("decision_function",) if decision else ())
+            self.default_method = "predict_proba"
+        else:
+            self.methods, self.default_method = ("predict",), "predict"
+
+    def encode(self, X):
+        return (self.quantizer.encode(self.quantizer.quant(_check_features(X, self.n_features))),)
+
+    def encrypt(self, client, X):
+        (bits,) = self.encode(X)
+        keys = client.secret_keys
+        return keys.encrypt_seeded(bits, precision=client.spec.precision).to_bytes()
+
+    def postprocess(self, method, outputs):
+        from fheml.tree import _FHETreeClassifier, _FHETreeModel
+
+        raw = _FHETreeModel._dequantize(self.attrs, _FHETreeModel._sum_groups(
+            self.attrs, np.asarray(outputs)))
+        if not self.classifier:
+            raw = np.exp(raw) if self.link == "log" else raw
+            return raw[:, 0] if raw.shape[1] == 1 else raw
+        if method == "decision_function":
+            return raw[:, 0] if raw.shape[1] == 1 else raw
+        proba = _FHETreeClassifier._proba(self.attrs, raw)
+        if method == "predict":
+            return self.attrs.classes_[np.argmax(proba, axis=1)]
+        return proba
+
+
+class TreeServerModel(ServerModel):
+    """Server side of a tree model: regenerates the masks of the bits the trees read only."""
+
+    def __init__(self, used_columns, n_levels):
+        self.used_columns = used_columns
+        self.n_levels = n_levels
+
+    def run(self, server, data, keys, n_jobs):
+        from fheml._core import SeededLweCiphertext
+        from fheml._core.serialization import MismatchError
+        from fheml.compiler import EncryptedArgs
+
+        seeded = SeededLweCiphertext.from_bytes(
+            data, expected_key_id=keys.key_id,
+            expected_dimension=server.spec.params.big_lwe_dimension)
+        if seeded.shape[1] != self.n_levels:
+            raise MismatchError(f"the encrypted input has {seeded.shape[1]} bits per sample; "
+                                f"this model encodes {self.n_levels}")
+        rows = seeded.shape[0]
+        server.limits.check_rows(rows)
+        server.limits.check_expanded_bytes(
+            rows * self.used_columns.size * (seeded.dimension + 1) * 8)
+        return server.run(EncryptedArgs([seeded.select(self.used_columns)], True), keys,
+                          n_jobs=n_jobs)
+
+
+def _tree_link(model):
+    """``"identity"`` or ``"log"``: the regressor's inverse link, read off the model."""
+    probe = np.array([[-1.0], [0.0], [0.5], [2.0]])
+    value = np.asarray(model._inverse_link(probe), dtype=np.float64)
+    if np.allclose(value, probe):
+        return "identity"
+    if np.allclose(value, np.exp(probe)):
+        return "log"
+    raise TypeError(f"{type(model).__name__} with this loss cannot be deployed yet (its "
+                    "inverse link is neither the identity nor exp)")
+
+
+class TreeFamily(Family):
+    """Decision trees, random forests and gradient boosting (:mod:`fheml.tree`,
+    :mod:`fheml.ensemble`)."""
+
+    name = "trees"
+
+    def handles(self, model):
+        try:
+            from fheml.tree import _FHETreeModel
+        except ImportError:  # pragma: no cover - an fheml without trees
+            return False
+        return isinstance(model, _FHETreeModel)
+
+    def circuit(self, model):
+        circuit = super().circuit(model)
+        if model.n_output_groups_ is None:  # set by the estimator's own compile
+            circuit = model.compile()
+        return circuit
+
+    def export(self, model):
+        from fheml.tree import _FHETreeClassifier, _has_decision_function
+
+        quantizer = model.input_quantizer_
+        classifier = isinstance(model, _FHETreeClassifier)
+        state = {"n_features": int(model.n_features_in_), "float32": quantizer.float32,
+                 "n_bits": quantizer.n_bits, "n_output_groups": int(model.n_output_groups_),
+                 "n_outputs": int(model.circuit_plan_.n_outputs), "classifier": classifier,
+                 "raw_kind": model._raw_kind if classifier else None,
+                 "decision": bool(classifier and _has_decision_function(model)),
+                 "link": None if classifier else _tree_link(model),
+                 "classes": _labels_to_state(model.classes_) if classifier else None}
+        arrays = {"edges": np.concatenate([np.asarray(e, dtype=np.float64)
+                                           for e in quantizer.edges_] or [np.zeros(0)]),
+                  "offsets": np.asarray(quantizer.offsets_, dtype=np.int64),
+                  "bias": np.asarray(model.bias_, dtype=np.float64),
+                  "leaf_step": np.asarray(model.leaf_step_, dtype=np.float64),
+                  "leaf_offset": np.asarray(model.leaf_offset_, dtype=np.int64)}
+        return state, arrays
+
+    def client_model(self, state, arrays):
+        import types
+
+        from fheml._tree_circuit import ThermometerQuantizer
+
+        n_features = int(state["n_features"])
+        offsets, edges = arrays["offsets"], arrays["edges"]
+        if offsets.shape != (n_features + 1,) or offsets[0] != 0 \
+                or np.any(np.diff(offsets) < 0) or offsets[-1] != edges.size:
+            raise ValueError("bin offsets do not match the edges")
+        quantizer = ThermometerQuantizer(int(state["n_bits"]), bool(state["float32"]))
+        quantizer.edges_ = [edges[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+        quantizer.offsets_ = offsets
+        n_outputs = int(state["n_outputs"])
+        classifier = bool(state["classifier"])
+        if state["raw_kind"] not in ((None,) if not classifier else ("proba", "logit")):
+            raise ValueError(f"unknown raw output kind {state['raw_kind']!r}")
+        if state["link"] not in ((None,) if classifier else ("identity", "log")):
+            raise ValueError(f"unknown link {state['link']!r}")
+        attrs = types.SimpleNamespace(
+            circuit_plan_=types.SimpleNamespace(n_outputs=n_outputs),
+            n_output_groups_=int(state["n_output_groups"]), bias_=arrays["bias"],
+            leaf_step_=arrays["leaf_step"], leaf_offset_=arrays["leaf_offset"],
+            _raw_kind=state["raw_kind"],
+            classes_=_labels_from_state(state["classes"]) if classifier else None)
+        return TreeClientModel(quantizer, n_features, attrs, classifier=classifier,
+                               link=state["link"], decision=bool(state["decision"]))
+
+    def export_server(self, model):
+        return ({"n_levels": int(model.input_quantizer_.n_levels)},
+                {"used_columns": np.asarray(model.circuit_plan_.used_columns, dtype=np.int64)})
+
+    def server_model(self, state, arrays):
+        n_levels = int(state["n_levels"])
+        used = arrays["used_columns"]
+        if used.ndim != 1 or (used.size and (used.min() < 0 or used.max() >= n_levels)):
+            raise ValueError("used columns out of range")
+        return TreeServerModel(used, n_levels)
+
+
 # ------------------------------------------------------------------ bare circuits -------
 
 class CircuitClientModel(ClientModel):
@@ -340,3 +503,4 @@ class CircuitFamily(Family):
 
 register_family(CircuitFamily())
 register_family(LinearFamily())
+register_family(TreeFamily())
