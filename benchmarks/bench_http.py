@@ -3,8 +3,9 @@
     python benchmarks/bench_http.py                         # batches of 1 and 100 rows
     python benchmarks/bench_http.py --requests 40 --lookup-bits 4
 
-A saved FHELogisticRegression (breast_cancer, 30 features, n_bits=8) is served by
-``fheml serve`` in a separate process on 127.0.0.1.  For each batch size it measures a
+A saved FHELogisticRegression (breast_cancer, 30 features, n_bits=8), then a saved
+FHEDecisionTreeClassifier (``--tree-depth``), are served by ``fheml serve`` in a separate
+process on 127.0.0.1.  For each batch size it measures a
 full client request (quantize + encrypt + POST /predict + decrypt + post-process):
 latency p50 / p95 over sequential requests, and requests per second with 1 and 2
 concurrent clients.  The same work in one process (FHEModelClient + FHEModelServer, no
@@ -40,6 +41,7 @@ from fheml.deployment import FHEModelClient, FHEModelDev, FHEModelServer  # noqa
 from fheml.deployment.http_client import HTTPClient  # noqa: E402
 from fheml.linear_model import FHELogisticRegression  # noqa: E402
 from fheml.quantization import FHEMLClipWarning  # noqa: E402
+from fheml.tree import FHEDecisionTreeClassifier  # noqa: E402
 
 
 def start_service(model_dir, *options):
@@ -75,6 +77,59 @@ def measure(predict, X, n_requests, concurrency):
             concurrency * n_requests / elapsed}
 
 
+def bench_model(model_dir, X, n_requests, *options):
+    """HTTP and in-process measures of batches of 1 and 100 rows of ``X``."""
+    results = {}
+    proc, url = start_service(model_dir, *options)
+    try:
+        http = HTTPClient(url, model_dir)
+        http.upload_keys()
+        local_client = FHEModelClient(model_dir)
+        local_server = FHEModelServer(model_dir)
+        keys = local_server.load_evaluation_keys(local_client.get_serialized_evaluation_keys())
+
+        def in_process(rows):
+            answer = local_server.run(local_client.quantize_encrypt_serialize(rows), keys)
+            return local_client.deserialize_decrypt_dequantize(answer)
+
+        for batch in (1, 100):
+            rows = X[:batch]
+            assert np.array_equal(http.predict(rows), in_process(rows))
+            request = local_client.quantize_encrypt_serialize(rows)
+            results[batch] = {
+                "http": measure(http.predict, rows, n_requests, 2),
+                "in_process": measure(in_process, rows, n_requests, 2),
+                "request_bytes": len(request),
+                "answer_bytes": len(local_server.run(request, keys)),
+            }
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return results
+
+
+def upload_once(model_dir, *options):
+    proc, url = start_service(model_dir, *options)
+    try:
+        return upload(url, model_dir)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def print_batches(batches):
+    print(f"{'batch':>5} {'mode':>10} {'p50 ms':>9} {'p95 ms':>9} {'req/s 1':>9} "
+          f"{'req/s 2':>9}  request/answer bytes")
+    for batch, r in batches.items():
+        for mode in ("http", "in_process"):
+            m = r[mode]
+            print(f"{batch:>5} {mode:>10} {m['p50_ms']:>9.2f} {m['p95_ms']:>9.2f} "
+                  f"{m['rps_1']:>9.1f} {m['rps_2']:>9.1f}  "
+                  f"{r['request_bytes']}/{r['answer_bytes']}")
+        ratio = r["http"]["p50_ms"] / r["in_process"]["p50_ms"]
+        print(f"{'':>5} {'http/in-process p50':>20}: {ratio:.2f}")
+
+
 def upload(url, model_dir):
     http = HTTPClient(url, model_dir)
     keys = http.client.get_serialized_evaluation_keys()
@@ -87,6 +142,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--lookup-bits", type=int, default=4)
+    parser.add_argument("--tree-depth", type=int, default=4)
+    parser.add_argument("--tree-requests", type=int, default=5)
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     warnings.simplefilter("ignore", FHEMLClipWarning)
@@ -95,34 +152,18 @@ def main():
     model = FHELogisticRegression(solver="newton-cholesky").fit(X[:469], y[:469])
     FHEModelDev(root / "linear", model).save()
 
-    results = {"batches": {}}
-    proc, url = start_service(root / "linear")
-    try:
-        http = HTTPClient(url, root / "linear")
-        http.upload_keys()
-        local_client = FHEModelClient(root / "linear")
-        local_server = FHEModelServer(root / "linear")
-        keys = local_server.load_evaluation_keys(local_client.get_serialized_evaluation_keys())
+    results = {"batches": bench_model(root / "linear", X[469:], args.requests)}
+    size, seconds = upload_once(root / "linear")
+    results["keys_linear"] = {"bytes": size, "upload_s": seconds}
 
-        def in_process(rows):
-            answer = local_server.run(local_client.quantize_encrypt_serialize(rows), keys)
-            return local_client.deserialize_decrypt_dequantize(answer)
-
-        for batch in (1, 100):
-            rows = X[469:469 + batch]
-            assert np.array_equal(http.predict(rows), in_process(rows))
-            results["batches"][batch] = {
-                "http": measure(http.predict, rows, args.requests, 2),
-                "in_process": measure(in_process, rows, args.requests, 2),
-                "request_bytes": len(local_client.quantize_encrypt_serialize(rows)),
-                "answer_bytes": len(local_server.run(
-                    local_client.quantize_encrypt_serialize(rows), keys)),
-            }
-        size, seconds = upload(url, root / "linear")
-        results["keys_linear"] = {"bytes": size, "upload_s": seconds}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    tree = FHEDecisionTreeClassifier(max_depth=args.tree_depth, random_state=0)
+    FHEModelDev(root / "tree", tree.fit(X[:469], y[:469])).save()
+    results["tree"] = {"depth": args.tree_depth,
+                       "lookups_per_sample": tree.fhe_circuit.statistics["lookups"],
+                       "batches": bench_model(root / "tree", X[469:], args.tree_requests,
+                                              "--max-key-mib", "4096")}
+    size, seconds = upload_once(root / "tree", "--max-key-mib", "4096")
+    results["tree"]["keys"] = {"bytes": size, "upload_s": seconds}
 
     bits = args.lookup_bits
 
@@ -142,16 +183,13 @@ def main():
         proc.wait(timeout=30)
 
     print("FHELogisticRegression, breast_cancer (30 features), fheml serve on 127.0.0.1")
-    print(f"{'batch':>5} {'mode':>10} {'p50 ms':>9} {'p95 ms':>9} {'req/s 1':>9} "
-          f"{'req/s 2':>9}  request/answer bytes")
-    for batch, r in results["batches"].items():
-        for mode in ("http", "in_process"):
-            m = r[mode]
-            print(f"{batch:>5} {mode:>10} {m['p50_ms']:>9.2f} {m['p95_ms']:>9.2f} "
-                  f"{m['rps_1']:>9.1f} {m['rps_2']:>9.1f}  "
-                  f"{r['request_bytes']}/{r['answer_bytes']}")
-        ratio = r["http"]["p50_ms"] / r["in_process"]["p50_ms"]
-        print(f"{'':>5} {'http/in-process p50':>20}: {ratio:.2f}")
+    print_batches(results["batches"])
+    t = results["tree"]
+    print(f"FHEDecisionTreeClassifier(max_depth={t['depth']}), breast_cancer, "
+          f"{t['lookups_per_sample']} lookups per sample")
+    print_batches(t["batches"])
+    print(f"evaluation keys, tree: {t['keys']['bytes'] / 1e6:.1f} MB, upload + server-side "
+          f"load {t['keys']['upload_s']:.2f} s")
     k = results["keys_linear"]
     print(f"evaluation keys, linear model: {k['bytes']} B, upload {1e3 * k['upload_s']:.1f} ms")
     k = results["keys_lookup"]
