@@ -28,6 +28,7 @@ from fheml._core.serialization import (
     peer_data,
     unpack,
 )
+from fheml._progress import progress
 
 # Domain separation of the ChaCha20 streams drawn from one seed.
 _STREAM_KSK_MASKS = 1
@@ -394,11 +395,10 @@ class SeededLweCiphertext:
             dim = check_int(header.get("dimension"), "seeded ciphertext: dimension", 1,
                             MAX_LWE_DIMENSION)
             if expected_dimension is not None and dim != expected_dimension:
-                raise SerializationError(f"ciphertext dimension {dim} does not match the "
-                                         f"parameters ({expected_dimension})")
+                raise MismatchError(f"ciphertext dimension {dim} does not match the "
+                                    f"parameters ({expected_dimension})")
             if expected_key_id is not None and key_id != expected_key_id:
-                raise SerializationError("ciphertext was encrypted under other keys than "
-                                         "expected")
+                raise MismatchError("ciphertext was encrypted under other keys than expected")
             seed = header.get("mask_seed")
             if not isinstance(seed, str) or len(seed) != 64:
                 raise SerializationError("seeded ciphertext: mask seed must be 32 bytes "
@@ -559,7 +559,9 @@ class SecretKeys:
         -------
         SeededLweCiphertext
         """
-        precision = _check_precision(self.params, precision)
+        self._warn_if_insecure()
+        precision = _check_precision(self.params, precision,
+                                     variance=self.params.big_noise_std ** 2)
         v = np.asarray(values)
         if v.ndim != 2 or not (np.issubdtype(v.dtype, np.integer) or v.dtype == bool):
             raise TypeError("encrypt_seeded takes a 2-D array of integers")
@@ -624,17 +626,27 @@ class SecretKeys:
         return ct
 
     # -- evaluation keys ---------------------------------------------------------------
-    def evaluation_keys(self):
-        """Keyswitching and bootstrapping keys for the server (seeded; no secret inside)."""
+    def evaluation_keys(self, verbose=None):
+        """Keyswitching and bootstrapping keys for the server (seeded; no secret inside).
+
+        Parameters
+        ----------
+        verbose : bool, optional
+            Progress report (see :mod:`fheml._progress`).
+        """
         self._warn_if_insecure()
         p = self.params
         if not p.has_bootstrap:
             return EvaluationKeys(p, self.key_id, None, None, None)
         mask_seed = os.urandom(32)
         noise = Csprng()
-        ksk_bodies = _ksk_bodies(p, self.lwe_key, self.glwe_key.reshape(-1), mask_seed, noise)
-        bsk_bodies = _bsk_bodies(p, self.lwe_key, self.glwe_key, mask_seed, noise)
-        return EvaluationKeys(p, self.key_id, mask_seed, ksk_bodies, bsk_bodies)
+        # bodies, then the server-side expansion the client does too (one step per key bit)
+        with progress(2 * p.lwe_dimension, "Key generation", unit="key bit",
+                      verbose=verbose) as bar:
+            ksk_bodies = _ksk_bodies(p, self.lwe_key, self.glwe_key.reshape(-1), mask_seed,
+                                     noise)
+            bsk_bodies = _bsk_bodies(p, self.lwe_key, self.glwe_key, mask_seed, noise, bar)
+            return EvaluationKeys(p, self.key_id, mask_seed, ksk_bodies, bsk_bodies, bar=bar)
 
     # -- bytes -------------------------------------------------------------------------
     def to_bytes(self):
@@ -693,7 +705,7 @@ def _bsk_masks(params, mask_seed, i):
     return keystream_u64(mask_seed, _STREAM_BSK_MASKS, i * per, per).reshape(R, k, N)
 
 
-def _bsk_bodies(params, lwe_key, glwe_key, mask_seed, noise):
+def _bsk_bodies(params, lwe_key, glwe_key, mask_seed, noise, bar):
     """Bodies of the GGSW encryptions of each bit of the LWE key under the GLWE key.
 
     Row (q, l) of GGSW(mu) has phase E + mu * g_l, added to the body when q == k and as
@@ -716,6 +728,7 @@ def _bsk_bodies(params, lwe_key, glwe_key, mask_seed, noise):
                     b[q * levels + l] -= glwe_key[q].astype(np.uint64) * g
                 b[k * levels + l, 0] += g
         bodies[i] = b
+        bar.update()
     return bodies
 
 
@@ -730,7 +743,7 @@ class EvaluationKeys:
     Built from seeded bodies (what the client sends); the full keys are regenerated here.
     """
 
-    def __init__(self, params, key_id, mask_seed, ksk_bodies, bsk_bodies):
+    def __init__(self, params, key_id, mask_seed, ksk_bodies, bsk_bodies, *, bar=None):
         self.params = params
         self.key_id = str(key_id)
         self.mask_seed = mask_seed
@@ -739,9 +752,14 @@ class EvaluationKeys:
         self.ksk = None
         self.bsk_fourier = None
         if params.has_bootstrap:
-            self._expand()
+            if bar is None:
+                with progress(params.lwe_dimension, "Expanding evaluation keys",
+                              unit="key bit") as bar:
+                    self._expand(bar)
+            else:
+                self._expand(bar)
 
-    def _expand(self):
+    def _expand(self, bar):
         p = self.params
         k, N, n = p.glwe_dimension, p.polynomial_size, p.lwe_dimension
         kN, L, R = k * N, p.ks_level, (k + 1) * p.pbs_level
@@ -764,6 +782,7 @@ class EvaluationKeys:
             ggsw[:, :k, :] = _bsk_masks(p, self.mask_seed, i)
             ggsw[:, k, :] = self._bsk_bodies[i]
             bsk[i] = _kernels.fft_forward_torus(plan, ggsw.reshape(-1, N)).reshape(R, k + 1, N)
+            bar.update()
         self.ksk = ksk
         self.bsk_fourier = bsk
 
@@ -832,7 +851,7 @@ class EvaluationKeys:
         return make_luts(tables, p.polynomial_size, pin, pout)
 
     def programmable_bootstrap(self, ct, table, *, table_index=None, input_precision=None,
-                               output_precision=None, n_jobs=1, group=None):
+                               output_precision=None, n_jobs=1, group=None, bar=None):
         """Keyswitch + programmable bootstrap of every ciphertext of a batch.
 
         Parameters
@@ -847,6 +866,8 @@ class EvaluationKeys:
             Threads (joblib, the kernel releases the GIL); -1 for all cores.
         group : int, optional
             Ciphertexts processed together per key pass (better cache use).
+        bar : fheml._progress.Progress, optional
+            Advanced by one per ciphertext done.
 
         Returns
         -------
@@ -895,7 +916,7 @@ class EvaluationKeys:
             )
         cts = np.ascontiguousarray(ct.data.reshape(B, ct.dimension + 1))
         out = np.empty((B, p.big_lwe_dimension + 1), dtype=np.uint64)
-        run_pbs_batch(self, cts, luts, index, out, n_jobs=n_jobs, group=group)
+        run_pbs_batch(self, cts, luts, index, out, n_jobs=n_jobs, group=group, bar=bar)
         return LweCiphertext(out.reshape(*batch_shape, p.big_lwe_dimension + 1), self.key_id)
 
 
@@ -936,17 +957,24 @@ def make_luts(tables, polynomial_size, input_precision, output_precision):
     return np.ascontiguousarray(luts)
 
 
-def _pbs_chunk(ek, cts, luts, index, out, start, end, group):
+def _pbs_chunk(ek, cts, luts, index, out, start, end, group, bar=None):
     p = ek.params
     ws = _kernels.PbsWorkspace(p.lwe_dimension, p.glwe_dimension, p.polynomial_size,
                                p.pbs_level, p.ks_level, group)
     _kernels.pbs_range(_fourier_plan(p.polynomial_size), ek.ksk, p.ks_base_log, p.ks_level,
                        ek.bsk_fourier, p.lwe_dimension, p.glwe_dimension, p.pbs_base_log,
                        p.pbs_level, luts, index, cts, out, start, end, group, ws)
+    if bar is not None:
+        bar.update(end - start)
 
 
-def run_pbs_batch(ek, cts, luts, index, out, *, n_jobs=1, group=None):
-    """KS + PBS of rows of ``cts`` into ``out``, split over ``n_jobs`` threads.
+# Ciphertexts per task when progress is reported (a task is well over a second).
+_PROGRESS_CHUNK = 256
+
+
+def run_pbs_batch(ek, cts, luts, index, out, *, n_jobs=1, group=None, bar=None):
+    """KS + PBS of rows of ``cts`` into ``out``, split over ``n_jobs`` threads (and in
+    tasks of :data:`_PROGRESS_CHUNK` rows when ``bar`` reports progress).
 
     Inside ``joblib.parallel_backend("dask")`` the chunks run on the Dask workers instead
     (see :mod:`fheml._core.scale_out`); any other joblib backend runs them in threads of
@@ -958,24 +986,28 @@ def run_pbs_batch(ek, cts, luts, index, out, *, n_jobs=1, group=None):
     jobs = max(1, min(effective_n_jobs(n_jobs), B))
     if group is None:
         group = max(1, min(4, B // jobs))
-    bounds = np.linspace(0, B, jobs + 1).astype(int)
+    tasks = jobs if bar is None else max(jobs, -(-B // _PROGRESS_CHUNK))
+    bounds = np.linspace(0, B, tasks + 1).astype(int)
+    ranges = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
     if jobs == 1:
-        _pbs_chunk(ek, cts, luts, index, out, 0, B, group)
+        for a, b in ranges:
+            _pbs_chunk(ek, cts, luts, index, out, a, b, group, bar)
         return out
     from fheml._core.scale_out import active_dask_client, pbs_chunk_copy, scattered_keys
 
     client = active_dask_client()
     if client is None:
         Parallel(n_jobs=jobs, require="sharedmem")(
-            delayed(_pbs_chunk)(ek, cts, luts, index, out, int(a), int(b), group)
-            for a, b in zip(bounds[:-1], bounds[1:])
+            delayed(_pbs_chunk)(ek, cts, luts, index, out, a, b, group, bar)
+            for a, b in ranges
         )
         return out
     keys = scattered_keys(client, ek)
     chunks = Parallel(n_jobs=jobs)(
-        delayed(pbs_chunk_copy)(keys, cts[a:b], luts, index[a:b], group)
-        for a, b in zip(bounds[:-1], bounds[1:])
+        delayed(pbs_chunk_copy)(keys, cts[a:b], luts, index[a:b], group) for a, b in ranges
     )
-    for a, chunk in zip(bounds[:-1], chunks):
-        out[a:a + chunk.shape[0]] = chunk
+    for (a, b), chunk in zip(ranges, chunks):
+        out[a:b] = chunk
+        if bar is not None:
+            bar.update(b - a)
     return out

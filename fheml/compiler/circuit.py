@@ -13,6 +13,7 @@ import numpy as np
 
 from fheml.compiler.graph import TracingError, range_bits
 from fheml.compiler.lowering import MAX_LOOKUP_BITS, too_wide_error
+from fheml._progress import progress
 from fheml.compiler.program import (
     ClearBackend,
     InputRangeError,
@@ -629,13 +630,16 @@ class Client:
         """Client for the circuit described by :meth:`ClientSpec.to_bytes` output."""
         return cls(ClientSpec.from_bytes(data))
 
-    def keygen(self, force=False):
+    def keygen(self, force=False, verbose=None):
         """Generate secret and evaluation keys (kept on the client until sent).
 
         Parameters
         ----------
         force : bool, default=False
             Regenerate even if keys exist.
+        verbose : bool, optional
+            Progress report (default: ``fheml.get_config()["verbose"]``, see
+            :func:`fheml.set_config`).
 
         Returns
         -------
@@ -645,7 +649,7 @@ class Client:
         from fheml._core import SecretKeys
         if self.secret_keys is None or force:
             self.secret_keys = SecretKeys.generate(self.spec.params)
-            self.evaluation_keys = self.secret_keys.evaluation_keys()
+            self.evaluation_keys = self.secret_keys.evaluation_keys(verbose=verbose)
         return self.evaluation_keys
 
     def _keys(self):
@@ -757,7 +761,7 @@ class Server:
                                      "the size this circuit's parameters imply")
         return EvaluationKeys.from_bytes(data, expected_params=params)
 
-    def run(self, encrypted_args, evaluation_keys, n_jobs=1):
+    def run(self, encrypted_args, evaluation_keys, n_jobs=1, verbose=None):
         """Evaluate the circuit.
 
         Parameters
@@ -768,6 +772,8 @@ class Server:
         evaluation_keys : EvaluationKeys or bytes
         n_jobs : int, default=1
             Threads for the lookups (-1: all cores).
+        verbose : bool, optional
+            Progress report of the lookups (see :func:`fheml.set_config`).
 
         Returns
         -------
@@ -788,7 +794,8 @@ class Server:
             raise ValueError("evaluation keys were made for other parameters than this circuit")
         if not isinstance(encrypted_args, (bytes, bytearray, memoryview)):
             inputs = self._check_values(encrypted_args.values, evaluation_keys.key_id)
-            outs = run_encrypted(self.spec.program, inputs, evaluation_keys, n_jobs=n_jobs)
+            outs = run_encrypted(self.spec.program, inputs, evaluation_keys, n_jobs=n_jobs,
+                                 verbose=verbose)
         else:
             encrypted_args = EncryptedArgs.from_bytes(
                 encrypted_args, spec=self.spec, key_id=evaluation_keys.key_id,
@@ -796,7 +803,7 @@ class Server:
             try:
                 inputs = self._check_values(encrypted_args.values, evaluation_keys.key_id)
                 outs = run_encrypted(self.spec.program, inputs, evaluation_keys,
-                                     n_jobs=n_jobs)
+                                     n_jobs=n_jobs, verbose=verbose)
             except (InputRangeError, TracingError) as exc:
                 # clear values the peer sent outside what the circuit was compiled for
                 from fheml._core.serialization import MismatchError
@@ -850,6 +857,13 @@ _KEY_HEADER_SLACK = 1 << 16
 
 # ------------------------------------------------------------------------ circuit ------
 
+def _check_batch_size(batch_size):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return int(batch_size)
+
+
 class Circuit:
     """A compiled program: run it in the clear, in simulation or encrypted.
 
@@ -873,8 +887,10 @@ class Circuit:
     server : Server
     """
 
-    def __init__(self, graph, program, params, p_error, input_specs, output_specs, n_jobs=1):
+    def __init__(self, graph, program, params, p_error, input_specs, output_specs, n_jobs=1,
+                 verbose=None):
         self.graph = graph
+        self.verbose = verbose
         self.program = program
         self.parameters = params
         self.p_error = p_error
@@ -949,13 +965,69 @@ class Circuit:
         backend = ClearBackend(np.random.default_rng(seed), self._simulation_p_fail)
         return self._outputs(self._run_clear(arrays, backend), batched)
 
-    def keygen(self, force=False):
+    def keygen(self, force=False, verbose=None):
         """Generate the client's keys (see :meth:`Client.keygen`)."""
-        return self.client.keygen(force=force)
+        return self.client.keygen(force=force, verbose=self._verbose(verbose))
 
-    def encrypt_run_decrypt(self, *args):
-        """Encrypt on the client, run on the server, decrypt on the client."""
-        ek = self.client.keygen()
-        encrypted = self.client.encrypt(*args)
-        result = self.server.run(encrypted, ek, n_jobs=self.n_jobs)
+    def _verbose(self, verbose):
+        return self.verbose if verbose is None else verbose
+
+    def encrypt_run_decrypt(self, *args, verbose=None, batch_size=None):
+        """Encrypt on the client, run on the server, decrypt on the client.
+
+        A batch is encrypted, run and decrypted in chunks of rows, so that memory stays
+        bounded whatever the batch size, with the same results.
+
+        Parameters
+        ----------
+        *args : array-like
+            As for :meth:`run`.
+        verbose : bool, optional
+            Progress of key generation (first call) and of the run; default
+            ``fheml.get_config()["verbose"]`` (see :func:`fheml.set_config`).
+        batch_size : int, optional
+            Rows per chunk; by default as many as fit in
+            ``fheml.get_config()["working_memory"]`` MB (see :meth:`rows_per_chunk`).
+        """
+        verbose = self._verbose(verbose)
+        arrays, batched = _check_args(self.client.spec.inputs, args)
+        rows = arrays[0].shape[0]
+        size = self.rows_per_chunk() if batch_size is None else _check_batch_size(batch_size)
+        ek = self.client.keygen(verbose=verbose)
+        if rows <= size:
+            return self._encrypt_run_decrypt(arrays, batched, ek, verbose)
+        chunks = []
+        with progress(rows, "Encrypted run", unit="row", verbose=verbose) as bar:
+            for start in range(0, rows, size):
+                part = [a[start:start + size] for a in arrays]
+                out = self._encrypt_run_decrypt(part, True, ek, False)
+                chunks.append(out if isinstance(out, tuple) else (out,))
+                bar.update(part[0].shape[0])
+        outs = tuple(np.concatenate(parts) for parts in zip(*chunks))
+        return outs if self.client.spec.multiple_outputs else outs[0]
+
+    def _encrypt_run_decrypt(self, arrays, batched, ek, verbose):
+        # arrays are checked and batched: encrypt them as one batch of the caller's form
+        encrypted = self.client.encrypt(*(arrays if batched else [a[0] for a in arrays]))
+        result = self.server.run(encrypted, ek, n_jobs=self.n_jobs, verbose=verbose)
         return self.client.decrypt(result)
+
+    def bytes_per_row(self):
+        """Estimated peak memory of one row (sample) of an encrypted run, in bytes: every
+        encrypted value of the program as LWE ciphertexts, twice (temporaries)."""
+        words = self.parameters.big_lwe_dimension + 1
+        values = sum(int(np.prod(n.shape, dtype=np.int64)) for n in self.program.nodes
+                     if n.encrypted)
+        return 2 * 8 * words * max(1, values)
+
+    def rows_per_chunk(self):
+        """Rows of a batch encrypted and run together: as many as fit in
+        ``fheml.get_config()["working_memory"]`` MB (at least one).
+
+        Returns
+        -------
+        int
+        """
+        from fheml._config import get_config
+        budget = get_config()["working_memory"] * 2 ** 20
+        return max(1, int(budget // self.bytes_per_row()))
