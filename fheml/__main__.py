@@ -232,6 +232,11 @@ def cmd_serve(args):
 def _parser():
     parser = argparse.ArgumentParser(
         prog="fheml", description="Machine learning on encrypted data (TFHE).")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--verbose", action="store_const", const=True, dest="verbose",
+                       help="progress bars at once (logging when not on a terminal)")
+    group.add_argument("--quiet", action="store_const", const=False, dest="verbose",
+                       help="no progress report")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="fit, compile, keygen and predict encrypted (breast_cancer)",
@@ -303,9 +308,12 @@ def _parser():
 
 def main(argv=None):
     """Entry point of the ``fheml`` command."""
+    import fheml
+
     args = _parser().parse_args(argv)
     try:
-        return args.run(args)
+        with fheml.config_context(verbose=args.verbose):
+            return args.run(args)
     except KeyboardInterrupt:
         return 130
     except (ValueError, FileNotFoundError, FileExistsError, TypeError) as exc:

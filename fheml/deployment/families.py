@@ -25,7 +25,7 @@ A :class:`ClientModel` has ``methods`` and ``default_method`` (what
 ``deserialize_decrypt_dequantize`` returns), ``encode(*X)`` (the circuit's integer
 arguments, batch axis first) and ``postprocess(method, outputs)``; it may override
 ``encrypt(client, *X)`` / ``decrypt(client, data)`` to use another request format.  A
-:class:`ServerModel` has ``run(server, data, keys, n_jobs)``.  Arrays hold numbers only
+:class:`ServerModel` has ``run(server, data, keys, n_jobs, verbose=None)``.  Arrays hold numbers only
 (``<f8``, ``<i8``, ``<u8``, ``<i4``, ``<u4``, ``|u1``); everything is validated on load.
 
 New families (trees, MLPs) call :func:`register_family` with an instance.
@@ -97,9 +97,9 @@ class ClientModel:
 class ServerModel:
     """Server side of a family: turns a request into the circuit's run."""
 
-    def run(self, server, data, keys, n_jobs):
+    def run(self, server, data, keys, n_jobs, verbose=None):
         """Run ``server`` (a :class:`fheml.compiler.Server`) on request bytes ``data``."""
-        return server.run(data, keys, n_jobs=n_jobs)
+        return server.run(data, keys, n_jobs=n_jobs, verbose=verbose)
 
 
 class Family:
@@ -325,8 +325,7 @@ class TreeClientModel(ClientModel):
 
     def encrypt(self, client, X):
         (bits,) = self.encode(X)
-        keys = client.secret_keys
-        return keys.encrypt_seeded(bits, precision=client.spec.precision).to_bytes()
+        return client.secret_keys.encrypt_seeded(bits, precision=client.spec.precision).to_bytes()
 
     def postprocess(self, method, outputs):
         from fheml.tree import _FHETreeClassifier, _FHETreeModel
@@ -351,7 +350,7 @@ class TreeServerModel(ServerModel):
         self.used_columns = used_columns
         self.n_levels = n_levels
 
-    def run(self, server, data, keys, n_jobs):
+    def run(self, server, data, keys, n_jobs, verbose=None):
         from fheml._core import SeededLweCiphertext
         from fheml._core.serialization import MismatchError
         from fheml.compiler import EncryptedArgs
@@ -367,7 +366,7 @@ class TreeServerModel(ServerModel):
         server.limits.check_expanded_bytes(
             rows * self.used_columns.size * (seeded.dimension + 1) * 8)
         return server.run(EncryptedArgs([seeded.select(self.used_columns)], True), keys,
-                          n_jobs=n_jobs)
+                          n_jobs=n_jobs, verbose=verbose)
 
 
 def _tree_link(model):

@@ -249,6 +249,9 @@ class FHEModelClient:
     key_dir : str or path-like, optional
         Where the keys are kept: the secret key is written owner-only (mode 0600) and
         reloaded by later clients of the same model.  ``None``: keys live in memory only.
+    verbose : bool, optional
+        Progress of key generation (default: ``fheml.get_config()["verbose"]``: a bar on
+        a terminal when it lasts, see :mod:`fheml._progress`).
 
     Attributes
     ----------
@@ -257,13 +260,14 @@ class FHEModelClient:
         The family's client-side model (see :mod:`fheml.deployment.families`).
     """
 
-    def __init__(self, path, key_dir=None):
+    def __init__(self, path, key_dir=None, verbose=None):
         from fheml.compiler import Client
 
         self.header, spec, self.client_model = load_client_artifact(path)
         self.model_id = self.header["model_id"]
         self.client = Client(spec)
         self.key_dir = None if key_dir is None else pathlib.Path(key_dir)
+        self.verbose = verbose
         self._evaluation_key_bytes = None
 
     @property
@@ -305,7 +309,7 @@ class FHEModelClient:
             return
         if not force and self.key_dir is not None and self._load_keys():
             return
-        evaluation = self.client.keygen(force=True)
+        evaluation = self.client.keygen(force=True, verbose=self.verbose)
         self._evaluation_key_bytes = evaluation.to_bytes()
         if self.key_dir is not None:
             self.key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -388,6 +392,8 @@ class FHEModelServer:
     limits : fheml.compiler.ServerLimits, optional
         Bounds on one request (bytes, rows, expanded ciphertexts); the compiler's
         defaults otherwise.
+    verbose : bool, optional
+        Progress of the encrypted runs (default: ``fheml.get_config()["verbose"]``).
 
     Attributes
     ----------
@@ -396,13 +402,14 @@ class FHEModelServer:
         Model name, family, versions, parameters and input/output shapes (no secret).
     """
 
-    def __init__(self, path, n_jobs=1, limits=None):
+    def __init__(self, path, n_jobs=1, limits=None, verbose=None):
         from fheml.compiler import Server
 
         self.header, spec, self.server_model = load_server_artifact(path)
         self.model_id = self.header["model_id"]
         self.server = Server(spec, limits)
         self.n_jobs = n_jobs
+        self.verbose = verbose
 
     @property
     def parameters(self):
@@ -480,7 +487,8 @@ class FHEModelServer:
         self.server.limits.check_request_bytes(len(serialized_encrypted_input))
         inner = _unpack_envelope(serialized_encrypted_input, "model-input", self.model_id)
         try:
-            result = self.server_model.run(self.server, inner, evaluation_keys, self.n_jobs)
+            result = self.server_model.run(self.server, inner, evaluation_keys, self.n_jobs,
+                                           self.verbose)
         except ModelMismatchError:
             raise
         except MismatchError as exc:

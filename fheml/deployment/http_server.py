@@ -205,7 +205,9 @@ def create_app(model_dir, limits=None, n_jobs=1):
     from starlette.routing import Route
 
     limits = limits or ServiceLimits()
-    server = FHEModelServer(model_dir, n_jobs=n_jobs, limits=limits.server_limits())
+    # No progress bars from a service (several requests at once): its log says enough.
+    server = FHEModelServer(model_dir, n_jobs=n_jobs, limits=limits.server_limits(),
+                            verbose=False)
     client_path = pathlib.Path(model_dir) / CLIENT_FILE
     store = KeyStore(limits.max_keys, limits.max_key_store_bytes)
     workers = anyio.CapacityLimiter(limits.max_concurrent_runs)

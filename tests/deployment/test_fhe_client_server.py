@@ -1,6 +1,7 @@
 """Saved models: artifacts, client and server over bytes, validation of everything loaded."""
 
 import json
+import logging
 import os
 import pathlib
 import stat
@@ -283,7 +284,7 @@ def test_keys_of_another_model_in_key_dir_are_refused(two_models, tmp_path):
         FHEModelClient(root / "a", key_dir=tmp_path).generate_private_and_evaluation_keys()
 
 
-def test_bare_circuit_with_lookups(tmp_path):
+def test_bare_circuit_with_lookups_and_progress(tmp_path, caplog):
     import fheml
 
     @fheml.compiler({"x": "encrypted"})
@@ -292,11 +293,16 @@ def test_bare_circuit_with_lookups(tmp_path):
 
     circuit = f.compile(np.arange(4))
     FHEModelDev(tmp_path, circuit).save()
-    client, server = FHEModelClient(tmp_path), FHEModelServer(tmp_path)
-    keys = server.load_evaluation_keys(client.get_serialized_evaluation_keys())
-    x = np.array([0, 1, 2, 3, 3])
-    got = client.deserialize_decrypt_dequantize(server.run(client.quantize_encrypt_serialize(x),
-                                                           keys))
+    # verbose=True off a terminal: progress goes to the "fheml" logger.
+    client = FHEModelClient(tmp_path, verbose=True)
+    server = FHEModelServer(tmp_path, verbose=True)
+    with caplog.at_level(logging.INFO, logger="fheml"):
+        keys = server.load_evaluation_keys(client.get_serialized_evaluation_keys())
+        x = np.array([0, 1, 2, 3, 3])
+        got = client.deserialize_decrypt_dequantize(
+            server.run(client.quantize_encrypt_serialize(x), keys))
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "Key generation" in messages and "Encrypted run" in messages
     np.testing.assert_array_equal(got, (x * 3 + 1) % 4)
     assert server.metadata["lookups_per_sample"] == 1
     assert json.loads(json.dumps(server.metadata)) == server.metadata
