@@ -340,9 +340,9 @@ def test_a_new_family_plugs_in_on_both_sides(tmp_path, monkeypatch):
         def __init__(self, tag):
             self.tag, self.calls = tag, 0
 
-        def run(self, server, data, keys, n_jobs):
+        def run(self, server, data, keys, n_jobs, verbose=None):
             self.calls += 1
-            return super().run(server, data, keys, n_jobs)
+            return super().run(server, data, keys, n_jobs, verbose)
 
     class ShiftedFamily(families.Family):
         name = "shifted"
