@@ -35,6 +35,7 @@ _STREAM_KSK_MASKS = 1
 _STREAM_BSK_MASKS = 2
 _STREAM_KEY_BITS = 3
 _STREAM_CT_MASKS = 4
+_STREAM_GLWE_MASKS = 5
 
 INSECURE_SEED_ENV = "FHEML_INSECURE_TEST_SEED"
 
@@ -624,6 +625,31 @@ class SecretKeys:
                 f"({self.big_key.shape[0]})"
             )
         return ct
+
+    def glwe_secret_key(self):
+        """The GLWE key as a :class:`~fheml._core.glwe.GlweSecretKey` (same key id): GLWE
+        ciphertexts under it sample-extract to LWE ciphertexts under :attr:`big_key`."""
+        from fheml._core.glwe import GlweSecretKey
+        if not self.params.has_bootstrap:
+            raise ValueError("parameters without bootstrapping have no GLWE key")
+        return GlweSecretKey(self.glwe_key, self.key_id, self.params.glwe_noise_std,
+                             insecure=self.insecure)
+
+    def derived_glwe_key(self, glwe_dimension, polynomial_size, noise_std):
+        """A GLWE key ``(k, N)`` for packed encryption, derived from this key set's secret
+        bits (ChaCha20 keyed with a domain-separated SHA-256 of them), under the same key id.
+
+        The same after :meth:`to_bytes` / :meth:`from_bytes`, so a reloaded client still
+        decrypts packed results; the LWE key's ``n >= 256`` uniform bits make the seed
+        unguessable, and the derived key is independent of the others as far as the hash
+        behaves as a random oracle.
+        """
+        from fheml._core.glwe import GlweSecretKey
+        digest = hashlib.sha256(b"fheml derived GLWE key\0" + np.array(
+            [glwe_dimension, polynomial_size], dtype="<u8").tobytes() + self.lwe_key.tobytes()
+            + self.glwe_key.tobytes()).digest()
+        bits = Csprng(digest, stream=_STREAM_KEY_BITS).binary((glwe_dimension, polynomial_size))
+        return GlweSecretKey(bits, self.key_id, noise_std, insecure=self.insecure)
 
     # -- evaluation keys ---------------------------------------------------------------
     def evaluation_keys(self, verbose=None):
