@@ -143,7 +143,8 @@ def main():
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--lookup-bits", type=int, default=4)
     parser.add_argument("--tree-depth", type=int, default=4)
-    parser.add_argument("--tree-requests", type=int, default=5)
+    parser.add_argument("--tree-requests", type=int, default=5,
+                        help="requests per measure for the tree (0: no tree)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     warnings.simplefilter("ignore", FHEMLClipWarning)
@@ -156,14 +157,15 @@ def main():
     size, seconds = upload_once(root / "linear")
     results["keys_linear"] = {"bytes": size, "upload_s": seconds}
 
-    tree = FHEDecisionTreeClassifier(max_depth=args.tree_depth, random_state=0)
-    FHEModelDev(root / "tree", tree.fit(X[:469], y[:469])).save()
-    results["tree"] = {"depth": args.tree_depth,
-                       "lookups_per_sample": tree.fhe_circuit.statistics["lookups"],
-                       "batches": bench_model(root / "tree", X[469:], args.tree_requests,
-                                              "--max-key-mib", "4096")}
-    size, seconds = upload_once(root / "tree", "--max-key-mib", "4096")
-    results["tree"]["keys"] = {"bytes": size, "upload_s": seconds}
+    if args.tree_requests:
+        tree = FHEDecisionTreeClassifier(max_depth=args.tree_depth, random_state=0)
+        FHEModelDev(root / "tree", tree.fit(X[:469], y[:469])).save()
+        results["tree"] = {"depth": args.tree_depth,
+                           "lookups_per_sample": tree.fhe_circuit.statistics["lookups"],
+                           "batches": bench_model(root / "tree", X[469:], args.tree_requests,
+                                                  "--max-key-mib", "4096")}
+        size, seconds = upload_once(root / "tree", "--max-key-mib", "4096")
+        results["tree"]["keys"] = {"bytes": size, "upload_s": seconds}
 
     bits = args.lookup_bits
 
@@ -184,12 +186,13 @@ def main():
 
     print("FHELogisticRegression, breast_cancer (30 features), fheml serve on 127.0.0.1")
     print_batches(results["batches"])
-    t = results["tree"]
-    print(f"FHEDecisionTreeClassifier(max_depth={t['depth']}), breast_cancer, "
-          f"{t['lookups_per_sample']} lookups per sample")
-    print_batches(t["batches"])
-    print(f"evaluation keys, tree: {t['keys']['bytes'] / 1e6:.1f} MB, upload + server-side "
-          f"load {t['keys']['upload_s']:.2f} s")
+    t = results.get("tree")
+    if t:
+        print(f"FHEDecisionTreeClassifier(max_depth={t['depth']}), breast_cancer, "
+              f"{t['lookups_per_sample']} lookups per sample")
+        print_batches(t["batches"])
+        print(f"evaluation keys, tree: {t['keys']['bytes'] / 1e6:.1f} MB, upload + "
+              f"server-side load {t['keys']['upload_s']:.2f} s")
     k = results["keys_linear"]
     print(f"evaluation keys, linear model: {k['bytes']} B, upload {1e3 * k['upload_s']:.1f} ms")
     k = results["keys_lookup"]
