@@ -211,8 +211,10 @@ def main():
             how = "one call" if theirs["batched"] else f"{batch} one-row calls"
             ratio = r["in_process"]["p50_ms"] / theirs["p50_ms"]
             print(f"  batch {batch} ({how}): p50 {theirs['p50_ms']:.2f} ms, p95 "
-                  f"{theirs['p95_ms']:.2f} ms; fheml in-process / peer p50 = {ratio:.3f}, "
-                  f"fheml over HTTP / peer p50 = {r['http']['p50_ms'] / theirs['p50_ms']:.3f}")
+                  f"{theirs['p95_ms']:.2f} ms; fheml in-process / peer p50 = {ratio:.3g} "
+                  f"(1/{1 / ratio:.0f}), fheml over HTTP / peer p50 = "
+                  f"{r['http']['p50_ms'] / theirs['p50_ms']:.3g} "
+                  f"(1/{theirs['p50_ms'] / r['http']['p50_ms']:.0f})")
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(results, indent=2, default=float))
 
