@@ -215,7 +215,9 @@ def cmd_serve(args):
     limits = ServiceLimits(max_request_bytes=args.max_request_mib * mib,
                            max_key_bytes=args.max_key_mib * mib, max_keys=args.max_keys,
                            max_key_store_bytes=args.max_key_store_mib * mib,
-                           max_concurrent_runs=args.max_concurrent_runs)
+                           max_concurrent_runs=args.max_concurrent_runs,
+                           max_batch_rows=args.max_batch_rows,
+                           max_expanded_bytes=args.max_expanded_mib * mib)
 
     def ready(host, port):
         print(f"fheml serve: {args.model_dir} on http://{host}:{port}", flush=True)
@@ -230,6 +232,11 @@ def cmd_serve(args):
 def _parser():
     parser = argparse.ArgumentParser(
         prog="fheml", description="Machine learning on encrypted data (TFHE).")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--verbose", action="store_const", const=True, dest="verbose",
+                       help="progress bars at once (logging when not on a terminal)")
+    group.add_argument("--quiet", action="store_const", const=False, dest="verbose",
+                       help="no progress report")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="fit, compile, keygen and predict encrypted (breast_cancer)",
@@ -289,6 +296,10 @@ def _parser():
                    help="memory of the key sets kept, MiB (8192)")
     p.add_argument("--max-concurrent-runs", type=int, default=2,
                    help="evaluations at the same time (2)")
+    p.add_argument("--max-batch-rows", type=int, default=65536,
+                   help="samples in one request (65536)")
+    p.add_argument("--max-expanded-mib", type=int, default=4096,
+                   help="memory of one request's ciphertexts once expanded, MiB (4096)")
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(run=cmd_serve)
@@ -297,9 +308,12 @@ def _parser():
 
 def main(argv=None):
     """Entry point of the ``fheml`` command."""
+    import fheml
+
     args = _parser().parse_args(argv)
     try:
-        return args.run(args)
+        with fheml.config_context(verbose=args.verbose):
+            return args.run(args)
     except KeyboardInterrupt:
         return 130
     except (ValueError, FileNotFoundError, FileExistsError, TypeError) as exc:

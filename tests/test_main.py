@@ -42,6 +42,19 @@ def test_params_matches_the_selector(capsys):
     assert "no bootstrap" in text and "no evaluation key" in text
 
 
+def test_quiet_and_verbose_set_the_progress_config(monkeypatch):
+    import fheml
+    import fheml.__main__ as cli
+
+    seen = []
+    monkeypatch.setattr(cli, "cmd_params", lambda args: seen.append(
+        fheml.get_config()["verbose"]) or 0)
+    for flag, expected in ((["--quiet"], False), (["--verbose"], True), ([], None)):
+        assert main(flag + ["params"]) == 0
+        assert seen[-1] is expected
+    assert fheml.get_config()["verbose"] is None
+
+
 def test_params_reports_impossible_targets(capsys):
     assert main(["params", "--precision", "12"]) == 1
     assert "fheml params: error" in capsys.readouterr().err

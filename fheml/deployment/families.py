@@ -1,32 +1,41 @@
-"""What each estimator family puts into the client artifact, and how the client uses it.
+"""What each model family puts into the artifacts, and how client and server use it.
 
-The server artifact is the same for every family (the compiled circuit).  The client
-artifact holds what runs in the clear on the client: the input encoding (quantizers) and
-the post-processing of the decrypted integers (dequantization, link functions, argmax,
-classes).  It never holds the model's weights or thresholds.
+Every server artifact holds the compiled circuit.  What differs between families is the
+clear work around it:
 
-A family is an object with three members (see :class:`LinearFamily`)::
+- on the client (the client artifact): the input encoding (quantizers) and the
+  post-processing of the decrypted integers (dequantization, link functions, argmax,
+  classes), never the model's weights or thresholds;
+- on the server (the server artifact, optionally): a step between the request bytes and
+  the circuit, e.g. trees selecting the encrypted input bits they read.
 
-    name                          short identifier stored in the artifact
-    handles(model) -> bool        whether this family saves ``model``
-    export(model) -> (state, arrays)
-        ``state``: JSON-able dict, ``arrays``: dict of name -> numeric numpy array
-    client_model(state, arrays) -> ClientModel
+A family is an object (subclass :class:`Family`) with::
 
-and a client model has::
+    name                              short identifier stored in the artifacts
+    handles(model) -> bool            whether this family saves ``model``
+    circuit(model)                    its compiled circuit (default: ``fhe_circuit``, or
+                                      ``compile()`` for a fitted estimator)
+    export(model) -> (state, arrays)  client side: JSON-able dict, dict name -> array
+    client_model(state, arrays)       -> a ClientModel
+    export_server(model)              server side, default ``({}, {})``
+    server_model(state, arrays)       -> a ServerModel, default: the request is the
+                                         circuit's arguments
 
-    methods                       names accepted by ``postprocess`` (e.g. "predict")
-    default_method                what ``deserialize_decrypt_dequantize`` returns by default
-    encode(X) -> tuple            the circuit's arguments (integer arrays, batch axis first)
-    postprocess(method, outputs)  the method's result from the decrypted circuit outputs
+A :class:`ClientModel` has ``methods`` and ``default_method`` (what
+``deserialize_decrypt_dequantize`` returns), ``encode(*X)`` (the circuit's integer
+arguments, batch axis first) and ``postprocess(method, outputs)``; it may override
+``encrypt(client, *X)`` / ``decrypt(client, data)`` to use another request format.  A
+:class:`ServerModel` has ``run(server, data, keys, n_jobs, verbose=None)``.  Arrays hold numbers only
+(``<f8``, ``<i8``, ``<u8``, ``<i4``, ``<u4``, ``|u1``); everything is validated on load.
 
-New families (trees, MLPs) call :func:`register_family` at import of their deployment hook.
+New families (trees, MLPs) call :func:`register_family` with an instance.
 """
 
 import numpy as np
 from sklearn.utils.validation import check_array
 
-__all__ = ["CircuitFamily", "LinearFamily", "family_for", "family_named", "register_family"]
+__all__ = ["CircuitFamily", "ClientModel", "Family", "LinearFamily", "ServerModel", "TreeFamily",
+           "family_for", "family_named", "register_family"]
 
 _FAMILIES = []
 
@@ -60,6 +69,67 @@ def family_named(name):
     known = ", ".join(sorted(f.name for f in _FAMILIES))
     raise ValueError(f"the artifact was saved for the model family {name!r}, which this fheml "
                      f"does not know (known: {known}); upgrade fheml")
+
+
+# ------------------------------------------------------------------ the protocol --------
+
+class ClientModel:
+    """Client side of a family: encode, encrypt, decrypt, post-process (see module doc)."""
+
+    methods = ()
+    default_method = None
+
+    def encode(self, *X):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def postprocess(self, method, outputs):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def encrypt(self, client, *X):
+        """Request bytes for the server: the encrypted circuit arguments."""
+        return client.encrypt(*self.encode(*X)).to_bytes()
+
+    def decrypt(self, client, data):
+        """The circuit's integer outputs from the server's answer bytes."""
+        return client.decrypt(data)
+
+
+class ServerModel:
+    """Server side of a family: turns a request into the circuit's run."""
+
+    def run(self, server, data, keys, n_jobs, verbose=None):
+        """Run ``server`` (a :class:`fheml.compiler.Server`) on request bytes ``data``."""
+        return server.run(data, keys, n_jobs=n_jobs, verbose=verbose)
+
+
+class Family:
+    """Base of the families (see the module docstring)."""
+
+    name = None
+
+    def handles(self, model):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def export(self, model):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def client_model(self, state, arrays):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def circuit(self, model):
+        """The compiled circuit of a fitted ``model`` (compiled now if it is not yet)."""
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(model)
+        return model.fhe_circuit or model.compile()
+
+    def export_server(self, model):
+        return {}, {}
+
+    def server_model(self, state, arrays):
+        if state or arrays:
+            raise ValueError(f"unexpected server state for the {self.name} family")
+        return ServerModel()
 
 
 # ------------------------------------------------------------------ shared pieces -------
@@ -123,7 +193,7 @@ def _check_features(X, n_features):
 
 # ------------------------------------------------------------------- linear models ------
 
-class LinearClientModel:
+class LinearClientModel(ClientModel):
     """Client side of a linear model: input quantizer, dequantization, post-processing.
 
     Reproduces the estimator's ``decision_function`` / ``predict`` / ``predict_proba`` from
@@ -185,7 +255,7 @@ def _linear_proba(model):
     return None
 
 
-class LinearFamily:
+class LinearFamily(Family):
     """The twelve linear models of :mod:`fheml.linear_model`."""
 
     name = "linear"
@@ -228,9 +298,171 @@ class LinearFamily:
             link=state["link"], proba=state["proba"], classes=classes)
 
 
+# ------------------------------------------------------------ trees and ensembles -------
+
+class TreeClientModel(ClientModel):
+    """Client side of a tree model: bins, unary bits encrypted seeded, leaf sums decoded.
+
+    The post-processing calls the estimators' own functions (``_sum_groups``,
+    ``_dequantize``, ``_proba``) on the saved attributes, so it is theirs exactly.
+    """
+
+    def __init__(self, quantizer, n_features, attrs, *, classifier, link, decision):
+        self.quantizer = quantizer
+        self.n_features = n_features
+        self.attrs = attrs  # what the estimator's post-processing functions read
+        self.classifier = classifier
+        self.link = link
+        if classifier:
+            self.methods = ("predict_proba", "predict") + (
+                ("decision_function",) if decision else ())
+            self.default_method = "predict_proba"
+        else:
+            self.methods, self.default_method = ("predict",), "predict"
+
+    def encode(self, X):
+        return (self.quantizer.encode(self.quantizer.quant(_check_features(X, self.n_features))),)
+
+    def encrypt(self, client, X):
+        (bits,) = self.encode(X)
+        return client.secret_keys.encrypt_seeded(bits, precision=client.spec.precision).to_bytes()
+
+    def postprocess(self, method, outputs):
+        from fheml.tree import _FHETreeClassifier, _FHETreeModel
+
+        raw = _FHETreeModel._dequantize(self.attrs, _FHETreeModel._sum_groups(
+            self.attrs, np.asarray(outputs)))
+        if not self.classifier:
+            raw = np.exp(raw) if self.link == "log" else raw
+            return raw[:, 0] if raw.shape[1] == 1 else raw
+        if method == "decision_function":
+            return raw[:, 0] if raw.shape[1] == 1 else raw
+        proba = _FHETreeClassifier._proba(self.attrs, raw)
+        if method == "predict":
+            return self.attrs.classes_[np.argmax(proba, axis=1)]
+        return proba
+
+
+class TreeServerModel(ServerModel):
+    """Server side of a tree model: regenerates the masks of the bits the trees read only."""
+
+    def __init__(self, used_columns, n_levels):
+        self.used_columns = used_columns
+        self.n_levels = n_levels
+
+    def run(self, server, data, keys, n_jobs, verbose=None):
+        from fheml._core import SeededLweCiphertext
+        from fheml._core.serialization import MismatchError
+        from fheml.compiler import EncryptedArgs
+
+        seeded = SeededLweCiphertext.from_bytes(
+            data, expected_key_id=keys.key_id,
+            expected_dimension=server.spec.params.big_lwe_dimension)
+        if seeded.shape[1] != self.n_levels:
+            raise MismatchError(f"the encrypted input has {seeded.shape[1]} bits per sample; "
+                                f"this model encodes {self.n_levels}")
+        rows = seeded.shape[0]
+        server.limits.check_rows(rows)
+        server.limits.check_expanded_bytes(
+            rows * self.used_columns.size * (seeded.dimension + 1) * 8)
+        return server.run(EncryptedArgs([seeded.select(self.used_columns)], True), keys,
+                          n_jobs=n_jobs, verbose=verbose)
+
+
+def _tree_link(model):
+    """``"identity"`` or ``"log"``: the regressor's inverse link, read off the model."""
+    probe = np.array([[-1.0], [0.0], [0.5], [2.0]])
+    value = np.asarray(model._inverse_link(probe), dtype=np.float64)
+    if np.allclose(value, probe):
+        return "identity"
+    if np.allclose(value, np.exp(probe)):
+        return "log"
+    raise TypeError(f"{type(model).__name__} with this loss cannot be deployed yet (its "
+                    "inverse link is neither the identity nor exp)")
+
+
+class TreeFamily(Family):
+    """Decision trees, random forests and gradient boosting (:mod:`fheml.tree`,
+    :mod:`fheml.ensemble`)."""
+
+    name = "trees"
+
+    def handles(self, model):
+        try:
+            from fheml.tree import _FHETreeModel
+        except ImportError:  # pragma: no cover - an fheml without trees
+            return False
+        return isinstance(model, _FHETreeModel)
+
+    def circuit(self, model):
+        circuit = super().circuit(model)
+        if model.n_output_groups_ is None:  # set by the estimator's own compile
+            circuit = model.compile()
+        return circuit
+
+    def export(self, model):
+        from fheml.tree import _FHETreeClassifier, _has_decision_function
+
+        quantizer = model.input_quantizer_
+        classifier = isinstance(model, _FHETreeClassifier)
+        state = {"n_features": int(model.n_features_in_), "float32": quantizer.float32,
+                 "n_bits": quantizer.n_bits, "n_output_groups": int(model.n_output_groups_),
+                 "n_outputs": int(model.circuit_plan_.n_outputs), "classifier": classifier,
+                 "raw_kind": model._raw_kind if classifier else None,
+                 "decision": bool(classifier and _has_decision_function(model)),
+                 "link": None if classifier else _tree_link(model),
+                 "classes": _labels_to_state(model.classes_) if classifier else None}
+        arrays = {"edges": np.concatenate([np.asarray(e, dtype=np.float64)
+                                           for e in quantizer.edges_] or [np.zeros(0)]),
+                  "offsets": np.asarray(quantizer.offsets_, dtype=np.int64),
+                  "bias": np.asarray(model.bias_, dtype=np.float64),
+                  "leaf_step": np.asarray(model.leaf_step_, dtype=np.float64),
+                  "leaf_offset": np.asarray(model.leaf_offset_, dtype=np.int64)}
+        return state, arrays
+
+    def client_model(self, state, arrays):
+        import types
+
+        from fheml._tree_circuit import ThermometerQuantizer
+
+        n_features = int(state["n_features"])
+        offsets, edges = arrays["offsets"], arrays["edges"]
+        if offsets.shape != (n_features + 1,) or offsets[0] != 0 \
+                or np.any(np.diff(offsets) < 0) or offsets[-1] != edges.size:
+            raise ValueError("bin offsets do not match the edges")
+        quantizer = ThermometerQuantizer(int(state["n_bits"]), bool(state["float32"]))
+        quantizer.edges_ = [edges[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+        quantizer.offsets_ = offsets
+        n_outputs = int(state["n_outputs"])
+        classifier = bool(state["classifier"])
+        if state["raw_kind"] not in ((None,) if not classifier else ("proba", "logit")):
+            raise ValueError(f"unknown raw output kind {state['raw_kind']!r}")
+        if state["link"] not in ((None,) if classifier else ("identity", "log")):
+            raise ValueError(f"unknown link {state['link']!r}")
+        attrs = types.SimpleNamespace(
+            circuit_plan_=types.SimpleNamespace(n_outputs=n_outputs),
+            n_output_groups_=int(state["n_output_groups"]), bias_=arrays["bias"],
+            leaf_step_=arrays["leaf_step"], leaf_offset_=arrays["leaf_offset"],
+            _raw_kind=state["raw_kind"],
+            classes_=_labels_from_state(state["classes"]) if classifier else None)
+        return TreeClientModel(quantizer, n_features, attrs, classifier=classifier,
+                               link=state["link"], decision=bool(state["decision"]))
+
+    def export_server(self, model):
+        return ({"n_levels": int(model.input_quantizer_.n_levels)},
+                {"used_columns": np.asarray(model.circuit_plan_.used_columns, dtype=np.int64)})
+
+    def server_model(self, state, arrays):
+        n_levels = int(state["n_levels"])
+        used = arrays["used_columns"]
+        if used.ndim != 1 or (used.size and (used.min() < 0 or used.max() >= n_levels)):
+            raise ValueError("used columns out of range")
+        return TreeServerModel(used, n_levels)
+
+
 # ------------------------------------------------------------------ bare circuits -------
 
-class CircuitClientModel:
+class CircuitClientModel(ClientModel):
     """Client side of a bare :class:`fheml.Circuit`: integers in, integers out."""
 
     methods = ("run",)
@@ -248,7 +480,7 @@ class CircuitClientModel:
         return outputs
 
 
-class CircuitFamily:
+class CircuitFamily(Family):
     """A compiled :class:`fheml.Circuit` (from :func:`fheml.compile`), no estimator around."""
 
     name = "circuit"
@@ -257,6 +489,9 @@ class CircuitFamily:
         from fheml.compiler import Circuit
 
         return isinstance(model, Circuit)
+
+    def circuit(self, model):
+        return model
 
     def export(self, model):
         return {"n_inputs": len(model.client.spec.inputs)}, {}
@@ -267,3 +502,4 @@ class CircuitFamily:
 
 register_family(CircuitFamily())
 register_family(LinearFamily())
+register_family(TreeFamily())

@@ -25,7 +25,13 @@ import pathlib
 
 import numpy as np
 
-from fheml._core.serialization import MismatchError, SerializationError, pack, unpack
+from fheml._core.serialization import (
+    MismatchError,
+    SerializationError,
+    pack,
+    peer_data,
+    unpack,
+)
 from fheml.deployment.families import family_for, family_named
 
 __all__ = ["ARTIFACT_VERSION", "FHEModelClient", "FHEModelDev", "FHEModelServer",
@@ -38,11 +44,14 @@ SECRET_KEYS_FILE = "secret_keys.fheml"
 EVALUATION_KEYS_FILE = "evaluation_keys.fheml"
 
 
-class ModelMismatchError(ValueError):
-    """Well-formed data that does not belong to this model or these keys.
+class ModelMismatchError(MismatchError):
+    """Well-formed data that does not fit this model or these keys.
 
-    For example a request encrypted for another model, evaluation keys made for other
-    parameters, ciphertexts under other keys than the evaluation keys, wrong shapes.
+    A request encrypted for another model (both model ids named), evaluation keys made for
+    other cryptographic parameters (the differing ones listed), ciphertexts under other
+    keys than the evaluation keys, arguments that are not the circuit's.  A
+    :class:`~fheml._core.MismatchError`, hence a :class:`~fheml._core.SerializationError`
+    like everything else a peer can send that is refused.
     """
 
 
@@ -52,19 +61,6 @@ def _fheml_version():
     import fheml
 
     return fheml.__version__
-
-
-def _server_spec_without_sources(spec):
-    """The server spec bytes with every node's user source line removed."""
-    from fheml.compiler import ServerSpec
-    from fheml.compiler.program import Program
-
-    header, arrays = spec.program.to_json()
-    for node in header["nodes"]:
-        node["where"] = ""
-    program = Program.from_json(header, arrays)
-    return ServerSpec(spec.params, program, spec.inputs, spec.outputs,
-                      spec.multiple_outputs, spec.packed).to_bytes()
 
 
 def _as_u8(data):
@@ -126,16 +122,6 @@ class FHEModelDev:
         self.path = pathlib.Path(path)
         self.model = model
 
-    def _circuit(self):
-        from fheml.compiler import Circuit
-
-        if isinstance(self.model, Circuit):
-            return self.model
-        from sklearn.utils.validation import check_is_fitted
-
-        check_is_fitted(self.model)
-        return self.model.fhe_circuit or self.model.compile()
-
     def save(self, overwrite=False):
         """Write both artifacts.
 
@@ -150,26 +136,51 @@ class FHEModelDev:
             The model id written in both artifacts.
         """
         family = family_for(self.model)
-        circuit = self._circuit()
+        circuit = family.circuit(self.model)
         self.path.mkdir(parents=True, exist_ok=True)
         targets = [self.path / SERVER_FILE, self.path / CLIENT_FILE]
         existing = [str(t) for t in targets if t.exists()]
         if existing and not overwrite:
             raise FileExistsError(f"{', '.join(existing)} already exist(s); pass "
                                   "overwrite=True to replace")
-        spec_bytes = _server_spec_without_sources(circuit.server.spec)
+        spec_bytes = circuit.server.spec.to_bytes()  # without the user's source lines
         model_id = hashlib.sha256(spec_bytes).hexdigest()
         common = {"artifact_version": ARTIFACT_VERSION, "fheml_version": _fheml_version(),
                   "model_id": model_id, "model": type(self.model).__name__,
                   "family": family.name}
-        server = pack("model-server", common, [_as_u8(spec_bytes)])
-        state, arrays = family.export(self.model)
-        names = sorted(arrays)
-        client = pack("model-client", {**common, "state": state, "array_names": names},
-                      [_as_u8(circuit.client.spec.to_bytes())] + [arrays[n] for n in names])
+        server = _pack_artifact("model-server", common, spec_bytes,
+                                *family.export_server(self.model))
+        client = _pack_artifact("model-client", common, circuit.client.spec.to_bytes(),
+                                *family.export(self.model))
         _write_atomic(targets[0], server)
         _write_atomic(targets[1], client)
         return model_id
+
+
+def _pack_artifact(kind, common, spec_bytes, state, arrays):
+    names = sorted(arrays)
+    return pack(kind, {**common, "state": state, "array_names": names},
+                [_as_u8(spec_bytes)] + [arrays[n] for n in names])
+
+
+def _unpack_artifact(path, kind, what):
+    """``(header, spec bytes, family, family arrays)`` of an artifact file (validated)."""
+    header, arrays = unpack(_read(path, what), kind)
+    _check_artifact_header(header, what, path)
+    names = header.get("array_names")
+    if not isinstance(names, list) or len(arrays) != len(names) + 1 \
+            or arrays[0].dtype != np.uint8 or not isinstance(header.get("state"), dict):
+        raise SerializationError(f"{path}: array list does not match the header")
+    try:
+        family = family_named(header["family"])
+    except ValueError as exc:
+        raise SerializationError(f"{path}: {exc}") from None
+    return header, arrays[0].tobytes(), family, dict(zip(names, arrays[1:]))
+
+
+def _family_state(path, header, build, arrays):
+    with peer_data(f"{path}: {header['family']} state"):
+        return build(header["state"], arrays)
 
 
 def _artifact_path(path, name):
@@ -178,18 +189,16 @@ def _artifact_path(path, name):
 
 
 def load_server_artifact(path):
-    """``(header, ServerSpec)`` of a server artifact file or directory (validated)."""
+    """``(header, ServerSpec, server model)`` of a server artifact file or directory."""
     from fheml.compiler import ServerSpec
 
     path = _artifact_path(path, SERVER_FILE)
-    header, arrays = unpack(_read(path, "server artifact"), "model-server")
-    _check_artifact_header(header, "server artifact", path)
-    if len(arrays) != 1 or arrays[0].dtype != np.uint8:
-        raise SerializationError(f"{path}: expected one embedded server spec")
-    spec_bytes = arrays[0].tobytes()
+    header, spec_bytes, family, arrays = _unpack_artifact(path, "model-server",
+                                                          "server artifact")
     if hashlib.sha256(spec_bytes).hexdigest() != header["model_id"]:
         raise SerializationError(f"{path}: the circuit does not match the model id")
-    return header, ServerSpec.from_bytes(spec_bytes)
+    return header, ServerSpec.from_bytes(spec_bytes), _family_state(
+        path, header, family.server_model, arrays)
 
 
 def load_client_artifact(path):
@@ -197,20 +206,10 @@ def load_client_artifact(path):
     from fheml.compiler import ClientSpec
 
     path = _artifact_path(path, CLIENT_FILE)
-    header, arrays = unpack(_read(path, "client artifact"), "model-client")
-    _check_artifact_header(header, "client artifact", path)
-    names = header.get("array_names")
-    if not isinstance(names, list) or len(arrays) != len(names) + 1 \
-            or arrays[0].dtype != np.uint8:
-        raise SerializationError(f"{path}: array list does not match the header")
-    spec = ClientSpec.from_bytes(arrays[0].tobytes())
-    family = family_named(header["family"])
-    try:
-        model = family.client_model(header["state"], dict(zip(names, arrays[1:])))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise SerializationError(f"{path}: invalid {header['family']} client state ({exc})") \
-            from None
-    return header, spec, model
+    header, spec_bytes, family, arrays = _unpack_artifact(path, "model-client",
+                                                          "client artifact")
+    return header, ClientSpec.from_bytes(spec_bytes), _family_state(
+        path, header, family.client_model, arrays)
 
 
 # -------------------------------------------------------------- request envelope -------
@@ -250,6 +249,9 @@ class FHEModelClient:
     key_dir : str or path-like, optional
         Where the keys are kept: the secret key is written owner-only (mode 0600) and
         reloaded by later clients of the same model.  ``None``: keys live in memory only.
+    verbose : bool, optional
+        Progress of key generation (default: ``fheml.get_config()["verbose"]``: a bar on
+        a terminal when it lasts, see :mod:`fheml._progress`).
 
     Attributes
     ----------
@@ -258,13 +260,14 @@ class FHEModelClient:
         The family's client-side model (see :mod:`fheml.deployment.families`).
     """
 
-    def __init__(self, path, key_dir=None):
+    def __init__(self, path, key_dir=None, verbose=None):
         from fheml.compiler import Client
 
         self.header, spec, self.client_model = load_client_artifact(path)
         self.model_id = self.header["model_id"]
         self.client = Client(spec)
         self.key_dir = None if key_dir is None else pathlib.Path(key_dir)
+        self.verbose = verbose
         self._evaluation_key_bytes = None
 
     @property
@@ -306,7 +309,7 @@ class FHEModelClient:
             return
         if not force and self.key_dir is not None and self._load_keys():
             return
-        evaluation = self.client.keygen(force=True)
+        evaluation = self.client.keygen(force=True, verbose=self.verbose)
         self._evaluation_key_bytes = evaluation.to_bytes()
         if self.key_dir is not None:
             self.key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -338,8 +341,8 @@ class FHEModelClient:
         bytes
         """
         self.generate_private_and_evaluation_keys()
-        encrypted = self.client.encrypt(*self.client_model.encode(*X))
-        return _pack_envelope("model-input", self.model_id, encrypted.to_bytes())
+        return _pack_envelope("model-input", self.model_id,
+                              self.client_model.encrypt(self.client, *X))
 
     def deserialize_decrypt(self, data):
         """Decrypt the server's answer to the circuit's integer outputs."""
@@ -347,13 +350,8 @@ class FHEModelClient:
                                                      and self._load_keys()):
             raise RuntimeError("no keys: the answer can only be decrypted with the keys "
                                "that encrypted the request (keep them in a key_dir)")
-        result = _unpack_envelope(data, "model-output", self.model_id)
-        try:
-            return self.client.decrypt(result)
-        except ValueError as exc:
-            if isinstance(exc, SerializationError):
-                raise
-            raise ModelMismatchError(f"cannot decrypt this answer: {exc}") from None
+        return self.client_model.decrypt(
+            self.client, _unpack_envelope(data, "model-output", self.model_id))
 
     def deserialize_decrypt_dequantize(self, data, method=None):
         """Decrypt the server's answer and post-process it like the model would.
@@ -391,6 +389,11 @@ class FHEModelServer:
         Directory holding ``server.fheml`` (or the file itself).
     n_jobs : int, default=1
         Threads for the lookups of one request (-1: all cores).
+    limits : fheml.compiler.ServerLimits, optional
+        Bounds on one request (bytes, rows, expanded ciphertexts); the compiler's
+        defaults otherwise.
+    verbose : bool, optional
+        Progress of the encrypted runs (default: ``fheml.get_config()["verbose"]``).
 
     Attributes
     ----------
@@ -399,13 +402,14 @@ class FHEModelServer:
         Model name, family, versions, parameters and input/output shapes (no secret).
     """
 
-    def __init__(self, path, n_jobs=1):
+    def __init__(self, path, n_jobs=1, limits=None, verbose=None):
         from fheml.compiler import Server
 
-        self.header, spec = load_server_artifact(path)
+        self.header, spec, self.server_model = load_server_artifact(path)
         self.model_id = self.header["model_id"]
-        self.server = Server(spec)
+        self.server = Server(spec, limits)
         self.n_jobs = n_jobs
+        self.verbose = verbose
 
     @property
     def parameters(self):
@@ -439,15 +443,15 @@ class FHEModelServer:
         fheml._core.EvaluationKeys
             Reusable for many :meth:`run` calls (loading expands the keys, which costs).
         """
-        from fheml._core import EvaluationKeys
-
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"expected evaluation key bytes, got {type(data).__name__}")
         try:
-            return EvaluationKeys.from_bytes(data, expected_params=self.parameters)
+            return self.server.load_keys(data)
         except MismatchError as exc:
             # Only on this error path: read the header again to name what differs.
-            _check_key_params(_params_of_keys(data), self.parameters, "these evaluation keys")
+            params = _params_of_keys(data)
+            if params is not None:
+                _check_key_params(params, self.parameters, "these evaluation keys")
             raise ModelMismatchError(f"evaluation keys: {exc}") from None
 
     def run(self, serialized_encrypted_input, evaluation_keys):
@@ -467,35 +471,37 @@ class FHEModelServer:
 
         Raises
         ------
-        fheml._core.SerializationError
-            Bytes that are not a valid request or key set (malformed, truncated, corrupted).
         ModelMismatchError
-            A valid request that does not fit this model or these keys.
+            A well-formed request that does not fit: made for another model, keys for
+            other parameters, encrypted under other keys, not the circuit's arguments.
+        fheml._core.LimitExceededError
+            A request over one of the server's limits.
+        fheml._core.SerializationError
+            Anything else: malformed, truncated, corrupted, wrong kind or version.
         """
         from fheml._core import EvaluationKeys
-        from fheml.compiler import EncryptedArgs
 
         if not isinstance(evaluation_keys, EvaluationKeys):
             evaluation_keys = self.load_evaluation_keys(evaluation_keys)
+        _check_key_params(evaluation_keys.params, self.parameters, "these evaluation keys")
+        self.server.limits.check_request_bytes(len(serialized_encrypted_input))
         inner = _unpack_envelope(serialized_encrypted_input, "model-input", self.model_id)
         try:
-            # checked against the circuit and the server's limits before any expansion
-            args = EncryptedArgs.from_bytes(inner, spec=self.server.spec,
-                                            key_id=evaluation_keys.key_id,
-                                            limits=self.server.limits)
-            result = self.server.run(args, evaluation_keys, n_jobs=self.n_jobs)
-        except MismatchError as exc:
-            raise ModelMismatchError(str(exc)) from None
-        except SerializationError:
+            result = self.server_model.run(self.server, inner, evaluation_keys, self.n_jobs,
+                                           self.verbose)
+        except ModelMismatchError:
             raise
-        except (TypeError, ValueError) as exc:
+        except MismatchError as exc:
             raise ModelMismatchError(str(exc)) from None
         return _pack_envelope("model-output", self.model_id, result.to_bytes())
 
 
 def _params_of_keys(data):
-    """The ParameterSet named by serialized evaluation keys."""
+    """The ParameterSet named by serialized evaluation keys, or None if unreadable."""
     from fheml._core.keys import params_from_header
 
-    header, _ = unpack(data, "evaluation-keys")
-    return params_from_header(header, "evaluation-keys")
+    try:
+        header, _ = unpack(data, "evaluation-keys")
+        return params_from_header(header, "evaluation-keys")
+    except SerializationError:
+        return None

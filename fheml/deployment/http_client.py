@@ -2,6 +2,7 @@
 
 import http.client
 import json
+import threading
 import urllib.parse
 
 from fheml.deployment.fhe_client_server import FHEModelClient
@@ -57,20 +58,42 @@ class HTTPClient:
         self.client = client if isinstance(client, FHEModelClient) else \
             FHEModelClient(client, key_dir=key_dir)
         self.key_id = None
+        self._local = threading.local()
+
+    def _connection(self):
+        """This thread's kept-alive connection to the service."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            p = self._parsed
+            cls = http.client.HTTPSConnection if p.scheme == "https" else \
+                http.client.HTTPConnection
+            conn = self._local.conn = cls(p.hostname, p.port, timeout=self.timeout)
+        return conn
+
+    def _drop_connection(self):
+        self._local.conn.close()
+        self._local.conn = None
 
     def _request(self, method, path, body=None, headers=None):
-        p = self._parsed
-        cls = http.client.HTTPSConnection if p.scheme == "https" else http.client.HTTPConnection
-        conn = cls(p.hostname, p.port, timeout=self.timeout)
-        try:
-            headers = dict(headers or {})
-            if body is not None:
-                headers["Content-Type"] = "application/octet-stream"
-            conn.request(method, p.path.rstrip("/") + path, body=body, headers=headers)
-            response = conn.getresponse()
-            data = response.read()
-        finally:
-            conn.close()
+        headers = dict(headers or {})
+        if body is not None:
+            headers["Content-Type"] = "application/octet-stream"
+        url = self._parsed.path.rstrip("/") + path
+        for attempt in (1, 2):
+            fresh = getattr(self._local, "conn", None) is None
+            conn = self._connection()
+            try:
+                conn.request(method, url, body=body, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+                break
+            except (ConnectionError, http.client.HTTPException):
+                self._drop_connection()
+                # A kept-alive connection the service closed meanwhile: retry once afresh.
+                if fresh or attempt == 2:
+                    raise
+        if response.will_close:
+            self._drop_connection()
         if response.status >= 400:
             try:
                 err = json.loads(data)
@@ -101,11 +124,21 @@ class HTTPClient:
             self.key_id = None
 
     def run(self, request_bytes):
-        """Post one encrypted request; returns the encrypted answer (bytes)."""
+        """Post one encrypted request; returns the encrypted answer (bytes).
+
+        Uploads the keys first if needed, and once more if the service no longer has them
+        (evicted from its bounded key store, or restarted).
+        """
         if self.key_id is None:
             self.upload_keys()
-        return self._request("POST", "/predict", request_bytes,
-                             {KEY_ID_HEADER: self.key_id})[1]
+        try:
+            return self._request("POST", "/predict", request_bytes,
+                                 {KEY_ID_HEADER: self.key_id})[1]
+        except ServiceHTTPError as exc:
+            if exc.code != "unknown_key_id":
+                raise
+        self.upload_keys()
+        return self._request("POST", "/predict", request_bytes, {KEY_ID_HEADER: self.key_id})[1]
 
     def predict(self, *X, method=None):
         """Quantize and encrypt ``X``, have the service evaluate it, decrypt the answer.

@@ -27,8 +27,9 @@ Endpoints
 Errors: 400 ``malformed`` (not a valid fheml object: garbage, truncated, corrupted, wrong
 kind or version) and ``missing_key_id``; 404 ``unknown_key_id`` (never uploaded, deleted
 or evicted: upload again) and ``not_found``; 405 ``method_not_allowed``; 413 ``too_large``
-(body above the limit); 422 ``mismatch`` (valid data that does not fit this model or
-these keys: other model, other parameters, other keys, wrong shapes); 500 ``internal``.
+(body or request over a limit); 422 ``mismatch`` (well-formed data that does not fit: made
+for another model, keys for other parameters, encrypted under other keys, wrong shapes);
+500 ``internal``.
 
 Key store: at most ``max_keys`` key sets and ``max_key_store_bytes`` bytes (memory of the
 loaded keys); adding a key set evicts the least recently used ones until both bounds hold.
@@ -36,7 +37,8 @@ A key set larger than the whole store is refused with 413.
 
 The encrypted evaluation and the loading of keys (which expands them) run in worker
 threads, at most ``max_concurrent_runs`` at a time, so the event loop keeps answering
-other clients during a long batch.
+other clients during a long batch; at most ``max_concurrent_runs`` key uploads are read
+at a time.
 """
 
 import collections
@@ -44,7 +46,7 @@ import secrets
 import time
 
 from fheml._core.serialization import LimitExceededError, MismatchError, SerializationError
-from fheml.deployment.fhe_client_server import CLIENT_FILE, FHEModelServer, ModelMismatchError
+from fheml.deployment.fhe_client_server import CLIENT_FILE, FHEModelServer
 
 __all__ = ["ServiceLimits", "create_app", "serve"]
 
@@ -60,17 +62,22 @@ class ServiceLimits:
     max_request_bytes : int, default=64 MiB
         Largest encrypted request body.
     max_key_bytes : int, default=2 GiB
-        Largest evaluation key upload.
+        Largest evaluation key upload (the model's parameters also fix the size).
     max_keys : int, default=16
         Key sets kept at once.
     max_key_store_bytes : int, default=8 GiB
         Memory of the key sets kept at once (as loaded, i.e. expanded).
     max_concurrent_runs : int, default=2
         Requests evaluated (or key sets loaded) at the same time; others wait.
+    max_batch_rows : int, default=65536
+        Samples in one request.
+    max_expanded_bytes : int, default=4 GiB
+        Memory of a request's ciphertexts once their seeded masks are expanded.
     """
 
     def __init__(self, max_request_bytes=64 * _MiB, max_key_bytes=2048 * _MiB, max_keys=16,
-                 max_key_store_bytes=8192 * _MiB, max_concurrent_runs=2):
+                 max_key_store_bytes=8192 * _MiB, max_concurrent_runs=2,
+                 max_batch_rows=1 << 16, max_expanded_bytes=4096 * _MiB):
         for name, value in locals().items():
             if name != "self" and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -79,9 +86,19 @@ class ServiceLimits:
         self.max_keys = max_keys
         self.max_key_store_bytes = max_key_store_bytes
         self.max_concurrent_runs = max_concurrent_runs
+        self.max_batch_rows = max_batch_rows
+        self.max_expanded_bytes = max_expanded_bytes
 
     def to_dict(self):
         return dict(vars(self))
+
+    def server_limits(self):
+        """The compiler's :class:`~fheml.compiler.ServerLimits` for one request."""
+        from fheml.compiler.circuit import ServerLimits
+
+        return ServerLimits(max_request_bytes=self.max_request_bytes,
+                            max_batch_rows=self.max_batch_rows,
+                            max_expanded_bytes=self.max_expanded_bytes)
 
 
 class ServiceError(Exception):
@@ -188,10 +205,14 @@ def create_app(model_dir, limits=None, n_jobs=1):
     from starlette.routing import Route
 
     limits = limits or ServiceLimits()
-    server = FHEModelServer(model_dir, n_jobs=n_jobs)
+    # No progress bars from a service (several requests at once): its log says enough.
+    server = FHEModelServer(model_dir, n_jobs=n_jobs, limits=limits.server_limits(),
+                            verbose=False)
     client_path = pathlib.Path(model_dir) / CLIENT_FILE
     store = KeyStore(limits.max_keys, limits.max_key_store_bytes)
     workers = anyio.CapacityLimiter(limits.max_concurrent_runs)
+    # Key uploads are large: bound how many bodies are held in memory at once.
+    uploads = anyio.Semaphore(limits.max_concurrent_runs)
     stats = {"started": time.time(), "predictions": 0, "errors": 0}
 
     def error_response(status, code, detail):
@@ -204,7 +225,7 @@ def create_app(model_dir, limits=None, n_jobs=1):
             return await anyio.to_thread.run_sync(function, *args, limiter=workers)
         except LimitExceededError as exc:
             raise ServiceError(413, "too_large", str(exc)) from None
-        except (ModelMismatchError, MismatchError) as exc:
+        except MismatchError as exc:
             raise ServiceError(422, "mismatch", str(exc)) from None
         except SerializationError as exc:
             raise ServiceError(400, "malformed", str(exc)) from None
@@ -226,8 +247,9 @@ def create_app(model_dir, limits=None, n_jobs=1):
         return Response(client_path.read_bytes(), media_type="application/octet-stream")
 
     async def upload_keys(request):
-        raw = await _read_body(request, limits.max_key_bytes)
-        keys = await in_worker(server.load_evaluation_keys, raw)
+        async with uploads:
+            raw = await _read_body(request, limits.max_key_bytes)
+            keys = await in_worker(server.load_evaluation_keys, raw)
         key_id = store.add(keys, _loaded_nbytes(keys, raw))
         return JSONResponse({"key_id": key_id, "bytes": len(raw)}, status_code=201)
 
@@ -296,6 +318,9 @@ def serve(model_dir, host="127.0.0.1", port=8000, limits=None, n_jobs=1, log_lev
     app = create_app(model_dir, limits=limits, n_jobs=n_jobs)
     sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host
                                 else socket.AF_INET)
+    # Accepted connections inherit it: answers written in two parts (headers, body) must
+    # not wait for the client's delayed ACK (~40 ms per request on a kept-alive connection).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if ready is not None:
         ready(*sock.getsockname()[:2])
     config = uvicorn.Config(app, log_level=log_level, access_log=False)

@@ -1,6 +1,7 @@
 """Saved models: artifacts, client and server over bytes, validation of everything loaded."""
 
 import json
+import logging
 import os
 import pathlib
 import stat
@@ -13,7 +14,8 @@ import pytest
 from sklearn.datasets import load_breast_cancer, load_iris, make_regression
 
 from fheml import linear_model
-from fheml._core.serialization import SerializationError, pack, unpack
+from fheml._core.serialization import LimitExceededError, SerializationError, pack, unpack
+from fheml.compiler.circuit import ServerLimits
 from fheml.deployment import FHEModelClient, FHEModelDev, FHEModelServer, ModelMismatchError
 from fheml.linear_model import (
     FHELinearRegression,
@@ -141,6 +143,28 @@ def test_server_artifact_loads_in_a_separate_process(tmp_path):
         model.predict_proba(X[:6]))
 
 
+@pytest.mark.skipif(not os.environ.get("FHEML_OTHER_PYTHON"),
+                    reason="set FHEML_OTHER_PYTHON to an interpreter (another Python version) "
+                    "that has fheml installed")
+def test_artifacts_load_under_another_python(tmp_path):
+    """The server runs under another interpreter; this one encrypts and decrypts."""
+    model, X = _fit(FHELogisticRegression)
+    FHEModelDev(tmp_path / "model", model).save()
+    client = FHEModelClient(tmp_path / "model")
+    (tmp_path / "request").write_bytes(client.quantize_encrypt_serialize(X[:6]))
+    (tmp_path / "keys").write_bytes(client.get_serialized_evaluation_keys())
+    code = ("import pathlib, sys; from fheml.deployment import FHEModelServer; "
+            "d = pathlib.Path(sys.argv[1]); s = FHEModelServer(d / 'model'); "
+            "(d / 'answer').write_bytes(s.run((d / 'request').read_bytes(), "
+            "(d / 'keys').read_bytes())); print(sys.version)")
+    out = subprocess.run([os.environ["FHEML_OTHER_PYTHON"], "-c", code, str(tmp_path)],
+                         check=True, timeout=300, cwd=tmp_path, capture_output=True, text=True)
+    assert out.stdout.split()[0] != sys.version.split()[0]
+    np.testing.assert_array_equal(
+        client.deserialize_decrypt_dequantize((tmp_path / "answer").read_bytes()),
+        model.predict_proba(X[:6]))
+
+
 def test_keys_written_owner_only_and_reloaded(tmp_path):
     model, X = _fit(FHELinearSVC)
     FHEModelDev(tmp_path / "model", model).save()
@@ -190,7 +214,7 @@ def test_mismatched_requests_and_keys_name_what_differs(two_models):
                      client_b.get_serialized_evaluation_keys())
     # Same model, other client's keys: the ciphertexts' key id does not match.
     other = FHEModelClient(root / "a")
-    with pytest.raises(ModelMismatchError, match="encrypted under other keys"):
+    with pytest.raises(ModelMismatchError, match="other keys"):
         server_a.run(other.quantize_encrypt_serialize(X[:2]), keys_a)
     with pytest.raises(ValueError, match="features"):
         client_a.quantize_encrypt_serialize(X[:2, :5])
@@ -214,6 +238,11 @@ def test_malformed_truncated_and_corrupted_bytes(two_models):
             server_a.run(request, bad)
     with pytest.raises(TypeError, match="bytes"):
         server_a.run(request, "keys")
+    small = FHEModelServer(root / "a", limits=ServerLimits(max_batch_rows=2))
+    with pytest.raises(LimitExceededError, match="max_batch_rows"):
+        small.run(request, keys)
+    with pytest.raises(LimitExceededError, match="max_request_bytes"):
+        FHEModelServer(root / "a", limits=ServerLimits(max_request_bytes=100)).run(request, keys)
 
 
 def _rewrite(path, kind, **changes):
@@ -255,7 +284,7 @@ def test_keys_of_another_model_in_key_dir_are_refused(two_models, tmp_path):
         FHEModelClient(root / "a", key_dir=tmp_path).generate_private_and_evaluation_keys()
 
 
-def test_bare_circuit_with_lookups(tmp_path):
+def test_bare_circuit_with_lookups_and_progress(tmp_path, caplog):
     import fheml
 
     @fheml.compiler({"x": "encrypted"})
@@ -264,11 +293,85 @@ def test_bare_circuit_with_lookups(tmp_path):
 
     circuit = f.compile(np.arange(4))
     FHEModelDev(tmp_path, circuit).save()
-    client, server = FHEModelClient(tmp_path), FHEModelServer(tmp_path)
-    keys = server.load_evaluation_keys(client.get_serialized_evaluation_keys())
-    x = np.array([0, 1, 2, 3, 3])
-    got = client.deserialize_decrypt_dequantize(server.run(client.quantize_encrypt_serialize(x),
-                                                           keys))
+    # verbose=True off a terminal: progress goes to the "fheml" logger.
+    client = FHEModelClient(tmp_path, verbose=True)
+    server = FHEModelServer(tmp_path, verbose=True)
+    with caplog.at_level(logging.INFO, logger="fheml"):
+        keys = server.load_evaluation_keys(client.get_serialized_evaluation_keys())
+        x = np.array([0, 1, 2, 3, 3])
+        got = client.deserialize_decrypt_dequantize(
+            server.run(client.quantize_encrypt_serialize(x), keys))
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "Key generation" in messages and "Encrypted run" in messages
     np.testing.assert_array_equal(got, (x * 3 + 1) % 4)
     assert server.metadata["lookups_per_sample"] == 1
     assert json.loads(json.dumps(server.metadata)) == server.metadata
+
+
+def test_a_new_family_plugs_in_on_both_sides(tmp_path, monkeypatch):
+    """The hook trees and MLPs use: client encoding/post-processing and a server step."""
+    import fheml
+    from fheml.deployment import families
+
+    monkeypatch.setattr(families, "_FAMILIES", list(families._FAMILIES))
+
+    @fheml.compiler({"x": "encrypted"})
+    def double(x):
+        return 2 * x
+
+    class Shifted:  # a "model": the circuit runs on x + shift
+        def __init__(self, shift):
+            self.shift = shift
+            self.fhe_circuit = double.compile(np.arange(8))
+
+    class ShiftedClient(families.ClientModel):
+        methods, default_method = ("predict",), "predict"
+
+        def __init__(self, shift):
+            self.shift = shift
+
+        def encode(self, X):
+            return (np.asarray(X) + self.shift,)
+
+        def postprocess(self, method, outputs):
+            return outputs / 2 - self.shift
+
+    class CountingServer(families.ServerModel):
+        def __init__(self, tag):
+            self.tag, self.calls = tag, 0
+
+        def run(self, server, data, keys, n_jobs, verbose=None):
+            self.calls += 1
+            return super().run(server, data, keys, n_jobs, verbose)
+
+    class ShiftedFamily(families.Family):
+        name = "shifted"
+
+        def handles(self, model):
+            return isinstance(model, Shifted)
+
+        def circuit(self, model):
+            return model.fhe_circuit
+
+        def export(self, model):
+            return {"shift": model.shift}, {}
+
+        def client_model(self, state, arrays):
+            return ShiftedClient(int(state["shift"]))
+
+        def export_server(self, model):
+            return {"tag": "server-only"}, {"table": np.arange(3)}
+
+        def server_model(self, state, arrays):
+            assert np.array_equal(arrays["table"], np.arange(3))
+            return CountingServer(state["tag"])
+
+    families.register_family(ShiftedFamily())
+    FHEModelDev(tmp_path, Shifted(3)).save()
+    client, server = FHEModelClient(tmp_path), FHEModelServer(tmp_path)
+    answer = server.run(client.quantize_encrypt_serialize(np.array([0, 2, 4])),
+                        client.get_serialized_evaluation_keys())
+    np.testing.assert_array_equal(client.deserialize_decrypt_dequantize(answer), [0, 2, 4])
+    assert (server.server_model.tag, server.server_model.calls) == ("server-only", 1)
+    # The server's state is not in the client artifact.
+    assert b"server-only" not in (tmp_path / "client.fheml").read_bytes()

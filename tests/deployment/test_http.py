@@ -5,6 +5,7 @@ import json
 import os
 import pathlib
 import selectors
+import socket
 import subprocess
 import sys
 import threading
@@ -82,7 +83,7 @@ def service(tmp_path_factory):
     small = FHELogisticRegression(n_bits=4, solver="newton-cholesky").fit(X[:400, :5], y[:400])
     FHEModelDev(root / "other", small).save()
     proc, url = _start_service(root / "model", "--max-request-mib", "1", "--max-key-mib", "1",
-                               "--max-keys", "3")
+                               "--max-keys", "3", "--max-batch-rows", "120")
     try:
         yield root, url, model, X[400:]
     finally:
@@ -132,6 +133,9 @@ def test_same_answer_as_in_process_execution(service):
         np.testing.assert_array_equal(http.client.deserialize_decrypt(answer),
                                       model.quantized_layer_.accumulate(model.quantize_input(X[:20])))
     np.testing.assert_array_equal(http.predict(X[:20], method="predict"), model.predict(X[:20]))
+    # The client keeps its connection alive; when it breaks, it reconnects once.
+    http._local.conn.sock.shutdown(socket.SHUT_RDWR)
+    assert http.run(request) is not None
     http.delete_keys()
 
 
@@ -164,12 +168,14 @@ def test_every_bad_request_gets_a_clear_4xx_and_the_service_keeps_serving(servic
         ("POST", "/predict", b"\0" * (2 * MiB), {"fheml-key-id": key_id}, 413, "too_large",
          "limit"),
         ("POST", "/predict", request, {}, 400, "missing_key_id", "POST /keys"),
+        ("POST", "/predict", good.client.quantize_encrypt_serialize(X[:150]),
+         {"fheml-key-id": key_id}, 413, "too_large", "max_batch_rows"),
         ("POST", "/predict", request, {"fheml-key-id": "A" * 43}, 404, "unknown_key_id",
          "upload the evaluation keys again"),
         ("POST", "/predict", other_model.quantize_encrypt_serialize(X[:2, :5]),
          {"fheml-key-id": key_id}, 422, "mismatch", "made for model"),
         ("POST", "/predict", other_keys.quantize_encrypt_serialize(X[:2]),
-         {"fheml-key-id": key_id}, 422, "mismatch", "encrypted under other keys"),
+         {"fheml-key-id": key_id}, 422, "mismatch", "other keys"),
         ("POST", "/keys", other_model.get_serialized_evaluation_keys(), {}, 422, "mismatch",
          "other cryptographic parameters"),
         ("POST", "/keys", request, {}, 400, "malformed", "expected a serialized evaluation-keys"),
@@ -201,10 +207,15 @@ def test_key_store_is_bounded_and_evicts_the_least_recently_used(service):
     evicted_before = clients[0].model_info()["keys_evicted"]
     clients[3].upload_keys()   # over max_keys=3: the least recently used (the second) goes
     assert clients[0].model_info()["keys_evicted"] >= evicted_before + 1
-    err = _error(lambda: clients[1].run(clients[1].client.quantize_encrypt_serialize(X[:1])))
-    assert (err.status, err.code) == (404, "unknown_key_id")
+    request = clients[1].client.quantize_encrypt_serialize(X[:1])
+    status, body = _raw(url, "POST", "/predict", request, {"fheml-key-id": clients[1].key_id})
+    assert (status, body["error"]) == (404, "unknown_key_id")
     clients[0].predict(X[:1])
     clients[3].predict(X[:1])
+    # The client class uploads its keys again on its own (under a new id) and carries on.
+    old_id = clients[1].key_id
+    clients[1].predict(X[:1])
+    assert clients[1].key_id != old_id
 
 
 def test_health_metadata_and_client_artifact(service):
