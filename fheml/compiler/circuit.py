@@ -28,30 +28,66 @@ MAX_PRECISION_NO_BOOTSTRAP = 30
 
 # ------------------------------------------------------------------- finalization ------
 
-def finalize(program, input_specs, p_error=None, global_p_error=None):
-    """Choose the encoding precision, each lookup's read precision and the parameters.
+def _partitions(program):
+    """Partition id of every encrypted node: values joined by linear operations share one.
 
-    Sets ``program.precision``, the ``pin``/``premul`` attributes of every lookup and the
-    input offsets; returns the selected :class:`~fheml._core.ParameterSet` and the
+    A lookup starts a new partition (its output can be encoded at another precision than its
+    input: the bootstrap writes it afresh), so each partition gets its own encoding
+    precision: the wide accumulator of a first layer does not force the narrow outputs of a
+    later one to be decrypted at its width.
+    """
+    parent = list(range(len(program.nodes)))
+
+    def find(k):
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    for k, node in enumerate(program.nodes):
+        if node.encrypted and node.op != "tlu":
+            for i in node.inputs:
+                if program.nodes[i].encrypted:
+                    parent[find(i)] = find(k)
+    return {k: find(k) for k, node in enumerate(program.nodes) if node.encrypted}
+
+
+def finalize(program, input_specs, p_error=None, global_p_error=None):
+    """Choose the encoding precisions, each lookup's read precision and the parameters.
+
+    Every partition of the program (encrypted values joined by linear operations, see
+    :func:`_partitions`) is encoded at the precision of its widest value that must be exact:
+    encrypted inputs, lookup inputs (plus the bits ``round_bit_pattern`` removes) and outputs.
+    Sets ``program.precision`` (the widest), the ``precision`` of every encrypted node, the
+    ``pin``/``premul`` attributes of every lookup, the precision and offset of every
+    encrypted input spec; returns the selected :class:`~fheml._core.ParameterSet` and the
     per-lookup failure probability targeted.
     """
     from fheml._core.parameters import log2_p_fail, select_parameters
 
     lookups = program.lookups
-    needs = []  # (bits, why) of every value that must be exact
+    part = _partitions(program)
+    needs = {}  # partition -> bits of its widest value that must be exact
+
+    def need(k, bits):
+        needs[part[k]] = max(needs.get(part[k], 1), bits)
+
     for spec, k in zip(input_specs, program.input_nodes):
         if spec["encrypted"]:
-            node = program.nodes[k]
-            node.attrs["lo"] = spec["lo"]
-            needs.append(range_bits(spec["lo"], spec["hi"]))
+            program.nodes[k].attrs["lo"] = spec["lo"]
+            need(k, range_bits(spec["lo"], spec["hi"]))
     for node in lookups:
         n_idx = node.attrs["tables"].shape[1]
         node.attrs["index_bits"] = max(1, (n_idx - 1).bit_length())
-        needs.append(node.attrs["index_bits"] + node.attrs["shift"])
+        need(node.inputs[0], node.attrs["index_bits"] + node.attrs["shift"])
     for k in program.output_nodes:
-        lo, hi = program.nodes[k].safe_bounds
-        needs.append(range_bits(lo, hi))
-    P = max(needs)
+        need(k, range_bits(*program.nodes[k].safe_bounds))
+    for k, node in enumerate(program.nodes):
+        node.precision = needs.get(part[k], 1) if node.encrypted else None
+    for spec, k in zip(input_specs, program.input_nodes):
+        if spec["encrypted"]:
+            spec["precision"] = program.nodes[k].precision
+    P = max(needs.values())
     program.precision = P
 
     lookup_bits = max((n.attrs["index_bits"] for n in lookups), default=0)
@@ -69,10 +105,10 @@ def finalize(program, input_specs, p_error=None, global_p_error=None):
     if not 0.0 < p_error < 1.0:
         raise ValueError(f"p_error must be in (0, 1), got {p_error!r}")
 
-    nu_out = max(program.nodes[k].nu for k in program.output_nodes)
     # A fresh encryption has norm 1: whatever the client encrypts must decrypt too, even when
     # an output does not depend on the inputs (all-zero weights).
-    nu_out = max(nu_out, 1.0)
+    outputs = [(max(program.nodes[k].nu, 1.0), program.nodes[k].precision)
+               for k in program.output_nodes]
     if not lookups:
         if P > MAX_PRECISION_NO_BOOTSTRAP:
             k = max(program.output_nodes, key=lambda k: range_bits(*program.nodes[k].safe_bounds))
@@ -80,24 +116,27 @@ def finalize(program, input_specs, p_error=None, global_p_error=None):
                 f"the output computed at {program.nodes[k].where} needs {P} bits, more than "
                 f"the {MAX_PRECISION_NO_BOOTSTRAP} bits a circuit without lookups can decrypt; "
                 "lower the bit width of the inputs or weights")
-        return select_parameters(P, p_error, nu_out, bootstrap=False), p_error
+        return select_parameters(P, p_error, max(nu for nu, _ in outputs),
+                                 bootstrap=False), p_error
 
     nu = 1.0
     for node in lookups:
-        shift = node.attrs["shift"]
-        pin = min(P - shift, lookup_bits)
+        shift, p_in = node.attrs["shift"], program.nodes[node.inputs[0]].precision
+        pin = min(p_in - shift, lookup_bits)
         node.attrs["pin"] = pin
-        node.attrs["premul"] = 1 << (P - shift - pin)
+        node.attrs["premul"] = 1 << (p_in - shift - pin)
         nu = max(nu, program.nodes[node.inputs[0]].nu * node.attrs["premul"])
     for precision in range(lookup_bits, MAX_LOOKUP_BITS + 1):
         params = select_parameters(precision, p_error, nu, bootstrap=True)
-        # Outputs are decrypted at P bits: make sure their noise allows it too.
-        var_out = nu_out ** 2 * max(params.variance_pbs, params.big_noise_std ** 2)
-        if log2_p_fail(var_out, P) <= math.log2(p_error) + 1e-9:
+        # Outputs are decrypted at their partition's precision: their noise must allow it.
+        var_unit = max(params.variance_pbs, params.big_noise_std ** 2)
+        if all(log2_p_fail(nu_k ** 2 * var_unit, p_k) <= math.log2(p_error) + 1e-9
+               for nu_k, p_k in outputs):
             return params, p_error
     raise ValueError(
-        f"no parameters decrypt the outputs at {P} bits with p_error={p_error:.3g}; lower the "
-        "bit width of the outputs or raise p_error")
+        f"no parameters decrypt the outputs at {max(p for _, p in outputs)} bits with "
+        f"p_error={p_error:.3g}; lower the bit width of the outputs (or the norm of the "
+        "weights that compute them) or raise p_error")
 
 
 def statistics(program, params, p_error):
@@ -413,7 +452,8 @@ class Client:
         values = []
         for spec, a in zip(self.spec.inputs, arrays):
             if spec["encrypted"]:
-                values.append(sk.encrypt(a - spec["lo"], precision=self.spec.precision))
+                values.append(sk.encrypt(a - spec["lo"],
+                                         precision=spec.get("precision", self.spec.precision)))
             else:
                 values.append(a)
         return EncryptedArgs(values, batched)
@@ -428,13 +468,13 @@ class Client:
         if isinstance(result, (bytes, bytearray, memoryview)):
             result = EncryptedResult.from_bytes(result)
         sk = self._keys()
-        P = self.spec.precision
         if len(result.values) != len(self.spec.outputs):
             raise ValueError(f"expected {len(self.spec.outputs)} output(s), got "
                              f"{len(result.values)}")
-        mod = 1 << (P + 1)
         outs = []
         for spec, ct in zip(self.spec.outputs, result.values):
+            P = spec.get("precision", self.spec.precision)
+            mod = 1 << (P + 1)
             m = sk.decrypt(ct, precision=P)
             lo = spec["lo"]
             v = lo + np.mod(m - lo, mod)
@@ -604,10 +644,9 @@ class Circuit:
 
     def _run_clear(self, arrays, backend):
         outs = run_clear(self.program, arrays, backend)
-        mod = 1 << (self.program.precision + 1)
         checked = []
         for spec, k, o in zip(self.client.spec.outputs, self.program.output_nodes, outs):
-            lo = spec["lo"]
+            lo, mod = spec["lo"], 1 << (self.program.nodes[k].precision + 1)
             if o.size and (o.min() < lo or o.max() >= lo + mod):
                 raise InputRangeError(
                     f"the output computed at {self.program.nodes[k].where} reached values "

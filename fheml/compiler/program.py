@@ -61,12 +61,16 @@ class PNode:
         sources (fresh encryptions, lookup outputs) to this value.
     bounds : tuple of int or None
         Min and max over the inputset (encrypted nodes).
+    precision : int or None
+        Encoding precision P of an encrypted value: its message is taken modulo
+        ``2**(P+1)``.  Values joined by linear operations share it; a lookup's output may
+        have another precision than its input.
     where : str
         User source line of the graph node this node implements.
     """
 
     __slots__ = ("op", "inputs", "attrs", "shape", "encrypted", "nu", "bounds", "where",
-                 "stage", "safe_bounds")
+                 "stage", "safe_bounds", "precision")
 
     def __init__(self, op, inputs, attrs, shape, encrypted, nu=0.0, where=""):
         self.op = op
@@ -79,6 +83,7 @@ class PNode:
         self.where = where
         self.stage = 0
         self.safe_bounds = None  # worst-case range over the compiled input range
+        self.precision = None  # encoding precision of an encrypted value (set by finalize)
 
 
 class Program:
@@ -91,7 +96,7 @@ class Program:
         Program node of each circuit argument.
     output_nodes : list of int
     precision : int
-        Encoding precision P: messages are taken modulo ``2**(P+1)``.
+        The widest encoding precision of the program's values (see ``PNode.precision``).
     """
 
     def __init__(self):
@@ -137,7 +142,7 @@ class Program:
         for n in self.nodes:
             nodes.append({
                 "op": n.op, "inputs": n.inputs, "shape": list(n.shape), "encrypted": n.encrypted,
-                "nu": n.nu, "where": n.where,
+                "nu": n.nu, "where": n.where, "precision": n.precision,
                 "bounds": None if n.bounds is None else [int(n.bounds[0]), int(n.bounds[1])],
                 "attrs": {k: enc_attr(k, v, n.op) for k, v in n.attrs.items()},
             })
@@ -172,6 +177,10 @@ class Program:
                          d["shape"], d["encrypted"], d["nu"], d.get("where", ""))
             if d.get("bounds") is not None:
                 node.bounds = (int(d["bounds"][0]), int(d["bounds"][1]))
+            if node.encrypted:
+                node.precision = int(d["precision"])
+                if not 1 <= node.precision <= 62:
+                    raise ValueError(f"node {k} has an invalid precision")
             if op == "tlu":
                 t = node.attrs["tables"]
                 if not isinstance(t, np.ndarray) or t.ndim != 2 or t.dtype != np.int64:
@@ -402,10 +411,17 @@ def run_encrypted(program, inputs, evaluation_keys, n_jobs=1):
     """
     from fheml._core.keys import LweCiphertext
 
-    P = program.precision
     params = evaluation_keys.params
-    backend = LweBackend(P, params.big_lwe_dimension)
+    backends = {}
+
+    def backend(k):  # encoding of node k's partition (clear nodes: any)
+        p = nodes[k].precision if nodes[k].encrypted else program.precision
+        if p not in backends:
+            backends[p] = LweBackend(p, params.big_lwe_dimension)
+        return backends[p]
+
     nodes = program.nodes
+    width = params.big_lwe_dimension + 1
     values = [None] * len(nodes)
     n_stages = program.assign_stages()
     by_stage = [[] for _ in range(n_stages + 1)]
@@ -417,19 +433,22 @@ def run_encrypted(program, inputs, evaluation_keys, n_jobs=1):
         for k in lookups:
             groups.setdefault(nodes[k].attrs["pin"], []).append(k)
         for pin, members in groups.items():
+            # One engine call per read precision: a table whose output precision p is below
+            # the call's is scaled by 2^(p_out - p), the same torus values.
+            p_out = max(nodes[k].precision for k in members)
             datas, indices, tables, shapes = [], [], [], []
             table_offset = 0
             for k in members:
                 node = nodes[k]
                 x = values[node.inputs[0]]
                 x = np.array(x)  # own copy: offsets are applied in place
-                x[..., -1] -= backend.encode(node.attrs["lo"])
+                x[..., -1] -= backend(node.inputs[0]).encode(node.attrs["lo"])
                 premul = node.attrs["premul"]
                 if premul != 1:
                     x *= np.uint64(premul)
                 shapes.append(x.shape)
-                datas.append(x.reshape(-1, backend.width))
-                t = engine_tables(node, P)
+                datas.append(x.reshape(-1, width))
+                t = engine_tables(node, node.precision) << np.int64(p_out - node.precision)
                 ti = node.attrs.get("table_index")
                 if ti is None:
                     idx = np.full(x.shape[:-1], table_offset, dtype=np.int64)
@@ -441,7 +460,7 @@ def run_encrypted(program, inputs, evaluation_keys, n_jobs=1):
             batch = LweCiphertext(np.concatenate(datas), evaluation_keys.key_id)
             out = evaluation_keys.programmable_bootstrap(
                 batch, np.concatenate(tables), table_index=np.concatenate(indices),
-                input_precision=pin, output_precision=P, n_jobs=n_jobs)
+                input_precision=pin, output_precision=p_out, n_jobs=n_jobs)
             start = 0
             for k, shape in zip(members, shapes):
                 count = int(np.prod(shape[:-1], dtype=np.int64))
@@ -455,9 +474,9 @@ def run_encrypted(program, inputs, evaluation_keys, n_jobs=1):
                 v = inputs[node.attrs["index"]]
                 if node.encrypted:
                     v = np.array(v)
-                    v[..., -1] += backend.encode(node.attrs["lo"])
+                    v[..., -1] += backend(k).encode(node.attrs["lo"])
                 values[k] = v
                 continue
             values[k] = run_linear(node, [values[i] for i in node.inputs],
-                                   [nodes[i] for i in node.inputs], backend)
+                                   [nodes[i] for i in node.inputs], backend(k))
     return [np.ascontiguousarray(values[i]) for i in program.output_nodes]

@@ -1,0 +1,48 @@
+"""Encoding precision per partition: a lookup's output is encoded for its consumers."""
+
+import numpy as np
+
+import fheml
+from tests.compiler.conftest import encrypted_run
+
+_W1 = np.array([[3, -2, 1], [-3, 3, 2], [1, 1, -3], [2, -1, 3], [-1, 3, 3], [3, 2, -2]])
+_W2 = np.array([[1, -1], [1, 1], [-1, 1]])
+
+
+def _two_layers(x):
+    acc = fheml.round_bit_pattern(x @ _W1, 6)  # wide accumulator, top bits read
+    hidden = np.clip((acc // 64) + 4, 0, 7).astype(np.int64)
+    return hidden @ _W2  # narrow output
+
+
+def test_wide_accumulator_does_not_widen_the_outputs():
+    rng = np.random.default_rng(0)
+    inputset = rng.integers(0, 64, (200, 6))
+    circuit = fheml.compile(_two_layers, inputset)
+    program = circuit.program
+    (lookup,) = program.lookups
+    p_acc = program.nodes[lookup.inputs[0]].precision
+    p_out = program.nodes[program.output_nodes[0]].precision
+    assert p_acc >= 10 and p_out <= 5
+    assert circuit.max_bit_width == p_acc
+    assert circuit.client.spec.inputs[0]["precision"] == p_acc
+    assert circuit.client.spec.outputs[0]["precision"] == p_out
+    # One global precision would decrypt the output at p_acc bits, which a 4-bit parameter
+    # set cannot do; per partition, the lookups set the parameters.
+    assert circuit.parameters.precision == lookup.attrs["pin"] <= 4
+    # Away from rounding ties (within a few noise deviations of one, the noise decides the
+    # rounding), encrypted equals the clear program.
+    pool = rng.integers(0, 64, (20000, 6))
+    far = (np.abs((pool @ _W1) % 64 - 32) > 24).all(axis=1)
+    x = pool[far][:16]
+    np.testing.assert_array_equal(encrypted_run(circuit, x), circuit.run(x))
+
+
+def test_precisions_survive_serialization():
+    rng = np.random.default_rng(1)
+    circuit = fheml.compile(_two_layers, rng.integers(0, 64, (100, 6)))
+    server = fheml.compiler.ServerSpec.from_bytes(circuit.server.spec.to_bytes())
+    client = fheml.compiler.ClientSpec.from_bytes(circuit.client.spec.to_bytes())
+    assert [n.precision for n in server.program.nodes] == [n.precision
+                                                           for n in circuit.program.nodes]
+    assert client.outputs == circuit.client.spec.outputs
