@@ -63,7 +63,7 @@ def finalize(program, input_specs, p_error=None, global_p_error=None):
     encrypted input spec; returns the selected :class:`~fheml._core.ParameterSet` and the
     per-lookup failure probability targeted.
     """
-    from fheml._core.parameters import log2_p_fail, select_parameters
+    from fheml._core.parameters import _max_variance, log2_p_fail, select_parameters
 
     lookups = program.lookups
     part = _partitions(program)
@@ -126,12 +126,17 @@ def finalize(program, input_specs, p_error=None, global_p_error=None):
         node.attrs["pin"] = pin
         node.attrs["premul"] = 1 << (p_in - shift - pin)
         nu = max(nu, program.nodes[node.inputs[0]].nu * node.attrs["premul"])
+    # Outputs are decrypted at their partition's precision: the bootstrap output noise
+    # (times the norm of the weights after the last lookups) must allow it.
+    log2_p = math.log2(p_error)
+    max_variance_pbs = min(_max_variance(p_k, log2_p) / nu_k ** 2 for nu_k, p_k in outputs)
     for precision in range(lookup_bits, MAX_LOOKUP_BITS + 1):
-        params = select_parameters(precision, p_error, nu, bootstrap=True)
-        # Outputs are decrypted at their partition's precision: their noise must allow it.
+        params = select_parameters(precision, p_error, nu, bootstrap=True,
+                                   max_variance_pbs=max_variance_pbs)
+        if params is None:
+            continue
         var_unit = max(params.variance_pbs, params.big_noise_std ** 2)
-        if all(log2_p_fail(nu_k ** 2 * var_unit, p_k) <= math.log2(p_error) + 1e-9
-               for nu_k, p_k in outputs):
+        if all(log2_p_fail(nu_k ** 2 * var_unit, p_k) <= log2_p + 1e-9 for nu_k, p_k in outputs):
             return params, p_error
     raise ValueError(
         f"no parameters decrypt the outputs at {max(p for _, p in outputs)} bits with "

@@ -46,3 +46,19 @@ def test_precisions_survive_serialization():
     assert [n.precision for n in server.program.nodes] == [n.precision
                                                            for n in circuit.program.nodes]
     assert client.outputs == circuit.client.spec.outputs
+
+
+def test_outputs_needing_a_quiet_bootstrap_get_more_levels_not_more_precision():
+    # Nine lookup outputs of 3 bits summed with weights up to 7, decrypted at ~9 bits: the
+    # 4-bit parameter set's one-level bootstrap is too noisy for that; a second level is far
+    # cheaper than raising the lookup precision (N = 2048 -> 8192).
+    weights = np.array([7, -7, 6, 7, -5, 7, 6, -7, 7])
+
+    def f(x):
+        hidden = np.clip(fheml.round_bit_pattern(x, 2) // 4, 0, 7).astype(np.int64)
+        return hidden @ weights
+
+    circuit = fheml.compile(f, np.random.default_rng(2).integers(0, 32, (100, 9)))
+    params = circuit.parameters
+    assert params.precision == circuit.statistics["lookup_precision"] <= 4
+    assert params.pbs_level >= 2 and params.polynomial_size <= 2048
