@@ -458,11 +458,51 @@ _MLP_FHE_PARAMS = {"n_bits": 6, "n_w_bits": 3, "n_a_bits": 3, "n_accum_bits": 4,
                    "p_error": None, "global_p_error": None, "n_jobs": None}
 
 _MLP_FHE_CONSTRAINTS = {
+    **fhe_parameter_constraints(MLPClassifier),
     "n_bits": [Interval(Integral, 2, 16, closed="both")],
     "n_w_bits": [Interval(Integral, 2, 8, closed="both")],
     "n_a_bits": [Interval(Integral, 1, 8, closed="both")],
     "n_accum_bits": [Interval(Integral, 1, 8, closed="both")],
 }
+
+_MLP_FHE_PARAMS_DOC = """\
+n_bits : int, default=6
+    Bits of the quantized inputs (per feature, on the training range).  They only widen
+    the first layer's accumulators, whose top bits the lookups read: no cost.
+n_w_bits : int, default=3
+    Bits of the weights (symmetric, per neuron): 3 bits is ``-3..3``.
+n_a_bits : int, default=3
+    Bits of the hidden activations.
+n_accum_bits : int, default=4
+    Bits of each lookup's input: the top bits of a neuron's accumulator over its
+    worst-case range.  Lookups of up to 4 bits cost about the same; every bit above
+    roughly doubles the cost.
+p_error : float, default=None
+    Failure probability of each lookup / decryption (``None``: ``2**-40``).
+global_p_error : float, default=None
+    Failure probability of the whole circuit; with ``p_error`` the stricter applies.
+n_jobs : int, default=None
+    Threads of the encrypted run."""
+
+_MLP_ATTRIBUTES_DOC = """
+    Attributes
+    ----------
+    coefs_, intercepts_ : list of ndarray
+        Float (shadow) weights of the quantization-aware training, as in scikit-learn.
+    quantized_ : object
+        The integer network; ``quantized_.program`` is what runs encrypted.
+    loss_, loss_curve_, best_loss_, validation_scores_, best_validation_score_
+        As in scikit-learn's MLP (losses of the quantized network).
+    n_iter_, t_, n_layers_, n_outputs_, out_activation_
+        As in scikit-learn's MLP.
+    input_quantizer_ : UniformQuantizer
+        Per-feature input quantizer calibrated on the training data.
+    sklearn_model_ : estimator
+        Only after :meth:`from_sklearn_model`: the float model quantized.
+    n_features_in_ : int
+    fhe_circuit : fheml.Circuit or None
+        The compiled circuit (``None`` before :meth:`compile` or the first encrypted run).
+"""
 
 # Parameters of scikit-learn's MLPs that do not apply: training is always Adam on the
 # quantized network, so the solver choice and the SGD / L-BFGS options have no effect.
@@ -474,11 +514,9 @@ class _FHEMLPBase(BaseFHEEstimator):
     """Shared by :class:`FHEMLPClassifier` and :class:`FHEMLPRegressor`."""
 
     _fhe_params = _MLP_FHE_PARAMS
+    _fhe_parameter_constraints = _MLP_FHE_CONSTRAINTS
+    _fhe_params_doc = _MLP_FHE_PARAMS_DOC
     _sklearn_params_exclude = _MLP_EXCLUDED
-
-    def _make_sklearn_model(self):
-        names = set(self._sklearn_estimator_class._get_param_names()) - set(_MLP_EXCLUDED)
-        return self._sklearn_estimator_class(**{k: getattr(self, k) for k in names})
 
     # -- hooks of BaseFHEEstimator ----------------------------------------------------------
     def _integer_function(self):
@@ -703,41 +741,23 @@ def _calibrated_ranges(model, X):
 
 
 class FHEMLPClassifier(ClassifierMixin, _FHEMLPBase):
-    """Multi-layer perceptron classifier predicting on encrypted data.
+    __doc__ = """Multi-layer perceptron classifier predicting on encrypted data.
 
-    Wraps :class:`sklearn.neural_network.MLPClassifier` (same parameters and defaults,
-    except the solver-specific ones: training is always Adam on the quantized network, so
-    ``solver``, ``learning_rate``, ``power_t``, ``momentum``, ``nesterovs_momentum`` and
-    ``max_fun`` are not parameters).  Encrypted, a prediction costs one lookup of at most
+    Wraps :class:`sklearn.neural_network.MLPClassifier`: its parameters (those of the
+    installed scikit-learn) with the same meaning and defaults, except the solver-specific
+    ones, since training is always Adam on the quantized network (``solver``,
+    ``learning_rate``, ``power_t``, ``momentum``, ``nesterovs_momentum``, ``max_fun``);
+    plus the FHE parameters.  Encrypted, a prediction costs one lookup of at most
     ``n_accum_bits`` bits per hidden neuron; the class scores are decrypted and softmax /
     sigmoid / argmax run on the client.
 
-    Parameters
-    ----------
-    n_bits : int, default=6
-        Bits of the quantized inputs (per feature, on the training range).
-    n_w_bits : int, default=3
-        Bits of the weights (symmetric, per neuron): 3 bits is ``-3..3``.
-    n_a_bits : int, default=3
-        Bits of the hidden activations.
-    n_accum_bits : int, default=4
-        Bits of each lookup's input: the top bits of a neuron's accumulator over its
-        worst-case range.  Lookups up to 4 bits cost about the same; every bit above
-        roughly doubles the cost.
-    p_error, global_p_error, n_jobs
-        See :class:`fheml.base.BaseFHEEstimator`.
+    Quantization-aware training converges more slowly than float training and its loss is
+    noisier (roundings move): ``learning_rate_init=3e-3`` with ``max_iter`` of a few
+    hundred and a larger ``n_iter_no_change`` usually reach float accuracy.
 
-    Attributes
-    ----------
-    classes_ : ndarray
-    coefs_, intercepts_ : list of ndarray
-        Float (shadow) weights of the quantization-aware training.
-    quantized_ : object
-        The integer network (``quantized_.program`` is what runs encrypted).
-    loss_, loss_curve_, best_loss_, validation_scores_, best_validation_score_, n_iter_, t_
-        As in scikit-learn's MLP.
-    input_quantizer_ : UniformQuantizer
-    fhe_circuit : fheml.Circuit or None
+    {parameters}
+""" + "{_MLP_ATTRIBUTES_DOC}" + """    classes_ : ndarray
+        Class labels.
 
     Examples
     --------
@@ -748,23 +768,10 @@ class FHEMLPClassifier(ClassifierMixin, _FHEMLPBase):
     >>> X = StandardScaler().fit_transform(X)
     >>> model = FHEMLPClassifier((30, 20), random_state=0).fit(X, y)
     >>> y_enc = model.predict(X[:10], fhe="execute")   # one encrypted batch
-    """
+    """.replace("{_MLP_ATTRIBUTES_DOC}", _MLP_ATTRIBUTES_DOC.rstrip("\n") + "\n")
 
     _sklearn_estimator_class = MLPClassifier
-    _parameter_constraints = {
-        k: v for k, v in {**fhe_parameter_constraints(MLPClassifier),
-                          **_MLP_FHE_CONSTRAINTS}.items() if k not in _MLP_EXCLUDED}
 
-    # TEMPORARY until the parameter mechanism of issue 13 lands in main.
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, alpha=0.0001,
-                 batch_size="auto", learning_rate_init=0.001, max_iter=200, shuffle=True,
-                 random_state=None, tol=0.0001, verbose=False, warm_start=False,
-                 early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-08, n_iter_no_change=10, n_bits=6, n_w_bits=3, n_a_bits=3,
-                 n_accum_bits=4, p_error=None, global_p_error=None, n_jobs=None):
-        for k, v in dict(locals()).items():
-            if k not in ("self", "__class__"):
-                setattr(self, k, v)
 
     def _loss_name(self):
         return "logistic" if self._binarizer_.y_type_ != "multiclass" else "softmax"
@@ -843,18 +850,15 @@ class FHEMLPClassifier(ClassifierMixin, _FHEMLPBase):
 
 
 class FHEMLPRegressor(RegressorMixin, _FHEMLPBase):
-    """Multi-layer perceptron regressor predicting on encrypted data.
+    __doc__ = """Multi-layer perceptron regressor predicting on encrypted data.
 
-    Wraps :class:`sklearn.neural_network.MLPRegressor` (same parameters and defaults
-    except the solver-specific ones, see :class:`FHEMLPClassifier`).  Encrypted, a
-    prediction costs one lookup per hidden neuron; the outputs are decrypted and
-    dequantized on the client (``exp`` of them for ``loss="poisson"``).
+    Wraps :class:`sklearn.neural_network.MLPRegressor` (its parameters less the
+    solver-specific ones, see :class:`FHEMLPClassifier`, plus the FHE parameters).
+    Encrypted, a prediction costs one lookup per hidden neuron; the outputs are decrypted
+    and dequantized on the client (``exp`` of them for ``loss="poisson"``).
 
-    Parameters
-    ----------
-    n_bits, n_w_bits, n_a_bits, n_accum_bits, p_error, global_p_error, n_jobs
-        See :class:`FHEMLPClassifier`.
-
+    {parameters}
+""" + _MLP_ATTRIBUTES_DOC + """
     Examples
     --------
     >>> from sklearn.datasets import make_regression
@@ -865,20 +869,7 @@ class FHEMLPRegressor(RegressorMixin, _FHEMLPBase):
     """
 
     _sklearn_estimator_class = MLPRegressor
-    _parameter_constraints = {
-        k: v for k, v in {**fhe_parameter_constraints(MLPRegressor),
-                          **_MLP_FHE_CONSTRAINTS}.items() if k not in _MLP_EXCLUDED}
 
-    # TEMPORARY until the parameter mechanism of issue 13 lands in main.
-    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
-                 alpha=0.0001, batch_size="auto", learning_rate_init=0.001, max_iter=200,
-                 shuffle=True, random_state=None, tol=0.0001, verbose=False, warm_start=False,
-                 early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-08, n_iter_no_change=10, n_bits=6, n_w_bits=3, n_a_bits=3,
-                 n_accum_bits=4, p_error=None, global_p_error=None, n_jobs=None):
-        for k, v in dict(locals()).items():
-            if k not in ("self", "__class__"):
-                setattr(self, k, v)
 
     def _loss_name(self):
         return "poisson" if self.loss == "poisson" else "squared_error"
