@@ -36,7 +36,12 @@ from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import type_of_target
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    column_or_1d,
+    validate_data,
+)
 
 from fheml.base import BaseFHEEstimator, fhe_parameter_constraints
 from fheml.compiler.tracing import round_bit_pattern
@@ -547,10 +552,8 @@ class _FHEMLPBase(BaseFHEEstimator):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {self.hidden_layer_sizes}")
         X, target = self._validate_training_data(X, y, reset=incremental_reset)
         if sample_weight is not None:
-            sample_weight = np.asarray(sample_weight, dtype=np.float64)
-            if sample_weight.shape != (X.shape[0],):
-                raise ValueError(f"sample_weight has shape {sample_weight.shape}, expected "
-                                 f"({X.shape[0]},)")
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64,
+                                                 ensure_non_negative=True)
         rng = check_random_state(self.random_state)
         sizes = [X.shape[1], *self._sizes, target.shape[1]]
         reuse = (self.warm_start and hasattr(self, "coefs_")
@@ -783,7 +786,7 @@ class FHEMLPClassifier(ClassifierMixin, _FHEMLPBase):
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True,
                              reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
-            y = y.ravel()
+            y = column_or_1d(y, warn=True)  # as scikit-learn's MLPClassifier
         if reset or not hasattr(self, "_binarizer_"):
             self._binarizer_ = LabelBinarizer().fit(y)
             self.classes_ = self._binarizer_.classes_
@@ -852,10 +855,17 @@ class FHEMLPClassifier(ClassifierMixin, _FHEMLPBase):
 class FHEMLPRegressor(RegressorMixin, _FHEMLPBase):
     __doc__ = """Multi-layer perceptron regressor predicting on encrypted data.
 
-    Wraps :class:`sklearn.neural_network.MLPRegressor` (its parameters less the
-    solver-specific ones, see :class:`FHEMLPClassifier`, plus the FHE parameters).
-    Encrypted, a prediction costs one lookup per hidden neuron; the outputs are decrypted
-    and dequantized on the client (``exp`` of them for ``loss="poisson"``).
+    Wraps :class:`sklearn.neural_network.MLPRegressor`: its parameters (those of the
+    installed scikit-learn) with the same meaning and defaults, except the solver-specific
+    ones (``solver``, ``learning_rate``, ``power_t``, ``momentum``,
+    ``nesterovs_momentum``, ``max_fun``: training is always Adam on the quantized network);
+    plus the FHE parameters.  Encrypted, a prediction costs one lookup per hidden neuron;
+    the outputs are decrypted and dequantized on the client (``exp`` of them for
+    ``loss="poisson"``).
+
+    Regression needs finer steps than classification: ``n_a_bits=4`` with
+    ``n_accum_bits=5`` or 6 (lookups 2-5x costlier) reach float R² where the defaults lose a
+    few points.  See :class:`FHEMLPClassifier` for the training settings.
 
     {parameters}
 """ + _MLP_ATTRIBUTES_DOC + """
@@ -864,7 +874,7 @@ class FHEMLPRegressor(RegressorMixin, _FHEMLPBase):
     >>> from sklearn.datasets import make_regression
     >>> from fheml.neural_network import FHEMLPRegressor
     >>> X, y = make_regression(n_samples=300, n_features=5, noise=1.0, random_state=0)
-    >>> model = FHEMLPRegressor((16,), max_iter=300, random_state=0).fit(X, y / 100)
+    >>> model = FHEMLPRegressor(hidden_layer_sizes=(16,), random_state=0).fit(X, y / 100)
     >>> y_enc = model.predict(X[:10], fhe="execute")
     """
 
@@ -880,6 +890,8 @@ class FHEMLPRegressor(RegressorMixin, _FHEMLPBase):
     def _validate_training_data(self, X, y, reset):
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True,
                              y_numeric=True, reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)  # as scikit-learn's MLPRegressor
         if self.loss == "poisson" and np.any(y < 0):
             raise ValueError("loss='poisson' needs non-negative targets")
         self._y_1d_ = y.ndim == 1
