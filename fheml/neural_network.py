@@ -843,7 +843,10 @@ class FHEMLPClassifier(ClassifierMixin, _FHEMLPBase):
         -------
         ndarray of shape (n_samples,) or (n_samples, n_classes) for multilabel targets
         """
-        scores = self._predict_float(X, fhe=fhe, execute_in_fhe=execute_in_fhe)
+        return self._labels(self._predict_float(X, fhe=fhe, execute_in_fhe=execute_in_fhe))
+
+    def _labels(self, scores):
+        """Class labels from the dequantized scores (what the client does after decryption)."""
         if self._loss_name() == "softmax":
             indicator = np.zeros_like(scores, dtype=np.int64)
             indicator[np.arange(len(scores)), scores.argmax(axis=1)] = 1
