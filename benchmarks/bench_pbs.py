@@ -110,7 +110,7 @@ def main():
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     a = ap.parse_args()
     peer_bits = a.peer_bits if a.peer_bits is not None else [b for b in a.bits if b in (4, 6)]
-    print(f"# fheml engine, simd={_kernels.simd_enabled()}, p_error=2^{np.log2(a.p_error):.0f}")
+    print(f"# fheml engine, kernels={_kernels.simd_level()}, p_error=2^{np.log2(a.p_error):.0f}")
     rows = []
     for p in a.bits:
         batch = 64 if p <= 5 else 16 if p <= 6 else 4

@@ -3,11 +3,11 @@ import pytest
 from fheml._core import _kernels
 
 
-@pytest.fixture(params=[True, False], ids=["simd", "portable"])
+@pytest.fixture(params=_kernels.SIMD_LEVELS)
 def simd(request):
-    """Run a kernel test on the AVX2/FMA path (when the CPU has it) and on the portable path."""
-    if request.param and not _kernels.CPU_HAS_AVX2:
-        pytest.skip("CPU without AVX2/FMA")
-    previous = _kernels.set_simd(request.param)
+    """Run a kernel test on every kernel path (portable, AVX2, AVX-512) the CPU can run."""
+    if request.param not in _kernels.available_simd_levels():
+        pytest.skip(f"CPU without the {request.param} kernels")
+    previous = _kernels.set_simd_level(request.param)
     yield request.param
-    _kernels.set_simd(previous)
+    _kernels.set_simd_level(previous)

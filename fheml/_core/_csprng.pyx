@@ -16,9 +16,20 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 cnp.import_array()
 
 cdef extern from "chacha20.h" nogil:
+    int fheml_cpu_simd_level()
     void chacha20_block(const uint32_t *key, const uint32_t *words12_15, uint32_t *out)
-    void chacha20_fill_u64(const uint32_t *key, uint64_t stream, uint64_t start,
+    void chacha20_fill_u64(int simd, const uint32_t *key, uint64_t stream, uint64_t start,
                            uint64_t count, uint64_t *out)
+
+# Kernel level of the keystream (0 portable, 1 AVX2, 2 AVX-512), set by
+# fheml._core._kernels.set_simd_level together with the other kernels.
+cdef int _simd = fheml_cpu_simd_level()
+
+
+def _set_simd_level(int level):
+    """Use the keystream kernels of ``level`` (already checked against the CPU)."""
+    global _simd
+    _simd = level
 
 SEED_BYTES = 32
 
@@ -51,7 +62,7 @@ def keystream_u64(bytes seed, uint64_t stream, uint64_t start, uint64_t count):
     cdef uint64_t[::1] o = out
     if count:
         with nogil:
-            chacha20_fill_u64(&k[0], stream, start, count, &o[0])
+            chacha20_fill_u64(_simd, &k[0], stream, start, count, &o[0])
     return out
 
 
@@ -96,7 +107,7 @@ cdef class Csprng:
         raise TypeError("a Csprng holds secret state and cannot be pickled")
 
     cdef void _fill(self, uint64_t *out, uint64_t count) noexcept nogil:
-        chacha20_fill_u64(self.key, self.stream, self.position, count, out)
+        chacha20_fill_u64(_simd, self.key, self.stream, self.position, count, out)
         self.position += count
 
     def uniform_u64(self, shape):

@@ -116,3 +116,61 @@ def programmable_bootstrap(ksk32, ks_base_log, ks_level, bsk, pbs_base_log, pbs_
         out[q * N + 1:(q + 1) * N] = _U(0) - acc[q, :0:-1]
     out[k * N] = acc[k, 0]
     return out
+
+
+def external_product_cmux(ggsw, acc, e, base_log, level):
+    """One CMux step of the blind rotation, exactly: acc + ExtProd(ggsw, X^e acc - acc).
+
+    ggsw : (k+1)*level rows of k+1 uint64 polynomials (row q*level + l: level l of
+    polynomial q); acc : (k+1, N) uint64.  Decomposition as the bootstrap kernel does it
+    (parity rule for ties at every level)."""
+    K1, N = acc.shape
+    diff = np.stack([mul_xpow(acc[q], e) - acc[q] for q in range(K1)])
+    digits = decompose(diff.reshape(-1), base_log, level, top_tie_on_lsb=False)
+    digits = digits.reshape(level, K1, N)
+    out = acc.copy()
+    for q in range(K1):
+        for l in range(level):
+            for c in range(K1):
+                out[c] += negacyclic_mul(digits[l, q], ggsw[q * level + l, c])
+    return out
+
+
+def fft_noise_of_external_product(kernels, k, N, base_log, level, trials, rng):
+    """Measured FFT noise of one CMux step of the bootstrap kernel, per kernel path.
+
+    Random uniform GGSW rows and accumulators (what the blind rotation sees) go through
+    ``kernels.blind_rotate`` on every path the CPU has and through the exact
+    :func:`external_product_cmux`.  The kernel's error on each ciphertext component is
+    turned into the variance of the phase under a uniform binary GLWE key: an error e_q on
+    mask polynomial q adds ``-s_q * e_q`` to the phase, of variance ``N/2 * var(e_q)`` on
+    average over keys, so the phase variance is ``var(e_body) + k * N/2 * var(e_mask)``
+    (from ~(k+1)*N independent samples per trial, rather than N correlated phase values).
+
+    Returns
+    -------
+    dict
+        ``{path: phase variance}`` in torus² units, to compare with the FFT term of the noise
+        model for one step.
+    """
+    plan = kernels.FourierPlan(N)
+    K1 = k + 1
+    errors = {path: [] for path in kernels.available_simd_levels()}
+    for _ in range(trials):
+        ggsw = rng.integers(0, 2**64, (K1 * level, K1, N), dtype=np.uint64)
+        acc = rng.integers(0, 2**64, (K1, N), dtype=np.uint64)
+        e = int(rng.integers(1, 2 * N))
+        exact = external_product_cmux(ggsw, acc, e, base_log, level)
+        for path in errors:
+            previous = kernels.set_simd_level(path)
+            try:
+                bsk = kernels.fft_forward_torus(plan, ggsw.reshape(-1, N)).reshape(1, K1 * level, K1, N)
+                got = kernels.blind_rotate(plan, bsk, base_log, level, [[e]], acc[None].copy())[0]
+            finally:
+                kernels.set_simd_level(previous)
+            errors[path].append((got - exact).view(np.int64).astype(float) / 2.0**64)
+    out = {}
+    for path, errs in errors.items():
+        err = np.stack(errs)  # (trials, k+1, N)
+        out[path] = float(np.mean(err[:, k] ** 2) + k * N / 2 * np.mean(err[:, :k] ** 2))
+    return out

@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "cpu.h"
+
 #define FHEML_ROTL32(v, c) (((v) << (c)) | ((v) >> (32 - (c))))
 #define FHEML_QR(a, b, c, d)                 \
     a += b; d ^= a; d = FHEML_ROTL32(d, 16); \
@@ -43,9 +45,8 @@ static inline void chacha20_block(const uint32_t key[8], const uint32_t words12_
     for (int i = 0; i < 16; i++) out[i] = x[i] + s[i];
 }
 
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#if FHEML_X86_SIMD
 #include <immintrin.h>
-#define FHEML_CHACHA_AVX2 1
 
 #define FHEML_ROTV(x, c) \
     _mm256_or_si256(_mm256_slli_epi32(x, c), _mm256_srli_epi32(x, 32 - (c)))
@@ -58,7 +59,7 @@ static inline void chacha20_block(const uint32_t key[8], const uint32_t words12_
 
 /* Eight consecutive blocks (counters c .. c+7) at once, lane j of register i holding word i
  * of block c + j; written out as 8 * 16 words in block order. */
-__attribute__((target("avx2"))) static void chacha20_blocks8_avx2(const uint32_t key[8],
+__attribute__((target(FHEML_TARGET_AVX2))) static void chacha20_blocks8_avx2(const uint32_t key[8],
                                                                  uint64_t c, uint64_t stream,
                                                                  uint32_t *out)
 {
@@ -93,13 +94,43 @@ __attribute__((target("avx2"))) static void chacha20_blocks8_avx2(const uint32_t
             out[j * 16 + i] = t[i][j];
 }
 
-static inline int chacha20_cpu_has_avx2(void)
+/* Sixteen consecutive blocks (counters c .. c+15) with AVX-512: same layout, rotations are
+ * single instructions (vprold). */
+#define FHEML_QRZ(a, b, c, d)                                                             \
+    a = _mm512_add_epi32(a, b); d = _mm512_rol_epi32(_mm512_xor_si512(d, a), 16);       \
+    c = _mm512_add_epi32(c, d); b = _mm512_rol_epi32(_mm512_xor_si512(b, c), 12);       \
+    a = _mm512_add_epi32(a, b); d = _mm512_rol_epi32(_mm512_xor_si512(d, a), 8);        \
+    c = _mm512_add_epi32(c, d); b = _mm512_rol_epi32(_mm512_xor_si512(b, c), 7);
+
+__attribute__((target(FHEML_TARGET_AVX512))) static void
+chacha20_blocks16_avx512(const uint32_t key[8], uint64_t c, uint64_t stream, uint32_t *out)
 {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2");
+    __m512i x[16], s[16];
+    x[0] = _mm512_set1_epi32(0x61707865); x[1] = _mm512_set1_epi32(0x3320646e);
+    x[2] = _mm512_set1_epi32(0x79622d32); x[3] = _mm512_set1_epi32(0x6b206574);
+    for (int i = 0; i < 8; i++)
+        x[4 + i] = _mm512_set1_epi32((int)key[i]);
+    uint32_t lo[16], hi[16];
+    for (int j = 0; j < 16; j++) {
+        lo[j] = (uint32_t)(c + j);
+        hi[j] = (uint32_t)((c + j) >> 32);
+    }
+    x[12] = _mm512_loadu_si512((const void *)lo);
+    x[13] = _mm512_loadu_si512((const void *)hi);
+    x[14] = _mm512_set1_epi32((int)(uint32_t)stream);
+    x[15] = _mm512_set1_epi32((int)(uint32_t)(stream >> 32));
+    for (int i = 0; i < 16; i++)
+        s[i] = x[i];
+    for (int r = 0; r < 10; r++) {
+        FHEML_DOUBLE_ROUND(FHEML_QRZ, x);
+    }
+    uint32_t t[16][16];
+    for (int i = 0; i < 16; i++)
+        _mm512_storeu_si512((void *)t[i], _mm512_add_epi32(x[i], s[i]));
+    for (int j = 0; j < 16; j++)
+        for (int i = 0; i < 16; i++)
+            out[j * 16 + i] = t[i][j];
 }
-#else
-#define FHEML_CHACHA_AVX2 0
 #endif
 
 /* Words *pos .. (end of *pos's block, or end) of the keystream into out[*i ..]; advances both.
@@ -117,25 +148,28 @@ static inline void chacha20_words_of_block(const uint32_t key[8], uint32_t w[4],
 }
 
 /* Fill out[0..count) with the uint64 words start .. start+count of keystream (key, stream).
- * Word w is the little-endian pair of 32-bit words (2*(w%8), 2*(w%8)+1) of block w/8. */
-static inline void chacha20_fill_u64(const uint32_t key[8], uint64_t stream, uint64_t start,
-                                     uint64_t count, uint64_t *out)
+ * Word w is the little-endian pair of 32-bit words (2*(w%8), 2*(w%8)+1) of block w/8.
+ * simd: highest kernel level to use (FHEML_SIMD_*, at most what the CPU has); every level
+ * gives the same words. */
+static inline void chacha20_fill_u64(int simd, const uint32_t key[8], uint64_t stream,
+                                     uint64_t start, uint64_t count, uint64_t *out)
 {
     uint32_t w[4];
     uint64_t pos = start, end = start + count, i = 0;
     w[2] = (uint32_t)stream;
     w[3] = (uint32_t)(stream >> 32);
-#if FHEML_CHACHA_AVX2
-    if (end - pos >= 128 && chacha20_cpu_has_avx2()) {
-        /* scalar up to a block boundary, then 8 blocks (64 words) at a time */
+#if FHEML_X86_SIMD
+    if (end - pos >= 128 && simd >= FHEML_SIMD_AVX2) {
+        /* scalar up to a block boundary, then 16 or 8 blocks (128 or 64 words) at a time;
+         * little-endian: the 32-bit words of consecutive blocks are the uint64 words in order */
         while (pos & 7)
             chacha20_words_of_block(key, w, &pos, end, out, &i);
-        while (end - pos >= 64) {
-            /* little-endian: the 128 words of 8 blocks are the 64 uint64 words in order */
-            chacha20_blocks8_avx2(key, pos >> 3, stream, (uint32_t *)(out + i));
-            pos += 64;
-            i += 64;
+        if (simd >= FHEML_SIMD_AVX512) {
+            for (; end - pos >= 128; pos += 128, i += 128)
+                chacha20_blocks16_avx512(key, pos >> 3, stream, (uint32_t *)(out + i));
         }
+        for (; end - pos >= 64; pos += 64, i += 64)
+            chacha20_blocks8_avx2(key, pos >> 3, stream, (uint32_t *)(out + i));
     }
 #endif
     while (pos < end)

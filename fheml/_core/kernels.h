@@ -1,9 +1,11 @@
 /* TFHE kernels of fheml: negacyclic FFT, decomposition, keyswitch, programmable bootstrap.
  *
- * kernels_impl.h is compiled twice: a portable copy (suffix _generic) and, on x86 with GCC
- * or Clang, an AVX2+FMA copy (suffix _avx2) through target pragmas.  The build itself uses
- * no -march flag, so the extension loads on any x86-64 CPU and the AVX2 copy is only called
- * after the CPU has been checked (fheml_cpu_has_avx2), never "illegal instruction".
+ * kernels_impl.h is compiled three times: a portable copy (suffix _generic) and, on x86 with
+ * GCC or Clang, an AVX2+FMA copy (suffix _avx2) and an AVX-512 copy (suffix _avx512) through
+ * target pragmas.  The build itself uses no -march flag, so the extension loads on any x86-64
+ * CPU and a SIMD copy is only called after the CPU has been checked (fheml_cpu_simd_level),
+ * never "illegal instruction".  Every kernel takes the level to run as its first argument:
+ * 0 portable, 1 AVX2, 2 AVX-512.
  */
 #ifndef FHEML_KERNELS_H
 #define FHEML_KERNELS_H
@@ -12,6 +14,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "cpu.h"
 
 #define FHEML_MAX_GROUP 16
 
@@ -32,48 +36,54 @@ typedef struct {
     int32_t *ks_digits; /* group * ks_level */
 } pbs_scratch;
 
-#define FN(name) name##_generic
+#define FHEML_CAT_(a, b) a##b
+#define FHEML_CAT(a, b) FHEML_CAT_(a, b)
+
+#define FN(name) FHEML_CAT(name, _generic)
 #define FHEML_IMPL_AVX2 0
+#define FHEML_IMPL_AVX512 0
 #include "kernels_impl.h"
+#undef FHEML_IMPL_AVX512
 #undef FHEML_IMPL_AVX2
 #undef FN
 
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
-#define FHEML_HAVE_AVX2_PATH 1
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#endif
+#if FHEML_X86_SIMD
 #include <immintrin.h>
-#define FN(name) name##_avx2
+/* _Pragma with the target strings of cpu.h (a #pragma line would not expand them) */
+#define FHEML_DO_PRAGMA(...) _Pragma(#__VA_ARGS__)
+#if defined(__clang__)
+#define FHEML_TARGET_PUSH(t) \
+    FHEML_DO_PRAGMA(clang attribute push(__attribute__((target(t))), apply_to = function))
+#define FHEML_TARGET_POP FHEML_DO_PRAGMA(clang attribute pop)
+#else
+#define FHEML_TARGET_PUSH(t) FHEML_DO_PRAGMA(GCC push_options) FHEML_DO_PRAGMA(GCC target(t))
+#define FHEML_TARGET_POP FHEML_DO_PRAGMA(GCC pop_options)
+#endif
+
+FHEML_TARGET_PUSH(FHEML_TARGET_AVX2)
+#define FN(name) FHEML_CAT(name, _avx2)
 #define FHEML_IMPL_AVX2 1
+#define FHEML_IMPL_AVX512 0
 #include "kernels_impl.h"
+#undef FHEML_IMPL_AVX512
 #undef FHEML_IMPL_AVX2
 #undef FN
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
-#else
-#define FHEML_HAVE_AVX2_PATH 0
-#endif
+FHEML_TARGET_POP
 
-static inline int fheml_cpu_has_avx2(void)
-{
-#if FHEML_HAVE_AVX2_PATH
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return 0;
-#endif
-}
+FHEML_TARGET_PUSH(FHEML_TARGET_AVX512)
+#define FN(name) FHEML_CAT(name, _avx512)
+#define FHEML_IMPL_AVX2 1 /* the AVX2 code paths, plus 512-bit loops where they apply */
+#define FHEML_IMPL_AVX512 1
+#include "kernels_impl.h"
+#undef FHEML_IMPL_AVX512
+#undef FHEML_IMPL_AVX2
+#undef FN
+FHEML_TARGET_POP
 
-#if FHEML_HAVE_AVX2_PATH
-#define FHEML_DISPATCH(simd, name, ...) \
-    ((simd) ? name##_avx2(__VA_ARGS__) : name##_generic(__VA_ARGS__))
+#define FHEML_DISPATCH(simd, name, ...)                                 \
+    ((simd) >= FHEML_SIMD_AVX512 ? name##_avx512(__VA_ARGS__)           \
+     : (simd) >= FHEML_SIMD_AVX2 ? name##_avx2(__VA_ARGS__)             \
+                                 : name##_generic(__VA_ARGS__))
 #else
 #define FHEML_DISPATCH(simd, name, ...) name##_generic(__VA_ARGS__)
 #endif
@@ -119,6 +129,14 @@ static inline void fheml_keyswitch_group(int simd, const uint32_t *ksk, int n_in
 {
     FHEML_DISPATCH(simd, keyswitch_group, ksk, n_in, n_out, base_log, level, in, G, out,
                    digits);
+}
+
+static inline void fheml_blind_rotate_group(int simd, const fft_plan *p, const double *bsk,
+                                            int n, int k, int base_log, int level,
+                                            const int32_t *abar, int G, uint64_t *acc,
+                                            pbs_scratch *sc)
+{
+    FHEML_DISPATCH(simd, blind_rotate_group, p, bsk, n, k, base_log, level, abar, G, acc, sc);
 }
 
 static inline void fheml_pbs_range(int simd, const fft_plan *p, const uint32_t *ksk,

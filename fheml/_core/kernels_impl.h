@@ -1,5 +1,6 @@
-/* Hot kernels of the TFHE engine, written once and compiled twice by kernels.h:
- * once for the baseline target and once for AVX2+FMA.  FN(name) gives each copy its suffix.
+/* Hot kernels of the TFHE engine, written once and compiled three times by kernels.h: for the
+ * baseline target, for AVX2+FMA and for AVX-512.  FN(name) gives each copy its suffix; the
+ * vector loops shared by the two SIMD copies are in kernels_vec.h.
  * No allocation happens here: the caller passes every buffer (see pbs_scratch_size).
  *
  * Layouts (all row-major, C-contiguous):
@@ -9,6 +10,17 @@
  *   Fourier BSK                   : [n][(k+1)*pbs_level][k+1][2][N/2] f64  (re block, im block)
  *   Fourier polynomial            : [2][N/2] f64, points in bit-reversed order
  */
+
+#if FHEML_IMPL_AVX2
+#define FHEML_VW 4
+#include "kernels_vec.h"
+#undef FHEML_VW
+#endif
+#if FHEML_IMPL_AVX512
+#define FHEML_VW 8
+#include "kernels_vec.h"
+#undef FHEML_VW
+#endif
 
 /* ---------------------------------------------------------------- negacyclic FFT ---- */
 
@@ -46,32 +58,12 @@ static inline void FN(dif4)(const fft_plan *p, double *restrict re, double *rest
         double *restrict dr = re + s + H + Q, *restrict di = im + s + H + Q;
 #if FHEML_IMPL_AVX2
         /* GCC does not vectorize this loop by itself; Q >= 4 here. */
-        for (int j = 0; j < Q; j += 4) {
-            __m256d wr = _mm256_loadu_pd(w1r + j), wi = _mm256_loadu_pd(w1i + j);
-            __m256d Ar = _mm256_loadu_pd(ar + j), Ai = _mm256_loadu_pd(ai + j);
-            __m256d Br = _mm256_loadu_pd(br + j), Bi = _mm256_loadu_pd(bi + j);
-            __m256d Cr = _mm256_loadu_pd(cr + j), Ci = _mm256_loadu_pd(ci + j);
-            __m256d Dr = _mm256_loadu_pd(dr + j), Di = _mm256_loadu_pd(di + j);
-            __m256d a1r = _mm256_add_pd(Ar, Cr), a1i = _mm256_add_pd(Ai, Ci);
-            __m256d tr = _mm256_sub_pd(Ar, Cr), ti = _mm256_sub_pd(Ai, Ci);
-            __m256d c1r = _mm256_fmadd_pd(tr, wr, _mm256_mul_pd(ti, wi));
-            __m256d c1i = _mm256_fmsub_pd(ti, wr, _mm256_mul_pd(tr, wi));
-            __m256d b1r = _mm256_add_pd(Br, Dr), b1i = _mm256_add_pd(Bi, Di);
-            __m256d ur = _mm256_sub_pd(Bi, Di), ui = _mm256_sub_pd(Dr, Br);
-            __m256d d1r = _mm256_fmadd_pd(ur, wr, _mm256_mul_pd(ui, wi));
-            __m256d d1i = _mm256_fmsub_pd(ui, wr, _mm256_mul_pd(ur, wi));
-            __m256d vr = _mm256_loadu_pd(w2r + j), vi = _mm256_loadu_pd(w2i + j);
-            __m256d xr = _mm256_sub_pd(a1r, b1r), xi = _mm256_sub_pd(a1i, b1i);
-            _mm256_storeu_pd(ar + j, _mm256_add_pd(a1r, b1r));
-            _mm256_storeu_pd(ai + j, _mm256_add_pd(a1i, b1i));
-            _mm256_storeu_pd(br + j, _mm256_fmadd_pd(xr, vr, _mm256_mul_pd(xi, vi)));
-            _mm256_storeu_pd(bi + j, _mm256_fmsub_pd(xi, vr, _mm256_mul_pd(xr, vi)));
-            __m256d yr = _mm256_sub_pd(c1r, d1r), yi = _mm256_sub_pd(c1i, d1i);
-            _mm256_storeu_pd(cr + j, _mm256_add_pd(c1r, d1r));
-            _mm256_storeu_pd(ci + j, _mm256_add_pd(c1i, d1i));
-            _mm256_storeu_pd(dr + j, _mm256_fmadd_pd(yr, vr, _mm256_mul_pd(yi, vi)));
-            _mm256_storeu_pd(di + j, _mm256_fmsub_pd(yi, vr, _mm256_mul_pd(yr, vi)));
-        }
+#if FHEML_IMPL_AVX512
+        if (Q >= 8)
+            FN(dif4_block_v8)(ar, ai, br, bi, cr, ci, dr, di, w1r, w1i, w2r, w2i, Q);
+        else
+#endif
+            FN(dif4_block_v4)(ar, ai, br, bi, cr, ci, dr, di, w1r, w1i, w2r, w2i, Q);
 #else
         for (int j = 0; j < Q; j++) {
             double wr = w1r[j], wi = w1i[j];
@@ -194,35 +186,12 @@ static inline void FN(dit4)(const fft_plan *p, double *restrict re, double *rest
         double *restrict cr = re + s + H, *restrict ci = im + s + H;
         double *restrict dr = re + s + H + Q, *restrict di = im + s + H + Q;
 #if FHEML_IMPL_AVX2
-        for (int j = 0; j < Q; j += 4) {
-            __m256d vr = _mm256_loadu_pd(w2r + j), vi = _mm256_loadu_pd(w2i + j);
-            __m256d Ar = _mm256_loadu_pd(ar + j), Ai = _mm256_loadu_pd(ai + j);
-            __m256d Br = _mm256_loadu_pd(br + j), Bi = _mm256_loadu_pd(bi + j);
-            __m256d Cr = _mm256_loadu_pd(cr + j), Ci = _mm256_loadu_pd(ci + j);
-            __m256d Dr = _mm256_loadu_pd(dr + j), Di = _mm256_loadu_pd(di + j);
-            __m256d yr = _mm256_fmsub_pd(Br, vr, _mm256_mul_pd(Bi, vi));
-            __m256d yi = _mm256_fmadd_pd(Br, vi, _mm256_mul_pd(Bi, vr));
-            __m256d a1r = _mm256_add_pd(Ar, yr), a1i = _mm256_add_pd(Ai, yi);
-            __m256d b1r = _mm256_sub_pd(Ar, yr), b1i = _mm256_sub_pd(Ai, yi);
-            __m256d zr = _mm256_fmsub_pd(Dr, vr, _mm256_mul_pd(Di, vi));
-            __m256d zi = _mm256_fmadd_pd(Dr, vi, _mm256_mul_pd(Di, vr));
-            __m256d c1r = _mm256_add_pd(Cr, zr), c1i = _mm256_add_pd(Ci, zi);
-            __m256d d1r = _mm256_sub_pd(Cr, zr), d1i = _mm256_sub_pd(Ci, zi);
-            __m256d wr = _mm256_loadu_pd(w1r + j), wi = _mm256_loadu_pd(w1i + j);
-            __m256d ur = _mm256_fmsub_pd(c1r, wr, _mm256_mul_pd(c1i, wi));
-            __m256d ui = _mm256_fmadd_pd(c1r, wi, _mm256_mul_pd(c1i, wr));
-            _mm256_storeu_pd(ar + j, _mm256_add_pd(a1r, ur));
-            _mm256_storeu_pd(ai + j, _mm256_add_pd(a1i, ui));
-            _mm256_storeu_pd(cr + j, _mm256_sub_pd(a1r, ur));
-            _mm256_storeu_pd(ci + j, _mm256_sub_pd(a1i, ui));
-            __m256d tr = _mm256_fmsub_pd(d1r, wr, _mm256_mul_pd(d1i, wi));
-            __m256d ti = _mm256_fmadd_pd(d1r, wi, _mm256_mul_pd(d1i, wr));
-            /* times i: (-ti, tr) */
-            _mm256_storeu_pd(br + j, _mm256_sub_pd(b1r, ti));
-            _mm256_storeu_pd(bi + j, _mm256_add_pd(b1i, tr));
-            _mm256_storeu_pd(dr + j, _mm256_add_pd(b1r, ti));
-            _mm256_storeu_pd(di + j, _mm256_sub_pd(b1i, tr));
-        }
+#if FHEML_IMPL_AVX512
+        if (Q >= 8)
+            FN(dit4_block_v8)(ar, ai, br, bi, cr, ci, dr, di, w1r, w1i, w2r, w2i, Q);
+        else
+#endif
+            FN(dit4_block_v4)(ar, ai, br, bi, cr, ci, dr, di, w1r, w1i, w2r, w2i, Q);
 #else
         for (int j = 0; j < Q; j++) {
             /* stage H/2: (a, b) and (c, d) with v */
@@ -341,7 +310,8 @@ static void FN(forward_torus)(const fft_plan *p, const uint64_t *restrict a,
     FN(fft_forward)(p, re, im);
 }
 
-/* int64 with |x| < 2^51 to double without cvtqq2pd (absent before AVX-512). */
+/* int64 with |x| < 2^51 to double without cvtqq2pd (absent before AVX-512; exact, so all
+ * copies agree). */
 static inline double FN(i64_to_f64)(int64_t x)
 {
     uint64_t bits = (uint64_t)x + 0x4338000000000000ULL;
@@ -578,24 +548,12 @@ static void FN(blind_rotate_group)(const fft_plan *p, const double *restrict bsk
             }
             /* multiply-accumulate with the GGSW rows in the Fourier domain */
 #if FHEML_IMPL_AVX2
-            /* accumulators stay in registers: one store per output point */
-            for (int q = 0; q < K1; q++) {
-                double *restrict ar = sc->facc + (size_t)q * 2 * M;
-                double *restrict ai = ar + M;
-                for (int m = 0; m < M; m += 4) {
-                    __m256d sr = _mm256_setzero_pd(), si = _mm256_setzero_pd();
-                    for (int r = 0; r < R; r++) {
-                        const double *dr = sc->fdig + (size_t)r * 2 * M + m;
-                        const double *br = gi + ((size_t)r * K1 + q) * 2 * M + m;
-                        __m256d xr = _mm256_loadu_pd(dr), xi = _mm256_loadu_pd(dr + M);
-                        __m256d yr = _mm256_loadu_pd(br), yi = _mm256_loadu_pd(br + M);
-                        sr = _mm256_fmadd_pd(xr, yr, _mm256_fnmadd_pd(xi, yi, sr));
-                        si = _mm256_fmadd_pd(xr, yi, _mm256_fmadd_pd(xi, yr, si));
-                    }
-                    _mm256_storeu_pd(ar + m, sr);
-                    _mm256_storeu_pd(ai + m, si);
-                }
-            }
+#if FHEML_IMPL_AVX512
+            if (M % 8 == 0)
+                FN(external_mac_v8)(sc->fdig, gi, sc->facc, M, R, K1);
+            else
+#endif
+                FN(external_mac_v4)(sc->fdig, gi, sc->facc, M, R, K1);
 #else
             memset(sc->facc, 0, sizeof(double) * 2 * M * K1);
             for (int r = 0; r < R; r++) {

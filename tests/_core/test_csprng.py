@@ -82,9 +82,10 @@ def test_gaussian_rejects_bad_std():
 
 @pytest.mark.parametrize("start", [0, 1, 7, 8, 13, 64, 100])
 @pytest.mark.parametrize("count", [1, 63, 64, 129, 200, 700])
-def test_keystream_matches_block_function(start, count):
-    """Long ranges take the 8-blocks-at-once AVX2 path (when the CPU has it): every word must
-    equal the RFC 8439 block function's output (counter = block index, nonce = stream)."""
+def test_keystream_matches_block_function(simd, start, count):
+    """Long ranges take the 8-blocks-at-once AVX2 path or the 16-blocks-at-once AVX-512 one:
+    on every kernel path, every word must equal the RFC 8439 block function's output
+    (counter = block index, nonce = stream)."""
     key = bytes(range(32))
     stream = 5
     blocks = (start + count) // 8 + 1

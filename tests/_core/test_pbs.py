@@ -29,7 +29,7 @@ def test_every_input_several_tables_wide(p):
     _all_inputs_several_tables(p, 2)
 
 
-def test_portable_kernels_give_the_same_results(simd):
+def test_every_kernel_path_gives_the_same_results(simd):
     params, sk, ek = keys_for(4)
     m = rng.integers(0, 16, 12)
     table = rng.integers(0, 16, 16)
