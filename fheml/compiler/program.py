@@ -253,6 +253,8 @@ class Program:
         if isinstance(precision, bool) or not isinstance(precision, int) \
                 or not 1 <= precision <= 62:
             raise ValueError("program: precision must be an integer in 1..62")
+        if precision != max((n.precision for n in prog.nodes if n.encrypted), default=precision):
+            raise ValueError("program: precision is not the widest of its values")
         prog.precision = precision
         _dry_run(prog)
         prog.assign_stages()

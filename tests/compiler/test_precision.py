@@ -1,6 +1,7 @@
 """Encoding precision per partition: a lookup's output is encoded for its consumers."""
 
 import numpy as np
+import pytest
 
 import fheml
 from tests.compiler.conftest import encrypted_run
@@ -62,3 +63,14 @@ def test_outputs_needing_a_quiet_bootstrap_get_more_levels_not_more_precision():
     params = circuit.parameters
     assert params.precision == circuit.statistics["lookup_precision"] <= 4
     assert params.pbs_level >= 2 and params.polynomial_size <= 2048
+
+
+def test_a_spec_lying_about_a_partition_precision_fails_at_load():
+    from fheml._core.serialization import SerializationError, pack, unpack
+
+    circuit = fheml.compile(_two_layers, np.random.default_rng(3).integers(0, 64, (100, 6)))
+    header, arrays = unpack(circuit.server.spec.to_bytes(), "server-spec")
+    out = header["program"]["output_nodes"][0]
+    header["program"]["nodes"][out]["precision"] = 30  # beyond what the bootstrap noise allows
+    with pytest.raises(SerializationError):
+        fheml.compiler.Server.from_bytes(pack("server-spec", header, arrays))
