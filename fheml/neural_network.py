@@ -180,22 +180,25 @@ class _QATNetwork:
             m = _RANGE_MOMENTUM
             self.ranges[layer] = (m * old_lo + (1 - m) * lo, m * old_hi + (1 - m) * hi)
 
+    def _quantize_layer(self, i, in_scale, in_offset):
+        """Layer ``i`` on integer inputs ``q_in`` (``x = in_scale * q_in + in_offset``):
+        ``(q_weights, weight_scale, constant)`` with the layer computing
+        ``weight_scale * (q_in @ q_weights) + constant``."""
+        w, b = self.coefs[i], self.intercepts[i]
+        folded = (in_scale.reshape(-1, 1) if np.ndim(in_scale) else in_scale) * w
+        q, scale = _weight_quantization(folded, self.w_max)
+        constant = b + (in_offset @ w if np.ndim(in_offset) else in_offset * w.sum(axis=0))
+        return q, scale, constant
+
     def layers(self):
-        """Quantization of every layer: ``(q_weights, weight_scale, constant, in_scale,
-        input_max)`` where the layer computes ``weight_scale * (q_in @ q_weights) +
-        constant`` from the integer inputs ``q_in`` in ``[0, input_max]``."""
+        """Quantization of every layer: ``(q_weights, weight_scale, constant, input_max)``
+        (see :meth:`_quantize_layer`; integer inputs in ``[0, input_max]``)."""
         in_scale, in_offset, input_max = self._input_affine()
         out = []
-        for i, (w, b) in enumerate(zip(self.coefs, self.intercepts)):
-            folded = np.asarray(in_scale).reshape(-1, 1) * w if np.ndim(in_scale) else in_scale * w
-            q, scale = _weight_quantization(folded, self.w_max)
-            constant = b + (in_offset @ w if np.ndim(in_offset) else in_offset * w.sum(axis=0))
-            out.append((q, scale, constant, in_scale, input_max))
+        for i in range(len(self.coefs)):
+            out.append((*self._quantize_layer(i, in_scale, in_offset), input_max))
             if i < len(self.coefs) - 1:
-                if self.ranges[i] is None:
-                    break
-                in_scale, in_offset = self._activation_affine(i)
-                input_max = self.a_max
+                (in_scale, in_offset), input_max = self._activation_affine(i), self.a_max
         return out
 
     def forward(self, q_x, rng=None, calibrate=False):
@@ -209,14 +212,11 @@ class _QATNetwork:
         q_in = np.asarray(q_x, dtype=np.float64)
         cache = []
         n_layers = len(self.coefs)
-        for i, (w, b) in enumerate(zip(self.coefs, self.intercepts)):
-            folded = np.asarray(in_scale).reshape(-1, 1) * w if np.ndim(in_scale) else in_scale * w
-            q, scale = _weight_quantization(folded, self.w_max)
-            constant = b + (in_offset @ w if np.ndim(in_offset) else in_offset * w.sum(axis=0))
+        for i in range(n_layers):
+            q, scale, constant = self._quantize_layer(i, in_scale, in_offset)
             x_in = in_scale * q_in + in_offset
             # weights as the quantized layer applies them to the dequantized inputs
-            effective = q * scale / (np.asarray(in_scale).reshape(-1, 1)
-                                     if np.ndim(in_scale) else in_scale)
+            effective = q * scale / (in_scale.reshape(-1, 1) if np.ndim(in_scale) else in_scale)
             acc = q_in @ q
             if i == n_layers - 1:
                 cache.append((x_in, effective, None))
@@ -272,7 +272,7 @@ class _QuantizedMLP:
         self.activation = fn_name
         self.hidden = []
         layers = network.layers()
-        for i, (q, scale, constant, _, input_max) in enumerate(layers[:-1]):
+        for i, (q, scale, constant, input_max) in enumerate(layers[:-1]):
             lsbs, starts = _rounding_lsbs(q, input_max, network.n_accum_bits)
             top = int(lsbs.max())
             lift = 2.0 ** (top - lsbs)
@@ -287,7 +287,7 @@ class _QuantizedMLP:
                 "act_lo": a_lo, "act_scale": a_scale, "act_max": network.a_max,
                 "input_max": input_max,
             })
-        q, scale, constant, _, input_max = layers[-1]
+        q, scale, constant, input_max = layers[-1]
         self.out_weights = q.astype(np.int64)
         self.out_scale = scale
         self.out_constant = constant
@@ -384,8 +384,8 @@ def _train(estimator, network, q_x, target, sample_weight, loss, score_fn, rng):
     if sample_weight is None:
         sample_weight = np.ones(n)
     if est.early_stopping:
-        stratify = target if loss == "softmax" or loss == "logistic" and target.shape[1] == 1 \
-            else None
+        single_label = loss == "softmax" or (loss == "logistic" and target.shape[1] == 1)
+        stratify = target if single_label else None
         idx_train, idx_val = train_test_split(
             np.arange(n), test_size=est.validation_fraction, random_state=rng.randint(2**31),
             stratify=stratify)
