@@ -272,3 +272,34 @@ def test_bare_circuit_with_lookups(tmp_path):
     np.testing.assert_array_equal(got, (x * 3 + 1) % 4)
     assert server.metadata["lookups_per_sample"] == 1
     assert json.loads(json.dumps(server.metadata)) == server.metadata
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "binary", "regression"])
+def test_mlp_round_trips(kind, tmp_path):
+    from fheml.neural_network import FHEMLPClassifier, FHEMLPRegressor
+
+    X, y = load_iris(return_X_y=True)
+    if kind == "binary":
+        y = np.where(y == 0, "setosa", "other")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if kind == "regression":
+            model = FHEMLPRegressor(hidden_layer_sizes=(6,), max_iter=50, random_state=0)
+            model.fit(X[:, :3], X[:, 3])
+            X = X[:, :3]
+        else:
+            model = FHEMLPClassifier((6,), max_iter=50, random_state=0).fit(X, y)
+    client, answer = _round_trip(model, X[::40], tmp_path)
+    cm = client.client_model
+    # The client's post-processing is the estimator's, on the same integers.
+    ints = model.quantized_.program(model.quantize_input(X))
+    for method in cm.methods:
+        np.testing.assert_array_equal(cm.postprocess(method, ints), getattr(model, method)(X))
+    # Encrypted: equal to the clear model but where a rounding tie went the other way.
+    got = client.deserialize_decrypt_dequantize(answer, "predict")
+    want = model.predict(X[::40])
+    assert got.shape == want.shape
+    if kind == "regression":
+        assert np.max(np.abs(got - want)) <= 0.2 * np.ptp(want) + 1e-9
+    else:
+        assert np.mean(got == want) >= 3 / 4
