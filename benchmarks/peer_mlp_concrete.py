@@ -27,6 +27,17 @@ import warnings
 import numpy as np
 
 
+def _hidden_sizes(model):
+    """Widths of the hidden layers of the trained torch module (None if not found)."""
+    import torch
+
+    module = getattr(getattr(model, "sklearn_model", None), "module_", None)
+    if module is None:
+        return None
+    widths = [int(m.out_features) for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    return widths[:-1]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True)
@@ -69,9 +80,7 @@ def main():
         "encrypted_equals_clear": float(np.mean(same)) if same else None,
         "max_bit_width": int(circuit.graph.maximum_integer_bit_width()),
         "pbs_count": int(pbs) if pbs is not None else None,
-        "hidden": [int(m.out_features) for m in model.sklearn_model.module_
-                   .modules() if isinstance(m, torch.nn.Linear)][:-1]
-        if hasattr(model, "sklearn_model") and hasattr(model.sklearn_model, "module_") else None,
+        "hidden": _hidden_sizes(model),
     }))
 
 
