@@ -717,6 +717,15 @@ class _FHEMLPBase(BaseFHEEstimator):
         try:
             return super().compile(X)
         except ValueError as exc:
+            if "norm2" in str(exc) and self.quantized_.hidden:
+                norms = [np.sqrt((layer["weights"] ** 2).sum(axis=0)).max()
+                         for layer in self.quantized_.hidden]
+                worst = int(np.argmax(norms))
+                raise ValueError(
+                    f"hidden layer {worst + 1} ({self._sizes[worst]} neurons): the integer "
+                    f"weights feeding its lookups have a 2-norm of {norms[worst]:.0f}, too "
+                    f"noisy for any parameter set ({exc}); lower n_w_bits (or the size of "
+                    f"the layer before it)") from None
             if "decrypt the outputs" not in str(exc):
                 raise
             q = self.quantized_

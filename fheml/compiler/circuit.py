@@ -139,6 +139,9 @@ def finalize(program, input_specs, p_error=None, global_p_error=None):
         var_unit = max(params.variance_pbs, params.big_noise_std ** 2)
         if all(log2_p_fail(nu_k ** 2 * var_unit, p_k) <= log2_p + 1e-9 for nu_k, p_k in outputs):
             return params, p_error
+    # Nothing fits: say whether the lookups alone are impossible (too large a norm feeding
+    # them: select_parameters explains) or only the outputs are.
+    select_parameters(lookup_bits, p_error, nu, bootstrap=True)
     raise ValueError(
         f"no parameters decrypt the outputs at {max(p for _, p in outputs)} bits with "
         f"p_error={p_error:.3g}; lower the bit width of the outputs (or the norm of the "
