@@ -523,6 +523,11 @@ class _FHEMLPBase(BaseFHEEstimator):
     _fhe_params_doc = _MLP_FHE_PARAMS_DOC
     _sklearn_params_exclude = _MLP_EXCLUDED
 
+    @property
+    def n_bits_weights_(self):
+        """Bits of the quantized weights (``n_w_bits``)."""
+        return self.n_w_bits
+
     # -- hooks of BaseFHEEstimator ----------------------------------------------------------
     def _integer_function(self):
         return self.quantized_.program
