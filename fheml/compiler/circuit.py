@@ -83,12 +83,17 @@ def finalize(program, input_specs, p_error=None, global_p_error=None):
         need(node.inputs[0], node.attrs["index_bits"] + node.attrs["shift"])
     for k in program.output_nodes:
         need(k, range_bits(*program.nodes[k].safe_bounds))
+    # Inputs are encrypted at the widest precision (what ``client.spec.precision`` says), so
+    # a client encrypting at it is right whatever the partitions.
+    P = max(needs.values())
+    for spec, k in zip(input_specs, program.input_nodes):
+        if spec["encrypted"]:
+            needs[part[k]] = P
     for k, node in enumerate(program.nodes):
         node.precision = needs.get(part[k], 1) if node.encrypted else None
     for spec, k in zip(input_specs, program.input_nodes):
         if spec["encrypted"]:
             spec["precision"] = program.nodes[k].precision
-    P = max(needs.values())
     program.precision = P
 
     lookup_bits = max((n.attrs["index_bits"] for n in lookups), default=0)
@@ -120,13 +125,17 @@ def finalize(program, input_specs, p_error=None, global_p_error=None):
         return select_parameters(P, p_error, max(nu for nu, _ in outputs),
                                  bootstrap=False), p_error
 
-    nu = 1.0
+    program.assign_stages()
+    nu = nu_all = 1.0
     for node in lookups:
         shift, p_in = node.attrs["shift"], program.nodes[node.inputs[0]].precision
         pin = min(p_in - shift, lookup_bits)
         node.attrs["pin"] = pin
         node.attrs["premul"] = 1 << (p_in - shift - pin)
-        nu = max(nu, program.nodes[node.inputs[0]].nu * node.attrs["premul"])
+        norm = program.nodes[node.inputs[0]].nu * node.attrs["premul"]
+        nu_all = max(nu_all, norm)
+        if not _fed_by_fresh_encryptions(program, node):
+            nu = max(nu, norm)
     # Outputs are decrypted at their partition's precision: the bootstrap output noise
     # (times the norm of the weights after the last lookups) must allow it.
     log2_p = math.log2(p_error)
@@ -134,10 +143,16 @@ def finalize(program, input_specs, p_error=None, global_p_error=None):
     for precision in range(lookup_bits, MAX_LOOKUP_BITS + 1):
         params = select_parameters(precision, p_error, nu, bootstrap=True,
                                    max_variance_pbs=max_variance_pbs)
+        if params is not None and any(lookup_p_fail(program, n, params) > p_error
+                                      for n in lookups):
+            # lookups of fresh inputs are noisier than those sets allow: count them as
+            # bootstrap outputs (a bound on their noise)
+            params = select_parameters(precision, p_error, nu_all, bootstrap=True,
+                                       max_variance_pbs=max_variance_pbs)
         if params is None:
             continue
-        var_unit = max(params.variance_pbs, params.big_noise_std ** 2)
-        if all(log2_p_fail(nu_k ** 2 * var_unit, p_k) <= log2_p + 1e-9 for nu_k, p_k in outputs):
+        if all(log2_p_fail(nu_k ** 2 * params.variance_output, p_k) <= log2_p + 1e-9
+               for nu_k, p_k in outputs):
             return params, p_error
     # Nothing fits: say whether the lookups alone are impossible (too large a norm feeding
     # them: select_parameters explains) or only the outputs are.
@@ -146,6 +161,31 @@ def finalize(program, input_specs, p_error=None, global_p_error=None):
         f"no parameters decrypt the outputs at {max(p for _, p in outputs)} bits with "
         f"p_error={p_error:.3g}; lower the bit width of the outputs (or the norm of the "
         "weights that compute them) or raise p_error")
+
+
+def _fed_by_fresh_encryptions(program, lookup):
+    """Whether no lookup precedes ``lookup``: its input is then a linear combination of
+    fresh encryptions only (stage 0), whose noise is ``big_noise_std``, far below a
+    bootstrap output's."""
+    return program.nodes[lookup.inputs[0]].stage == 0
+
+
+def lookup_p_fail(program, lookup, params):
+    """Modelled failure probability of one element of ``lookup`` under ``params``.
+
+    The input's noise is ν·premul times a bootstrap output's noise, or times the noise
+    of a fresh encryption when only fresh encryptions feed it; the keyswitch and the
+    modulus switch add theirs.
+    """
+    from fheml._core.parameters import log2_p_fail
+
+    norm = program.nodes[lookup.inputs[0]].nu * lookup.attrs["premul"]
+    pin = lookup.attrs["pin"]
+    if _fed_by_fresh_encryptions(program, lookup):
+        variance = ((norm * params.big_noise_std) ** 2 + params.variance_ks
+                    + params.variance_ms)
+        return 2.0 ** log2_p_fail(variance, pin)
+    return params.p_fail(pin, norm)
 
 
 def statistics(program, params, p_error):
@@ -157,7 +197,7 @@ def statistics(program, params, p_error):
         size = int(np.prod(n.shape, dtype=np.int64))
         pin = n.attrs["pin"]
         by_precision[pin] = by_precision.get(pin, 0) + size
-        p = params.p_fail(pin, program.nodes[n.inputs[0]].nu * n.attrs["premul"])
+        p = lookup_p_fail(program, n, params)
         log_ok += size * math.log1p(-min(p, 1 - 1e-16))
     count = sum(by_precision.values())
     if not lookups:
@@ -516,10 +556,10 @@ def _arg_from_item(item, array, key_id, limits):
 
 def _check_args_against_spec(spec, items, arrays, batched, limits):
     """Everything about the arguments the header tells, before any expansion."""
-    from fheml._core.serialization import SerializationError
+    from fheml._core.serialization import MismatchError
     inputs = spec.inputs
     if len(items) != len(inputs):
-        raise SerializationError(f"circuit-args: the circuit takes {len(inputs)} argument(s), "
+        raise MismatchError(f"circuit-args: the circuit takes {len(inputs)} argument(s), "
                                  f"got {len(items)}")
     dim = spec.params.big_lwe_dimension
     rows, expanded = None, 0
@@ -527,24 +567,24 @@ def _check_args_against_spec(spec, items, arrays, batched, limits):
         shape = tuple(s["shape"])
         encrypted = it.get("encrypted")
         if encrypted is not s["encrypted"]:
-            raise SerializationError(f"circuit-args: argument {s['name']!r} must be "
+            raise MismatchError(f"circuit-args: argument {s['name']!r} must be "
                                      f"{'encrypted' if s['encrypted'] else 'clear'}")
         seeded = encrypted and "mask_seed" in it
         sample = a.shape[1:] if not encrypted or seeded else a.shape[1:-1]
         if a.ndim < 1 or tuple(sample) != shape or (encrypted and not seeded and (
                 a.ndim < 2 or a.shape[-1] != dim + 1)):
-            raise SerializationError(f"circuit-args: argument {s['name']!r} does not have the "
+            raise MismatchError(f"circuit-args: argument {s['name']!r} does not have the "
                                      f"compiled shape {shape} (after the batch axis)")
         if encrypted and it.get("dimension") != dim:
-            raise SerializationError(f"circuit-args: argument {s['name']!r} has ciphertext "
+            raise MismatchError(f"circuit-args: argument {s['name']!r} has ciphertext "
                                      f"dimension {it.get('dimension')!r}, expected {dim}")
         if rows is not None and a.shape[0] != rows:
-            raise SerializationError("circuit-args: all arguments must have the same batch size")
+            raise MismatchError("circuit-args: all arguments must have the same batch size")
         rows = a.shape[0]
         if encrypted:
             expanded += math.prod(a.shape[:1] + shape) * (dim + 1) * 8
     if not batched and rows not in (None, 1):
-        raise SerializationError("circuit-args: an unbatched call has one sample")
+        raise MismatchError("circuit-args: an unbatched call has one sample")
     limits.check_rows(rows or 0)
     limits.check_expanded_bytes(expanded)
 
@@ -711,11 +751,11 @@ class Client:
         fheml._core.SerializationError
             Result bytes that are malformed or do not match the circuit and the keys.
         """
-        from fheml._core.serialization import SerializationError
+        from fheml._core.serialization import MismatchError
         sk = self._keys()
         if isinstance(result, (bytes, bytearray, memoryview)):
             result = EncryptedResult.from_bytes(result)
-            error = SerializationError
+            error = MismatchError
         else:
             error = ValueError
         if len(result.values) != len(self.spec.outputs):
@@ -826,8 +866,8 @@ class Server:
                                      n_jobs=n_jobs)
             except (InputRangeError, TracingError) as exc:
                 # clear values the peer sent outside what the circuit was compiled for
-                from fheml._core.serialization import SerializationError
-                raise SerializationError(f"circuit-args: {exc}") from None
+                from fheml._core.serialization import MismatchError
+                raise MismatchError(f"circuit-args: {exc}") from None
         return EncryptedResult([LweCiphertext(o, evaluation_keys.key_id) for o in outs],
                                encrypted_args.batched)
 
@@ -906,6 +946,8 @@ class Circuit:
         self.parameters = params
         self.p_error = p_error
         self.n_jobs = n_jobs
+        for spec, k in zip(output_specs, program.output_nodes):
+            spec.setdefault("precision", program.nodes[k].precision)
         multiple = bool(getattr(graph, "multiple_outputs", False))
         # In-process: the arguments come from this process, no limit applies.
         self.server = Server(ServerSpec(params, program, input_specs, output_specs, multiple),
@@ -913,9 +955,8 @@ class Circuit:
         self.client = Client(ClientSpec(params, program.precision, input_specs, output_specs,
                                         multiple))
         self.statistics = statistics(program, params, p_error)
-        self._simulation_p_fail = {
-            k: params.p_fail(n.attrs["pin"], program.nodes[n.inputs[0]].nu * n.attrs["premul"])
-            for k, n in enumerate(program.nodes) if n.op == "tlu"}
+        self._simulation_p_fail = {k: lookup_p_fail(program, n, params)
+                                   for k, n in enumerate(program.nodes) if n.op == "tlu"}
 
     @property
     def max_bit_width(self):

@@ -74,3 +74,18 @@ def test_a_spec_lying_about_a_partition_precision_fails_at_load():
     header["program"]["nodes"][out]["precision"] = 30  # beyond what the bootstrap noise allows
     with pytest.raises(SerializationError):
         fheml.compiler.Server.from_bytes(pack("server-spec", header, arrays))
+
+
+def test_inputs_are_encrypted_at_the_widest_precision():
+    # The output partition (weights up to 40 on 3-bit lookup outputs) is wider than the
+    # input's (2-bit values): the client still encrypts at client.spec.precision.
+    weights = np.array([[40, -33], [-25, 38], [31, 29]])
+
+    def f(x):
+        return (x // 2) @ weights
+
+    inputset = np.random.default_rng(4).integers(0, 8, (50, 3))
+    circuit = fheml.compile(f, inputset)
+    assert circuit.client.spec.inputs[0]["precision"] == circuit.max_bit_width
+    x = inputset[:4]
+    np.testing.assert_array_equal(encrypted_run(circuit, x), circuit.run(x))
