@@ -30,7 +30,10 @@ EXPECTED_FAILED_CHECKS = {
 
 
 def _small(cls):
-    return cls(hidden_layer_sizes=(16,), max_iter=100, learning_rate_init=1e-2, random_state=0)
+    # quantization-aware settings (see the class docstring): the check of regressors asks
+    # for R² > 0.5 on a noisy set, which training stopped by the noisy loss misses
+    return cls(hidden_layer_sizes=(16,), max_iter=100, learning_rate_init=1e-2,
+               n_iter_no_change=100, random_state=0)
 
 
 @parametrize_with_checks([_small(FHEMLPClassifier), _small(FHEMLPRegressor)],
