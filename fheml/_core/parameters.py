@@ -767,8 +767,8 @@ def _search_space():
             if MIN_SECURE_DIMENSION <= k * size <= _SEARCH_MAX_BIG_DIMENSION]
 
 
-def _search_bootstrap(precision, max_variance, norm2):
-    """Cheapest (k, N, n, pbs, ks) meeting the variance budget, or None."""
+def _search_bootstrap(precision, max_variance, norm2, max_variance_pbs=math.inf):
+    """Cheapest (k, N, n, pbs, ks) meeting the variance budgets, or None."""
     ks_per_input, ks_base = _ks_table()
     dims = _SEARCH_LWE_DIMENSIONS
     n_min = dims[0]
@@ -786,7 +786,8 @@ def _search_bootstrap(precision, max_variance, norm2):
             + big * ks_per_input[None, :, :]
             + var_modulus_switch(dims, size)[None, None, :]
         )
-        feasible = variance <= max_variance
+        feasible = ((variance <= max_variance)
+                    & (pbs_per_n[:, None, None] * dims[None, None, :] <= max_variance_pbs))
         found = feasible.any(axis=-1)
         if not found.any():
             continue
@@ -859,13 +860,15 @@ def _select_no_bootstrap(precision, p_error, norm2, max_variance):
 
 
 @functools.lru_cache(maxsize=512)
-def _select_cached(precision, p_error, norm2, bootstrap):
+def _select_cached(precision, p_error, norm2, bootstrap, max_variance_pbs=math.inf):
     log2_target = math.log2(p_error)
     max_variance = _max_variance(precision, log2_target)
     if not bootstrap:
         return _select_no_bootstrap(precision, p_error, norm2, max_variance)
-    found = _search_bootstrap(precision, max_variance, norm2)
+    found = _search_bootstrap(precision, max_variance, norm2, max_variance_pbs)
     if found is None:
+        if math.isfinite(max_variance_pbs):
+            return None
         _explain_no_bootstrap_set(precision, p_error, norm2, max_variance)
     big = found["glwe_dimension"] * found["polynomial_size"]
     params = ParameterSet(
@@ -882,7 +885,8 @@ def _select_cached(precision, p_error, norm2, bootstrap):
     return params
 
 
-def select_parameters(precision, p_error=2.0**-40, norm2=1.0, *, bootstrap=True):
+def select_parameters(precision, p_error=2.0**-40, norm2=1.0, *, bootstrap=True,
+                      max_variance_pbs=None):
     """Cheapest 128-bit secure parameter set meeting a per-lookup failure probability.
 
     With ``bootstrap=True`` the search covers ``k`` in 1..6 with ``k*N <= 65536``, ``N``
@@ -911,10 +915,15 @@ def select_parameters(precision, p_error=2.0**-40, norm2=1.0, *, bootstrap=True)
         2-norm ν of the clear weights feeding each lookup (or the decryption).
     bootstrap : bool, default=True
         Whether the circuit has lookups.
+    max_variance_pbs : float, optional
+        Upper bound on the output variance of one bootstrap (torus²), for circuits whose
+        lookup outputs are decrypted at a higher precision than the lookups read: the
+        search then also pays for a quieter bootstrap (more levels) where needed.
 
     Returns
     -------
-    ParameterSet
+    ParameterSet or None
+        ``None`` only when ``max_variance_pbs`` is given and no set meets it.
 
     Raises
     ------
@@ -948,7 +957,11 @@ def select_parameters(precision, p_error=2.0**-40, norm2=1.0, *, bootstrap=True)
         raise ValueError(f"p_error must be in (0, 1), got {p_error!r}")
     if not (norm2 > 0.0 and math.isfinite(norm2)):
         raise ValueError(f"norm2 must be positive and finite, got {norm2!r}")
-    return _select_cached(precision, p_error, norm2, bootstrap)
+    if max_variance_pbs is None:
+        return _select_cached(precision, p_error, norm2, bootstrap)
+    if not max_variance_pbs > 0.0:
+        raise ValueError(f"max_variance_pbs must be positive, got {max_variance_pbs!r}")
+    return _select_cached(precision, p_error, norm2, bootstrap, float(max_variance_pbs))
 
 
 # --------------------------------------------------------------------------------------

@@ -226,8 +226,8 @@ class Compiler:
                 spec["clear_lo"], spec["clear_hi"] = c.min(axis=0).tolist(), c.max(axis=0).tolist()
             input_specs.append(spec)
         params, per_lookup = finalize(program, input_specs, p_error, global_p_error)
-        output_specs = [{"shape": list(program.nodes[k].shape), "lo": program.nodes[k].safe_bounds[0]}
-                        for k in program.output_nodes]
+        output_specs = [{"shape": list(program.nodes[k].shape), "lo": program.nodes[k].safe_bounds[0],
+                         "precision": program.nodes[k].precision} for k in program.output_nodes]
         circuit = Circuit(graph, program, params, per_lookup, input_specs, output_specs, n_jobs,
                           verbose=verbose)
         _warn_wide_lookups(circuit)

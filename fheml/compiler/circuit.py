@@ -31,30 +31,71 @@ MAX_PRECISION_NO_BOOTSTRAP = 30
 
 # ------------------------------------------------------------------- finalization ------
 
-def finalize(program, input_specs, p_error=None, global_p_error=None):
-    """Choose the encoding precision, each lookup's read precision and the parameters.
+def _partitions(program):
+    """Partition id of every encrypted node: values joined by linear operations share one.
 
-    Sets ``program.precision``, the ``pin``/``premul`` attributes of every lookup and the
-    input offsets; returns the selected :class:`~fheml._core.ParameterSet` and the
+    A lookup starts a new partition (its output can be encoded at another precision than its
+    input: the bootstrap writes it afresh), so each partition gets its own encoding
+    precision: the wide accumulator of a first layer does not force the narrow outputs of a
+    later one to be decrypted at its width.
+    """
+    parent = list(range(len(program.nodes)))
+
+    def find(k):
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    for k, node in enumerate(program.nodes):
+        if node.encrypted and node.op != "tlu":
+            for i in node.inputs:
+                if program.nodes[i].encrypted:
+                    parent[find(i)] = find(k)
+    return {k: find(k) for k, node in enumerate(program.nodes) if node.encrypted}
+
+
+def finalize(program, input_specs, p_error=None, global_p_error=None):
+    """Choose the encoding precisions, each lookup's read precision and the parameters.
+
+    Every partition of the program (encrypted values joined by linear operations, see
+    :func:`_partitions`) is encoded at the precision of its widest value that must be exact:
+    encrypted inputs, lookup inputs (plus the bits ``round_bit_pattern`` removes) and outputs.
+    Sets ``program.precision`` (the widest), the ``precision`` of every encrypted node, the
+    ``pin``/``premul`` attributes of every lookup, the precision and offset of every
+    encrypted input spec; returns the selected :class:`~fheml._core.ParameterSet` and the
     per-lookup failure probability targeted.
     """
-    from fheml._core.parameters import log2_p_fail, select_parameters
+    from fheml._core.parameters import _max_variance, log2_p_fail, select_parameters
 
     lookups = program.lookups
-    needs = []  # (bits, why) of every value that must be exact
+    part = _partitions(program)
+    needs = {}  # partition -> bits of its widest value that must be exact
+
+    def need(k, bits):
+        needs[part[k]] = max(needs.get(part[k], 1), bits)
+
     for spec, k in zip(input_specs, program.input_nodes):
         if spec["encrypted"]:
-            node = program.nodes[k]
-            node.attrs["lo"] = spec["lo"]
-            needs.append(range_bits(spec["lo"], spec["hi"]))
+            program.nodes[k].attrs["lo"] = spec["lo"]
+            need(k, range_bits(spec["lo"], spec["hi"]))
     for node in lookups:
         n_idx = node.attrs["tables"].shape[1]
         node.attrs["index_bits"] = max(1, (n_idx - 1).bit_length())
-        needs.append(node.attrs["index_bits"] + node.attrs["shift"])
+        need(node.inputs[0], node.attrs["index_bits"] + node.attrs["shift"])
     for k in program.output_nodes:
-        lo, hi = program.nodes[k].safe_bounds
-        needs.append(range_bits(lo, hi))
-    P = max(needs)
+        need(k, range_bits(*program.nodes[k].safe_bounds))
+    # Inputs are encrypted at the widest precision (what ``client.spec.precision`` says), so
+    # a client encrypting at it is right whatever the partitions.
+    P = max(needs.values())
+    for spec, k in zip(input_specs, program.input_nodes):
+        if spec["encrypted"]:
+            needs[part[k]] = P
+    for k, node in enumerate(program.nodes):
+        node.precision = needs.get(part[k], 1) if node.encrypted else None
+    for spec, k in zip(input_specs, program.input_nodes):
+        if spec["encrypted"]:
+            spec["precision"] = program.nodes[k].precision
     program.precision = P
 
     lookup_bits = max((n.attrs["index_bits"] for n in lookups), default=0)
@@ -72,10 +113,10 @@ def finalize(program, input_specs, p_error=None, global_p_error=None):
     if not 0.0 < p_error < 1.0:
         raise ValueError(f"p_error must be in (0, 1), got {p_error!r}")
 
-    nu_out = max(program.nodes[k].nu for k in program.output_nodes)
     # A fresh encryption has norm 1: whatever the client encrypts must decrypt too, even when
     # an output does not depend on the inputs (all-zero weights).
-    nu_out = max(nu_out, 1.0)
+    outputs = [(max(program.nodes[k].nu, 1.0), program.nodes[k].precision)
+               for k in program.output_nodes]
     if not lookups:
         if P > MAX_PRECISION_NO_BOOTSTRAP:
             k = max(program.output_nodes, key=lambda k: range_bits(*program.nodes[k].safe_bounds))
@@ -83,32 +124,45 @@ def finalize(program, input_specs, p_error=None, global_p_error=None):
                 f"the output computed at {program.nodes[k].where} needs {P} bits, more than "
                 f"the {MAX_PRECISION_NO_BOOTSTRAP} bits a circuit without lookups can decrypt; "
                 "lower the bit width of the inputs or weights")
-        return select_parameters(P, p_error, nu_out, bootstrap=False), p_error
+        return select_parameters(P, p_error, max(nu for nu, _ in outputs),
+                                 bootstrap=False), p_error
 
     program.assign_stages()
     nu = nu_all = 1.0
     for node in lookups:
-        shift = node.attrs["shift"]
-        pin = min(P - shift, lookup_bits)
+        shift, p_in = node.attrs["shift"], program.nodes[node.inputs[0]].precision
+        pin = min(p_in - shift, lookup_bits)
         node.attrs["pin"] = pin
-        node.attrs["premul"] = 1 << (P - shift - pin)
+        node.attrs["premul"] = 1 << (p_in - shift - pin)
         norm = program.nodes[node.inputs[0]].nu * node.attrs["premul"]
         nu_all = max(nu_all, norm)
         if not _fed_by_fresh_encryptions(program, node):
             nu = max(nu, norm)
+    # Outputs are decrypted at their partition's precision: the bootstrap output noise
+    # (times the norm of the weights after the last lookups) must allow it.
+    log2_p = math.log2(p_error)
+    max_variance_pbs = min(_max_variance(p_k, log2_p) / nu_k ** 2 for nu_k, p_k in outputs)
     for precision in range(lookup_bits, MAX_LOOKUP_BITS + 1):
-        params = select_parameters(precision, p_error, nu, bootstrap=True)
-        if any(lookup_p_fail(program, n, params) > p_error for n in lookups):
+        params = select_parameters(precision, p_error, nu, bootstrap=True,
+                                   max_variance_pbs=max_variance_pbs)
+        if params is not None and any(lookup_p_fail(program, n, params) > p_error
+                                      for n in lookups):
             # lookups of fresh inputs are noisier than those sets allow: count them as
             # bootstrap outputs (a bound on their noise)
-            params = select_parameters(precision, p_error, nu_all, bootstrap=True)
-        # Outputs are decrypted at P bits: make sure their noise allows it too.
-        var_out = nu_out ** 2 * params.variance_output
-        if log2_p_fail(var_out, P) <= math.log2(p_error) + 1e-9:
+            params = select_parameters(precision, p_error, nu_all, bootstrap=True,
+                                       max_variance_pbs=max_variance_pbs)
+        if params is None:
+            continue
+        if all(log2_p_fail(nu_k ** 2 * params.variance_output, p_k) <= log2_p + 1e-9
+               for nu_k, p_k in outputs):
             return params, p_error
+    # Nothing fits: say whether the lookups alone are impossible (too large a norm feeding
+    # them: select_parameters explains) or only the outputs are.
+    select_parameters(lookup_bits, p_error, nu, bootstrap=True)
     raise ValueError(
-        f"no parameters decrypt the outputs at {P} bits with p_error={p_error:.3g}; lower the "
-        "bit width of the outputs or raise p_error")
+        f"no parameters decrypt the outputs at {max(p for _, p in outputs)} bits with "
+        f"p_error={p_error:.3g}; lower the bit width of the outputs (or the norm of the "
+        "weights that compute them) or raise p_error")
 
 
 def _fed_by_fresh_encryptions(program, lookup):
@@ -361,7 +415,8 @@ def _json_int(value, name):
     return value
 
 
-_IO_FIELDS = frozenset({"name", "encrypted", "shape", "lo", "hi", "clear_lo", "clear_hi"})
+_IO_FIELDS = frozenset({"name", "encrypted", "shape", "lo", "hi", "clear_lo", "clear_hi",
+                        "precision"})
 
 
 def _validate_io(items, inputs=False):
@@ -378,6 +433,8 @@ def _validate_io(items, inputs=False):
             raise ValueError("bad shape")
         if math.prod(shape) > 1 << 31:
             raise ValueError("shape too large")
+        if "precision" in it and not 1 <= _json_int(it["precision"], "precision") <= 62:
+            raise ValueError("precision must be in 1..62")
         if not inputs:
             _json_int(it.get("lo"), "output lo")
             continue
@@ -399,10 +456,13 @@ def _check_io_against_program(program, inputs, outputs):
         raise ValueError("inputs/outputs do not match the program")
     for spec, k in zip(inputs, program.input_nodes):
         node = program.nodes[k]
-        if spec["encrypted"] != node.encrypted or tuple(spec["shape"]) != node.shape:
+        if spec["encrypted"] != node.encrypted or tuple(spec["shape"]) != node.shape or (
+                node.encrypted and spec.get("precision", program.precision) != node.precision):
             raise ValueError(f"input {spec['name']!r} does not match the program")
     for spec, k in zip(outputs, program.output_nodes):
-        if tuple(spec["shape"]) != program.nodes[k].shape:
+        node = program.nodes[k]
+        if tuple(spec["shape"]) != node.shape or spec.get("precision", program.precision) \
+                != node.precision:
             raise ValueError("an output does not match the program")
 
 
@@ -415,8 +475,14 @@ def _check_program_against_params(program, params):
     if any(n.attrs["pin"] > params.precision for n in lookups):
         raise ValueError(f"a lookup reads more than the {params.precision} bits of the "
                          "parameters")
-    if log2_p_fail(params.variance_output, program.precision) > math.log2(params.p_error) + 1e-9:
-        raise ValueError(f"the parameters cannot carry {program.precision}-bit messages")
+    # Fresh encryptions and lookup outputs are the unit noise sources; each must carry the
+    # precision of the partition it starts (see finalize).
+    for node in program.nodes:
+        if node.op in ("enc_input", "tlu"):
+            variance = params.big_noise_std ** 2 if node.op == "enc_input" \
+                else params.variance_pbs
+            if log2_p_fail(variance, node.precision) > math.log2(params.p_error) + 1e-9:
+                raise ValueError(f"the parameters cannot carry {node.precision}-bit messages")
 
 
 class EncryptedArgs:
@@ -785,7 +851,8 @@ class Client:
         values = []
         for spec, a in zip(self.spec.inputs, arrays):
             if spec["encrypted"]:
-                values.append(sk.encrypt(a - spec["lo"], precision=self.spec.precision))
+                values.append(sk.encrypt(a - spec["lo"],
+                                         precision=spec.get("precision", self.spec.precision)))
             else:
                 values.append(a)
         return EncryptedArgs(values, batched)
@@ -809,7 +876,6 @@ class Client:
             error = MismatchError
         else:
             error = ValueError
-        P = self.spec.precision
         if result.rows is not None:
             return self._decrypt_packed(result)
         if len(result.values) != len(self.spec.outputs):
@@ -820,9 +886,10 @@ class Client:
                     or ct.shape[1:] != tuple(spec["shape"]) or len(ct.shape) < 1 \
                     or (not result.batched and ct.shape[0] != 1):
                 raise error("the result does not match the circuit's outputs or these keys")
-        mod = 1 << (P + 1)
         outs = []
         for spec, ct in zip(self.spec.outputs, result.values):
+            P = spec.get("precision", self.spec.precision)
+            mod = 1 << (P + 1)
             m = sk.decrypt(ct, precision=P)
             lo = spec["lo"]
             v = lo + np.mod(m - lo, mod)
@@ -1052,6 +1119,8 @@ class Circuit:
         self.parameters = params
         self.p_error = p_error
         self.n_jobs = n_jobs
+        for spec, k in zip(output_specs, program.output_nodes):
+            spec.setdefault("precision", program.nodes[k].precision)
         multiple = bool(getattr(graph, "multiple_outputs", False))
         packed = plan_packing(program, p_error) if not params.has_bootstrap else None
         # In-process: the arguments come from this process, no limit applies.
@@ -1103,10 +1172,9 @@ class Circuit:
 
     def _run_clear(self, arrays, backend):
         outs = run_clear(self.program, arrays, backend)
-        mod = 1 << (self.program.precision + 1)
         checked = []
         for spec, k, o in zip(self.client.spec.outputs, self.program.output_nodes, outs):
-            lo = spec["lo"]
+            lo, mod = spec["lo"], 1 << (self.program.nodes[k].precision + 1)
             if o.size and (o.min() < lo or o.max() >= lo + mod):
                 raise InputRangeError(
                     f"the output computed at {self.program.nodes[k].where} reached values "

@@ -135,6 +135,13 @@ class _Lowering:
         value a lookup can read."""
         if not g.encrypted or g.clear_input or g.op not in _ELEMENTWISE:
             return g.id
+        if g.op == "round_bit_pattern":
+            inp = self.graph.nodes[g.inputs[0]]
+            if inp.encrypted and not inp.clear_input and self.native(inp):
+                # An integer linear value read through round_bit_pattern: the lookup reads
+                # its top bits, so it starts there (reading further back would lose the
+                # rounding, e.g. a per-neuron bias added before it).
+                return inp.id
         roots = {self.root[i] for i in g.inputs if self.enc(i)}
         if len(roots) == 1 and None not in roots:
             return roots.pop()

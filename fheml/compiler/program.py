@@ -63,12 +63,16 @@ class PNode:
         sources (fresh encryptions, lookup outputs) to this value.
     bounds : tuple of int or None
         Min and max over the inputset (encrypted nodes).
+    precision : int or None
+        Encoding precision P of an encrypted value: its message is taken modulo
+        ``2**(P+1)``.  Values joined by linear operations share it; a lookup's output may
+        have another precision than its input.
     where : str
         User source line of the graph node this node implements.
     """
 
     __slots__ = ("op", "inputs", "attrs", "shape", "encrypted", "nu", "bounds", "where",
-                 "stage", "safe_bounds")
+                 "stage", "safe_bounds", "precision")
 
     def __init__(self, op, inputs, attrs, shape, encrypted, nu=0.0, where=""):
         self.op = op
@@ -81,6 +85,7 @@ class PNode:
         self.where = where
         self.stage = 0
         self.safe_bounds = None  # worst-case range over the compiled input range
+        self.precision = None  # encoding precision of an encrypted value (set by finalize)
 
 
 class Program:
@@ -93,7 +98,7 @@ class Program:
         Program node of each circuit argument.
     output_nodes : list of int
     precision : int
-        Encoding precision P: messages are taken modulo ``2**(P+1)``.
+        The widest encoding precision of the program's values (see ``PNode.precision``).
     """
 
     def __init__(self):
@@ -152,6 +157,7 @@ class Program:
             nodes.append({
                 "op": n.op, "inputs": n.inputs, "shape": list(n.shape), "encrypted": n.encrypted,
                 "nu": n.nu, "where": n.where if include_source else "",
+                "precision": n.precision,
                 "bounds": None if n.bounds is None else [int(n.bounds[0]), int(n.bounds[1])],
                 "attrs": {k: enc_attr(k, v, n.op) for k, v in n.attrs.items()},
             })
@@ -224,6 +230,11 @@ class Program:
                         isinstance(b, int) and not isinstance(b, bool) for b in bounds)):
                     raise ValueError(f"node {k}: bad bounds")
                 node.bounds = (bounds[0], bounds[1])
+            precision = d.get("precision")
+            if node.encrypted != (precision is not None) or (node.encrypted and not _is_int(
+                    precision, 1, 62)):
+                raise ValueError(f"node {k}: bad precision")
+            node.precision = precision
             _check_node(k, node, prog.nodes)
             prog.nodes.append(node)
         n = len(prog.nodes)
@@ -243,6 +254,8 @@ class Program:
         if isinstance(precision, bool) or not isinstance(precision, int) \
                 or not 1 <= precision <= 62:
             raise ValueError("program: precision must be an integer in 1..62")
+        if precision != max((n.precision for n in prog.nodes if n.encrypted), default=precision):
+            raise ValueError("program: precision is not the widest of its values")
         prog.precision = precision
         _dry_run(prog)
         prog.assign_stages()
@@ -254,7 +267,7 @@ class Program:
 MAX_PROGRAM_ELEMENTS = 1 << 24
 _MAX_AXIS = 1 << 31
 _NODE_FIELDS = frozenset({"op", "inputs", "shape", "encrypted", "nu", "where", "bounds",
-                          "attrs"})
+                          "attrs", "precision"})
 _BIG = 1 << 62
 
 
@@ -637,10 +650,17 @@ def run_encrypted(program, inputs, evaluation_keys, n_jobs=1, verbose=None):
     list of numpy.ndarray
         uint64 ciphertext data of each output.
     """
-    P = program.precision
     params = evaluation_keys.params
-    backend = LweBackend(P, params.big_lwe_dimension)
+    backends = {}
+
+    def backend(k):  # encoding of node k's partition (clear nodes: any)
+        p = nodes[k].precision if nodes[k].encrypted else program.precision
+        if p not in backends:
+            backends[p] = LweBackend(p, params.big_lwe_dimension)
+        return backends[p]
+
     nodes = program.nodes
+    width = params.big_lwe_dimension + 1
     values = [None] * len(nodes)
     n_stages = program.assign_stages()
     by_stage = [[] for _ in range(n_stages + 1)]
@@ -656,7 +676,7 @@ def run_encrypted(program, inputs, evaluation_keys, n_jobs=1, verbose=None):
             last_read[i] = max(last_read[i], node.stage)
     with progress(total, "Encrypted run", unit="lookup", verbose=verbose) as bar:
         for stage in range(n_stages + 1):
-            _run_stage(nodes, by_stage[stage], values, inputs, evaluation_keys, backend, P,
+            _run_stage(nodes, by_stage[stage], values, inputs, evaluation_keys, backend, width,
                        n_jobs, bar)
             for k in range(len(nodes)):
                 if last_read[k] <= stage:
@@ -664,9 +684,10 @@ def run_encrypted(program, inputs, evaluation_keys, n_jobs=1, verbose=None):
     return [np.ascontiguousarray(values[i]) for i in program.output_nodes]
 
 
-def _run_stage(nodes, stage_nodes, values, inputs, evaluation_keys, backend, P, n_jobs, bar):
+def _run_stage(nodes, stage_nodes, values, inputs, evaluation_keys, backend, width, n_jobs,
+               bar):
     """The lookups of one level (one engine call per read precision), then its linear
-    nodes."""
+    nodes.  ``backend(k)`` is the encoding of node ``k``'s partition."""
     from fheml._core.keys import LweCiphertext
 
     lookups = [k for k in stage_nodes if nodes[k].op == "tlu"]
@@ -674,19 +695,22 @@ def _run_stage(nodes, stage_nodes, values, inputs, evaluation_keys, backend, P, 
     for k in lookups:
         groups.setdefault(nodes[k].attrs["pin"], []).append(k)
     for pin, members in groups.items():
+        # One engine call per read precision: a table whose output precision p is below
+        # the call's is scaled by 2^(p_out - p), the same torus values.
+        p_out = max(nodes[k].precision for k in members)
         datas, indices, tables, shapes = [], [], [], []
         table_offset = 0
         for k in members:
             node = nodes[k]
             x = values[node.inputs[0]]
             x = np.array(x)  # own copy: offsets are applied in place
-            x[..., -1] -= backend.encode(node.attrs["lo"])
+            x[..., -1] -= backend(node.inputs[0]).encode(node.attrs["lo"])
             premul = node.attrs["premul"]
             if premul != 1:
                 x *= np.uint64(premul)
             shapes.append(x.shape)
-            datas.append(x.reshape(-1, backend.width))
-            t = engine_tables(node, P)
+            datas.append(x.reshape(-1, width))
+            t = engine_tables(node, node.precision) << np.int64(p_out - node.precision)
             ti = node.attrs.get("table_index")
             if ti is None:
                 idx = np.full(x.shape[:-1], table_offset, dtype=np.int64)
@@ -698,7 +722,7 @@ def _run_stage(nodes, stage_nodes, values, inputs, evaluation_keys, backend, P, 
         batch = LweCiphertext(np.concatenate(datas), evaluation_keys.key_id)
         out = evaluation_keys.programmable_bootstrap(
             batch, np.concatenate(tables), table_index=np.concatenate(indices),
-            input_precision=pin, output_precision=P, n_jobs=n_jobs, bar=bar)
+            input_precision=pin, output_precision=p_out, n_jobs=n_jobs, bar=bar)
         start = 0
         for k, shape in zip(members, shapes):
             count = int(np.prod(shape[:-1], dtype=np.int64))
@@ -712,8 +736,8 @@ def _run_stage(nodes, stage_nodes, values, inputs, evaluation_keys, backend, P, 
             v = inputs[node.attrs["index"]]
             if node.encrypted:
                 v = np.array(v)
-                v[..., -1] += backend.encode(node.attrs["lo"])
+                v[..., -1] += backend(k).encode(node.attrs["lo"])
             values[k] = v
             continue
         values[k] = run_linear(node, [values[i] for i in node.inputs],
-                               [nodes[i] for i in node.inputs], backend)
+                               [nodes[i] for i in node.inputs], backend(k))

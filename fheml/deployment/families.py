@@ -34,8 +34,8 @@ New families (trees, MLPs) call :func:`register_family` with an instance.
 import numpy as np
 from sklearn.utils.validation import check_array
 
-__all__ = ["CircuitFamily", "ClientModel", "Family", "LinearFamily", "ServerModel", "TreeFamily",
-           "family_for", "family_named", "register_family"]
+__all__ = ["CircuitFamily", "ClientModel", "Family", "LinearFamily", "MLPFamily", "ServerModel",
+           "TreeFamily", "family_for", "family_named", "register_family"]
 
 _FAMILIES = []
 
@@ -460,6 +460,83 @@ class TreeFamily(Family):
         return TreeServerModel(used, n_levels)
 
 
+# ----------------------------------------------------------------- neural networks ------
+
+class MLPClientModel(ClientModel):
+    """Client side of an MLP: input quantizer, dequantization of the output scores and the
+    same post-processing as :mod:`fheml.neural_network` (softmax / sigmoid / argmax / exp).
+    """
+
+    def __init__(self, quantizer, output_scale, output_offset, *, n_features, kind, classes,
+                 ravel):
+        self.quantizer = quantizer
+        self.output_scale = output_scale
+        self.output_offset = output_offset
+        self.n_features = n_features
+        self.kind = kind
+        self.classes = classes
+        self.ravel = ravel
+        self.methods = ("predict", "predict_proba") if classes is not None else ("predict",)
+        self.default_method = self.methods[-1]
+
+    def encode(self, X):
+        return (self.quantizer.quant(_check_features(X, self.n_features)),)
+
+    def postprocess(self, method, outputs):
+        from scipy.special import expit, softmax
+
+        scores = np.asarray(outputs, dtype=np.float64) * self.output_scale + self.output_offset
+        if self.classes is None:
+            scores = np.exp(scores) if self.kind == "poisson" else scores
+            return scores[:, 0] if self.ravel else scores
+        if method == "predict_proba":
+            if self.kind == "multiclass":
+                return softmax(scores, axis=1)
+            p = expit(scores)
+            return np.hstack([1 - p, p]) if self.kind == "binary" else p
+        if self.kind == "multiclass":
+            return self.classes[scores.argmax(axis=1)]
+        if self.kind == "binary":
+            return self.classes[(scores[:, 0] > 0).astype(np.intp)]
+        return (scores > 0).astype(np.int64)  # multilabel indicator
+
+
+class MLPFamily(Family):
+    """:class:`~fheml.neural_network.FHEMLPClassifier` and ``FHEMLPRegressor``."""
+
+    name = "mlp"
+
+    def handles(self, model):
+        from fheml.neural_network import _FHEMLPBase
+
+        return isinstance(model, _FHEMLPBase)
+
+    def export(self, model):
+        state, arrays = _quantizer_export(model.input_quantizer_)
+        arrays["output_scale"] = np.asarray(model.quantized_.out_scale, dtype=np.float64)
+        arrays["output_offset"] = np.asarray(model.quantized_.out_constant, dtype=np.float64)
+        classifier = hasattr(model, "classes_")
+        state.update(
+            n_features=int(model.n_features_in_),
+            kind=model._binarizer_.y_type_.split("-")[0] if classifier else model._loss_name(),
+            classes=_labels_to_state(model.classes_) if classifier else None,
+            ravel=False if classifier else bool(model._y_1d_))
+        return state, arrays
+
+    def client_model(self, state, arrays):
+        n_outputs = arrays["output_scale"].shape
+        if arrays["output_offset"].shape != n_outputs or len(n_outputs) != 1:
+            raise ValueError("output scale and offset must be vectors of the same length")
+        if state["kind"] not in ("binary", "multiclass", "multilabel", "squared_error",
+                                 "poisson"):
+            raise ValueError(f"unknown output kind {state['kind']!r}")
+        classes = None if state["classes"] is None else _labels_from_state(state["classes"])
+        n_features = int(state["n_features"])
+        return MLPClientModel(_quantizer_load(state, arrays, n_features), arrays["output_scale"],
+                              arrays["output_offset"], n_features=n_features,
+                              kind=state["kind"], classes=classes, ravel=bool(state["ravel"]))
+
+
 # ------------------------------------------------------------------ bare circuits -------
 
 class CircuitClientModel(ClientModel):
@@ -503,3 +580,4 @@ class CircuitFamily(Family):
 register_family(CircuitFamily())
 register_family(LinearFamily())
 register_family(TreeFamily())
+register_family(MLPFamily())

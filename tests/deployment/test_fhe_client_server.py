@@ -375,3 +375,43 @@ def test_a_new_family_plugs_in_on_both_sides(tmp_path, monkeypatch):
     assert (server.server_model.tag, server.server_model.calls) == ("server-only", 1)
     # The server's state is not in the client artifact.
     assert b"server-only" not in (tmp_path / "client.fheml").read_bytes()
+
+
+def _mlp(kind):
+    from fheml.neural_network import FHEMLPClassifier, FHEMLPRegressor
+
+    X, y = load_iris(return_X_y=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence is not the point
+        if kind == "regression":
+            return FHEMLPRegressor(hidden_layer_sizes=(6,), max_iter=50,
+                                   random_state=0).fit(X[:, :3], X[:, 3]), X[:, :3]
+        if kind == "binary":
+            y = np.where(y == 0, "setosa", "other")
+        elif kind == "multilabel":
+            y = np.stack([y == 0, y == 2], axis=1).astype(int)
+        return FHEMLPClassifier((6,), max_iter=50, random_state=0).fit(X, y), X
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "binary", "multilabel", "regression"])
+def test_mlp_client_post_processing_is_the_estimators(kind):
+    from fheml.deployment.families import family_for
+
+    model, X = _mlp(kind)
+    family = family_for(model)
+    state, arrays = family.export(model)
+    state = json.loads(json.dumps(state))  # what the artifact holds
+    client = family.client_model(state, arrays)
+    (q,) = client.encode(X)
+    ints = model.quantized_.program(q)
+    for method in client.methods:
+        np.testing.assert_array_equal(client.postprocess(method, ints), getattr(model, method)(X))
+
+
+def test_mlp_round_trips_encrypted(tmp_path):
+    model, X = _mlp("multiclass")
+    client, answer = _round_trip(model, X[::30], tmp_path)
+    # Equal to the clear model but where a rounding tie went the other way encrypted.
+    got = client.deserialize_decrypt_dequantize(answer, "predict")
+    assert np.mean(got == model.predict(X[::30])) >= 4 / 5
+    assert client.deserialize_decrypt_dequantize(answer).shape == (5, 3)  # predict_proba
