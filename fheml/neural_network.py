@@ -900,17 +900,18 @@ class FHEMLPRegressor(RegressorMixin, _FHEMLPBase):
 
 
     def _loss_name(self):
-        return "poisson" if self.loss == "poisson" else "squared_error"
+        # MLPRegressor has ``loss`` from scikit-learn 1.7 on; before, squared error only.
+        return "poisson" if getattr(self, "loss", None) == "poisson" else "squared_error"
 
     def _out_activation(self):
-        return "exp" if self.loss == "poisson" else "identity"
+        return "exp" if self._loss_name() == "poisson" else "identity"
 
     def _validate_training_data(self, X, y, reset):
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True,
                              y_numeric=True, reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)  # as scikit-learn's MLPRegressor
-        if self.loss == "poisson" and np.any(y < 0):
+        if self._loss_name() == "poisson" and np.any(y < 0):
             raise ValueError("loss='poisson' needs non-negative targets")
         self._y_1d_ = y.ndim == 1
         return X, np.asarray(y, dtype=np.float64).reshape(len(y), -1)
@@ -922,7 +923,7 @@ class FHEMLPRegressor(RegressorMixin, _FHEMLPBase):
         from sklearn.metrics import r2_score
 
         def r2(scores, rows):
-            pred = np.exp(scores) if self.loss == "poisson" else scores
+            pred = np.exp(scores) if self._loss_name() == "poisson" else scores
             return float(r2_score(target[rows], pred))
         return r2
 
@@ -940,6 +941,6 @@ class FHEMLPRegressor(RegressorMixin, _FHEMLPBase):
         ndarray of shape (n_samples,) or (n_samples, n_outputs)
         """
         scores = self._predict_float(X, fhe=fhe, execute_in_fhe=execute_in_fhe)
-        if self.loss == "poisson":
+        if self._loss_name() == "poisson":
             scores = np.exp(scores)
         return scores.ravel() if self._y_1d_ else scores

@@ -201,10 +201,11 @@ def test_multiclass_multilabel_and_regression_outputs(cancer):
     targets = rng.normal(size=(len(X), 2))
     model = FHEMLPRegressor(hidden_layer_sizes=(6,), max_iter=5, random_state=0).fit(X, targets)
     assert model.predict(X[:4]).shape == (4, 2)
-    counts = rng.poisson(2.0, len(X))
-    model = FHEMLPRegressor(loss="poisson", hidden_layer_sizes=(6,), max_iter=5,
-                            random_state=0).fit(X, counts)
-    assert (model.predict(X[:4]) > 0).all()
+    if "loss" in FHEMLPRegressor().get_params():  # scikit-learn >= 1.7
+        counts = rng.poisson(2.0, len(X))
+        model = FHEMLPRegressor(loss="poisson", hidden_layer_sizes=(6,), max_iter=5,
+                                random_state=0).fit(X, counts)
+        assert (model.predict(X[:4]) > 0).all()
 
 
 # ------------------------------------------------------------------ training loop --------
