@@ -42,5 +42,8 @@ setup(
     ext_modules=cythonize(
         [ext("_csprng"), ext("_kernels")],
         compiler_directives=directives,
+        # The generated C depends on numpy's headers (1.x and 2.x differ): one directory
+        # per numpy version, so environments built from one tree never share stale C.
+        build_dir=f"build/cython-numpy-{np.__version__}",
     ),
 )

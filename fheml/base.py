@@ -16,6 +16,9 @@ Subclasses provide the estimator-specific numerics through four hooks:
 """
 
 import copy
+import inspect
+import re
+import textwrap
 from numbers import Integral, Real
 
 import numpy as np
@@ -39,10 +42,104 @@ _FHE_PARAMETER_CONSTRAINTS = {
     "n_jobs": [Integral, None],
 }
 
+_FHE_PARAMS_DOC = """\
+n_bits : int or dict, default=8
+    Bits of the quantized inputs and weights; ``{"inputs": a, "weights": b}`` sets them
+    apart.
+p_error : float, default=None
+    Failure probability of each lookup / decryption (``None``: ``2**-40``).
+global_p_error : float, default=None
+    Failure probability of the whole circuit; with ``p_error`` the stricter applies.
+n_jobs : int, default=None
+    Threads of the encrypted run; also passed to the scikit-learn fit when the wrapped
+    estimator has ``n_jobs``."""
+
 
 def fhe_parameter_constraints(sklearn_class):
     """``_parameter_constraints`` of an FHE estimator wrapping ``sklearn_class``."""
     return {**sklearn_class._parameter_constraints, **_FHE_PARAMETER_CONSTRAINTS}
+
+
+# -- parameters derived from the wrapped class ----------------------------------------------
+
+def _wrapped_parameters(sklearn_class, exclude):
+    """``inspect.Parameter``s of ``sklearn_class.__init__`` in the installed scikit-learn."""
+    init = getattr(sklearn_class.__init__, "deprecated_original", sklearn_class.__init__)
+    return [p for name, p in inspect.signature(init).parameters.items()
+            if name != "self" and name not in exclude]
+
+
+def _estimator_signature(cls):
+    """``__init__`` signature of an FHE estimator: the wrapped class's parameters (names,
+    defaults and kinds of the installed scikit-learn), then the FHE ones, keyword-only."""
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    params += _wrapped_parameters(cls._sklearn_estimator_class, cls._sklearn_params_exclude)
+    taken = {p.name for p in params}
+    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+               for name, default in cls._fhe_params.items() if name not in taken]
+    return inspect.Signature(params)
+
+
+def _make_init(signature):
+    def __init__(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        # scikit-learn's contract: __init__ stores its arguments, nothing more.
+        for name, value in list(bound.arguments.items())[1:]:
+            setattr(self, name, value)
+
+    __init__.__signature__ = signature
+    return __init__
+
+
+_SECTION = re.compile(r"^(\s*)Parameters\n\s*-{3,}\n(.*?)(?=^\s*[A-Z][A-Za-z ]+\n\s*-{3,}\n|\Z)",
+                      re.S | re.M)
+
+
+def _numpydoc_entries(doc):
+    """``{name: text}`` of the entries of a numpydoc Parameters section (dedented)."""
+    match = _SECTION.search(doc or "")
+    if match is None:
+        return {}
+    body = textwrap.dedent(match.group(2))
+    entries, name = {}, None
+    for line in body.splitlines():
+        if line and not line[0].isspace():
+            name = line.split(" :")[0].split(",")[0].strip()
+            entries[name] = [line]
+        elif name is not None:
+            entries[name].append(line)
+    return {k: "\n".join(v).rstrip() for k, v in entries.items()}
+
+
+def _parameters_doc(cls):
+    """The Parameters section of an FHE estimator: the wrapped class's entries (from its
+    installed docstring), then the FHE ones, in signature order."""
+    wrapped = _numpydoc_entries(cls._sklearn_estimator_class.__doc__)
+    fhe = _numpydoc_entries("Parameters\n----------\n" + cls._fhe_params_doc)
+    sk_name = cls._sklearn_estimator_class.__name__
+    lines = []
+    for name, param in list(_estimator_signature(cls).parameters.items())[1:]:
+        entry = fhe.get(name) if name in cls._fhe_params else None
+        entry = entry or wrapped.get(name) or (
+            f"{name} : default={param.default!r}\n    See ``{sk_name}``.")
+        lines.append(entry)
+    return textwrap.indent("Parameters\n----------\n" + "\n".join(lines), "    ")
+
+
+def _set_parameters(cls):
+    """Give ``cls`` its ``__init__``, ``_parameter_constraints`` and the Parameters section
+    of its docstring, from the wrapped scikit-learn class in the installed version."""
+    signature = _estimator_signature(cls)
+    cls.__init__ = _make_init(signature)
+    cls.__init__.__qualname__ = f"{cls.__qualname__}.__init__"
+    names = list(signature.parameters)[1:]
+    wrapped = getattr(cls._sklearn_estimator_class, "_parameter_constraints", {})
+    constraints = {**wrapped, **{k: v for k, v in cls._fhe_parameter_constraints.items()
+                                 if k in cls._fhe_params}}
+    cls._parameter_constraints = {k: constraints[k] for k in names if k in constraints}
+    if cls.__doc__ and "{parameters}" in cls.__doc__:
+        cls.__doc__ = cls.__doc__.replace("{parameters}", _parameters_doc(cls).strip(), 1)
 
 
 def resolve_fhe_mode(fhe, execute_in_fhe):
@@ -80,8 +177,13 @@ def _split_n_bits(n_bits):
 class BaseFHEEstimator(BaseEstimator):
     """Base of the FHE estimators (not meant to be instantiated directly).
 
-    Subclasses set ``_sklearn_estimator_class`` and list in ``__init__`` every parameter of
-    that scikit-learn class (same names and defaults) plus the FHE parameters below.
+    A subclass sets ``_sklearn_estimator_class`` and writes no ``__init__``: its parameters
+    are those of the wrapped scikit-learn class *in the installed version* (same names,
+    defaults and order, less ``_sklearn_params_exclude``), then its FHE parameters
+    ``_fhe_params`` (name -> default, keyword-only, constrained by
+    ``_fhe_parameter_constraints``).  ``__init__``, its signature,
+    ``_parameter_constraints`` and the Parameters section of the docstring (where the
+    class docstring holds ``{parameters}``) are generated when the class is defined.
 
     Parameters
     ----------
@@ -112,11 +214,24 @@ class BaseFHEEstimator(BaseEstimator):
     """
 
     _sklearn_estimator_class = None
+    # Wrapped parameters an FHE estimator does not expose (documented by the subclass).
+    _sklearn_params_exclude = ()
+    # FHE parameters and their defaults, after the wrapped ones; their constraints and docs.
+    _fhe_params = {"n_bits": 8, "p_error": None, "global_p_error": None, "n_jobs": None}
+    _fhe_parameter_constraints = _FHE_PARAMETER_CONSTRAINTS
+    _fhe_params_doc = _FHE_PARAMS_DOC
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "_sklearn_estimator_class" in cls.__dict__ and "__init__" not in cls.__dict__:
+            _set_parameters(cls)
 
     # -- scikit-learn plumbing ---------------------------------------------------------------
     @classmethod
     def _sklearn_param_names(cls):
-        return cls._sklearn_estimator_class._get_param_names()
+        """Parameters handed to the wrapped scikit-learn class."""
+        return [p.name for p in _wrapped_parameters(cls._sklearn_estimator_class,
+                                                    cls._sklearn_params_exclude)]
 
     def _make_sklearn_model(self):
         return self._sklearn_estimator_class(

@@ -32,7 +32,7 @@ from sklearn.utils._available_if import available_if
 from sklearn.utils.extmath import softmax
 from sklearn.utils.validation import check_is_fitted
 
-from fheml.base import BaseFHEEstimator, fhe_parameter_constraints
+from fheml.base import BaseFHEEstimator
 from fheml.quantization import QuantizedLinear
 
 __all__ = [
@@ -96,6 +96,19 @@ def _modified_huber_proba(decision, n_classes):
 
 class _FHELinearModel(BaseFHEEstimator):
     """Quantized ``x @ W + b``: the part shared by linear regressors and classifiers."""
+
+    _fhe_params_doc = """\
+n_bits : int or dict, default=8
+    Bits of the quantized inputs and weights; ``{"inputs": a, "weights": b}`` sets them
+    apart.  The integer accumulator needs about ``a + b + log2(n_features)`` bits and
+    must fit in 30 (``fit`` raises a ``ValueError`` naming the width otherwise).
+p_error : float, default=None
+    Failure probability of a decryption (``None``: ``2**-40``).
+global_p_error : float, default=None
+    Failure probability of the whole circuit.
+n_jobs : int, default=None
+    Threads of the encrypted run; also passed to the scikit-learn fit when the wrapped
+    estimator has ``n_jobs``."""
 
     def _build_quantized_model(self, model, X):
         weights, bias = _weights_and_bias(model)
@@ -244,19 +257,6 @@ class _FHELinearClassifier(ClassifierMixin, _FHELinearModel):
 
 # --------------------------------------------------------------- regressors ---------------
 
-_FHE_PARAMS_DOC = """
-    n_bits : int or dict, default=8
-        Bits of the quantized inputs and weights; ``{"inputs": a, "weights": b}`` sets them
-        apart.  The integer accumulator needs about ``a + b + log2(n_features)`` bits and
-        must fit in 30 (``fit`` raises a ``ValueError`` naming the width otherwise).
-    p_error : float, default=None
-        Failure probability of a decryption (``None``: ``2**-40``).
-    global_p_error : float, default=None
-        Failure probability of the whole circuit.
-    n_jobs : int, default=None
-        Threads of the encrypted run; also passed to the scikit-learn fit when the wrapped
-        estimator has ``n_jobs``."""
-
 _ATTRIBUTES_DOC = """
     Attributes
     ----------
@@ -281,13 +281,10 @@ def _doc(sk_class, summary, example, classifier=False):
     return (f"""{summary}
 
     Wraps :class:`{sk_class.__module__.rsplit('._', 1)[0]}.{sk_class.__name__}`; all its
-    parameters are accepted with the same meaning and defaults (see its documentation),
-    plus the FHE parameters below.
+    parameters (those of the installed scikit-learn) are accepted with the same meaning and
+    defaults, plus the FHE parameters ``n_bits``, ``p_error``, ``global_p_error``.
 
-    Parameters
-    ----------
-    **sklearn parameters
-        Those of ``{sk_class.__name__}``.{_FHE_PARAMS_DOC}
+    {{parameters}}
 {_ATTRIBUTES_DOC.format(sk=sk_class.__name__, classes=classes)}
 
     Examples
@@ -306,18 +303,7 @@ class FHELinearRegression(_FHELinearRegressor):
     >>> y_enc = model.predict(X[:10], fhe="execute")""")
 
     _sklearn_estimator_class = LinearRegression
-    _parameter_constraints = fhe_parameter_constraints(LinearRegression)
 
-    def __init__(self, *, fit_intercept=True, copy_X=True, tol=1e-06, n_jobs=None,
-                 positive=False, n_bits=8, p_error=None, global_p_error=None):
-        self.fit_intercept = fit_intercept
-        self.copy_X = copy_X
-        self.tol = tol
-        self.n_jobs = n_jobs
-        self.positive = positive
-        self.n_bits = n_bits
-        self.p_error = p_error
-        self.global_p_error = global_p_error
 
 
 class FHERidge(_FHELinearRegressor):
@@ -328,23 +314,7 @@ class FHERidge(_FHELinearRegressor):
     >>> y_enc = FHERidge(alpha=0.5).fit(X, y).predict(X[:10], execute_in_fhe=True)""")
 
     _sklearn_estimator_class = Ridge
-    _parameter_constraints = fhe_parameter_constraints(Ridge)
 
-    def __init__(self, alpha=1.0, *, fit_intercept=True, copy_X=True, max_iter=None, tol=0.0001,
-                 solver="auto", positive=False, random_state=None, n_bits=8, p_error=None,
-                 global_p_error=None, n_jobs=None):
-        self.alpha = alpha
-        self.fit_intercept = fit_intercept
-        self.copy_X = copy_X
-        self.max_iter = max_iter
-        self.tol = tol
-        self.solver = solver
-        self.positive = positive
-        self.random_state = random_state
-        self.n_bits = n_bits
-        self.p_error = p_error
-        self.global_p_error = global_p_error
-        self.n_jobs = n_jobs
 
 
 class FHELasso(_FHELinearRegressor):
@@ -356,25 +326,7 @@ class FHELasso(_FHELinearRegressor):
     >>> y_enc = FHELasso(alpha=0.1).fit(X, y).predict(X[:10], fhe="execute")""")
 
     _sklearn_estimator_class = Lasso
-    _parameter_constraints = fhe_parameter_constraints(Lasso)
 
-    def __init__(self, alpha=1.0, *, fit_intercept=True, precompute=False, copy_X=True,
-                 max_iter=1000, tol=0.0001, warm_start=False, positive=False, random_state=None,
-                 selection="cyclic", n_bits=8, p_error=None, global_p_error=None, n_jobs=None):
-        self.alpha = alpha
-        self.fit_intercept = fit_intercept
-        self.precompute = precompute
-        self.copy_X = copy_X
-        self.max_iter = max_iter
-        self.tol = tol
-        self.warm_start = warm_start
-        self.positive = positive
-        self.random_state = random_state
-        self.selection = selection
-        self.n_bits = n_bits
-        self.p_error = p_error
-        self.global_p_error = global_p_error
-        self.n_jobs = n_jobs
 
 
 class FHEElasticNet(_FHELinearRegressor):
@@ -386,27 +338,7 @@ class FHEElasticNet(_FHELinearRegressor):
     >>> y_enc = FHEElasticNet(alpha=0.1).fit(X, y).predict(X[:10], fhe="execute")""")
 
     _sklearn_estimator_class = ElasticNet
-    _parameter_constraints = fhe_parameter_constraints(ElasticNet)
 
-    def __init__(self, alpha=1.0, *, l1_ratio=0.5, fit_intercept=True, precompute=False,
-                 max_iter=1000, copy_X=True, tol=0.0001, warm_start=False, positive=False,
-                 random_state=None, selection="cyclic", n_bits=8, p_error=None,
-                 global_p_error=None, n_jobs=None):
-        self.alpha = alpha
-        self.l1_ratio = l1_ratio
-        self.fit_intercept = fit_intercept
-        self.precompute = precompute
-        self.max_iter = max_iter
-        self.copy_X = copy_X
-        self.tol = tol
-        self.warm_start = warm_start
-        self.positive = positive
-        self.random_state = random_state
-        self.selection = selection
-        self.n_bits = n_bits
-        self.p_error = p_error
-        self.global_p_error = global_p_error
-        self.n_jobs = n_jobs
 
 
 class FHELinearSVR(_FHELinearRegressor):
@@ -418,26 +350,7 @@ class FHELinearSVR(_FHELinearRegressor):
     >>> y_enc = FHELinearSVR(C=10.0).fit(X, y).predict(X[:10], fhe="execute")""")
 
     _sklearn_estimator_class = LinearSVR
-    _parameter_constraints = fhe_parameter_constraints(LinearSVR)
 
-    def __init__(self, *, epsilon=0.0, tol=0.0001, C=1.0, loss="epsilon_insensitive",
-                 fit_intercept=True, intercept_scaling=1.0, dual="auto", verbose=0,
-                 random_state=None, max_iter=1000, n_bits=8, p_error=None, global_p_error=None,
-                 n_jobs=None):
-        self.epsilon = epsilon
-        self.tol = tol
-        self.C = C
-        self.loss = loss
-        self.fit_intercept = fit_intercept
-        self.intercept_scaling = intercept_scaling
-        self.dual = dual
-        self.verbose = verbose
-        self.random_state = random_state
-        self.max_iter = max_iter
-        self.n_bits = n_bits
-        self.p_error = p_error
-        self.global_p_error = global_p_error
-        self.n_jobs = n_jobs
 
 
 class FHESGDRegressor(_FHELinearRegressor):
@@ -449,37 +362,7 @@ class FHESGDRegressor(_FHELinearRegressor):
     >>> y_enc = FHESGDRegressor(random_state=0).fit(X, y).predict(X[:10], fhe="execute")""")
 
     _sklearn_estimator_class = SGDRegressor
-    _parameter_constraints = fhe_parameter_constraints(SGDRegressor)
 
-    def __init__(self, loss="squared_error", *, penalty="l2", alpha=0.0001, l1_ratio=0.15,
-                 fit_intercept=True, max_iter=1000, tol=0.001, shuffle=True, verbose=0,
-                 epsilon=0.1, random_state=None, learning_rate="invscaling", eta0=0.01,
-                 power_t=0.25, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=5, warm_start=False, average=False, n_bits=8, p_error=None,
-                 global_p_error=None, n_jobs=None):
-        self.loss = loss
-        self.penalty = penalty
-        self.alpha = alpha
-        self.l1_ratio = l1_ratio
-        self.fit_intercept = fit_intercept
-        self.max_iter = max_iter
-        self.tol = tol
-        self.shuffle = shuffle
-        self.verbose = verbose
-        self.epsilon = epsilon
-        self.random_state = random_state
-        self.learning_rate = learning_rate
-        self.eta0 = eta0
-        self.power_t = power_t
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.warm_start = warm_start
-        self.average = average
-        self.n_bits = n_bits
-        self.p_error = p_error
-        self.global_p_error = global_p_error
-        self.n_jobs = n_jobs
 
 
 class FHEPoissonRegressor(_FHEGLMRegressor):
@@ -493,22 +376,7 @@ class FHEPoissonRegressor(_FHEGLMRegressor):
     >>> y_enc = FHEPoissonRegressor().fit(X, y).predict(X[:10], fhe="execute")""")
 
     _sklearn_estimator_class = PoissonRegressor
-    _parameter_constraints = fhe_parameter_constraints(PoissonRegressor)
 
-    def __init__(self, *, alpha=1.0, fit_intercept=True, solver="lbfgs", max_iter=100,
-                 tol=0.0001, warm_start=False, verbose=0, n_bits=8, p_error=None,
-                 global_p_error=None, n_jobs=None):
-        self.alpha = alpha
-        self.fit_intercept = fit_intercept
-        self.solver = solver
-        self.max_iter = max_iter
-        self.tol = tol
-        self.warm_start = warm_start
-        self.verbose = verbose
-        self.n_bits = n_bits
-        self.p_error = p_error
-        self.global_p_error = global_p_error
-        self.n_jobs = n_jobs
 
     def _power(self):
         return 1.0
@@ -525,22 +393,7 @@ class FHEGammaRegressor(_FHEGLMRegressor):
     >>> y_enc = FHEGammaRegressor().fit(X, y).predict(X[:10], fhe="execute")""")
 
     _sklearn_estimator_class = GammaRegressor
-    _parameter_constraints = fhe_parameter_constraints(GammaRegressor)
 
-    def __init__(self, *, alpha=1.0, fit_intercept=True, solver="lbfgs", max_iter=100,
-                 tol=0.0001, warm_start=False, verbose=0, n_bits=8, p_error=None,
-                 global_p_error=None, n_jobs=None):
-        self.alpha = alpha
-        self.fit_intercept = fit_intercept
-        self.solver = solver
-        self.max_iter = max_iter
-        self.tol = tol
-        self.warm_start = warm_start
-        self.verbose = verbose
-        self.n_bits = n_bits
-        self.p_error = p_error
-        self.global_p_error = global_p_error
-        self.n_jobs = n_jobs
 
     def _power(self):
         return 2.0
@@ -558,24 +411,7 @@ class FHETweedieRegressor(_FHEGLMRegressor):
     >>> y_enc = model.predict(X[:10], fhe="execute")""")
 
     _sklearn_estimator_class = TweedieRegressor
-    _parameter_constraints = fhe_parameter_constraints(TweedieRegressor)
 
-    def __init__(self, *, power=0.0, alpha=1.0, fit_intercept=True, link="auto", solver="lbfgs",
-                 max_iter=100, tol=0.0001, warm_start=False, verbose=0, n_bits=8, p_error=None,
-                 global_p_error=None, n_jobs=None):
-        self.power = power
-        self.alpha = alpha
-        self.fit_intercept = fit_intercept
-        self.link = link
-        self.solver = solver
-        self.max_iter = max_iter
-        self.tol = tol
-        self.warm_start = warm_start
-        self.verbose = verbose
-        self.n_bits = n_bits
-        self.p_error = p_error
-        self.global_p_error = global_p_error
-        self.n_jobs = n_jobs
 
     def _uses_log_link(self):
         # scikit-learn's rule: "auto" is the identity link for power <= 0, log otherwise.
@@ -600,29 +436,7 @@ class FHELogisticRegression(_FHELinearClassifier):
     >>> proba = model.predict_proba(X[:5], fhe="execute")""", classifier=True)
 
     _sklearn_estimator_class = LogisticRegression
-    _parameter_constraints = fhe_parameter_constraints(LogisticRegression)
 
-    def __init__(self, penalty="deprecated", *, C=1.0, l1_ratio=0.0, dual=False, tol=0.0001,
-                 fit_intercept=True, intercept_scaling=1, class_weight=None, random_state=None,
-                 solver="lbfgs", max_iter=100, verbose=0, warm_start=False, n_jobs=None,
-                 n_bits=8, p_error=None, global_p_error=None):
-        self.penalty = penalty
-        self.C = C
-        self.l1_ratio = l1_ratio
-        self.dual = dual
-        self.tol = tol
-        self.fit_intercept = fit_intercept
-        self.intercept_scaling = intercept_scaling
-        self.class_weight = class_weight
-        self.random_state = random_state
-        self.solver = solver
-        self.max_iter = max_iter
-        self.verbose = verbose
-        self.warm_start = warm_start
-        self.n_jobs = n_jobs
-        self.n_bits = n_bits
-        self.p_error = p_error
-        self.global_p_error = global_p_error
 
     def predict_proba(self, X, execute_in_fhe=False, fhe=None):
         """Class probabilities: sigmoid (binary) or softmax (multiclass) of the decrypted
@@ -656,28 +470,7 @@ class FHELinearSVC(_FHELinearClassifier):
     >>> y_enc = FHELinearSVC().fit(X, y).predict(X[:20], fhe="execute")""", classifier=True)
 
     _sklearn_estimator_class = LinearSVC
-    _parameter_constraints = fhe_parameter_constraints(LinearSVC)
 
-    def __init__(self, penalty="l2", loss="squared_hinge", *, dual="auto", tol=0.0001, C=1.0,
-                 multi_class="ovr", fit_intercept=True, intercept_scaling=1, class_weight=None,
-                 verbose=0, random_state=None, max_iter=1000, n_bits=8, p_error=None,
-                 global_p_error=None, n_jobs=None):
-        self.penalty = penalty
-        self.loss = loss
-        self.dual = dual
-        self.tol = tol
-        self.C = C
-        self.multi_class = multi_class
-        self.fit_intercept = fit_intercept
-        self.intercept_scaling = intercept_scaling
-        self.class_weight = class_weight
-        self.verbose = verbose
-        self.random_state = random_state
-        self.max_iter = max_iter
-        self.n_bits = n_bits
-        self.p_error = p_error
-        self.global_p_error = global_p_error
-        self.n_jobs = n_jobs
 
 
 def _sgd_has_proba(estimator):
@@ -697,38 +490,7 @@ class FHESGDClassifier(_FHELinearClassifier):
     >>> proba = model.predict_proba(X[:20], fhe="execute")""", classifier=True)
 
     _sklearn_estimator_class = SGDClassifier
-    _parameter_constraints = fhe_parameter_constraints(SGDClassifier)
 
-    def __init__(self, loss="hinge", *, penalty="l2", alpha=0.0001, l1_ratio=0.15,
-                 fit_intercept=True, max_iter=1000, tol=0.001, shuffle=True, verbose=0,
-                 epsilon=0.1, n_jobs=None, random_state=None, learning_rate="optimal", eta0=0.01,
-                 power_t=0.5, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=5, class_weight=None, warm_start=False, average=False,
-                 n_bits=8, p_error=None, global_p_error=None):
-        self.loss = loss
-        self.penalty = penalty
-        self.alpha = alpha
-        self.l1_ratio = l1_ratio
-        self.fit_intercept = fit_intercept
-        self.max_iter = max_iter
-        self.tol = tol
-        self.shuffle = shuffle
-        self.verbose = verbose
-        self.epsilon = epsilon
-        self.n_jobs = n_jobs
-        self.random_state = random_state
-        self.learning_rate = learning_rate
-        self.eta0 = eta0
-        self.power_t = power_t
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.class_weight = class_weight
-        self.warm_start = warm_start
-        self.average = average
-        self.n_bits = n_bits
-        self.p_error = p_error
-        self.global_p_error = global_p_error
 
     @available_if(_sgd_has_proba)
     def predict_proba(self, X, execute_in_fhe=False, fhe=None):

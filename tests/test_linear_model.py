@@ -75,9 +75,10 @@ def test_every_sklearn_parameter_passes_through(cls):
     expected.update(FHE_PARAMS)
     assert {n: p.default for n, p in ours.items() if n != "self"} == expected
     # set_params reaches the float model; clone keeps the values.
-    name = next(n for n in ("alpha", "C", "tol") if n in sk_params)
+    name = next(n for n in sk_params if n != "self")
     est = cls().set_params(**{name: 0.123, "n_bits": 6})
     assert getattr(est._make_sklearn_model(), name) == 0.123
+    assert clone(est).get_params() == est.get_params()
     assert clone(est).get_params() == est.get_params()
 
 

@@ -5,12 +5,22 @@
 >>> sk = SecretKeys.generate(params); ek = sk.evaluation_keys()     # doctest: +SKIP
 """
 
-from fheml._core.keys import EvaluationKeys, LweCiphertext, SecretKeys, decode, encode, make_luts
+from fheml._core.keys import (
+    EvaluationKeys,
+    InsecureKeyWarning,
+    LweCiphertext,
+    SecretKeys,
+    decode,
+    encode,
+    make_luts,
+)
 from fheml._core.parameters import ParameterSet, select_parameters
-from fheml._core.serialization import SerializationError
+from fheml._core.serialization import LimitExceededError, SerializationError
 
 __all__ = [
     "EvaluationKeys",
+    "InsecureKeyWarning",
+    "LimitExceededError",
     "LweCiphertext",
     "ParameterSet",
     "SecretKeys",

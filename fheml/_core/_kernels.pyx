@@ -166,8 +166,31 @@ cdef inline void _check_rows(object a, int N, str name) except *:
         raise ValueError(f"{name} must have shape (rows, {N}), got {a.shape}")
 
 
+# Largest decomposition base: keyswitch digits are int32 in [-B/2, B/2] (kernels_impl.h).
+MAX_BASE_LOG = 31
+
+
+cdef inline void _check_decomposition(int base_log, int level, str name) except *:
+    if not (1 <= base_log <= MAX_BASE_LOG and level >= 1 and base_log * level <= 64):
+        raise ValueError(f"bad {name} decomposition: base_log={base_log} must be in "
+                         f"1..{MAX_BASE_LOG}, level={level} >= 1, base_log * level <= 64")
+
+
+cdef inline void _check_out(object out, tuple shape, object dtype, str name) except *:
+    """``out`` is a writable C-contiguous ndarray of the given shape and dtype."""
+    if not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != dtype \
+            or not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"{name} must be a writable C-contiguous {np.dtype(dtype)} array of "
+                         f"shape {shape}")
+
+
 def fft_forward_i32(FourierPlan plan, a):
     """Negacyclic forward transform of rows of small integers -> (rows, N) f64 (re | im)."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "iub":
+        raise TypeError(f"expected integers, got {a.dtype}")
+    if a.dtype != np.int32 and a.size and (a.min() < -2**31 or a.max() >= 2**31):
+        raise ValueError("values must fit in int32")
     return _forward(plan, np.ascontiguousarray(a, dtype=np.int32), False)
 
 
@@ -181,8 +204,8 @@ cdef object _forward(FourierPlan plan, a, bint torus):
     _check_rows(a, N, "a")
     out = np.empty(a.shape, dtype=np.float64)
     cdef double[:, ::1] ov = out
-    cdef int32_t[:, ::1] iv
-    cdef uint64_t[:, ::1] tv
+    cdef const int32_t[:, ::1] iv
+    cdef const uint64_t[:, ::1] tv
     cdef Py_ssize_t r, rows = a.shape[0]
     if torus:
         tv = a
@@ -213,11 +236,20 @@ def fft_backward(FourierPlan plan, f):
 
 
 def add_f64_to_torus(x, acc):
-    """acc += x * 2^64 mod 2^64 in place (x: torus values in units of 1)."""
-    cdef double[::1] xv = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+    """acc += x * 2^64 mod 2^64 in place (x: torus values in units of 1).
+
+    ``acc`` must be a writable C-contiguous uint64 array (updated in place: a copy would
+    silently lose the result) with as many values as ``x``."""
+    x = np.asarray(x, dtype=np.float64)
+    _check_out(acc, getattr(acc, "shape", None), np.uint64, "acc")
+    if acc.size != x.size:
+        raise ValueError(f"x has {x.size} values and acc {acc.size}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("x must be finite")
+    cdef const double[::1] xv = np.ascontiguousarray(x).reshape(-1)
     cdef uint64_t[::1] av = acc.reshape(-1)
-    if xv.shape[0] != av.shape[0]:
-        raise ValueError("x and acc must have the same size")
+    if xv.shape[0] == 0:
+        return
     with nogil:
         fheml_add_f64_to_torus(_simd, &xv[0], &av[0], <int>xv.shape[0])
 
@@ -231,8 +263,10 @@ def dot_binary(masks, key_bits):
         return np.empty(0, dtype=np.uint64)
     if masks.strides[1] != 8:
         masks = np.ascontiguousarray(masks)
-    keymask = np.where(np.asarray(key_bits, dtype=np.uint8).reshape(-1) != 0,
-                       np.uint64(0xFFFFFFFFFFFFFFFF), np.uint64(0))
+    key_bits = np.asarray(key_bits)
+    if key_bits.ndim != 1 or key_bits.size < 1 or key_bits.dtype.kind not in "iub":
+        raise ValueError("key_bits must be a non-empty 1-D integer array")
+    keymask = np.where(key_bits != 0, np.uint64(0xFFFFFFFFFFFFFFFF), np.uint64(0))
     cdef int d = keymask.shape[0]
     if masks.shape[1] < d:
         raise ValueError("rows are shorter than the key")
@@ -257,8 +291,7 @@ def dot_binary(masks, key_bits):
 
 def decompose(values, int base_log, int level):
     """Balanced signed decomposition -> int32 (level, n), most significant level first."""
-    if not (1 <= base_log <= 31 and level >= 1 and base_log * level <= 64):
-        raise ValueError(f"bad decomposition base_log={base_log} level={level}")
+    _check_decomposition(base_log, level, "")
     cdef uint64_t[::1] v = np.ascontiguousarray(values, dtype=np.uint64).reshape(-1)
     out = np.empty((level, v.shape[0]), dtype=np.int32)
     cdef int32_t[:, ::1] ov = out
@@ -271,14 +304,21 @@ def decompose(values, int base_log, int level):
 def mul_binary_exact(FourierPlan plan, key_bits, a, out=None):
     """out (+)= key * a mod (X^N + 1, 2^64) exactly, for a binary key polynomial."""
     cdef int N = plan.polynomial_size
-    key_f = fft_forward_i32(plan, np.asarray(key_bits, dtype=np.int32).reshape(1, N))
-    a = np.ascontiguousarray(a, dtype=np.uint64)
+    key_bits = np.asarray(key_bits)
+    if key_bits.shape != (N,) or key_bits.dtype.kind not in "iub" or (
+            key_bits.size and (key_bits.min() < 0 or key_bits.max() > 1)):
+        raise ValueError(f"key_bits must be {N} binary values")
+    key_f = fft_forward_i32(plan, key_bits.astype(np.int32).reshape(1, N))
+    a = np.asarray(a)
+    if a.dtype != np.uint64:
+        raise ValueError("a must be uint64 torus values")
+    a = np.ascontiguousarray(a)
     _check_rows(a, N, "a")
     if out is None:
         out = np.zeros(a.shape, dtype=np.uint64)
-    _check_rows(out, N, "out")
-    cdef double[:, ::1] kf = key_f
-    cdef uint64_t[:, ::1] av = a
+    _check_out(out, a.shape, np.uint64, "out")
+    cdef const double[:, ::1] kf = key_f
+    cdef const uint64_t[:, ::1] av = a
     cdef uint64_t[:, ::1] ov = out
     cdef double[::1] work = np.empty(3 * N, dtype=np.float64)
     cdef int32_t[::1] limb = np.empty(N, dtype=np.int32)
@@ -293,14 +333,18 @@ def mul_binary_exact(FourierPlan plan, key_bits, a, out=None):
 def keyswitch_batch(ksk, int ks_base_log, int ks_level, cts, int group=8):
     """Keyswitch (B, n_in + 1) u64 ciphertexts with a (n_in, ks_level, n_out + 1) uint32 key
     (top 32 bits of the torus); returns (B, n_out + 1) uint32 (top 32 bits)."""
-    if ksk.ndim != 3 or ksk.shape[1] != ks_level or cts.ndim != 2 or cts.shape[1] != ksk.shape[0] + 1:
+    _check_decomposition(ks_base_log, ks_level, "keyswitch")
+    if ksk.ndim != 3 or ksk.shape[1] != ks_level or ksk.shape[0] < 1 or ksk.shape[2] < 2 \
+            or cts.ndim != 2 or cts.shape[1] != ksk.shape[0] + 1:
         raise ValueError("keyswitch key and ciphertexts do not match")
     if not 1 <= group <= FHEML_MAX_GROUP:
         raise ValueError(f"group must be in [1, {FHEML_MAX_GROUP}]")
     if ksk.dtype != np.uint32:
         raise ValueError("the keyswitching key must be uint32 (top 32 bits of the torus)")
-    cdef uint32_t[:, :, ::1] kv = np.ascontiguousarray(ksk)
-    cdef uint64_t[:, ::1] cv = np.ascontiguousarray(cts, dtype=np.uint64)
+    if cts.dtype != np.uint64:
+        raise ValueError("ciphertexts must be uint64")
+    cdef const uint32_t[:, :, ::1] kv = np.ascontiguousarray(ksk)
+    cdef const uint64_t[:, ::1] cv = np.ascontiguousarray(cts)
     cdef int n_in = ksk.shape[0], n_out = ksk.shape[2] - 1
     cdef Py_ssize_t B = cts.shape[0], s, g, G
     out = np.empty((B, n_out + 1), dtype=np.uint32)
@@ -330,6 +374,8 @@ cdef class PbsWorkspace:
     def __init__(self, int n, int k, int N, int pbs_level, int ks_level, int group):
         if not 1 <= group <= FHEML_MAX_GROUP:
             raise ValueError(f"group must be in [1, {FHEML_MAX_GROUP}]")
+        if n < 1 or k < 1 or N < 8 or pbs_level < 1 or ks_level < 0:
+            raise ValueError(f"bad workspace dimensions {(n, k, N, pbs_level, ks_level)}")
         self.shape = (n, k, N, pbs_level, ks_level, group)
         arrays = {
             "diff": np.empty(N, np.uint64),
@@ -363,14 +409,18 @@ def pbs_range(FourierPlan plan, ksk, int ks_base_log, int ks_level, bsk_fourier,
     cdef int N = plan.polynomial_size
     if not 1 <= group <= FHEML_MAX_GROUP:
         raise ValueError(f"group must be in [1, {FHEML_MAX_GROUP}]")
+    if n < 1 or k < 1:
+        raise ValueError(f"n={n} and k={k} must be >= 1")
+    _check_decomposition(pbs_base_log, pbs_level, "bootstrap")
+    if ksk is not None:
+        _check_decomposition(ks_base_log, ks_level, "keyswitch")
     in_dim = k * N if ksk is not None else n
     if cts.ndim != 2 or cts.shape[1] != in_dim + 1 or cts.dtype != np.uint64 or not cts.flags.c_contiguous:
         raise ValueError(f"cts must be C-contiguous uint64 of shape (B, {in_dim + 1})")
-    if out.shape != (cts.shape[0], k * N + 1) or out.dtype != np.uint64 or not out.flags.c_contiguous:
-        raise ValueError(f"out must be C-contiguous uint64 of shape (B, {k * N + 1})")
+    _check_out(out, (cts.shape[0], k * N + 1), np.uint64, "out")
     if bsk_fourier.shape != (n, (k + 1) * pbs_level, k + 1, N) or bsk_fourier.dtype != np.float64:
         raise ValueError("Fourier bootstrapping key does not match the parameters")
-    if luts.ndim != 2 or luts.shape[1] != N or luts.dtype != np.uint64:
+    if luts.ndim != 2 or luts.shape[0] < 1 or luts.shape[1] != N or luts.dtype != np.uint64:
         raise ValueError(f"luts must be uint64 of shape (T, {N})")
     if lut_index.shape != (cts.shape[0],) or lut_index.dtype != np.int64:
         raise ValueError("lut_index must be int64 of shape (B,)")
@@ -379,7 +429,7 @@ def pbs_range(FourierPlan plan, ksk, int ks_base_log, int ks_level, bsk_fourier,
     if end > start and (lut_index[start:end].min() < 0 or lut_index[start:end].max() >= luts.shape[0]):
         raise ValueError("lut_index out of range")
     cdef const uint32_t *kp = NULL
-    cdef uint32_t[:, :, ::1] kv
+    cdef const uint32_t[:, :, ::1] kv
     if ksk is not None:
         if ksk.shape != (k * N, ks_level, n + 1) or ksk.dtype != np.uint32:
             raise ValueError("keyswitching key does not match the parameters")
@@ -389,10 +439,10 @@ def pbs_range(FourierPlan plan, ksk, int ks_base_log, int ks_level, bsk_fourier,
         workspace = PbsWorkspace(n, k, N, pbs_level, ks_level, group)
     elif workspace.shape != (n, k, N, pbs_level, ks_level, group):
         raise ValueError("workspace was made for other parameters")
-    cdef double[:, :, :, ::1] bv = bsk_fourier
-    cdef uint64_t[:, ::1] lv = luts
-    cdef int64_t[::1] iv = lut_index
-    cdef uint64_t[:, ::1] cv = cts
+    cdef const double[:, :, :, ::1] bv = bsk_fourier
+    cdef const uint64_t[:, ::1] lv = luts
+    cdef const int64_t[::1] iv = lut_index
+    cdef const uint64_t[:, ::1] cv = cts
     cdef uint64_t[:, ::1] ov = out
     if end <= start:
         return out
@@ -416,13 +466,13 @@ def blind_rotate(FourierPlan plan, bsk_fourier, int base_log, int level, abar, a
     acc : ndarray of uint64, shape (G, k+1, N), C-contiguous, updated in place
     """
     cdef int N = plan.polynomial_size
+    _check_decomposition(base_log, level, "bootstrap")
     if bsk_fourier.ndim != 4 or bsk_fourier.dtype != np.float64 or bsk_fourier.shape[3] != N:
         raise ValueError(f"bsk_fourier must be float64 of shape (n, (k+1)*level, k+1, {N})")
     cdef int n = bsk_fourier.shape[0], k = bsk_fourier.shape[2] - 1
     if bsk_fourier.shape[1] != (k + 1) * level or not bsk_fourier.flags.c_contiguous:
         raise ValueError("Fourier bootstrapping key does not match the level")
-    if acc.ndim != 3 or acc.shape[1:] != (k + 1, N) or acc.dtype != np.uint64 or not acc.flags.c_contiguous:
-        raise ValueError(f"acc must be C-contiguous uint64 of shape (G, {k + 1}, {N})")
+    _check_out(acc, (getattr(acc, "shape", (0,))[0], k + 1, N), np.uint64, "acc")
     cdef int G = acc.shape[0]
     if not 1 <= G <= FHEML_MAX_GROUP:
         raise ValueError(f"between 1 and {FHEML_MAX_GROUP} accumulators")
@@ -433,8 +483,8 @@ def blind_rotate(FourierPlan plan, bsk_fourier, int base_log, int level, abar, a
         workspace = PbsWorkspace(n, k, N, level, 1, G)
     elif workspace.shape[1:4] != (k, N, level) or workspace.shape[5] < G:
         raise ValueError("workspace was made for other parameters")
-    cdef double[:, :, :, ::1] bv = bsk_fourier
-    cdef int32_t[:, ::1] av = abar
+    cdef const double[:, :, :, ::1] bv = bsk_fourier
+    cdef const int32_t[:, ::1] av = abar
     cdef uint64_t[:, :, ::1] cv = acc
     if n:
         with nogil:

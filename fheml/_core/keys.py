@@ -8,16 +8,25 @@ Fourier domain once.
 """
 
 import hashlib
+import math
 import os
 import secrets
+import warnings
 
 import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs
 
 from fheml._core import _kernels
 from fheml._core._csprng import Csprng, keystream_u64
-from fheml._core.parameters import ParameterSet
-from fheml._core.serialization import SerializationError, pack, unpack
+from fheml._core.parameters import MAX_LWE_DIMENSION, ParameterSet, log2_p_fail
+from fheml._core.serialization import (
+    LimitExceededError,
+    SerializationError,
+    check_int,
+    pack,
+    peer_data,
+    unpack,
+)
 
 # Domain separation of the ChaCha20 streams drawn from one seed.
 _STREAM_KSK_MASKS = 1
@@ -26,6 +35,20 @@ _STREAM_KEY_BITS = 3
 _STREAM_CT_MASKS = 4
 
 INSECURE_SEED_ENV = "FHEML_INSECURE_TEST_SEED"
+
+# Masks are regenerated in chunks of this many words (peak memory: the ciphertexts
+# themselves plus one chunk).
+_MASK_CHUNK_WORDS = 1 << 19
+# Default bound on the ciphertext bytes a seeded batch may expand to when loaded
+# (LweCiphertext.from_bytes / from_parts); a Server sets its own (ServerLimits).
+MAX_EXPANDED_BYTES = 1 << 32
+# A uniform binary key of d bits has Hamming weight d/2 +- sqrt(d)/2; a weight further than
+# this many standard deviations from d/2 happens with probability < 2^-70 for a real key.
+_KEY_WEIGHT_SIGMAS = 11.0
+
+
+class InsecureKeyWarning(UserWarning):
+    """Use of secret keys made from a fixed test seed (predictable: tests only)."""
 
 _plans = {}
 
@@ -42,14 +65,41 @@ def _delta(precision):
     return np.uint64(1) << np.uint64(63 - precision)
 
 
+def _check_bits(precision, what="precision"):
+    """An integer number of message bits in 1..62 (one padding bit is added)."""
+    if isinstance(precision, bool) or not isinstance(precision, (int, np.integer)):
+        raise TypeError(f"{what} must be an integer, got {precision!r}")
+    precision = int(precision)
+    if not 1 <= precision <= 62:
+        raise ValueError(f"{what} must be in 1..62, got {precision}")
+    return precision
+
+
 def encode(values, precision):
-    """Plaintexts m * Delta (mod 2^64) of integer messages (negative values wrap)."""
-    v = np.asarray(values, dtype=np.int64)
-    return v.astype(np.uint64) * _delta(precision)
+    """Plaintexts m * Delta (mod 2^64) of integer messages of ``precision`` bits.
+
+    Values must lie in ``[-2^precision, 2^(precision+1))``: the signed and the unsigned
+    reading of the ``precision + 1`` bits (message and padding bit); negative values wrap.
+    """
+    precision = _check_bits(precision)
+    v = np.asarray(values)
+    if v.dtype == bool:
+        v = v.astype(np.int64)
+    if not np.issubdtype(v.dtype, np.integer):
+        raise TypeError(f"encode takes integers, got {v.dtype}")
+    lo, hi = -(1 << precision), 1 << (precision + 1)
+    if v.size and (int(v.min()) < lo or int(v.max()) >= hi):
+        raise ValueError(f"values must be in [{lo}, {hi}) to be encoded on {precision} bits; "
+                         f"got [{v.min()}, {v.max()}]")
+    return v.astype(np.int64).astype(np.uint64) * _delta(precision)
 
 
 def decode(phase, precision, signed=False):
     """Round torus phases to messages of ``precision`` bits (plus the padding bit)."""
+    precision = _check_bits(precision)
+    phase = np.asarray(phase)
+    if phase.dtype != np.uint64:
+        raise TypeError(f"phases must be uint64 torus values, got {phase.dtype}")
     shift = np.uint64(63 - precision)
     rounded = (phase + (np.uint64(1) << (shift - np.uint64(1)))) >> shift
     mod = np.uint64(1) << np.uint64(precision + 1)
@@ -59,15 +109,49 @@ def decode(phase, precision, signed=False):
     return m
 
 
-def _check_precision(params, precision, what="precision"):
+def _check_precision(params, precision, what="precision", variance=None):
+    """Bits of a message, defaulting to the parameters' precision.
+
+    With ``variance`` (the error variance of the ciphertexts concerned), refuse a precision
+    at which the modelled failure probability exceeds the set's ``p_error``.
+    """
     if precision is None:
         return params.precision
-    if isinstance(precision, bool) or not isinstance(precision, (int, np.integer)):
-        raise TypeError(f"{what} must be an integer, got {precision!r}")
-    precision = int(precision)
-    if not 1 <= precision <= 62:
-        raise ValueError(f"{what} must be in 1..62, got {precision}")
+    precision = _check_bits(precision, what)
+    if variance is not None and log2_p_fail(variance, precision) > \
+            math.log2(params.p_error) + 1e-9:
+        raise ValueError(
+            f"{what}={precision} is more than the noise of these parameters can carry: a "
+            f"message of {precision} bits would be wrong with probability "
+            f"2^{log2_p_fail(variance, precision):.1f}, above the set's p_error "
+            f"2^{math.log2(params.p_error):.1f}")
     return precision
+
+
+def _decryption_variance(params):
+    """Error variance of the least exact ciphertext a client decrypts unchanged: a fresh
+    encryption or a bootstrap output."""
+    return max(params.big_noise_std ** 2, params.variance_pbs)
+
+
+def _check_key_bits(bits, shape, name):
+    """A 0/1 key of the given shape, checked before any cast; returned as uint8."""
+    bits = np.asarray(bits)
+    if bits.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {bits.shape}")
+    if bits.dtype != np.uint8 and bits.dtype != bool:
+        raise TypeError(f"{name} must be stored as uint8 (or bool), got {bits.dtype}")
+    if bits.size and bits.view(np.uint8).max() > 1:
+        raise ValueError("secret keys must be binary")
+    bits = np.ascontiguousarray(bits, dtype=np.uint8)
+    d = bits.size
+    if d:
+        weight = int(np.count_nonzero(bits))
+        if abs(weight - d / 2) > _KEY_WEIGHT_SIGMAS * math.sqrt(d) / 2:
+            raise ValueError(
+                f"{name} has {weight} bits set out of {d}: implausible for a uniformly "
+                "random binary key (corrupted or forged key)")
+    return bits
 
 
 class LweCiphertext:
@@ -149,27 +233,56 @@ class LweCiphertext:
         return meta, [self.data]
 
     @classmethod
-    def from_parts(cls, meta, arrays):
-        """Inverse of :meth:`to_parts` (regenerates the masks of a seeded batch)."""
-        if len(arrays) != 1 or arrays[0].dtype != np.uint64:
-            raise SerializationError("ciphertext: expected one uint64 array")
-        try:
-            key_id, dim = str(meta["key_id"]), int(meta["dimension"])
-            seed = bytes.fromhex(meta["mask_seed"]) if "mask_seed" in meta else None
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SerializationError(f"ciphertext: bad header ({exc})") from None
-        if dim < 1:
-            raise SerializationError("ciphertext: bad dimension")
+    def from_parts(cls, meta, arrays, *, expected_key_id=None, expected_dimension=None,
+                   max_expanded_bytes=MAX_EXPANDED_BYTES):
+        """Inverse of :meth:`to_parts` (regenerates the masks of a seeded batch).
+
+        Everything is checked before the masks are expanded: the dimension (against
+        ``expected_dimension`` when given), the key id and the size of the expanded batch
+        (at most ``max_expanded_bytes``, else :class:`LimitExceededError`).
+
+        Raises
+        ------
+        SerializationError
+        """
+        with peer_data("ciphertext"):
+            return cls._from_parts(meta, arrays, expected_key_id, expected_dimension,
+                                   max_expanded_bytes)
+
+    @classmethod
+    def _from_parts(cls, meta, arrays, expected_key_id, expected_dimension, max_expanded_bytes):
+        if not isinstance(meta, dict) or len(arrays) != 1 or arrays[0].dtype != np.uint64:
+            raise SerializationError("ciphertext: expected a header and one uint64 array")
+        unknown = set(meta) - {"key_id", "dimension", "mask_seed", "encrypted"}
+        if unknown:
+            raise SerializationError(f"ciphertext: unknown header fields {sorted(unknown)}")
+        key_id = meta.get("key_id")
+        if not isinstance(key_id, str) or len(key_id) > 256:
+            raise SerializationError("ciphertext: key id must be a string")
+        dim = check_int(meta.get("dimension"), "ciphertext: dimension", 1, MAX_LWE_DIMENSION)
+        if expected_dimension is not None and dim != expected_dimension:
+            raise SerializationError(
+                f"ciphertext dimension {dim} does not match the parameters "
+                f"({expected_dimension})")
+        if expected_key_id is not None and key_id != expected_key_id:
+            raise SerializationError("ciphertext was encrypted under other keys than expected")
+        array = arrays[0]
+        seed = meta.get("mask_seed")
         if seed is None:
-            if arrays[0].ndim < 1 or arrays[0].shape[-1] != dim + 1:
+            if array.ndim < 1 or array.shape[-1] != dim + 1:
                 raise SerializationError("ciphertext: dimension does not match its data")
-            return cls(arrays[0], key_id)
-        if len(seed) != 32:
-            raise SerializationError("ciphertext: mask seed must be 32 bytes")
-        bodies = arrays[0]
-        data = np.empty(bodies.shape + (dim + 1,), dtype=np.uint64)
-        data[..., :dim] = _ct_masks(seed, bodies.size, dim).reshape(bodies.shape + (dim,))
-        data[..., dim] = bodies
+            return cls(array, key_id)
+        if not isinstance(seed, str) or len(seed) != 64:
+            raise SerializationError("ciphertext: mask seed must be 32 bytes (64 hex digits)")
+        seed = bytes.fromhex(seed)
+        expanded = array.size * (dim + 1) * 8
+        if max_expanded_bytes is not None and expanded > max_expanded_bytes:
+            raise LimitExceededError("max_expanded_bytes", expanded, max_expanded_bytes,
+                                     f"{array.size} ciphertexts of dimension {dim}")
+        data = np.empty(array.shape + (dim + 1,), dtype=np.uint64)
+        flat = data.reshape(-1, dim + 1)
+        _fill_ct_masks(seed, flat)
+        flat[:, dim] = array.reshape(-1)
         return cls(data, key_id, mask_seed=seed)
 
     def to_bytes(self):
@@ -177,25 +290,40 @@ class LweCiphertext:
         return pack("ciphertext", meta, arrays)
 
     @classmethod
-    def from_bytes(cls, data, *, expected_key_id=None, expected_dimension=None):
+    def from_bytes(cls, data, *, expected_key_id=None, expected_dimension=None,
+                   max_expanded_bytes=MAX_EXPANDED_BYTES):
+        """Load a batch; see :meth:`from_parts` for the checks (all done before the masks
+        of a seeded batch are expanded).
+
+        Raises
+        ------
+        SerializationError
+        """
         header, arrays = unpack(data, "ciphertext")
-        ct = cls.from_parts(header, arrays)
-        if expected_key_id is not None and ct.key_id != expected_key_id:
-            raise ValueError("ciphertext was encrypted under other keys than expected")
-        if expected_dimension is not None and ct.dimension != expected_dimension:
-            raise ValueError(
-                f"ciphertext dimension {ct.dimension} does not match the parameters "
-                f"({expected_dimension})"
-            )
-        return ct
+        return cls.from_parts(header, arrays, expected_key_id=expected_key_id,
+                              expected_dimension=expected_dimension,
+                              max_expanded_bytes=max_expanded_bytes)
 
 
-def _ct_masks(seed, count, dimension):
-    return keystream_u64(seed, _STREAM_CT_MASKS, 0, count * dimension).reshape(count, dimension)
+def _fill_ct_masks(seed, data):
+    """Write the masks of seed into the first columns of ``data`` (rows, d + 1), a chunk of
+    rows at a time: no mask array as large as the batch is ever materialized."""
+    rows, d = data.shape[0], data.shape[1] - 1
+    step = max(1, _MASK_CHUNK_WORDS // max(d, 1))
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        data[r0:r1, :d] = keystream_u64(seed, _STREAM_CT_MASKS, r0 * d, (r1 - r0) * d) \
+            .reshape(r1 - r0, d)
 
 
 def _mask_digest(data):
-    return hashlib.sha256(np.ascontiguousarray(data[..., :-1])).digest()
+    """SHA-256 of the masks, read a chunk of rows at a time (no copy of the whole batch)."""
+    rows = data.reshape(-1, data.shape[-1])
+    step = max(1, _MASK_CHUNK_WORDS // max(1, data.shape[-1]))
+    digest = hashlib.sha256()
+    for r0 in range(0, rows.shape[0], step):
+        digest.update(np.ascontiguousarray(rows[r0:r0 + step, :-1]))
+    return digest.digest()
 
 
 def _params_header(params):
@@ -204,10 +332,10 @@ def _params_header(params):
 
 def params_from_header(header, kind):
     """The ParameterSet of a serialized header (validated), or SerializationError."""
-    try:
+    if not isinstance(header, dict) or "params" not in header:
+        raise SerializationError(f"{kind}: no parameters in the header")
+    with peer_data(f"{kind}: invalid parameters"):
         return ParameterSet.from_dict(header["params"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise SerializationError(f"{kind}: invalid parameters ({exc})") from None
 
 
 class SecretKeys:
@@ -223,21 +351,18 @@ class SecretKeys:
     def __init__(self, params, lwe_key, glwe_key, key_id, *, insecure=False):
         if not isinstance(params, ParameterSet):
             raise TypeError("params must be a ParameterSet")
-        lwe_key = np.ascontiguousarray(lwe_key, dtype=np.uint8)
-        glwe_key = np.ascontiguousarray(glwe_key, dtype=np.uint8)
-        if lwe_key.shape != (params.lwe_dimension,):
-            raise ValueError(f"LWE key must have shape ({params.lwe_dimension},)")
-        if glwe_key.shape != (params.glwe_dimension, params.polynomial_size):
-            raise ValueError(
-                f"GLWE key must have shape ({params.glwe_dimension}, {params.polynomial_size})"
-            )
-        if lwe_key.max(initial=0) > 1 or glwe_key.max(initial=0) > 1:
-            raise ValueError("secret keys must be binary")
+        self.lwe_key = _check_key_bits(lwe_key, (params.lwe_dimension,), "LWE key")
+        self.glwe_key = _check_key_bits(
+            glwe_key, (params.glwe_dimension, params.polynomial_size), "GLWE key")
         self.params = params
-        self.lwe_key = lwe_key
-        self.glwe_key = glwe_key
         self.key_id = str(key_id)
         self.insecure = bool(insecure)
+
+    def _warn_if_insecure(self):
+        if self.insecure:
+            warnings.warn(
+                "these secret keys were made from a fixed test seed: anyone who knows the seed "
+                "can decrypt; never use them outside tests", InsecureKeyWarning, stacklevel=3)
 
     @classmethod
     def generate(cls, params, *, seed=None):
@@ -280,7 +405,9 @@ class SecretKeys:
         Values must lie in ``[0, 2^precision)``, or in ``[-2^(precision-1), 2^(precision-1))``
         with ``signed=True`` (no lookup may then read them without an offset).
         """
-        precision = _check_precision(self.params, precision)
+        self._warn_if_insecure()
+        precision = _check_precision(self.params, precision,
+                                     variance=self.params.big_noise_std ** 2)
         v = np.asarray(values)
         if v.dtype == bool:
             v = v.astype(np.int64)
@@ -306,7 +433,7 @@ class SecretKeys:
         mask_seed = os.urandom(32)
         flat = plain.reshape(-1)
         data = np.empty((flat.shape[0], d + 1), dtype=np.uint64)
-        data[:, :d] = _ct_masks(mask_seed, flat.shape[0], d)
+        _fill_ct_masks(mask_seed, data)
         body = _kernels.dot_binary(data, key)
         body += flat + Csprng().gaussian_torus(flat.shape[0], self.params.big_noise_std)
         data[:, d] = body
@@ -314,6 +441,10 @@ class SecretKeys:
 
     def phase(self, ct):
         """b - <a, s> of every ciphertext (message plus noise, as torus uint64)."""
+        self._warn_if_insecure()
+        return self._phase(ct)
+
+    def _phase(self, ct):
         ct = self._check_ct(ct)
         a = np.ascontiguousarray(ct.data.reshape(-1, ct.dimension + 1))
         ph = a[:, -1] - _kernels.dot_binary(a, self.big_key)
@@ -322,8 +453,10 @@ class SecretKeys:
     def decrypt(self, ct, precision=None, *, signed=False):
         """Decrypt to integers of ``precision`` bits; ``signed`` reads the padding bit as a
         sign (values in ``[-2^p, 2^p)``), otherwise values are in ``[0, 2^(p+1))``."""
-        precision = _check_precision(self.params, precision)
-        return decode(self.phase(ct), precision, signed=signed)
+        self._warn_if_insecure()
+        precision = _check_precision(self.params, precision,
+                                     variance=_decryption_variance(self.params))
+        return decode(self._phase(ct), precision, signed=signed)
 
     def _check_ct(self, ct):
         if not isinstance(ct, LweCiphertext):
@@ -340,6 +473,7 @@ class SecretKeys:
     # -- evaluation keys ---------------------------------------------------------------
     def evaluation_keys(self):
         """Keyswitching and bootstrapping keys for the server (seeded; no secret inside)."""
+        self._warn_if_insecure()
         p = self.params
         if not p.has_bootstrap:
             return EvaluationKeys(p, self.key_id, None, None, None)
@@ -358,15 +492,21 @@ class SecretKeys:
 
     @classmethod
     def from_bytes(cls, data):
+        """Load keys saved by :meth:`to_bytes`: uint8 arrays, binary values, plausible weight.
+
+        Raises
+        ------
+        SerializationError
+        """
         header, arrays = unpack(data, "secret-keys")
         params = params_from_header(header, "secret-keys")
-        if len(arrays) != 2:
-            raise SerializationError("secret-keys: expected two key arrays")
-        try:
-            return cls(params, arrays[0], arrays[1], header["key_id"],
-                       insecure=bool(header.get("insecure", False)))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SerializationError(f"secret-keys: {exc}") from None
+        if len(arrays) != 2 or any(a.dtype != np.uint8 for a in arrays):
+            raise SerializationError("secret-keys: expected two uint8 key arrays")
+        key_id, insecure = header.get("key_id"), header.get("insecure", False)
+        if not isinstance(key_id, str) or not isinstance(insecure, bool):
+            raise SerializationError("secret-keys: bad key id or insecure flag")
+        with peer_data("secret-keys"):
+            return cls(params, arrays[0], arrays[1], key_id, insecure=insecure)
 
 
 # ---------------------------------------------------------------- key generation ----
@@ -494,28 +634,46 @@ class EvaluationKeys:
 
     @classmethod
     def from_bytes(cls, data, *, expected_params=None):
+        """Load seeded keys and expand them (masks regenerated, BSK moved to Fourier).
+
+        The parameters are checked against ``expected_params`` and the bodies' shapes
+        against the parameters before anything is expanded, so the work done is the one
+        the expected parameters imply.
+
+        Raises
+        ------
+        SerializationError
+        """
         header, arrays = unpack(data, "evaluation-keys")
         params = params_from_header(header, "evaluation-keys")
         if expected_params is not None and params != expected_params:
-            raise ValueError("evaluation keys were made for other parameters than this circuit")
-        try:
-            if not params.has_bootstrap:
-                if arrays:
-                    raise ValueError("unexpected key material")
-                return cls(params, header["key_id"], None, None, None)
-            if len(arrays) != 2 or any(a.dtype != np.uint64 for a in arrays):
-                raise ValueError("expected two uint64 arrays")
-            seed = bytes.fromhex(header["mask_seed"])
-            return cls(params, header["key_id"], seed, arrays[0], arrays[1])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SerializationError(f"evaluation-keys: {exc}") from None
+            raise SerializationError(
+                "evaluation keys were made for other parameters than this circuit")
+        key_id = header.get("key_id")
+        if not isinstance(key_id, str) or len(key_id) > 256:
+            raise SerializationError("evaluation-keys: key id must be a string")
+        if not params.has_bootstrap:
+            if arrays or "mask_seed" in header:
+                raise SerializationError("evaluation-keys: unexpected key material")
+            return cls(params, key_id, None, None, None)
+        seed = header.get("mask_seed")
+        if not isinstance(seed, str) or len(seed) != 64:
+            raise SerializationError("evaluation-keys: mask seed must be 64 hex digits")
+        k, N, n = params.glwe_dimension, params.polynomial_size, params.lwe_dimension
+        shapes = [(k * N, params.ks_level), (n, (k + 1) * params.pbs_level, N)]
+        if [a.shape for a in arrays] != shapes or any(a.dtype != np.uint64 for a in arrays):
+            raise SerializationError(
+                f"evaluation-keys: expected uint64 bodies of shapes {shapes}")
+        with peer_data("evaluation-keys"):
+            return cls(params, key_id, bytes.fromhex(seed), arrays[0], arrays[1])
 
     # -- bootstrap -----------------------------------------------------------------------
     def make_luts(self, tables, input_precision=None, output_precision=None):
         """Test polynomials (T, N) u64 for integer tables (T, 2^input_precision)."""
         p = self.params
         pin = _check_precision(p, input_precision, "input_precision")
-        pout = _check_precision(p, output_precision, "output_precision")
+        pout = _check_precision(p, output_precision, "output_precision",
+                                variance=p.variance_pbs)
         return make_luts(tables, p.polynomial_size, pin, pout)
 
     def programmable_bootstrap(self, ct, table, *, table_index=None, input_precision=None,
@@ -562,7 +720,10 @@ class EvaluationKeys:
             index = np.zeros(B, dtype=np.int64)
         elif table_index is not None:
             luts = self.make_luts(table, pin, output_precision)
-            index = np.asarray(table_index, dtype=np.int64)
+            index = np.asarray(table_index)
+            if not np.issubdtype(index.dtype, np.integer):
+                raise TypeError(f"table_index must hold integers, got {index.dtype}")
+            index = index.astype(np.int64)
             if index.shape != batch_shape:
                 raise ValueError(f"table_index must have shape {batch_shape}, got {index.shape}")
             index = index.reshape(-1)
@@ -630,7 +791,12 @@ def _pbs_chunk(ek, cts, luts, index, out, start, end, group):
 
 
 def run_pbs_batch(ek, cts, luts, index, out, *, n_jobs=1, group=None):
-    """KS + PBS of rows of ``cts`` into ``out``, split over ``n_jobs`` threads."""
+    """KS + PBS of rows of ``cts`` into ``out``, split over ``n_jobs`` threads.
+
+    Inside ``joblib.parallel_backend("dask")`` the chunks run on the Dask workers instead
+    (see :mod:`fheml._core.scale_out`); any other joblib backend runs them in threads of
+    this process (they write into ``out``, which needs shared memory).
+    """
     B = cts.shape[0]
     if B == 0:
         return out
@@ -640,9 +806,21 @@ def run_pbs_batch(ek, cts, luts, index, out, *, n_jobs=1, group=None):
     bounds = np.linspace(0, B, jobs + 1).astype(int)
     if jobs == 1:
         _pbs_chunk(ek, cts, luts, index, out, 0, B, group)
-    else:
-        Parallel(n_jobs=jobs, prefer="threads")(
+        return out
+    from fheml._core.scale_out import active_dask_client, pbs_chunk_copy, scattered_keys
+
+    client = active_dask_client()
+    if client is None:
+        Parallel(n_jobs=jobs, require="sharedmem")(
             delayed(_pbs_chunk)(ek, cts, luts, index, out, int(a), int(b), group)
             for a, b in zip(bounds[:-1], bounds[1:])
         )
+        return out
+    keys = scattered_keys(client, ek)
+    chunks = Parallel(n_jobs=jobs)(
+        delayed(pbs_chunk_copy)(keys, cts[a:b], luts, index[a:b], group)
+        for a, b in zip(bounds[:-1], bounds[1:])
+    )
+    for a, chunk in zip(bounds[:-1], chunks):
+        out[a:a + chunk.shape[0]] = chunk
     return out

@@ -25,6 +25,9 @@ from collections.abc import Mapping
 import numpy as np
 
 __all__ = [
+    "MAX_BASE_LOG",
+    "MAX_LWE_DIMENSION",
+    "MIN_SECURE_DIMENSION",
     "ParameterSet",
     "cost_ks",
     "cost_pbs",
@@ -54,16 +57,27 @@ _MAX_PRECISION_NO_BOOTSTRAP = 30
 _MIN_POLYNOMIAL_SIZE = 256
 _MAX_POLYNOMIAL_SIZE = 65536
 
-# Search space of select_parameters. The security curve fit is meant for LWE dimensions in
-# the hundreds to a few thousands; nothing below 256 is ever proposed.
+# The secure-noise curve (var_min) is the 132-bit security curve of the Concrete optimizer
+# (lattice-estimator fit: log2 sigma = 2.65735 - 0.0248915 * d), published as valid from a
+# minimal LWE dimension of 450. No key (LWE n, or GLWE k*N) below it is selected or accepted.
+MIN_SECURE_DIMENSION = 450
+# Largest key dimension (n or k*N) anything is built for: bounds every allocation a
+# parameter set implies and keeps sizes inside the kernels' int arithmetic.
+MAX_LWE_DIMENSION = 1 << 17
+# Largest decomposition base the kernels run: keyswitch digits are int32 in [-B/2, B/2];
+# bootstrap digits are exact in f64 up to 2^51, but the FFT noise grows as B^2 and reaches
+# the message spacing of typical sets near B = 2^32 (the model refuses those anyway).
+MAX_BASE_LOG = 31
+
+# Search space of select_parameters.
 _SEARCH_GLWE_DIMENSIONS = range(1, 7)
 _SEARCH_POLYNOMIAL_SIZES = tuple(2**e for e in range(8, 17))
 _SEARCH_MAX_BIG_DIMENSION = 65536
-_SEARCH_LWE_DIMENSIONS = np.arange(256, 2049)
+_SEARCH_LWE_DIMENSIONS = np.arange(MIN_SECURE_DIMENSION, 2049)
 _SEARCH_PBS_LEVELS = np.arange(1, 7)
 _SEARCH_KS_LEVELS = np.arange(1, 21)
 # var_min reaches its floor (sigma = 2^-62) near d = 2600; no-bootstrap sets stop there.
-_SEARCH_NO_BOOTSTRAP_DIMENSIONS = np.arange(256, 3073)
+_SEARCH_NO_BOOTSTRAP_DIMENSIONS = np.arange(MIN_SECURE_DIMENSION, 3073)
 
 
 # --------------------------------------------------------------------------------------
@@ -458,8 +472,11 @@ class ParameterSet:
             raise ValueError(f"p_error must be in (0, 1), got {self.p_error!r}")
         if not self.norm2 > 0.0:
             raise ValueError(f"norm2 must be > 0, got {self.norm2!r}")
-        if self.lwe_dimension < 1:
-            raise ValueError(f"lwe_dimension must be >= 1, got {self.lwe_dimension}")
+        if not MIN_SECURE_DIMENSION <= self.lwe_dimension <= MAX_LWE_DIMENSION:
+            raise ValueError(
+                f"lwe_dimension must be in {MIN_SECURE_DIMENSION}..{MAX_LWE_DIMENSION} (the "
+                f"secure-noise curve is only validated from {MIN_SECURE_DIMENSION}), got "
+                f"{self.lwe_dimension}")
         if not 0.0 < self.lwe_noise_std < 1.0:
             raise ValueError(
                 f"lwe_noise_std must be in (0, 1) (torus units, a fraction of 1, not scaled "
@@ -484,6 +501,17 @@ class ParameterSet:
                     f"precision must be in 1..{_MAX_PRECISION_NO_BOOTSTRAP} without "
                     f"bootstrapping, got {self.precision}"
                 )
+        self._check_own_claim()
+
+    def _check_own_claim(self):
+        """The set must meet the failure probability it claims (at its precision and ν)."""
+        log2_fail = self.log2_p_fail()
+        if log2_fail > math.log2(self.p_error) + 1e-9:
+            raise ValueError(
+                f"this set fails a lookup of {self.precision} bits at norm2={self.norm2:g} "
+                f"with probability 2^{log2_fail:.1f}, above its own p_error "
+                f"2^{math.log2(self.p_error):.1f}; lower the precision or norm2, or raise "
+                "p_error")
 
     def _validate_bootstrap_fields(self):
         if not 1 <= self.precision <= _MAX_PRECISION_BOOTSTRAP:
@@ -497,15 +525,23 @@ class ParameterSet:
                 f"polynomial_size must be a power of two in {_MIN_POLYNOMIAL_SIZE}.."
                 f"{_MAX_POLYNOMIAL_SIZE} (or 0 for no bootstrapping), got {size}"
             )
-        if self.glwe_dimension < 1:
-            raise ValueError(f"glwe_dimension must be >= 1, got {self.glwe_dimension}")
+        if not 1 <= self.glwe_dimension <= MAX_LWE_DIMENSION // size:
+            raise ValueError(
+                f"glwe_dimension must be in 1..{MAX_LWE_DIMENSION // size} (k * N <= "
+                f"{MAX_LWE_DIMENSION}), got {self.glwe_dimension}")
+        if self.big_lwe_dimension < MIN_SECURE_DIMENSION:
+            raise ValueError(
+                f"glwe_dimension * polynomial_size must be at least {MIN_SECURE_DIMENSION} "
+                f"(the secure-noise curve is only validated from there), got "
+                f"{self.big_lwe_dimension}")
         for prefix in ("pbs", "ks"):
             base_log = getattr(self, f"{prefix}_base_log")
             level = getattr(self, f"{prefix}_level")
-            if base_log < 1 or level < 1 or base_log * level > _TORUS_BITS:
+            if not (1 <= base_log <= MAX_BASE_LOG and level >= 1
+                    and base_log * level <= _TORUS_BITS):
                 raise ValueError(
-                    f"{prefix}_base_log and {prefix}_level must be >= 1 with "
-                    f"{prefix}_base_log * {prefix}_level <= {_TORUS_BITS}, got "
+                    f"{prefix}_base_log must be in 1..{MAX_BASE_LOG} and {prefix}_level >= 1 "
+                    f"with {prefix}_base_log * {prefix}_level <= {_TORUS_BITS}, got "
                     f"{base_log} and {level}"
                 )
         if not 0.0 < self.glwe_noise_std < 1.0:
@@ -712,7 +748,7 @@ def _ks_table():
         The base achieving it.
     """
     levels = _SEARCH_KS_LEVELS[:, None, None]
-    base_logs = np.arange(1, _TORUS_BITS + 1)[None, :, None]
+    base_logs = np.arange(1, MAX_BASE_LOG + 1)[None, :, None]
     ksk_var = var_min(_SEARCH_LWE_DIMENSIONS.astype(float))[None, None, :]
     per_input = var_keyswitch(1.0, base_logs, levels, ksk_var)
     per_input = np.where(base_logs * levels <= _TORUS_BITS, per_input, np.inf)
@@ -724,7 +760,7 @@ def _ks_table():
 def _pbs_table(glwe_dimension, polynomial_size):
     """Best bootstrap base per level: (Var_PBS / n, base_log), arrays over pbs levels."""
     levels = _SEARCH_PBS_LEVELS[:, None]
-    base_logs = np.arange(1, _TORUS_BITS + 1)[None, :]
+    base_logs = np.arange(1, MAX_BASE_LOG + 1)[None, :]
     bsk_var = var_min(glwe_dimension * polynomial_size)
     per_n = var_pbs(1.0, glwe_dimension, polynomial_size, base_logs, levels, bsk_var)
     per_n = np.where(base_logs * levels <= _TORUS_BITS, per_n, np.inf)
@@ -735,7 +771,7 @@ def _pbs_table(glwe_dimension, polynomial_size):
 def _search_space():
     """(k, N) pairs, cheapest first (N ascending, then k)."""
     return [(k, size) for size in _SEARCH_POLYNOMIAL_SIZES for k in _SEARCH_GLWE_DIMENSIONS
-            if k * size <= _SEARCH_MAX_BIG_DIMENSION]
+            if MIN_SECURE_DIMENSION <= k * size <= _SEARCH_MAX_BIG_DIMENSION]
 
 
 def _search_bootstrap(precision, max_variance, norm2):

@@ -27,6 +27,7 @@ from fheml.compiler.circuit import (
     EncryptedArgs,
     EncryptedResult,
     Server,
+    ServerLimits,
     ServerSpec,
 )
 from fheml.compiler.graph import Graph, TracingError
@@ -43,8 +44,11 @@ __all__ = [
     "EncryptedResult",
     "Graph",
     "InputRangeError",
+    "LimitExceededError",
     "LookupTable",
+    "SerializationError",
     "Server",
+    "ServerLimits",
     "ServerSpec",
     "TracingError",
     "check",
@@ -53,6 +57,18 @@ __all__ = [
     "round_bit_pattern",
     "univariate",
 ]
+
+
+_ENGINE_ERRORS = ("LimitExceededError", "SerializationError")
+
+
+def __getattr__(name):
+    # The boundary's exception types live in the engine, loaded on first use (importing
+    # the engine costs most of a second).
+    if name in _ENGINE_ERRORS:
+        from fheml._core import serialization
+        return getattr(serialization, name)
+    raise AttributeError(f"module 'fheml.compiler' has no attribute {name!r}")
 
 
 class _CallableModule(types.ModuleType):

@@ -6,11 +6,12 @@ the versioned, checksummed format of :mod:`fheml._core.serialization` (JSON head
 arrays, no pickle).
 """
 
+import dataclasses
 import math
 
 import numpy as np
 
-from fheml.compiler.graph import range_bits
+from fheml.compiler.graph import TracingError, range_bits
 from fheml.compiler.lowering import MAX_LOOKUP_BITS, too_wide_error
 from fheml.compiler.program import (
     ClearBackend,
@@ -21,7 +22,7 @@ from fheml.compiler.program import (
 )
 
 __all__ = ["Circuit", "Client", "ClientSpec", "EncryptedArgs", "EncryptedResult", "Server",
-           "ServerSpec"]
+           "ServerLimits", "ServerSpec"]
 
 MAX_PRECISION_NO_BOOTSTRAP = 30
 
@@ -112,6 +113,12 @@ def statistics(program, params, p_error):
         p = params.p_fail(pin, program.nodes[n.inputs[0]].nu * n.attrs["premul"])
         log_ok += size * math.log1p(-min(p, 1 - 1e-16))
     count = sum(by_precision.values())
+    if not lookups:
+        # Nothing but the decryptions can fail: one per output value, each at p_fail of
+        # the set (selected for the outputs' noise).
+        outputs = sum(int(np.prod(program.nodes[k].shape, dtype=np.int64))
+                      for k in program.output_nodes)
+        log_ok = outputs * math.log1p(-min(params.p_fail(), 1 - 1e-16))
     return {
         "lookups": count,
         "lookups_by_precision": dict(sorted(by_precision.items())),
@@ -224,14 +231,22 @@ class ClientSpec:
 
     @classmethod
     def from_bytes(cls, data):
-        from fheml._core.serialization import SerializationError, unpack
+        """Load a client spec (it comes from the server: everything is validated).
+
+        Raises
+        ------
+        fheml._core.SerializationError
+        """
+        from fheml._core.serialization import peer_data, unpack
         header, _ = unpack(data, "client-spec")
-        try:
-            return cls(_params_from(header, "client-spec"), header["precision"],
-                       _validate_io(header["inputs"], True), _validate_io(header["outputs"]),
-                       header["multiple_outputs"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SerializationError(f"client-spec: {exc}") from None
+        with peer_data("client-spec"):
+            params = _params_from(header, "client-spec")
+            precision = header["precision"]
+            if isinstance(precision, bool) or not isinstance(precision, int) \
+                    or not 1 <= precision <= 62:
+                raise ValueError("precision must be an integer in 1..62")
+            return cls(params, precision, _validate_io(header["inputs"], True),
+                       _validate_io(header["outputs"]), _json_bool(header["multiple_outputs"]))
 
 
 class ServerSpec:
@@ -244,36 +259,112 @@ class ServerSpec:
         self.outputs = outputs
         self.multiple_outputs = bool(multiple_outputs)
 
-    def to_bytes(self):
+    def to_bytes(self, include_source=False):
+        """Serialize.
+
+        Parameters
+        ----------
+        include_source : bool, default=False
+            Keep the user's source lines in the program (for error messages on the
+            server).  Off by default: the artifact a server receives should not carry the
+            compiling user's code.
+        """
         from fheml._core.serialization import pack
-        header, arrays = self.program.to_json()
+        header, arrays = self.program.to_json(include_source=include_source)
         return pack("server-spec", {"params": self.params.to_dict(), "program": header,
                                     "inputs": self.inputs, "outputs": self.outputs,
                                     "multiple_outputs": self.multiple_outputs}, arrays)
 
     @classmethod
     def from_bytes(cls, data):
-        from fheml._core.serialization import SerializationError, unpack
+        """Load and validate a server spec (ops, attributes, shapes; see
+        :meth:`Program.from_json`).
+
+        Raises
+        ------
+        fheml._core.SerializationError
+        """
+        from fheml._core.serialization import peer_data, unpack
         header, arrays = unpack(data, "server-spec")
-        try:
+        with peer_data("server-spec"):
+            params = _params_from(header, "server-spec")
             program = Program.from_json(header["program"], arrays)
-            return cls(_params_from(header, "server-spec"), program,
-                       _validate_io(header["inputs"], True), _validate_io(header["outputs"]),
-                       header["multiple_outputs"])
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise SerializationError(f"server-spec: {exc}") from None
+            inputs = _validate_io(header["inputs"], True)
+            outputs = _validate_io(header["outputs"])
+            _check_io_against_program(program, inputs, outputs)
+            _check_program_against_params(program, params)
+            return cls(params, program, inputs, outputs, _json_bool(header["multiple_outputs"]))
+
+
+def _json_bool(value):
+    if not isinstance(value, bool):
+        raise ValueError(f"expected a boolean, got {type(value).__name__}")
+    return value
+
+
+def _json_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, int) or not -2**62 <= value < 2**62:
+        raise ValueError(f"{name} must be an integer in [-2^62, 2^62)")
+    return value
+
+
+_IO_FIELDS = frozenset({"name", "encrypted", "shape", "lo", "hi", "clear_lo", "clear_hi"})
 
 
 def _validate_io(items, inputs=False):
-    if not isinstance(items, list):
+    """Input or output descriptions of a spec: types, shapes and ranges."""
+    if not isinstance(items, list) or len(items) > 1 << 12:
         raise ValueError("expected a list of input/output descriptions")
     for it in items:
-        if not isinstance(it.get("shape"), list) or not all(isinstance(s, int) for s in it["shape"]):
+        if not isinstance(it, dict) or set(it) - _IO_FIELDS:
+            raise ValueError("bad input/output description")
+        shape = it.get("shape")
+        if not isinstance(shape, list) or len(shape) > 32 or any(
+                isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= 1 << 31
+                for s in shape):
             raise ValueError("bad shape")
-        if inputs and (not isinstance(it.get("name"), str) or not isinstance(it.get("encrypted"),
-                                                                            bool)):
+        if math.prod(shape) > 1 << 31:
+            raise ValueError("shape too large")
+        if not inputs:
+            _json_int(it.get("lo"), "output lo")
+            continue
+        if not isinstance(it.get("name"), str) or not isinstance(it.get("encrypted"), bool):
             raise ValueError("bad input description")
+        if it["encrypted"]:
+            if _json_int(it.get("lo"), "input lo") > _json_int(it.get("hi"), "input hi"):
+                raise ValueError("input range is empty")
+        elif "clear_lo" in it or "clear_hi" in it:
+            for key in ("clear_lo", "clear_hi"):
+                a = np.asarray(it.get(key))
+                if a.shape != tuple(shape) or a.dtype.kind not in "iuf":
+                    raise ValueError(f"bad {key}")
     return items
+
+
+def _check_io_against_program(program, inputs, outputs):
+    if len(inputs) != len(program.input_nodes) or len(outputs) != len(program.output_nodes):
+        raise ValueError("inputs/outputs do not match the program")
+    for spec, k in zip(inputs, program.input_nodes):
+        node = program.nodes[k]
+        if spec["encrypted"] != node.encrypted or tuple(spec["shape"]) != node.shape:
+            raise ValueError(f"input {spec['name']!r} does not match the program")
+    for spec, k in zip(outputs, program.output_nodes):
+        if tuple(spec["shape"]) != program.nodes[k].shape:
+            raise ValueError("an output does not match the program")
+
+
+def _check_program_against_params(program, params):
+    """The lookups and the encoding precision must be ones the parameters can run."""
+    from fheml._core.parameters import log2_p_fail
+    lookups = program.lookups
+    if lookups and not params.has_bootstrap:
+        raise ValueError("the program has lookups but the parameters no bootstrap")
+    if any(n.attrs["pin"] > params.precision for n in lookups):
+        raise ValueError(f"a lookup reads more than the {params.precision} bits of the "
+                         "parameters")
+    variance = max(params.big_noise_std ** 2, params.variance_pbs)
+    if log2_p_fail(variance, program.precision) > math.log2(params.p_error) + 1e-9:
+        raise ValueError(f"the parameters cannot carry {program.precision}-bit messages")
 
 
 class EncryptedArgs:
@@ -310,23 +401,94 @@ class EncryptedArgs:
         return pack("circuit-args", {"items": items, "batched": self.batched}, arrays)
 
     @classmethod
-    def from_bytes(cls, data):
-        from fheml._core.keys import LweCiphertext
-        from fheml._core.serialization import SerializationError, unpack
+    def from_bytes(cls, data, *, spec=None, key_id=None, limits=None):
+        """Load the arguments of one call.
+
+        Parameters
+        ----------
+        data : bytes
+        spec : ServerSpec, optional
+            When given (as :meth:`Server.run` does), every argument is checked against
+            the circuit (count, kind, shape, ciphertext dimension) and ``limits`` before
+            any seeded mask is expanded.
+        key_id : str, optional
+            Key id every ciphertext must carry.
+        limits : ServerLimits, optional
+            Defaults to ``ServerLimits()``.
+
+        Raises
+        ------
+        fheml._core.SerializationError
+            Malformed bytes, or arguments that do not fit the circuit;
+            :class:`~fheml._core.LimitExceededError` (a subclass) when a limit is exceeded.
+        """
+        from fheml._core.serialization import peer_data, unpack
+        limits = ServerLimits() if limits is None else limits
+        limits.check_request_bytes(len(data))
         header, arrays = unpack(data, "circuit-args")
-        try:
+        with peer_data("circuit-args"):
             items = header["items"]
-            if len(items) != len(arrays):
+            if not isinstance(items, list) or len(items) != len(arrays) \
+                    or not all(isinstance(it, dict) for it in items):
                 raise ValueError("item count does not match the arrays")
-            values = []
-            for it, a in zip(items, arrays):
-                if it["encrypted"]:
-                    values.append(LweCiphertext.from_parts(it, [a]))
-                else:
-                    values.append(a.astype(bool) if it.get("bool") else a)
-            return cls(values, header["batched"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SerializationError(f"circuit-args: {exc}") from None
+            batched = _json_bool(header["batched"])
+            if spec is not None:
+                _check_args_against_spec(spec, items, arrays, batched, limits)
+            values = [_arg_from_item(it, a, key_id, limits) for it, a in zip(items, arrays)]
+            return cls(values, batched)
+
+
+def _arg_from_item(item, array, key_id, limits):
+    from fheml._core.keys import LweCiphertext
+    if _json_bool(item.get("encrypted")):
+        return LweCiphertext.from_parts(item, [array], expected_key_id=key_id,
+                                        max_expanded_bytes=limits.max_expanded_bytes)
+    if set(item) - {"encrypted", "bool"}:
+        raise ValueError("unknown fields in a clear argument")
+    if _json_bool(item.get("bool", False)):
+        if array.dtype != np.uint8 or (array.size and array.max() > 1):
+            raise ValueError("a boolean argument must be 0/1 bytes")
+        return array.astype(bool)
+    if array.dtype not in (np.int64, np.float64):
+        raise ValueError("a clear argument must be int64 or float64")
+    if array.dtype == np.float64 and not np.all(np.isfinite(array)):
+        raise ValueError("a clear argument holds NaN or infinity")
+    return array
+
+
+def _check_args_against_spec(spec, items, arrays, batched, limits):
+    """Everything about the arguments the header tells, before any expansion."""
+    from fheml._core.serialization import SerializationError
+    inputs = spec.inputs
+    if len(items) != len(inputs):
+        raise SerializationError(f"circuit-args: the circuit takes {len(inputs)} argument(s), "
+                                 f"got {len(items)}")
+    dim = spec.params.big_lwe_dimension
+    rows, expanded = None, 0
+    for it, a, s in zip(items, arrays, inputs):
+        shape = tuple(s["shape"])
+        encrypted = it.get("encrypted")
+        if encrypted is not s["encrypted"]:
+            raise SerializationError(f"circuit-args: argument {s['name']!r} must be "
+                                     f"{'encrypted' if s['encrypted'] else 'clear'}")
+        seeded = encrypted and "mask_seed" in it
+        sample = a.shape[1:] if not encrypted or seeded else a.shape[1:-1]
+        if a.ndim < 1 or tuple(sample) != shape or (encrypted and not seeded and (
+                a.ndim < 2 or a.shape[-1] != dim + 1)):
+            raise SerializationError(f"circuit-args: argument {s['name']!r} does not have the "
+                                     f"compiled shape {shape} (after the batch axis)")
+        if encrypted and it.get("dimension") != dim:
+            raise SerializationError(f"circuit-args: argument {s['name']!r} has ciphertext "
+                                     f"dimension {it.get('dimension')!r}, expected {dim}")
+        if rows is not None and a.shape[0] != rows:
+            raise SerializationError("circuit-args: all arguments must have the same batch size")
+        rows = a.shape[0]
+        if encrypted:
+            expanded += math.prod(a.shape[:1] + shape) * (dim + 1) * 8
+    if not batched and rows not in (None, 1):
+        raise SerializationError("circuit-args: an unbatched call has one sample")
+    limits.check_rows(rows or 0)
+    limits.check_expanded_bytes(expanded)
 
 
 class EncryptedResult:
@@ -343,16 +505,76 @@ class EncryptedResult:
 
     @classmethod
     def from_bytes(cls, data):
+        """Load a result (it comes from the server: validated).
+
+        Raises
+        ------
+        fheml._core.SerializationError
+        """
         from fheml._core.keys import LweCiphertext
-        from fheml._core.serialization import SerializationError, unpack
+        from fheml._core.serialization import peer_data, unpack
         header, arrays = unpack(data, "circuit-result")
-        try:
-            if len(header["key_id"]) != len(arrays):
+        with peer_data("circuit-result"):
+            key_ids = header["key_id"]
+            if not isinstance(key_ids, list) or len(key_ids) != len(arrays) or not all(
+                    isinstance(k, str) for k in key_ids):
                 raise ValueError("key id count does not match the arrays")
-            return cls([LweCiphertext(a, k) for a, k in zip(arrays, header["key_id"])],
-                       header["batched"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SerializationError(f"circuit-result: {exc}") from None
+            if any(a.dtype != np.uint64 or a.ndim < 2 for a in arrays):
+                raise ValueError("outputs must be uint64 ciphertext batches")
+            return cls([LweCiphertext(a, k) for a, k in zip(arrays, key_ids)],
+                       _json_bool(header["batched"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerLimits:
+    """Bounds on what one request may make a :class:`Server` do.
+
+    A request over a limit raises :class:`~fheml._core.LimitExceededError` (a
+    :class:`~fheml._core.SerializationError`) naming the limit, before the work or the
+    memory it would cost.  ``None`` disables a limit.
+
+    Parameters
+    ----------
+    max_request_bytes : int or None, default=1 GiB
+        Size of serialized arguments.  (Serialized evaluation keys have the size the
+        circuit's parameters imply: larger ones are refused as ``"evaluation_key_bytes"``.)
+    max_batch_rows : int or None, default=65536
+        Samples in one call.
+    max_expanded_bytes : int or None, default=4 GiB
+        Bytes of the argument ciphertexts once their seeded masks are expanded:
+        ``rows * values per sample * (dimension + 1) * 8``.  A seeded ciphertext travels
+        as one body word, so this is what bounds the ``dimension + 1`` amplification.
+    """
+
+    max_request_bytes: int = 1 << 30
+    max_batch_rows: int = 1 << 16
+    max_expanded_bytes: int = 1 << 32
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 0):
+                raise ValueError(f"{field.name} must be a non-negative integer or None, "
+                                 f"got {value!r}")
+
+    def _check(self, name, value, what=""):
+        from fheml._core.serialization import LimitExceededError
+        maximum = getattr(self, name)
+        if maximum is not None and value > maximum:
+            raise LimitExceededError(name, value, maximum, what)
+
+    def check_request_bytes(self, size):
+        """Raise LimitExceededError if a serialized request is too large."""
+        self._check("max_request_bytes", size)
+
+    def check_rows(self, rows):
+        """Raise LimitExceededError if a call has too many samples."""
+        self._check("max_batch_rows", rows)
+
+    def check_expanded_bytes(self, size):
+        """Raise LimitExceededError if the argument ciphertexts would be too large."""
+        self._check("max_expanded_bytes", size, "argument ciphertexts after mask expansion")
 
 
 # ---------------------------------------------------------------- client / server ------
@@ -424,14 +646,28 @@ class Client:
         Returns
         -------
         numpy.ndarray or tuple of numpy.ndarray
+
+        Raises
+        ------
+        fheml._core.SerializationError
+            Result bytes that are malformed or do not match the circuit and the keys.
         """
+        from fheml._core.serialization import SerializationError
+        sk = self._keys()
         if isinstance(result, (bytes, bytearray, memoryview)):
             result = EncryptedResult.from_bytes(result)
-        sk = self._keys()
+            error = SerializationError
+        else:
+            error = ValueError
         P = self.spec.precision
         if len(result.values) != len(self.spec.outputs):
-            raise ValueError(f"expected {len(self.spec.outputs)} output(s), got "
-                             f"{len(result.values)}")
+            raise error(f"expected {len(self.spec.outputs)} output(s), got "
+                        f"{len(result.values)}")
+        for spec, ct in zip(self.spec.outputs, result.values):
+            if ct.key_id != sk.key_id or ct.dimension != sk.big_key.shape[0] \
+                    or ct.shape[1:] != tuple(spec["shape"]) or len(ct.shape) < 1 \
+                    or (not result.batched and ct.shape[0] != 1):
+                raise error("the result does not match the circuit's outputs or these keys")
         mod = 1 << (P + 1)
         outs = []
         for spec, ct in zip(self.spec.outputs, result.values):
@@ -445,27 +681,49 @@ class Client:
 class Server:
     """Runs a circuit on encrypted arguments with the client's evaluation keys.
 
+    Everything it reads from bytes is validated before it costs work or memory: peer
+    errors raise :class:`~fheml._core.SerializationError`, requests over a limit its
+    subclass :class:`~fheml._core.LimitExceededError` (see :class:`ServerLimits`).
+
     Parameters
     ----------
     spec : ServerSpec
+    limits : ServerLimits, optional
+        Defaults to ``ServerLimits()``.
     """
 
-    def __init__(self, spec):
+    def __init__(self, spec, limits=None):
+        if limits is not None and not isinstance(limits, ServerLimits):
+            raise TypeError("limits must be a ServerLimits")
         self.spec = spec
+        self.limits = ServerLimits() if limits is None else limits
         spec.program.assign_stages()
 
     @classmethod
-    def from_bytes(cls, data):
+    def from_bytes(cls, data, limits=None):
         """Server for the circuit described by :meth:`ServerSpec.to_bytes` output."""
-        return cls(ServerSpec.from_bytes(data))
+        return cls(ServerSpec.from_bytes(data), limits)
 
     def to_bytes(self):
         return self.spec.to_bytes()
 
     def load_keys(self, data):
-        """Evaluation keys from bytes, checked against the circuit's parameters."""
+        """Evaluation keys from bytes, checked against the circuit's parameters before they
+        are expanded.
+
+        Raises
+        ------
+        fheml._core.SerializationError
+        """
         from fheml._core import EvaluationKeys
-        return EvaluationKeys.from_bytes(data, expected_params=self.spec.params)
+        from fheml._core.serialization import LimitExceededError
+        params = self.spec.params
+        # The size is fixed by the parameters: refuse more before parsing anything.
+        expected = params.seeded_bsk_bytes + params.seeded_ksk_bytes + _KEY_HEADER_SLACK
+        if len(data) > expected:
+            raise LimitExceededError("evaluation_key_bytes", len(data), expected,
+                                     "the size this circuit's parameters imply")
+        return EvaluationKeys.from_bytes(data, expected_params=params)
 
     def run(self, encrypted_args, evaluation_keys, n_jobs=1):
         """Evaluate the circuit.
@@ -473,6 +731,8 @@ class Server:
         Parameters
         ----------
         encrypted_args : EncryptedArgs or bytes
+            Bytes are checked against the circuit and the limits before any seeded mask
+            is expanded.
         evaluation_keys : EvaluationKeys or bytes
         n_jobs : int, default=1
             Threads for the lookups (-1: all cores).
@@ -480,18 +740,42 @@ class Server:
         Returns
         -------
         EncryptedResult
+
+        Raises
+        ------
+        fheml._core.SerializationError
+            Bytes that are malformed or do not fit the circuit (``LimitExceededError``
+            when over a limit).
         """
         from fheml._core import EvaluationKeys, LweCiphertext
-        if isinstance(encrypted_args, (bytes, bytearray, memoryview)):
-            encrypted_args = EncryptedArgs.from_bytes(encrypted_args)
         if isinstance(evaluation_keys, (bytes, bytearray, memoryview)):
             evaluation_keys = self.load_keys(evaluation_keys)
         if not isinstance(evaluation_keys, EvaluationKeys):
             raise TypeError("evaluation_keys must be EvaluationKeys (or their bytes)")
         if evaluation_keys.params != self.spec.params:
             raise ValueError("evaluation keys were made for other parameters than this circuit")
+        if not isinstance(encrypted_args, (bytes, bytearray, memoryview)):
+            inputs = self._check_values(encrypted_args.values, evaluation_keys.key_id)
+            outs = run_encrypted(self.spec.program, inputs, evaluation_keys, n_jobs=n_jobs)
+        else:
+            encrypted_args = EncryptedArgs.from_bytes(
+                encrypted_args, spec=self.spec, key_id=evaluation_keys.key_id,
+                limits=self.limits)
+            try:
+                inputs = self._check_values(encrypted_args.values, evaluation_keys.key_id)
+                outs = run_encrypted(self.spec.program, inputs, evaluation_keys,
+                                     n_jobs=n_jobs)
+            except (InputRangeError, TracingError) as exc:
+                # clear values the peer sent outside what the circuit was compiled for
+                from fheml._core.serialization import SerializationError
+                raise SerializationError(f"circuit-args: {exc}") from None
+        return EncryptedResult([LweCiphertext(o, evaluation_keys.key_id) for o in outs],
+                               encrypted_args.batched)
+
+    def _check_values(self, values, key_id):
+        """Data arrays of in-memory arguments, checked against the circuit."""
+        from fheml._core import LweCiphertext
         specs = self.spec.inputs
-        values = encrypted_args.values
         if len(values) != len(specs):
             raise TypeError(f"the circuit takes {len(specs)} argument(s), got {len(values)}")
         dim = self.spec.params.big_lwe_dimension
@@ -502,7 +786,7 @@ class Server:
             if spec["encrypted"]:
                 if not isinstance(v, LweCiphertext):
                     raise TypeError(f"argument {spec['name']!r} must be encrypted")
-                if v.key_id != evaluation_keys.key_id:
+                if v.key_id != key_id:
                     raise ValueError(f"argument {spec['name']!r} was encrypted under other keys "
                                      "than the evaluation keys")
                 if v.dimension != dim:
@@ -524,9 +808,12 @@ class Server:
                 raise ValueError("all arguments must have the same batch size")
             batch = data.shape[0]
             inputs.append(data)
-        outs = run_encrypted(self.spec.program, inputs, evaluation_keys, n_jobs=n_jobs)
-        return EncryptedResult([LweCiphertext(o, evaluation_keys.key_id) for o in outs],
-                               encrypted_args.batched)
+        self.limits.check_rows(batch or 0)
+        return inputs
+
+
+# Serialized evaluation keys are their bodies plus a JSON header of a few hundred bytes.
+_KEY_HEADER_SLACK = 1 << 16
 
 
 # ------------------------------------------------------------------------ circuit ------
@@ -561,7 +848,9 @@ class Circuit:
         self.p_error = p_error
         self.n_jobs = n_jobs
         multiple = bool(getattr(graph, "multiple_outputs", False))
-        self.server = Server(ServerSpec(params, program, input_specs, output_specs, multiple))
+        # In-process: the arguments come from this process, no limit applies.
+        self.server = Server(ServerSpec(params, program, input_specs, output_specs, multiple),
+                             ServerLimits(None, None, None))
         self.client = Client(ClientSpec(params, program.precision, input_specs, output_specs,
                                         multiple))
         self.statistics = statistics(program, params, p_error)

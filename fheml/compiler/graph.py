@@ -8,7 +8,27 @@ words (``(b, *shape, D)``); the helpers below therefore count axes from the fron
 
 import numpy as np
 
-__all__ = ["Graph", "Node", "TracingError", "evaluate_op", "bit_width"]
+__all__ = ["Graph", "Node", "TracingError", "UFUNCS", "evaluate_op", "bit_width"]
+
+# The numpy ufuncs a graph (and a server spec) may name: elementwise numeric functions with
+# one output.  Anything else is refused when tracing and when a spec is loaded, so a spec
+# can never make the server call an arbitrary numpy attribute.
+UFUNCS = frozenset(
+    name for name in (
+        "add", "subtract", "multiply", "divide", "true_divide", "floor_divide", "remainder",
+        "fmod", "power", "float_power", "negative", "positive", "absolute", "fabs", "sign",
+        "rint", "floor", "ceil", "trunc", "sqrt", "cbrt", "square", "reciprocal", "exp",
+        "exp2", "expm1", "log", "log2", "log10", "log1p", "sin", "cos", "tan", "arcsin",
+        "arccos", "arctan", "arctan2", "sinh", "cosh", "tanh", "arcsinh", "arccosh",
+        "arctanh", "hypot", "deg2rad", "rad2deg", "degrees", "radians", "logaddexp",
+        "logaddexp2", "maximum", "minimum", "fmax", "fmin", "less", "less_equal", "greater",
+        "greater_equal", "equal", "not_equal", "logical_and", "logical_or", "logical_xor",
+        "logical_not", "bitwise_and", "bitwise_or", "bitwise_xor", "invert", "left_shift",
+        "right_shift", "isfinite", "isinf", "isnan", "signbit", "copysign", "heaviside",
+        "gcd", "lcm",
+    )
+    if isinstance(getattr(np, name, None), np.ufunc) and getattr(np, name).nout == 1
+)
 
 
 class TracingError(ValueError):
@@ -232,21 +252,39 @@ def index_to_json(index):
     return out
 
 
+def _json_int(v):
+    if isinstance(v, bool) or not isinstance(v, int) or not -2**62 <= v < 2**62:
+        raise ValueError(f"bad index value {v!r}")
+    return v
+
+
 def index_from_json(items):
+    """Inverse of :func:`index_to_json`; raises ValueError on anything malformed."""
+    if not isinstance(items, list):
+        raise ValueError("an index must be a list")
     out = []
     for it in items:
-        t = it["t"]
+        if not isinstance(it, dict) or not isinstance(it.get("t"), str):
+            raise ValueError("bad index item")
+        t, v = it["t"], it.get("v")
         if t == "none":
             out.append(None)
         elif t == "slice":
-            a, b, c = it["v"]
+            if not isinstance(v, list) or len(v) != 3:
+                raise ValueError("bad slice")
+            a, b, c = (None if x is None else _json_int(x) for x in v)
+            if c == 0:
+                raise ValueError("slice step cannot be zero")
             out.append(slice(a, b, c))
         elif t == "array":
-            out.append(np.asarray(it["v"], dtype=np.int64))
+            a = np.asarray(v) if isinstance(v, list) else None
+            if a is None or (a.size and a.dtype.kind != "i"):
+                raise ValueError("an index array must be a (nested) list of integers")
+            out.append(a.astype(np.int64))
         elif t == "int":
-            out.append(int(it["v"]))
+            out.append(_json_int(v))
         else:
-            raise ValueError(f"bad index item {it!r}")
+            raise ValueError(f"bad index item {t!r}")
     return tuple(out)
 
 
@@ -286,7 +324,12 @@ def round_bits(x, lsbs):
 
 
 def _ufunc(attrs, args, nds, nd_out):
-    fn = getattr(np, attrs["name"])
+    name = attrs["name"]
+    if name not in UFUNCS:
+        raise TracingError(f"np.{name} is not a supported elementwise function")
+    fn = getattr(np, name)
+    if fn.nin != len(args):
+        raise TracingError(f"np.{name} takes {fn.nin} operand(s), got {len(args)}")
     return fn(*[align(a, n, nd_out) for a, n in zip(args, nds)])
 
 

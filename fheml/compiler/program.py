@@ -16,6 +16,7 @@ and lookups (``"tlu"``).  The same program runs three ways:
 import numpy as np
 
 from fheml.compiler.graph import (
+    UFUNCS,
     TracingError,
     align,
     batch_axes,
@@ -112,8 +113,16 @@ class Program:
         return max((n.stage for n in self.nodes), default=0)
 
     # -- serialization ----------------------------------------------------------------------
-    def to_json(self):
-        """Return ``(header, arrays)``: a JSON-able description and the arrays it refers to."""
+    def to_json(self, include_source=False):
+        """Return ``(header, arrays)``: a JSON-able description and the arrays it refers to.
+
+        Parameters
+        ----------
+        include_source : bool, default=False
+            Keep the user's source line of each node (``where``: file, line and code) for
+            error messages.  Off by default: a server artifact should not carry the
+            compiling user's source.
+        """
         arrays = []
 
         def enc_attr(key, value, op):
@@ -131,13 +140,17 @@ class Program:
                 return int(value)
             if isinstance(value, (np.floating,)):
                 return float(value)
+            if isinstance(value, (np.bool_,)):
+                return bool(value)
+            if isinstance(value, tuple):
+                return [enc_attr(key, v, op) for v in value]
             return value
 
         nodes = []
         for n in self.nodes:
             nodes.append({
                 "op": n.op, "inputs": n.inputs, "shape": list(n.shape), "encrypted": n.encrypted,
-                "nu": n.nu, "where": n.where,
+                "nu": n.nu, "where": n.where if include_source else "",
                 "bounds": None if n.bounds is None else [int(n.bounds[0]), int(n.bounds[1])],
                 "attrs": {k: enc_attr(k, v, n.op) for k, v in n.attrs.items()},
             })
@@ -147,44 +160,264 @@ class Program:
 
     @classmethod
     def from_json(cls, header, arrays):
-        """Inverse of :meth:`to_json`, validating structure (ops, indices, shapes)."""
+        """Inverse of :meth:`to_json`, validating everything before anything runs.
+
+        Every op must be known, every attribute of the expected type and range (ufunc
+        names from the whitelist :data:`~fheml.compiler.graph.UFUNCS`), inputs must refer
+        to earlier nodes of the right kind, and a shape dry run (on an empty batch, so
+        nothing is allocated) checks that every node has the shape it declares.
+
+        Raises
+        ------
+        ValueError
+            Anything malformed (the caller turns it into SerializationError).
+        """
         prog = cls()
+        if not isinstance(header, dict) or not isinstance(header.get("nodes"), list):
+            raise ValueError("program: no node list")
 
         def dec_attr(key, value):
             if isinstance(value, dict) and "__index__" in value:
                 return index_from_json(value["__index__"])
             if isinstance(value, dict) and "__array__" in value:
                 i = value["__array__"]
-                if not isinstance(i, int) or not 0 <= i < len(arrays):
+                if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(arrays):
                     raise ValueError("array reference out of range")
                 a = arrays[i]
-                return a.astype(bool) if value.get("bool") else a
+                return a.astype(bool) if value.get("bool") is True else a
+            if isinstance(value, dict):
+                raise ValueError(f"attribute {key!r}: unexpected object")
             return value
 
+        total = 0
         for k, d in enumerate(header["nodes"]):
+            if not isinstance(d, dict) or set(d) - _NODE_FIELDS or "op" not in d:
+                raise ValueError(f"node {k}: bad description")
             op = d["op"]
-            if op not in ENCRYPTED_OPS and op not in CLEAR_OPS:
-                raise ValueError(f"unknown op {op!r}")
-            inputs = [int(i) for i in d["inputs"]]
-            if any(not 0 <= i < k for i in inputs):
-                raise ValueError(f"node {k} refers to a later node")
-            node = PNode(op, inputs, {key: dec_attr(key, v) for key, v in d["attrs"].items()},
-                         d["shape"], d["encrypted"], d["nu"], d.get("where", ""))
-            if d.get("bounds") is not None:
-                node.bounds = (int(d["bounds"][0]), int(d["bounds"][1]))
-            if op == "tlu":
-                t = node.attrs["tables"]
-                if not isinstance(t, np.ndarray) or t.ndim != 2 or t.dtype != np.int64:
-                    raise ValueError("lookup tables must be a 2-D int64 array")
+            if not isinstance(op, str) or op not in _ATTRS:
+                raise ValueError(f"node {k}: unknown op {op!r}")
+            inputs, shape = d.get("inputs"), d.get("shape")
+            if not isinstance(inputs, list) or any(
+                    isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < k
+                    for i in inputs):
+                raise ValueError(f"node {k}: inputs must refer to earlier nodes")
+            if not isinstance(shape, list) or len(shape) > 32 or any(
+                    isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= _MAX_AXIS
+                    for s in shape):
+                raise ValueError(f"node {k}: bad shape")
+            total += int(np.prod(shape, dtype=object))
+            if total > MAX_PROGRAM_ELEMENTS:
+                raise ValueError(f"program: more than {MAX_PROGRAM_ELEMENTS} values per sample")
+            attrs = d.get("attrs")
+            if not isinstance(attrs, dict):
+                raise ValueError(f"node {k}: bad attributes")
+            nu, where, bounds = d.get("nu"), d.get("where", ""), d.get("bounds")
+            if isinstance(nu, bool) or not isinstance(nu, (int, float)) or not 0 <= nu < 1e300:
+                raise ValueError(f"node {k}: bad nu")
+            if not isinstance(where, str) or not isinstance(d.get("encrypted"), bool):
+                raise ValueError(f"node {k}: bad description")
+            node = PNode(op, inputs, {key: dec_attr(key, v) for key, v in attrs.items()},
+                         shape, d["encrypted"], nu, where)
+            if bounds is not None:
+                if not (isinstance(bounds, list) and len(bounds) == 2 and all(
+                        isinstance(b, int) and not isinstance(b, bool) for b in bounds)):
+                    raise ValueError(f"node {k}: bad bounds")
+                node.bounds = (bounds[0], bounds[1])
+            _check_node(k, node, prog.nodes)
             prog.nodes.append(node)
         n = len(prog.nodes)
-        prog.input_nodes = [int(i) for i in header["input_nodes"]]
-        prog.output_nodes = [int(i) for i in header["output_nodes"]]
-        if any(not 0 <= i < n for i in prog.input_nodes + prog.output_nodes):
-            raise ValueError("input/output node out of range")
-        prog.precision = int(header["precision"])
+        ins, outs = header.get("input_nodes"), header.get("output_nodes")
+        for name, ids in (("input", ins), ("output", outs)):
+            if not isinstance(ids, list) or any(
+                    isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n for i in ids):
+                raise ValueError(f"program: {name} nodes out of range")
+        prog.input_nodes, prog.output_nodes = list(ins), list(outs)
+        for pos, i in enumerate(prog.input_nodes):
+            node = prog.nodes[i]
+            if node.op not in ("enc_input", "clear_input") or node.attrs["index"] != pos:
+                raise ValueError(f"program: input {pos} is not an input node")
+        if not all(prog.nodes[i].encrypted for i in prog.output_nodes):
+            raise ValueError("program: outputs must be encrypted")
+        precision = header.get("precision")
+        if isinstance(precision, bool) or not isinstance(precision, int) \
+                or not 1 <= precision <= 62:
+            raise ValueError("program: precision must be an integer in 1..62")
+        prog.precision = precision
+        _dry_run(prog)
         prog.assign_stages()
         return prog
+
+
+# Most values any program holds per sample (sum over its nodes): bounds what loading a
+# spec and running one sample can cost.
+MAX_PROGRAM_ELEMENTS = 1 << 24
+_MAX_AXIS = 1 << 31
+_NODE_FIELDS = frozenset({"op", "inputs", "shape", "encrypted", "nu", "where", "bounds",
+                          "attrs"})
+_BIG = 1 << 62
+
+
+def _is_int(v, lo=-_BIG, hi=_BIG):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) \
+        and lo <= v <= hi
+
+
+def _int_array(v):
+    return isinstance(v, np.ndarray) and v.dtype.kind in "iu"
+
+
+def _axis(v):
+    return v is None or _is_int(v, -32, 32) or (
+        isinstance(v, (list, tuple)) and len(v) <= 32 and all(_is_int(a, -32, 32) for a in v))
+
+
+def _scalar_or_array(v):
+    return isinstance(v, np.ndarray) or isinstance(v, (bool, int, float)) and (
+        not isinstance(v, int) or isinstance(v, bool) or _is_int(v))
+
+
+_ATTR_CHECKS = {
+    "index": lambda v: _is_int(v, 0, 1 << 16),
+    "name": lambda v: isinstance(v, str) and len(v) <= 256,
+    "lo": _is_int,
+    "value": _scalar_or_array,
+    "axis": _axis,
+    "keepdims": lambda v: isinstance(v, bool),
+    "shape": lambda v: isinstance(v, (list, tuple)) and all(_is_int(s, 0, _MAX_AXIS) for s in v),
+    "axes": lambda v: isinstance(v, (list, tuple)) and sorted(v) == list(range(len(v))),
+    "dtype": lambda v: v in ("int64", "bool", "float64"),
+    "decimals": lambda v: _is_int(v, -32, 32),
+    "has_min": lambda v: isinstance(v, bool),
+    "has_max": lambda v: isinstance(v, bool),
+    "table": lambda v: _int_array(v) and v.ndim == 1 and v.size > 0,
+    "lsbs": lambda v: _is_int(v, 0, 62),
+    "neg_enc": lambda v: isinstance(v, bool),
+    "neg_clear": lambda v: isinstance(v, bool),
+    "enc_left": lambda v: isinstance(v, bool),
+    "shift": lambda v: _is_int(v, 0, 62),
+    "tables": lambda v: isinstance(v, np.ndarray) and v.dtype == np.int64 and v.ndim == 2
+    and v.shape[0] > 0 and 0 < v.shape[1] <= 1 << 16,
+    "table_index": lambda v: v is None or _int_array(v),
+    "index_bits": lambda v: _is_int(v, 1, 16),
+    "pin": lambda v: _is_int(v, 1, 16),
+    "premul": lambda v: _is_int(v, 1, _BIG),
+    "index_array": lambda v: isinstance(v, tuple),
+}
+
+# op -> (required attributes, number of inputs (None: one or more), input kinds).
+# Input kinds: "c" clear, "e" encrypted, "*" all the same kind as the op.
+_ATTRS = {
+    "const": ({"value"}, 0, ""),
+    "clear_input": ({"index", "name"}, 0, ""),
+    "ufunc": ({"name"}, "ufunc", "c"),
+    "matmul": (set(), 2, "c"),
+    "sum": ({"axis", "keepdims"}, 1, "c"),
+    "reshape": ({"shape"}, 1, "c"),
+    "transpose": ({"axes"}, 1, "c"),
+    "getitem": ({"index"}, 1, "c"),
+    "concatenate": ({"axis"}, None, "c"),
+    "stack": ({"axis"}, None, "c"),
+    "broadcast_to": ({"shape"}, 1, "c"),
+    "astype": ({"dtype"}, 1, "c"),
+    "round": ({"decimals"}, 1, "c"),
+    "where": (set(), 3, "c"),
+    "clip": ({"has_min", "has_max"}, "clip", "c"),
+    "lut": ({"table"}, 1, "c"),
+    "round_bit_pattern": ({"lsbs"}, 1, "c"),
+    "enc_input": ({"index", "name", "lo"}, 0, ""),
+    "enc_add": (set(), 2, "ee"),
+    "enc_sub": (set(), 2, "ee"),
+    "enc_neg": (set(), 1, "e"),
+    "enc_add_clear": ({"neg_enc", "neg_clear"}, 2, "ec"),
+    "enc_mul_clear": (set(), 2, "ec"),
+    "enc_matmul": ({"enc_left"}, 2, "matmul"),
+    "enc_sum": ({"axis", "keepdims"}, 1, "e"),
+    "enc_reshape": ({"shape"}, 1, "e"),
+    "enc_transpose": ({"axes"}, 1, "e"),
+    "enc_getitem": ({"index"}, 1, "e"),
+    "enc_concatenate": ({"axis"}, None, "e"),
+    "enc_stack": ({"axis"}, None, "e"),
+    "enc_broadcast_to": ({"shape"}, 1, "e"),
+    "enc_trivial": (set(), 1, "c"),
+    "tlu": ({"lo", "shift", "tables", "table_index", "index_bits", "pin", "premul"}, 1, "e"),
+}
+assert set(_ATTRS) == ENCRYPTED_OPS | CLEAR_OPS
+
+
+def _check_node(k, node, earlier):
+    """Attributes, arity and operand kinds of one node loaded from a spec."""
+    op, attrs = node.op, node.attrs
+    required, arity, kinds = _ATTRS[op]
+    if set(attrs) != required:
+        raise ValueError(f"node {k} ({op}): attributes {sorted(attrs)}, expected "
+                         f"{sorted(required)}")
+    for key, value in attrs.items():
+        check = _ATTR_CHECKS["index_array" if key == "index" and op.endswith("getitem") else key]
+        if not check(value):
+            raise ValueError(f"node {k} ({op}): bad attribute {key}")
+    if node.encrypted != (op in ENCRYPTED_OPS):
+        raise ValueError(f"node {k} ({op}): wrong encrypted flag")
+    if op == "ufunc":
+        if attrs["name"] not in UFUNCS:
+            raise ValueError(f"node {k}: np.{attrs['name']} is not an allowed function")
+        arity = getattr(np, attrs["name"]).nin
+    elif op == "clip":
+        arity = 1 + attrs["has_min"] + attrs["has_max"]
+    n_in = len(node.inputs)
+    if (arity is None and n_in < 1) or (arity is not None and n_in != arity):
+        raise ValueError(f"node {k} ({op}): {n_in} operand(s)")
+    enc = [earlier[i].encrypted for i in node.inputs]
+    if kinds == "matmul":
+        expected = [True, False] if attrs["enc_left"] else [False, True]
+    elif kinds in ("c", "e"):
+        expected = [kinds == "e"] * n_in
+    else:
+        expected = [c == "e" for c in kinds]
+    if enc != expected:
+        raise ValueError(f"node {k} ({op}): operands of the wrong kind (clear/encrypted)")
+    if op in ("reshape", "broadcast_to", "enc_reshape", "enc_broadcast_to") \
+            and list(attrs["shape"]) != list(node.shape):
+        raise ValueError(f"node {k} ({op}): shape attribute differs from the node's shape")
+    if op == "const" and np.shape(attrs["value"]) != node.shape:
+        raise ValueError(f"node {k}: constant of shape {np.shape(attrs['value'])}, declared "
+                         f"{node.shape}")
+    if op == "tlu":
+        _check_lookup(k, node, earlier[node.inputs[0]])
+
+
+def _check_lookup(k, node, arg):
+    attrs = node.attrs
+    tables, ti = attrs["tables"], attrs["table_index"]
+    if arg.shape != node.shape:
+        raise ValueError(f"node {k} (tlu): input shape {arg.shape} != {node.shape}")
+    if tables.shape[1] > 1 << attrs["pin"] or attrs["shift"] + attrs["pin"] > 62:
+        raise ValueError(f"node {k} (tlu): tables longer than their precision")
+    if ti is None:
+        if tables.shape[0] != 1:
+            raise ValueError(f"node {k} (tlu): several tables and no table index")
+    elif (np.broadcast_shapes(ti.shape, node.shape) != node.shape
+          or (ti.size and (ti.min() < 0 or ti.max() >= tables.shape[0]))):
+        raise ValueError(f"node {k} (tlu): table index out of range or of the wrong shape")
+
+
+def _dry_run(prog):
+    """Evaluate every node on an empty batch (nothing allocated) and check its shape."""
+    values = []
+    backend = ClearBackend()
+    for k, node in enumerate(prog.nodes):
+        trailing = (1,) if node.encrypted else ()
+        if node.op in ("const", "clear_input", "enc_input", "tlu"):
+            dtype = np.asarray(node.attrs["value"]).dtype if node.op == "const" else np.int64
+            v = np.zeros((0,) + node.shape + trailing, dtype=dtype)
+        else:
+            with np.errstate(all="ignore"):
+                v = run_linear(node, [values[i] for i in node.inputs],
+                               [prog.nodes[i] for i in node.inputs], backend)
+            v = np.asarray(v)
+            if v.shape != (0,) + node.shape + trailing:
+                raise ValueError(f"node {k} ({node.op}): computes shape {v.shape[1:]}, declares "
+                                 f"{node.shape}")
+        values.append(v)
 
 
 # ----------------------------------------------------------------------- backends -------
@@ -308,7 +541,8 @@ def lookup_indices(node, x):
         seen_lo, seen_hi = node.bounds
         got = x.min() if idx.min() < 0 else x.max()
         raise InputRangeError(
-            f"the input of the lookup at {node.where or '<unknown>'} reached {int(got)}, "
+            f"the input of the lookup at {node.where or '<source not in the spec>'} reached "
+            f"{int(got)}, "
             f"outside the range [{seen_lo}, {seen_hi}] seen on the inputset at compile time: "
             "the encrypted result would be wrong. Compile with an inputset that covers "
             "the values you run on."

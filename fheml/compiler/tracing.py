@@ -12,7 +12,14 @@ import sys
 
 import numpy as np
 
-from fheml.compiler.graph import Graph, Node, TracingError, evaluate_op, normalize_index
+from fheml.compiler.graph import (
+    UFUNCS,
+    Graph,
+    Node,
+    TracingError,
+    evaluate_op,
+    normalize_index,
+)
 
 __all__ = ["LookupTable", "Tracer", "round_bit_pattern", "trace", "univariate"]
 
@@ -316,6 +323,8 @@ class Tracer:
             _unsupported(f"np.{name} with out= or where=")
         if ufunc.nout != 1:
             _unsupported(f"np.{name} (several outputs)")
+        if name not in UFUNCS and name != "matmul":
+            _unsupported(f"np.{name}")
         builder = next(i.builder for i in inputs if isinstance(i, Tracer))
         operands = [builder.wrap(i) for i in inputs]
         if name == "matmul":
