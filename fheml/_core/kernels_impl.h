@@ -579,16 +579,35 @@ static void FN(blind_rotate_group)(const fft_plan *p, const double *restrict bsk
     }
 }
 
+/* out = the LWE ciphertext of coefficient c of the GLWE a ((k+1) polynomials of N) under the
+ * big key: mask of polynomial q is (a_q[c], ..., a_q[0], -a_q[N-1], ..., -a_q[c+1]). */
+static void FN(sample_extract)(const uint64_t *restrict a, int k, int N, int c,
+                               uint64_t *restrict o)
+{
+    for (int q = 0; q < k; q++) {
+        const uint64_t *restrict aq = a + (size_t)q * N;
+        uint64_t *restrict oq = o + (size_t)q * N;
+        for (int i = 0; i <= c; i++)
+            oq[i] = aq[c - i];
+        for (int i = c + 1; i < N; i++)
+            oq[i] = (uint64_t)0 - aq[N + c - i];
+    }
+    o[(size_t)k * N] = a[(size_t)k * N + c];
+}
+
 /* Full KS -> modulus switch -> blind rotation -> sample extraction for ciphertexts
  * [start, end) of a batch, G at a time.
- *   in, out : (count, k*N + 1) u64
+ *   in      : (count, k*N + 1) u64
+ *   out     : (count, n_extract, k*N + 1) u64: output i of input b is coefficient
+ *             i * extract_stride of its rotated accumulator (several tables packed in one
+ *             test polynomial, "many-LUT"; n_extract = 1 for one table)
  *   luts    : (T, N) u64 test polynomials (bodies of trivial GLWEs), lut_index : (count,)
  * When ksk is NULL the inputs are already of dimension n (no keyswitch). */
 static void FN(pbs_range)(const fft_plan *p, const uint32_t *ksk, int ks_base_log,
                           int ks_level, const double *bsk, int n, int k, int pbs_base_log,
                           int pbs_level, const uint64_t *luts, const int64_t *lut_index,
                           const uint64_t *in, uint64_t *out, int64_t start, int64_t end,
-                          int group, pbs_scratch *sc)
+                          int group, int n_extract, int extract_stride, pbs_scratch *sc)
 {
     const int N = p->N, K1 = k + 1, big = k * N;
     const int log2_2n = p->log2N + 1;
@@ -624,17 +643,9 @@ static void FN(pbs_range)(const fft_plan *p, const uint32_t *ksk, int ks_base_lo
             FN(mul_xpow)(lut, a + (size_t)k * N, N, bbar == 0 ? 0 : 2 * N - bbar);
         }
         FN(blind_rotate_group)(p, bsk, n, k, pbs_base_log, pbs_level, sc->abar, G, sc->acc, sc);
-        for (int g = 0; g < G; g++) {
-            /* sample extraction of coefficient 0 */
-            const uint64_t *a = sc->acc + (size_t)g * K1 * N;
-            uint64_t *o = out + (size_t)(s + g) * (big + 1);
-            for (int q = 0; q < k; q++) {
-                const uint64_t *aq = a + (size_t)q * N;
-                o[(size_t)q * N] = aq[0];
-                for (int c = 1; c < N; c++)
-                    o[(size_t)q * N + c] = (uint64_t)0 - aq[N - c];
-            }
-            o[big] = a[(size_t)k * N];
-        }
+        for (int g = 0; g < G; g++)
+            for (int i = 0; i < n_extract; i++)
+                FN(sample_extract)(sc->acc + (size_t)g * K1 * N, k, N, i * extract_stride,
+                                   out + ((size_t)(s + g) * n_extract + i) * (big + 1));
     }
 }
