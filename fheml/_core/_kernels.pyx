@@ -379,8 +379,8 @@ cdef class PbsWorkspace:
         self.shape = (n, k, N, pbs_level, ks_level, group)
         arrays = {
             "diff": np.empty(N, np.uint64),
-            "fdig": np.empty((k + 1) * pbs_level * N, np.float64),
-            "facc": np.empty((k + 1) * N, np.float64),
+            "fdig": np.empty(group * (k + 1) * pbs_level * N, np.float64),
+            "facc": np.empty(group * (k + 1) * N, np.float64),
             "small": np.empty(group * (n + 1), np.uint32),
             "abar": np.empty(group * n, np.int32),
             "acc": np.empty(group * (k + 1) * N, np.uint64),

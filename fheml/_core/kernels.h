@@ -28,8 +28,8 @@ typedef struct {
 
 typedef struct {
     uint64_t *diff;     /* N */
-    double *fdig;       /* (k+1) * pbs_level * N   (re/im blocks of N/2) */
-    double *facc;       /* (k+1) * N */
+    double *fdig;       /* group * (k+1) * pbs_level * N   (re/im blocks of N/2) */
+    double *facc;       /* group * (k+1) * N */
     uint32_t *small;    /* group * (n+1), top 32 bits of the torus */
     int32_t *abar;      /* group * n */
     uint64_t *acc;      /* group * (k+1) * N */

@@ -168,3 +168,14 @@ def test_many_lut_refuses_tables_the_noise_cannot_carry():
         ek.programmable_bootstrap_many(ct, np.zeros((3, 8), int), input_precision=3)
     with pytest.raises(ValueError, match="tables must have shape"):
         ek.programmable_bootstrap_many(ct, np.zeros((5, 2, 8), int), input_precision=3)
+
+
+def test_group_size_does_not_change_results(simd):
+    """Ciphertexts sharing a pass over the key (group) get bit-identical outputs to ones
+    bootstrapped alone, on every kernel path."""
+    params, sk, ek = keys_for(3)
+    m = np.arange(9) % 8
+    ct = sk.encrypt(m)
+    alone = ek.programmable_bootstrap(ct, np.arange(8)[::-1], group=1).data
+    for group in (3, 4, 9):
+        assert np.array_equal(ek.programmable_bootstrap(ct, np.arange(8)[::-1], group=group).data, alone)
