@@ -63,10 +63,28 @@ def fhe_parameter_constraints(sklearn_class):
 # -- parameters derived from the wrapped class ----------------------------------------------
 
 def _wrapped_parameters(sklearn_class, exclude):
-    """``inspect.Parameter``s of ``sklearn_class.__init__`` in the installed scikit-learn."""
-    init = getattr(sklearn_class.__init__, "deprecated_original", sklearn_class.__init__)
-    return [p for name, p in inspect.signature(init).parameters.items()
-            if name != "self" and name not in exclude]
+    """``inspect.Parameter``s of ``sklearn_class.__init__`` in the installed scikit-learn.
+
+    A ``**kwargs`` catch-all is not a parameter: when the class forwards it to its base's
+    ``__init__`` (XGBoost's classes do), the base's parameters follow, as in its
+    ``get_params``.
+    """
+    params, seen = [], {"self"}
+    for klass in sklearn_class.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        init = getattr(klass.__init__, "deprecated_original", klass.__init__)
+        forwards = False
+        for name, p in inspect.signature(init).parameters.items():
+            if p.kind == p.VAR_KEYWORD:
+                forwards = True
+            elif name not in seen and name not in exclude and p.kind != p.VAR_POSITIONAL:
+                seen.add(name)
+                # a base's parameters come after the subclass's keyword-only ones
+                params.append(p if klass is sklearn_class else p.replace(kind=p.KEYWORD_ONLY))
+        if not forwards:
+            break
+    return params
 
 
 def _estimator_signature(cls):

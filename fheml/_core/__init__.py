@@ -10,20 +10,23 @@ from fheml._core.keys import (
     InsecureKeyWarning,
     LweCiphertext,
     SecretKeys,
+    SeededLweCiphertext,
     decode,
     encode,
     make_luts,
 )
 from fheml._core.parameters import ParameterSet, select_parameters
-from fheml._core.serialization import LimitExceededError, SerializationError
+from fheml._core.serialization import LimitExceededError, MismatchError, SerializationError
 
 __all__ = [
     "EvaluationKeys",
     "InsecureKeyWarning",
     "LimitExceededError",
     "LweCiphertext",
+    "MismatchError",
     "ParameterSet",
     "SecretKeys",
+    "SeededLweCiphertext",
     "SerializationError",
     "decode",
     "encode",

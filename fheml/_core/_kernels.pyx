@@ -477,15 +477,21 @@ def blind_rotate(FourierPlan plan, bsk_fourier, int base_log, int level, abar, a
     if bsk_fourier.ndim != 4 or bsk_fourier.dtype != np.float64 or bsk_fourier.shape[3] != N:
         raise ValueError(f"bsk_fourier must be float64 of shape (n, (k+1)*level, k+1, {N})")
     cdef int n = bsk_fourier.shape[0], k = bsk_fourier.shape[2] - 1
-    if bsk_fourier.shape[1] != (k + 1) * level or not bsk_fourier.flags.c_contiguous:
+    if bsk_fourier.shape[1] != (k + 1) * level or not bsk_fourier.flags.c_contiguous \
+            or n < 1 or k < 1:
         raise ValueError("Fourier bootstrapping key does not match the level")
-    _check_out(acc, (getattr(acc, "shape", (0,))[0], k + 1, N), np.uint64, "acc")
+    if not isinstance(acc, np.ndarray) or acc.ndim != 3:
+        raise ValueError(f"acc must be C-contiguous uint64 of shape (G, {k + 1}, {N})")
+    _check_out(acc, (acc.shape[0], k + 1, N), np.uint64, "acc")
     cdef int G = acc.shape[0]
     if not 1 <= G <= FHEML_MAX_GROUP:
         raise ValueError(f"between 1 and {FHEML_MAX_GROUP} accumulators")
-    abar = np.ascontiguousarray(abar, dtype=np.int32)
+    abar = np.asarray(abar)
+    if abar.dtype.kind not in "iu":
+        raise ValueError(f"abar must hold integers, got {abar.dtype}")
     if abar.shape != (G, n) or (abar.size and (abar.min() < 0 or abar.max() >= 2 * N)):
         raise ValueError(f"abar must have shape ({G}, {n}) with values in [0, {2 * N})")
+    abar = np.ascontiguousarray(abar, dtype=np.int32)
     if workspace is None:
         workspace = PbsWorkspace(n, k, N, level, 1, G)
     elif workspace.shape[1:4] != (k, N, level) or workspace.shape[5] < G:

@@ -21,6 +21,7 @@ from fheml._core._csprng import Csprng, keystream_u64
 from fheml._core.parameters import MAX_LWE_DIMENSION, ParameterSet, log2_p_fail
 from fheml._core.serialization import (
     LimitExceededError,
+    MismatchError,
     SerializationError,
     check_int,
     pack,
@@ -126,12 +127,6 @@ def _check_precision(params, precision, what="precision", variance=None):
             f"2^{log2_p_fail(variance, precision):.1f}, above the set's p_error "
             f"2^{math.log2(params.p_error):.1f}")
     return precision
-
-
-def _decryption_variance(params):
-    """Error variance of the least exact ciphertext a client decrypts unchanged: a fresh
-    encryption or a bootstrap output."""
-    return max(params.big_noise_std ** 2, params.variance_pbs)
 
 
 def _check_key_bits(bits, shape, name):
@@ -261,11 +256,11 @@ class LweCiphertext:
             raise SerializationError("ciphertext: key id must be a string")
         dim = check_int(meta.get("dimension"), "ciphertext: dimension", 1, MAX_LWE_DIMENSION)
         if expected_dimension is not None and dim != expected_dimension:
-            raise SerializationError(
+            raise MismatchError(
                 f"ciphertext dimension {dim} does not match the parameters "
                 f"({expected_dimension})")
         if expected_key_id is not None and key_id != expected_key_id:
-            raise SerializationError("ciphertext was encrypted under other keys than expected")
+            raise MismatchError("ciphertext was encrypted under other keys than expected")
         array = arrays[0]
         seed = meta.get("mask_seed")
         if seed is None:
@@ -303,6 +298,112 @@ class LweCiphertext:
         return cls.from_parts(header, arrays, expected_key_id=expected_key_id,
                               expected_dimension=expected_dimension,
                               max_expanded_bytes=max_expanded_bytes)
+
+
+class SeededLweCiphertext:
+    """A batch of fresh LWE encryptions held as its mask seed and bodies only.
+
+    The compact form of :class:`LweCiphertext` (same byte layout: ciphertext ``i`` of the
+    flattened batch has the mask ``keystream[i*d : (i+1)*d]``), for batches too large to
+    hold with their masks.  The client encrypts without keeping the masks
+    (:meth:`SecretKeys.encrypt_seeded`); the server regenerates the masks of only the
+    columns its circuit reads (:meth:`select`): the ChaCha20 stream is seekable.
+
+    Attributes
+    ----------
+    bodies : ndarray of uint64, shape (rows, columns)
+    key_id : str
+    dimension : int
+    mask_seed : bytes
+    """
+
+    __slots__ = ("bodies", "key_id", "dimension", "mask_seed")
+
+    def __init__(self, bodies, key_id, dimension, mask_seed):
+        bodies = np.asarray(bodies)
+        if bodies.dtype != np.uint64 or bodies.ndim != 2:
+            raise TypeError("seeded ciphertext bodies must be a 2-D uint64 array")
+        if not (isinstance(mask_seed, bytes) and len(mask_seed) == 32):
+            raise ValueError("mask seed must be 32 bytes")
+        if int(dimension) < 1:
+            raise ValueError("ciphertext dimension must be positive")
+        self.bodies = bodies
+        self.key_id = str(key_id)
+        self.dimension = int(dimension)
+        self.mask_seed = mask_seed
+
+    @property
+    def shape(self):
+        return self.bodies.shape
+
+    def __repr__(self):
+        return f"SeededLweCiphertext(shape={self.shape}, dimension={self.dimension})"
+
+    def select(self, columns):
+        """The full ciphertexts of ``columns`` of every row, masks regenerated.
+
+        Parameters
+        ----------
+        columns : array of int
+            Column indices (each in ``[0, shape[1])``).
+
+        Returns
+        -------
+        LweCiphertext of shape ``(rows, len(columns))``
+        """
+        columns = np.asarray(columns, dtype=np.int64).reshape(-1)
+        rows, width = self.bodies.shape
+        if columns.size and (columns.min() < 0 or columns.max() >= width):
+            raise ValueError(f"column indices must be in [0, {width})")
+        d = self.dimension
+        data = np.empty((rows, columns.size, d + 1), dtype=np.uint64)
+        for r in range(rows):
+            for j, c in enumerate(columns):
+                data[r, j, :d] = keystream_u64(self.mask_seed, _STREAM_CT_MASKS,
+                                               (r * width + int(c)) * d, d)
+        data[..., d] = self.bodies[:, columns]
+        return LweCiphertext(data, self.key_id)
+
+    def to_bytes(self):
+        """Same bytes as the seeded form of :meth:`LweCiphertext.to_bytes`."""
+        return pack("ciphertext", {"key_id": self.key_id, "dimension": self.dimension,
+                                   "mask_seed": self.mask_seed.hex()}, [self.bodies])
+
+    @classmethod
+    def from_bytes(cls, data, *, expected_key_id=None, expected_dimension=None):
+        """Parse without regenerating any mask (see :meth:`select`), with the checks of
+        :meth:`LweCiphertext.from_parts`.
+
+        Raises
+        ------
+        SerializationError
+        """
+        header, arrays = unpack(data, "ciphertext")
+        with peer_data("seeded ciphertext"):
+            if not isinstance(header, dict) or len(arrays) != 1 or arrays[0].dtype != np.uint64 \
+                    or arrays[0].ndim != 2:
+                raise SerializationError("seeded ciphertext: expected a header and one 2-D "
+                                         "uint64 array of bodies")
+            unknown = set(header) - {"key_id", "dimension", "mask_seed"}
+            if unknown:
+                raise SerializationError(f"seeded ciphertext: unknown header fields "
+                                         f"{sorted(unknown)}")
+            key_id = header.get("key_id")
+            if not isinstance(key_id, str) or len(key_id) > 256:
+                raise SerializationError("seeded ciphertext: key id must be a string")
+            dim = check_int(header.get("dimension"), "seeded ciphertext: dimension", 1,
+                            MAX_LWE_DIMENSION)
+            if expected_dimension is not None and dim != expected_dimension:
+                raise SerializationError(f"ciphertext dimension {dim} does not match the "
+                                         f"parameters ({expected_dimension})")
+            if expected_key_id is not None and key_id != expected_key_id:
+                raise SerializationError("ciphertext was encrypted under other keys than "
+                                         "expected")
+            seed = header.get("mask_seed")
+            if not isinstance(seed, str) or len(seed) != 64:
+                raise SerializationError("seeded ciphertext: mask seed must be 32 bytes "
+                                         "(64 hex digits)")
+            return cls(arrays[0], key_id, dim, bytes.fromhex(seed))
 
 
 def _fill_ct_masks(seed, data):
@@ -439,6 +540,58 @@ class SecretKeys:
         data[:, d] = body
         return LweCiphertext(data.reshape(*plain.shape, d + 1), self.key_id, mask_seed=mask_seed)
 
+    def encrypt_seeded(self, values, precision=None, *, chunk=1024, n_jobs=1):
+        """Encrypt a 2-D array of integers keeping only the bodies (see
+        :class:`SeededLweCiphertext`): memory stays ``chunk`` ciphertexts per thread
+        whatever the size.
+
+        Parameters
+        ----------
+        values : array of int, shape (rows, columns)
+            In ``[0, 2^precision)``.
+        precision : int, optional
+        chunk : int, default=1024
+            Ciphertexts encrypted at once by a thread.
+        n_jobs : int, default=1
+            Threads (-1: all cores); the keystream and the products release the GIL.
+
+        Returns
+        -------
+        SeededLweCiphertext
+        """
+        precision = _check_precision(self.params, precision)
+        v = np.asarray(values)
+        if v.ndim != 2 or not (np.issubdtype(v.dtype, np.integer) or v.dtype == bool):
+            raise TypeError("encrypt_seeded takes a 2-D array of integers")
+        v = v.astype(np.int64)
+        if v.size and (v.min() < 0 or v.max() >= 1 << precision):
+            raise ValueError(f"values must be in [0, {1 << precision}) for {precision}-bit "
+                             f"encryption; got [{v.min()}, {v.max()}]")
+        plain = encode(v, precision).reshape(-1)
+        mask_seed = os.urandom(32)
+        bodies = np.empty(plain.shape[0], dtype=np.uint64)
+        starts = range(0, plain.shape[0], chunk)
+        jobs = max(1, min(effective_n_jobs(n_jobs if n_jobs is not None else 1), len(starts)))
+        # noise from one fresh OS-seeded stream per thread, never derivable from the seed
+        Parallel(n_jobs=jobs, prefer="threads")(
+            delayed(self._encrypt_bodies)(plain, bodies, mask_seed, part, chunk)
+            for part in np.array_split(np.asarray(starts, dtype=np.int64), jobs))
+        return SeededLweCiphertext(bodies.reshape(v.shape), self.key_id, self.big_key.shape[0],
+                                   mask_seed)
+
+    def _encrypt_bodies(self, plain, bodies, mask_seed, starts, chunk):
+        key = self.big_key
+        d = key.shape[0]
+        noise = Csprng()
+        for start in starts:
+            stop = min(plain.shape[0], int(start) + chunk)
+            masks = keystream_u64(mask_seed, _STREAM_CT_MASKS, int(start) * d,
+                                  (stop - int(start)) * d).reshape(-1, d)
+            body = _kernels.dot_binary(masks, key)
+            body += plain[start:stop] + noise.gaussian_torus(stop - int(start),
+                                                             self.params.big_noise_std)
+            bodies[start:stop] = body
+
     def phase(self, ct):
         """b - <a, s> of every ciphertext (message plus noise, as torus uint64)."""
         self._warn_if_insecure()
@@ -455,7 +608,7 @@ class SecretKeys:
         sign (values in ``[-2^p, 2^p)``), otherwise values are in ``[0, 2^(p+1))``."""
         self._warn_if_insecure()
         precision = _check_precision(self.params, precision,
-                                     variance=_decryption_variance(self.params))
+                                     variance=self.params.variance_output)
         return decode(self._phase(ct), precision, signed=signed)
 
     def _check_ct(self, ct):
@@ -638,7 +791,9 @@ class EvaluationKeys:
 
         The parameters are checked against ``expected_params`` and the bodies' shapes
         against the parameters before anything is expanded, so the work done is the one
-        the expected parameters imply.
+        the expected parameters imply.  Without ``expected_params`` the keys' own
+        parameters decide it: always pass them for keys that come from a peer (as
+        ``Server.load_keys`` does).
 
         Raises
         ------
@@ -647,7 +802,7 @@ class EvaluationKeys:
         header, arrays = unpack(data, "evaluation-keys")
         params = params_from_header(header, "evaluation-keys")
         if expected_params is not None and params != expected_params:
-            raise SerializationError(
+            raise MismatchError(
                 "evaluation keys were made for other parameters than this circuit")
         key_id = header.get("key_id")
         if not isinstance(key_id, str) or len(key_id) > 256:

@@ -404,9 +404,11 @@ def _check_secure_std(name, std, dimension):
 class ParameterSet:
     """Cryptographic parameters of a TFHE circuit (KS -> PBS atomic pattern).
 
-    Every instance is validated on construction, including the 128-bit security of both
-    keys (noise at least ``sqrt(var_min(dimension))``). A set without bootstrapping (for
-    circuits with no lookup, decrypted directly) has ``glwe_dimension``,
+    Every instance is validated on construction: the 128-bit security of both keys (noise
+    at least ``sqrt(var_min(dimension))``, dimensions in the curve's validated range from
+    ``MIN_SECURE_DIMENSION``), what the kernels can run (bases up to ``2**MAX_BASE_LOG``),
+    and the set's own claim (``log2_p_fail() <= log2(p_error)``). A set without
+    bootstrapping (for circuits with no lookup, decrypted directly) has ``glwe_dimension``,
     ``polynomial_size``, the four base/level fields and ``glwe_noise_std`` all zero.
 
     Parameters
@@ -415,9 +417,10 @@ class ParameterSet:
         Message bits ``p`` of the lookups (or of the decrypted values when there is no
         bootstrap); the padding bit is extra. 1..8 with bootstrap, 1..30 without.
     lwe_dimension : int
-        ``n``, dimension of the small LWE key (the only key without bootstrap).
+        ``n``, dimension of the small LWE key (the only key without bootstrap);
+        ``450 <= n <= 2**17``.
     glwe_dimension : int
-        ``k``.
+        ``k``, with ``450 <= k * N <= 2**17``.
     polynomial_size : int
         ``N``, a power of two in 256..65536.
     lwe_noise_std : float
@@ -425,11 +428,13 @@ class ParameterSet:
     glwe_noise_std : float
         Noise standard deviation of the GLWE key / bootstrapping key, torus units.
     pbs_base_log, pbs_level : int
-        Gadget decomposition of the bootstrap (``base_log * level <= 64``).
+        Gadget decomposition of the bootstrap (``1 <= base_log <= 31``,
+        ``base_log * level <= 64``).
     ks_base_log, ks_level : int
-        Decomposition of the keyswitch (``base_log * level <= 64``).
+        Decomposition of the keyswitch (same limits).
     p_error : float
-        Per-lookup failure probability the set was selected for (informational).
+        Per-lookup failure probability the set was selected for; the set's model must
+        meet it at ``precision`` and ``norm2``.
     norm2 : float
         2-norm ν of the linear combinations feeding lookups that the set was selected for.
 
@@ -592,6 +597,12 @@ class ParameterSet:
             return 0.0
         return var_pbs(self.lwe_dimension, self.glwe_dimension, self.polynomial_size,
                        self.pbs_base_log, self.pbs_level, self.glwe_noise_std**2)
+
+    @property
+    def variance_output(self):
+        """float: error variance of a ciphertext decrypted as it is, the larger of a fresh
+        encryption's and a bootstrap output's."""
+        return max(self.big_noise_std ** 2, self.variance_pbs)
 
     def variance_at_lookup(self, norm2=None):
         """Error variance at the decision point of a lookup (or of the decryption).

@@ -19,9 +19,10 @@ authentication around these bytes: TLS with client certificates, or an HMAC / si
 the bytes with a key the peers share out of band.
 
 Everything a peer can send is validated into one exception type, :class:`SerializationError`
-(a ``ValueError``); :class:`LimitExceededError` is the subclass raised when a request is
-well formed but larger than a configured limit.  A server maps the first to HTTP 400 and
-the second to HTTP 413.
+(a ``ValueError``).  Two subclasses say more: :class:`MismatchError`, well-formed data that
+does not fit the receiver (other parameters, other keys, not the circuit's arguments), and
+:class:`LimitExceededError`, a well-formed request larger than a configured limit.  A
+server maps them to HTTP 422 and 413, any other SerializationError to 400.
 """
 
 import contextlib
@@ -52,6 +53,12 @@ class SerializationError(ValueError):
     The one exception type for everything a peer can send: malformed, corrupted or
     truncated bytes, invalid parameters or keys, and requests that do not fit the circuit.
     """
+
+
+class MismatchError(SerializationError):
+    """Well-formed data that does not fit what the receiver expects: made for other
+    parameters, encrypted under other keys, or not the arguments the circuit takes (count,
+    kind, shape, ciphertext dimension, clear values outside the compiled range)."""
 
 
 class LimitExceededError(SerializationError):

@@ -46,6 +46,7 @@ __all__ = [
     "InputRangeError",
     "LimitExceededError",
     "LookupTable",
+    "MismatchError",
     "SerializationError",
     "Server",
     "ServerLimits",
@@ -59,7 +60,7 @@ __all__ = [
 ]
 
 
-_ENGINE_ERRORS = ("LimitExceededError", "SerializationError")
+_ENGINE_ERRORS = ("LimitExceededError", "MismatchError", "SerializationError")
 
 
 def __getattr__(name):

@@ -83,22 +83,55 @@ def finalize(program, input_specs, p_error=None, global_p_error=None):
                 "lower the bit width of the inputs or weights")
         return select_parameters(P, p_error, nu_out, bootstrap=False), p_error
 
-    nu = 1.0
+    program.assign_stages()
+    nu = nu_all = 1.0
     for node in lookups:
         shift = node.attrs["shift"]
         pin = min(P - shift, lookup_bits)
         node.attrs["pin"] = pin
         node.attrs["premul"] = 1 << (P - shift - pin)
-        nu = max(nu, program.nodes[node.inputs[0]].nu * node.attrs["premul"])
+        norm = program.nodes[node.inputs[0]].nu * node.attrs["premul"]
+        nu_all = max(nu_all, norm)
+        if not _fed_by_fresh_encryptions(program, node):
+            nu = max(nu, norm)
     for precision in range(lookup_bits, MAX_LOOKUP_BITS + 1):
         params = select_parameters(precision, p_error, nu, bootstrap=True)
+        if any(lookup_p_fail(program, n, params) > p_error for n in lookups):
+            # lookups of fresh inputs are noisier than those sets allow: count them as
+            # bootstrap outputs (a bound on their noise)
+            params = select_parameters(precision, p_error, nu_all, bootstrap=True)
         # Outputs are decrypted at P bits: make sure their noise allows it too.
-        var_out = nu_out ** 2 * max(params.variance_pbs, params.big_noise_std ** 2)
+        var_out = nu_out ** 2 * params.variance_output
         if log2_p_fail(var_out, P) <= math.log2(p_error) + 1e-9:
             return params, p_error
     raise ValueError(
         f"no parameters decrypt the outputs at {P} bits with p_error={p_error:.3g}; lower the "
         "bit width of the outputs or raise p_error")
+
+
+def _fed_by_fresh_encryptions(program, lookup):
+    """Whether no lookup precedes ``lookup``: its input is then a linear combination of
+    fresh encryptions only (stage 0), whose noise is ``big_noise_std``, far below a
+    bootstrap output's."""
+    return program.nodes[lookup.inputs[0]].stage == 0
+
+
+def lookup_p_fail(program, lookup, params):
+    """Modelled failure probability of one element of ``lookup`` under ``params``.
+
+    The input's noise is ν·premul times a bootstrap output's noise, or times the noise
+    of a fresh encryption when only fresh encryptions feed it; the keyswitch and the
+    modulus switch add theirs.
+    """
+    from fheml._core.parameters import log2_p_fail
+
+    norm = program.nodes[lookup.inputs[0]].nu * lookup.attrs["premul"]
+    pin = lookup.attrs["pin"]
+    if _fed_by_fresh_encryptions(program, lookup):
+        variance = ((norm * params.big_noise_std) ** 2 + params.variance_ks
+                    + params.variance_ms)
+        return 2.0 ** log2_p_fail(variance, pin)
+    return params.p_fail(pin, norm)
 
 
 def statistics(program, params, p_error):
@@ -110,7 +143,7 @@ def statistics(program, params, p_error):
         size = int(np.prod(n.shape, dtype=np.int64))
         pin = n.attrs["pin"]
         by_precision[pin] = by_precision.get(pin, 0) + size
-        p = params.p_fail(pin, program.nodes[n.inputs[0]].nu * n.attrs["premul"])
+        p = lookup_p_fail(program, n, params)
         log_ok += size * math.log1p(-min(p, 1 - 1e-16))
     count = sum(by_precision.values())
     if not lookups:
@@ -362,8 +395,7 @@ def _check_program_against_params(program, params):
     if any(n.attrs["pin"] > params.precision for n in lookups):
         raise ValueError(f"a lookup reads more than the {params.precision} bits of the "
                          "parameters")
-    variance = max(params.big_noise_std ** 2, params.variance_pbs)
-    if log2_p_fail(variance, program.precision) > math.log2(params.p_error) + 1e-9:
+    if log2_p_fail(params.variance_output, program.precision) > math.log2(params.p_error) + 1e-9:
         raise ValueError(f"the parameters cannot carry {program.precision}-bit messages")
 
 
@@ -458,10 +490,10 @@ def _arg_from_item(item, array, key_id, limits):
 
 def _check_args_against_spec(spec, items, arrays, batched, limits):
     """Everything about the arguments the header tells, before any expansion."""
-    from fheml._core.serialization import SerializationError
+    from fheml._core.serialization import MismatchError
     inputs = spec.inputs
     if len(items) != len(inputs):
-        raise SerializationError(f"circuit-args: the circuit takes {len(inputs)} argument(s), "
+        raise MismatchError(f"circuit-args: the circuit takes {len(inputs)} argument(s), "
                                  f"got {len(items)}")
     dim = spec.params.big_lwe_dimension
     rows, expanded = None, 0
@@ -469,24 +501,24 @@ def _check_args_against_spec(spec, items, arrays, batched, limits):
         shape = tuple(s["shape"])
         encrypted = it.get("encrypted")
         if encrypted is not s["encrypted"]:
-            raise SerializationError(f"circuit-args: argument {s['name']!r} must be "
+            raise MismatchError(f"circuit-args: argument {s['name']!r} must be "
                                      f"{'encrypted' if s['encrypted'] else 'clear'}")
         seeded = encrypted and "mask_seed" in it
         sample = a.shape[1:] if not encrypted or seeded else a.shape[1:-1]
         if a.ndim < 1 or tuple(sample) != shape or (encrypted and not seeded and (
                 a.ndim < 2 or a.shape[-1] != dim + 1)):
-            raise SerializationError(f"circuit-args: argument {s['name']!r} does not have the "
+            raise MismatchError(f"circuit-args: argument {s['name']!r} does not have the "
                                      f"compiled shape {shape} (after the batch axis)")
         if encrypted and it.get("dimension") != dim:
-            raise SerializationError(f"circuit-args: argument {s['name']!r} has ciphertext "
+            raise MismatchError(f"circuit-args: argument {s['name']!r} has ciphertext "
                                      f"dimension {it.get('dimension')!r}, expected {dim}")
         if rows is not None and a.shape[0] != rows:
-            raise SerializationError("circuit-args: all arguments must have the same batch size")
+            raise MismatchError("circuit-args: all arguments must have the same batch size")
         rows = a.shape[0]
         if encrypted:
             expanded += math.prod(a.shape[:1] + shape) * (dim + 1) * 8
     if not batched and rows not in (None, 1):
-        raise SerializationError("circuit-args: an unbatched call has one sample")
+        raise MismatchError("circuit-args: an unbatched call has one sample")
     limits.check_rows(rows or 0)
     limits.check_expanded_bytes(expanded)
 
@@ -652,11 +684,11 @@ class Client:
         fheml._core.SerializationError
             Result bytes that are malformed or do not match the circuit and the keys.
         """
-        from fheml._core.serialization import SerializationError
+        from fheml._core.serialization import MismatchError
         sk = self._keys()
         if isinstance(result, (bytes, bytearray, memoryview)):
             result = EncryptedResult.from_bytes(result)
-            error = SerializationError
+            error = MismatchError
         else:
             error = ValueError
         P = self.spec.precision
@@ -767,8 +799,8 @@ class Server:
                                      n_jobs=n_jobs)
             except (InputRangeError, TracingError) as exc:
                 # clear values the peer sent outside what the circuit was compiled for
-                from fheml._core.serialization import SerializationError
-                raise SerializationError(f"circuit-args: {exc}") from None
+                from fheml._core.serialization import MismatchError
+                raise MismatchError(f"circuit-args: {exc}") from None
         return EncryptedResult([LweCiphertext(o, evaluation_keys.key_id) for o in outs],
                                encrypted_args.batched)
 
@@ -854,9 +886,8 @@ class Circuit:
         self.client = Client(ClientSpec(params, program.precision, input_specs, output_specs,
                                         multiple))
         self.statistics = statistics(program, params, p_error)
-        self._simulation_p_fail = {
-            k: params.p_fail(n.attrs["pin"], program.nodes[n.inputs[0]].nu * n.attrs["premul"])
-            for k, n in enumerate(program.nodes) if n.op == "tlu"}
+        self._simulation_p_fail = {k: lookup_p_fail(program, n, params)
+                                   for k, n in enumerate(program.nodes) if n.op == "tlu"}
 
     @property
     def max_bit_width(self):

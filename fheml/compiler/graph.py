@@ -25,7 +25,7 @@ UFUNCS = frozenset(
         "greater_equal", "equal", "not_equal", "logical_and", "logical_or", "logical_xor",
         "logical_not", "bitwise_and", "bitwise_or", "bitwise_xor", "invert", "left_shift",
         "right_shift", "isfinite", "isinf", "isnan", "signbit", "copysign", "heaviside",
-        "gcd", "lcm",
+        "gcd", "lcm", "ldexp", "conjugate", "nextafter", "spacing", "bitwise_count",
     )
     if isinstance(getattr(np, name, None), np.ufunc) and getattr(np, name).nout == 1
 )

@@ -25,7 +25,7 @@ import pathlib
 
 import numpy as np
 
-from fheml._core.serialization import SerializationError, pack, unpack
+from fheml._core.serialization import MismatchError, SerializationError, pack, unpack
 from fheml.deployment.families import family_for, family_named
 
 __all__ = ["ARTIFACT_VERSION", "FHEModelClient", "FHEModelDev", "FHEModelServer",
@@ -445,9 +445,7 @@ class FHEModelServer:
             raise TypeError(f"expected evaluation key bytes, got {type(data).__name__}")
         try:
             return EvaluationKeys.from_bytes(data, expected_params=self.parameters)
-        except SerializationError:
-            raise
-        except ValueError as exc:
+        except MismatchError as exc:
             # Only on this error path: read the header again to name what differs.
             _check_key_params(_params_of_keys(data), self.parameters, "these evaluation keys")
             raise ModelMismatchError(f"evaluation keys: {exc}") from None
@@ -480,9 +478,14 @@ class FHEModelServer:
         if not isinstance(evaluation_keys, EvaluationKeys):
             evaluation_keys = self.load_evaluation_keys(evaluation_keys)
         inner = _unpack_envelope(serialized_encrypted_input, "model-input", self.model_id)
-        args = EncryptedArgs.from_bytes(inner)
         try:
+            # checked against the circuit and the server's limits before any expansion
+            args = EncryptedArgs.from_bytes(inner, spec=self.server.spec,
+                                            key_id=evaluation_keys.key_id,
+                                            limits=self.server.limits)
             result = self.server.run(args, evaluation_keys, n_jobs=self.n_jobs)
+        except MismatchError as exc:
+            raise ModelMismatchError(str(exc)) from None
         except SerializationError:
             raise
         except (TypeError, ValueError) as exc:

@@ -43,7 +43,7 @@ import collections
 import secrets
 import time
 
-from fheml._core.serialization import SerializationError
+from fheml._core.serialization import LimitExceededError, MismatchError, SerializationError
 from fheml.deployment.fhe_client_server import CLIENT_FILE, FHEModelServer, ModelMismatchError
 
 __all__ = ["ServiceLimits", "create_app", "serve"]
@@ -202,10 +202,12 @@ def create_app(model_dir, limits=None, n_jobs=1):
         """Run blocking work in a thread; map the deployment errors to HTTP errors."""
         try:
             return await anyio.to_thread.run_sync(function, *args, limiter=workers)
+        except LimitExceededError as exc:
+            raise ServiceError(413, "too_large", str(exc)) from None
+        except (ModelMismatchError, MismatchError) as exc:
+            raise ServiceError(422, "mismatch", str(exc)) from None
         except SerializationError as exc:
             raise ServiceError(400, "malformed", str(exc)) from None
-        except ModelMismatchError as exc:
-            raise ServiceError(422, "mismatch", str(exc)) from None
 
     async def health(request):
         return JSONResponse({"status": "ok"})

@@ -408,8 +408,26 @@ def test_dot_binary_and_fft_wrappers_check_inputs():
         _kernels.FourierPlan(300)
 
 
-def test_statistics_shape_of_a_parameter_set_dataclass():
-    # dataclasses.replace goes through the same validation as the constructor
+def test_replace_validates_like_the_constructor():
     s = select_parameters(3, p_error=2.0**-40)
     with pytest.raises(ValueError):
         dataclasses.replace(s, ks_base_log=32, ks_level=1)
+
+
+def test_blind_rotate_wrapper_checks_inputs():
+    N, k, level, base_log = 256, 1, 1, 20
+    plan = _kernels.FourierPlan(N)
+    rows = rng.integers(0, 2**64, ((k + 1) * level * (k + 1), N), dtype=np.uint64)
+    bsk = _kernels.fft_forward_torus(plan, rows).reshape(1, (k + 1) * level, k + 1, N)
+    acc = rng.integers(0, 2**64, (1, k + 1, N), dtype=np.uint64)
+    _kernels.blind_rotate(plan, bsk, base_log, level, [[3]], acc.copy())
+    for bad in (dict(base_log=32), dict(base_log=0), dict(abar=[[2 * N]]), dict(abar=[[0.5]]),
+                dict(abar=[[2**32 + 3]]), dict(acc=acc[:, :, ::2]),
+                dict(acc=acc.astype(np.int64)), dict(acc=np.zeros((0, k + 1, N), np.uint64))):
+        args = {**dict(base_log=base_log, abar=[[3]], acc=acc.copy()), **bad}
+        with pytest.raises(ValueError):
+            _kernels.blind_rotate(plan, bsk, args["base_log"], level, args["abar"], args["acc"])
+    read_only = acc.copy()
+    read_only.setflags(write=False)
+    with pytest.raises(ValueError, match="writable"):
+        _kernels.blind_rotate(plan, bsk, base_log, level, [[3]], read_only)

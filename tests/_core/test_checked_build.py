@@ -11,7 +11,7 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 WRAPPER_TESTS = ("mul_binary_exact or add_f64_to_torus or base_logs or pbs_range or "
-                 "dot_binary or read_only")
+                 "dot_binary or read_only or blind_rotate")
 
 
 @pytest.mark.slow

@@ -157,7 +157,7 @@ def test_clear_argument_outside_its_compiled_range():
     silently wrong (bounds and noise were computed for that range): every mode refuses it,
     and so does a server that receives the arguments as bytes."""
     import fheml
-    from fheml.compiler import InputRangeError
+    from fheml.compiler import InputRangeError, SerializationError
 
     @fheml.compiler({"x": "encrypted", "w": "clear"})
     def f(x, w):
@@ -170,8 +170,11 @@ def test_clear_argument_outside_its_compiled_range():
     for run in (circuit.run, circuit.simulate, circuit.encrypt_run_decrypt):
         with pytest.raises(InputRangeError, match="clear argument 'w'"):
             run(x, bad)
-    # the server checks too (the client may be someone else's code)
+    # the server checks too (the client may be someone else's code); from bytes, every
+    # error a peer causes is the boundary's SerializationError
     args = circuit.client.encrypt(x, ok)
     args.values[1] = bad[None]
-    with pytest.raises(InputRangeError, match="clear argument 'w'"):
+    with pytest.raises(SerializationError, match="clear argument 'w'"):
         circuit.server.run(args.to_bytes(), circuit.client.evaluation_keys)
+    with pytest.raises(InputRangeError, match="clear argument 'w'"):
+        circuit.server.run(args, circuit.client.evaluation_keys)

@@ -44,8 +44,14 @@ def test_parameters_follow_widest_lookup_and_norm():
     W = np.array([3, -2, 1])
     circuit = fheml.compile(lambda x: (x @ W) // 2, [np.array(v) for v in
                                                      np.ndindex(4, 4, 4)])
-    # x @ W in [-6, 12]: 19 values -> 5-bit lookup, fed by weights of 2-norm sqrt(14).
+    # x @ W in [-6, 12]: 19 values -> 5-bit lookup.  It reads fresh encryptions only, whose
+    # noise (times sqrt(14)) is far below a bootstrap output's: the norm does not count.
     assert circuit.parameters.precision == 5
+    assert circuit.parameters == select_parameters(5, 2**-40, 1.0)
+    assert circuit.statistics["global_p_error"] <= 2**-40
+    # After a first lookup, the weights multiply bootstrap noise: the norm counts.
+    circuit = fheml.compile(lambda x: (((x // 2) + 1) @ W) // 2,
+                            [np.array(v) for v in np.ndindex(8, 8, 8)])
     assert circuit.parameters.norm2 == pytest.approx(np.sqrt(14))
     assert circuit.parameters == select_parameters(5, 2**-40, np.sqrt(14))
 

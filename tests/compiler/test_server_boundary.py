@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fheml
-from fheml._core import LimitExceededError, SerializationError
+from fheml._core import LimitExceededError, MismatchError, SerializationError
 from fheml._core.serialization import pack, unpack
 from fheml.compiler import EncryptedArgs, Server, ServerLimits, ServerSpec
 from tests.compiler.conftest import use_cached_keys
@@ -154,11 +154,13 @@ def test_request_checked_against_the_circuit(circuit):
         "clear range": lambda h, a: a.__setitem__(1, a[1] + 7),
         "clear floats": lambda h, a: a.__setitem__(1, a[1] + 0.5),
     }
+    malformed = {"clear dtype", "batched"}      # the others are well formed but do not fit
     for what, mutate in cases.items():
         header, arrays = _args_parts(circuit, x, w)
         mutate(header, arrays)
-        with pytest.raises(SerializationError):
+        with pytest.raises(SerializationError) as info:
             server.run(pack("circuit-args", header, arrays), ek)
+        assert isinstance(info.value, MismatchError) == (what not in malformed), what
 
 
 def test_server_limits_name_the_limit(circuit):

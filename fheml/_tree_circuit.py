@@ -1,0 +1,533 @@
+"""Encrypted evaluation of tree ensembles: unary input bits, leaf blocks, one lookup each.
+
+The shared machinery of :mod:`fheml.tree` and :mod:`fheml.ensemble` (see docs/trees.md).
+
+Inputs.  Each feature ``f`` has public cut points ``edges[f]`` computed from the training
+data alone (midpoints of its distinct values, or ``2**n_bits - 1`` quantiles when there are
+more).  Its bin index is ``q_f = #{j : x_f > edges[f][j]}`` and the client encrypts the unary
+("thermometer") bits ``[q_f > j]`` for *every* level ``j`` of every feature: the client
+artifact holds the edges, never the thresholds of the model.
+
+Nodes.  A split of feature ``f`` at threshold ``t`` goes right iff ``x_f > t``; ``t`` is mapped
+to the nearest edge ``edges[f][j]`` and the test becomes the encrypted bit ``[q_f > j]``: no
+lookup.  Going right is the literal ``b``, going left ``1 - b``.
+
+Blocks.  The internal nodes of a tree are partitioned into *blocks*: connected sets ``S`` of
+``m`` internal nodes rooted at a node ``u`` of depth ``k``.  With ``s`` the sum of the ``k``
+literals on the path to ``u`` (``s == k`` iff ``u`` is reached) and ``b_0 .. b_{m-1}`` the bits
+of the nodes of ``S``, the integer ``s * 2**m + sum_i b_i 2**i`` (``(k + 1) 2**m`` values) tells
+whether ``u`` is reached and, if so, where the walk through ``S`` leaves it.  One lookup on it
+returns the value of the leaf reached when that exit is a leaf, 0 otherwise.  Exactly one
+leaf of a tree is reached, so the tree's output is the sum of its blocks' lookups; ensemble
+sums are linear.  Leaf values are quantized on a common step and shifted by the most
+common value of their tree (added back in the clear), so blocks whose leaves all hold that
+value need no lookup.  Blocks are chosen by dynamic programming to minimise lookups under
+a lookup precision ``B`` (3 to 8 bits).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fheml.compiler.circuit import Circuit, finalize
+from fheml.compiler.lowering import MAX_LOOKUP_BITS
+from fheml.compiler.program import PNode, Program
+
+__all__ = ["ThermometerQuantizer", "Tree", "TreeCircuitPlan", "quantize_ensemble", "topological"]
+
+MIN_LOOKUP_BITS = 3
+
+
+# ------------------------------------------------------------------ trees ----------------
+
+@dataclass
+class Tree:
+    """One binary decision tree as arrays (node 0 is the root).
+
+    A node goes right iff ``x[feature] > threshold``; leaves have ``left == right == -1``.
+
+    Attributes
+    ----------
+    feature, left, right : ndarray of int64, shape (n_nodes,)
+    threshold : ndarray of float64, shape (n_nodes,)
+    value : ndarray of float64, shape (n_nodes, n_outputs)
+        Contribution of each leaf to the model's raw outputs (rows of internal nodes are
+        ignored).
+    """
+
+    feature: np.ndarray
+    threshold: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    value: np.ndarray
+
+    @property
+    def is_leaf(self):
+        return self.left < 0
+
+    def leaf_index(self, X):
+        """Leaf reached by each row of ``X`` (float), right iff ``x > threshold``."""
+        node = np.zeros(X.shape[0], dtype=np.int64)
+        active = ~self.is_leaf[node]
+        while active.any():
+            n = node[active]
+            go_right = X[np.flatnonzero(active), self.feature[n]] > self.threshold[n]
+            node[active] = np.where(go_right, self.right[n], self.left[n])
+            active = ~self.is_leaf[node]
+        return node
+
+    def depths(self):
+        depth = np.zeros(len(self.feature), dtype=np.int64)
+        for u in range(len(self.feature)):  # parents precede children in every format used
+            if self.left[u] >= 0:
+                depth[self.left[u]] = depth[u] + 1
+                depth[self.right[u]] = depth[u] + 1
+        return depth
+
+
+def topological(feature, threshold, left, right, value):
+    """A :class:`Tree` renumbered so that parents precede children (breadth first)."""
+    order, position = [0], {0: 0}
+    for u in order:
+        if left[u] >= 0:
+            for c in (left[u], right[u]):
+                position[c] = len(order)
+                order.append(c)
+    order = np.asarray(order)
+    remap = np.full(len(feature), -1, dtype=np.int64)
+    remap[order] = np.arange(len(order))
+    new_left = np.where(left[order] >= 0, remap[np.maximum(left[order], 0)], -1)
+    new_right = np.where(right[order] >= 0, remap[np.maximum(right[order], 0)], -1)
+    return Tree(np.asarray(feature, dtype=np.int64)[order],
+                np.asarray(threshold, dtype=np.float64)[order], new_left, new_right,
+                np.asarray(value, dtype=np.float64)[order])
+
+
+# ---------------------------------------------------------------- inputs -----------------
+
+class ThermometerQuantizer:
+    """Per-feature bins from the data and the unary bits the client encrypts.
+
+    Parameters
+    ----------
+    n_bits : int
+        At most ``2**n_bits - 1`` cut points (levels) per feature.
+    float32 : bool, default=False
+        Read values as float32 first, as models that fit and predict in float32 do
+        (scikit-learn's trees, XGBoost): their thresholds are then cut points exactly.
+
+    Attributes
+    ----------
+    edges_ : list of ndarray
+        Cut points of each feature (midpoints of consecutive distinct training values, or
+        quantile midpoints when there are more than ``2**n_bits``).
+    offsets_ : ndarray of int64, shape (n_features + 1,)
+        Column of the first bit of each feature in the encoded vector.
+    """
+
+    def __init__(self, n_bits, float32=False):
+        self.n_bits = int(n_bits)
+        self.float32 = bool(float32)
+
+    def _values(self, X):
+        X = np.asarray(X, dtype=np.float32 if self.float32 else np.float64)
+        return X.astype(np.float64)
+
+    def fit(self, X):
+        max_levels = (1 << self.n_bits) - 1
+        self.edges_ = []
+        for column in self._values(X).T:
+            distinct = np.unique(column)
+            if distinct.size - 1 <= max_levels:
+                edges = (distinct[:-1] + distinct[1:]) / 2
+            else:
+                # HistGradientBoosting's rule: midpoint quantiles of the data
+                percentiles = np.linspace(0, 100, max_levels + 2)[1:-1]
+                edges = np.unique(np.percentile(column, percentiles, method="midpoint"))
+            self.edges_.append(edges)
+        self.offsets_ = np.concatenate([[0], np.cumsum([e.size for e in self.edges_])])
+        return self
+
+    @property
+    def n_levels(self):
+        """Total number of encoded bits per sample."""
+        return int(self.offsets_[-1])
+
+    def quant(self, X):
+        """Bin index of every value: the number of cut points it exceeds."""
+        X = self._values(X)
+        return np.stack([np.searchsorted(e, X[:, f], side="left")
+                         for f, e in enumerate(self.edges_)], axis=1).astype(np.int64)
+
+    def encode(self, q):
+        """Unary bits ``[q_f > j]`` of bin indices, shape (n_samples, n_levels), uint8."""
+        q = np.asarray(q, dtype=np.int64)
+        bits = np.zeros((q.shape[0], self.n_levels), dtype=np.uint8)
+        for f, edges in enumerate(self.edges_):
+            levels = np.arange(edges.size)
+            bits[:, self.offsets_[f]:self.offsets_[f + 1]] = q[:, f:f + 1] > levels
+        return bits
+
+    def columns(self, trees, X):
+        """Per tree and node: the bit column standing for ``x[feature] > threshold``.
+
+        On the training values the split separates the values ``<= threshold`` from the
+        others: the column is the cut point between the largest of the first and the
+        smallest of the second, so the test is exact on every training value when each has
+        its own bin (quantile bins: the nearest cut point).  ``None`` for leaves and for a
+        feature without cut points (constant in ``X``: the test is then ``False``).
+        """
+        X = self._values(X)
+        distinct = [np.unique(column) for column in X.T]
+        out = []
+        for tree in trees:
+            cols = []
+            for f, t in zip(tree.feature, tree.threshold):
+                if f < 0 or self.edges_[f].size == 0:
+                    cols.append(None)
+                    continue
+                edges = self.edges_[f]
+                if edges.size == distinct[f].size - 1:  # one bin per training value
+                    j = int(np.searchsorted(distinct[f], t, side="right")) - 1
+                else:
+                    below = int(np.searchsorted(edges, t, side="left"))
+                    near = [k for k in (below - 1, below) if 0 <= k < edges.size]
+                    j = min(near, key=lambda k: abs(edges[k] - t))
+                cols.append(int(self.offsets_[f] + np.clip(j, 0, edges.size - 1)))
+            out.append(cols)
+        return out
+
+
+# ------------------------------------------------------------- quantization --------------
+
+def quantize_ensemble(trees, n_bits):
+    """Integer leaf values on one common step, shifted by each tree's most common value.
+
+    Parameters
+    ----------
+    trees : list of Tree
+    n_bits : int
+        The widest tree's leaf values span ``2**n_bits - 2`` steps (an even count, so
+        that 0.5 of a probability stays exactly half-way).
+
+    Returns
+    -------
+    step : float
+    shifted : list of ndarray of int64 (n_nodes, n_outputs)
+        Quantized leaf values minus their tree's mode (0 where no lookup is needed).
+    offset : ndarray of int64 (n_outputs,)
+        Sum of the modes: ``raw = bias + step * (offset + sum of shifted leaves reached)``.
+    """
+    spans = [np.ptp(t.value[t.is_leaf], axis=0).max() for t in trees]
+    span = max(spans, default=0.0)
+    levels = (1 << n_bits) - 2
+    step = span / levels if span > 0 else 1.0
+    n_out = trees[0].value.shape[1]
+    offset = np.zeros(n_out, dtype=np.int64)
+    shifted = []
+    for t in trees:
+        q = np.rint(t.value / step).astype(np.int64)
+        q[~t.is_leaf] = 0
+        mode = np.zeros(n_out, dtype=np.int64)
+        for o in range(n_out):
+            vals, counts = np.unique(q[t.is_leaf, o], return_counts=True)
+            mode[o] = vals[np.argmax(counts)]
+        s = q - mode
+        s[~t.is_leaf] = 0
+        shifted.append(s)
+        offset += mode
+    return step, shifted, offset
+
+
+# ------------------------------------------------------------------- blocks --------------
+
+def _rooted_subsets(tree, u, budget):
+    """Connected sets of internal nodes rooted at ``u`` with at most ``budget`` nodes."""
+    if budget < 1:
+        return []
+    options = []
+    for child in (tree.left[u], tree.right[u]):
+        opts = [()]
+        if not tree.is_leaf[child]:
+            opts += _rooted_subsets(tree, child, budget - 1)
+        options.append(opts)
+    return [(u,) + a + b for a in options[0] for b in options[1] if 1 + len(a) + len(b) <= budget]
+
+
+def _exits(tree, block):
+    inside = set(block)
+    return [c for v in block for c in (tree.left[v], tree.right[v]) if c not in inside]
+
+
+def _block_outputs(tree, shifted, block):
+    """Outputs for which some leaf exit of ``block`` has a non-zero shifted value."""
+    leaves = [c for c in _exits(tree, block) if tree.is_leaf[c]]
+    if not leaves:
+        return []
+    return [int(o) for o in np.flatnonzero(np.any(shifted[leaves] != 0, axis=0))]
+
+
+def plan_blocks(tree, shifted, bits):
+    """Blocks of ``tree`` minimising the number of lookups of at most ``bits`` bits.
+
+    Returns
+    -------
+    list of (root, block) or None
+        ``block`` is the tuple of its internal nodes (root first); ``None`` when a node is
+        too deep for ``bits``.
+    """
+    depth = tree.depths()
+    best = {}
+    for u in reversed(range(len(tree.feature))):
+        if tree.is_leaf[u]:
+            continue
+        # largest m with (k + 1) * 2**m <= 2**bits
+        budget = max(m for m in range(0, bits + 1) if (depth[u] + 1) << m <= 1 << bits)
+        if budget < 1:
+            return None
+        choice = None
+        for block in _rooted_subsets(tree, u, budget):
+            cost = len(_block_outputs(tree, shifted, block))
+            sub = [best[c] for c in _exits(tree, block) if not tree.is_leaf[c]]
+            cost += sum(s[0] for s in sub)
+            if choice is None or cost < choice[0]:
+                choice = (cost, block, sub)
+        best[u] = choice
+    if tree.is_leaf[0]:
+        return []
+    blocks, stack = [], [best[0]]
+    while stack:
+        cost, block, sub = stack.pop()
+        blocks.append(block)
+        stack.extend(sub)
+    return blocks
+
+
+def _path_literals(tree):
+    """Per node: list of (parent, went_right) on the path from the root."""
+    paths = [[] for _ in tree.feature]
+    for u in range(len(tree.feature)):
+        if tree.left[u] >= 0:
+            paths[tree.left[u]] = paths[u] + [(u, False)]
+            paths[tree.right[u]] = paths[u] + [(u, True)]
+    return paths
+
+
+# -------------------------------------------------------------------- plan ----------------
+
+class TreeCircuitPlan:
+    """The lookups of a quantized ensemble: one per (block, output) with a non-zero leaf.
+
+    Parameters
+    ----------
+    trees : list of Tree
+    shifted : list of ndarray (n_nodes, n_outputs)
+        From :func:`quantize_ensemble`.
+    columns : list of ndarray of object
+        Per tree and node: the bit column of its test (None for constant features).
+    bits : int
+        Lookup precision the blocks are planned for.
+
+    Attributes
+    ----------
+    used_columns : ndarray of int64
+        Encoded bits the server reads (sorted); the circuit input is these bits.
+    cols, coefs : ndarray of int64, shape (n_lookups, n_terms)
+        Lookup ``e`` reads ``sum_t coefs[e, t] * bits[cols[e, t]] + consts[e]``.
+    consts : ndarray of int64 (n_lookups,)
+    tables : ndarray of int64 (n_lookups, n_index)
+    tree_of, output_of : ndarray of int64 (n_lookups,)
+    ranges : ndarray of int64 (n_trees, n_outputs, 2)
+        Smallest and largest shifted value of each tree (the reached leaf's value).
+    """
+
+    def __init__(self, trees, shifted, columns, bits):
+        self.bits = bits
+        self.n_trees = len(trees)
+        self.n_outputs = shifted[0].shape[1] if shifted else 1
+        rows, tree_of, output_of, tables = [], [], [], []
+        self.ranges = np.zeros((len(trees), self.n_outputs, 2), dtype=np.int64)
+        for t_index, (tree, values, cols) in enumerate(zip(trees, shifted, columns)):
+            leaves = np.flatnonzero(tree.is_leaf)
+            self.ranges[t_index, :, 0] = values[leaves].min(axis=0)
+            self.ranges[t_index, :, 1] = values[leaves].max(axis=0)
+            blocks = plan_blocks(tree, values, bits)
+            if blocks is None:
+                raise ValueError(f"a tree is too deep for {bits}-bit lookups")
+            paths = _path_literals(tree)
+            for block in blocks:
+                outputs = _block_outputs(tree, values, block)
+                if not outputs:
+                    continue
+                terms, const, table_rows = self._block(tree, values, cols, paths, block)
+                for o in outputs:
+                    rows.append((terms, const))
+                    tables.append(table_rows[:, o])
+                    tree_of.append(t_index)
+                    output_of.append(o)
+        self.tree_of = np.asarray(tree_of, dtype=np.int64)
+        self.output_of = np.asarray(output_of, dtype=np.int64)
+        used = sorted({c for terms, _ in rows for c in terms})
+        self.used_columns = np.asarray(used, dtype=np.int64)
+        position = {c: i for i, c in enumerate(used)}
+        width = max((len(terms) for terms, _ in rows), default=1)
+        n = len(rows)
+        self.cols = np.zeros((n, max(width, 1)), dtype=np.int64)
+        self.coefs = np.zeros((n, max(width, 1)), dtype=np.int64)
+        self.consts = np.zeros(n, dtype=np.int64)
+        for e, (terms, const) in enumerate(rows):
+            for t, (c, w) in enumerate(sorted(terms.items())):
+                self.cols[e, t] = position[c]
+                self.coefs[e, t] = w
+            self.consts[e] = const
+        n_index = max((len(t) for t in tables), default=1)
+        self.tables = np.zeros((n, n_index), dtype=np.int64)
+        for e, t in enumerate(tables):
+            self.tables[e, :len(t)] = t
+
+    @property
+    def n_lookups(self):
+        return len(self.consts)
+
+    def _block(self, tree, values, cols, paths, block):
+        """Linear form and table of one block (see the module docstring)."""
+        root = block[0]
+        k, m = len(paths[root]), len(block)
+        terms, const = {}, 0
+
+        def add(node, coef):
+            c = cols[node]
+            if c is None:  # constant feature: the bit is known to be 0
+                return
+            terms[c] = terms.get(c, 0) + coef
+
+        for parent, went_right in paths[root]:
+            if went_right:
+                add(parent, 1 << m)
+            else:
+                add(parent, -(1 << m))
+                const += 1 << m
+        for i, node in enumerate(block):
+            add(node, 1 << i)
+        terms = {c: w for c, w in terms.items() if w}
+        # Constant-feature tests on the path are always "left" (the bit is 0): fold them.
+        position = {node: i for i, node in enumerate(block)}
+        table = np.zeros(((k + 1) << m, values.shape[1]), dtype=np.int64)
+        for bits in range(1 << m):
+            node = root
+            while node in position:
+                node = tree.right[node] if (bits >> position[node]) & 1 else tree.left[node]
+            if tree.is_leaf[node]:
+                table[(k << m) + bits] = values[node]
+        return terms, const, table
+
+    # -- clear evaluation (reference of the circuit) ----------------------------------------
+    def lookup_inputs(self, bits_used):
+        """Index of every lookup for rows of used bits, shape (n_samples, n_lookups)."""
+        bits_used = np.asarray(bits_used, dtype=np.int64)
+        return np.einsum("net,et->ne", bits_used[:, self.cols], self.coefs) + self.consts
+
+    def evaluate(self, bits_used):
+        """Per-tree-sum of lookups, shape (n_samples, n_outputs), in the clear."""
+        index = self.lookup_inputs(bits_used)
+        values = self.tables[np.arange(self.n_lookups), index] if index.size else \
+            np.zeros(index.shape, dtype=np.int64)
+        out = np.zeros((bits_used.shape[0], self.n_outputs), dtype=np.int64)
+        np.add.at(out.T, self.output_of, values.T)
+        return out
+
+    # -- program ------------------------------------------------------------------------------
+    def groups(self, n_groups):
+        """Tree index -> output group, ``n_groups`` contiguous groups of balanced lookups."""
+        per_tree = np.bincount(self.tree_of, minlength=self.n_trees)
+        cumulative = np.cumsum(per_tree) - per_tree / 2
+        total = max(1, per_tree.sum())
+        return np.minimum((cumulative * n_groups / total).astype(np.int64), n_groups - 1)
+
+    def program(self, n_groups):
+        """The circuit: used bits -> lookups -> sums per (group, output)."""
+        group = self.groups(n_groups)
+        n, n_out = self.n_lookups, self.n_outputs
+        prog = Program()
+        add = _adder(prog)
+        width = len(self.used_columns)
+        x = add("enc_input", [], {"index": 0}, (width,), True, 1.0, (0, 1))
+        gathered = add("enc_getitem", [x], {"index": (self.cols,)}, self.cols.shape, True, 1.0,
+                       (0, 1))
+        coefs = add("const", [], {"value": self.coefs}, self.coefs.shape, False)
+        norm = float(np.sqrt((self.coefs.astype(np.float64) ** 2).sum(axis=1)).max(initial=1))
+        lo = int(np.minimum(self.coefs, 0).sum(axis=1).min(initial=0))
+        hi = int(np.maximum(self.coefs, 0).sum(axis=1).max(initial=0))
+        scaled = add("enc_mul_clear", [gathered, coefs], {}, self.cols.shape, True,
+                     float(np.abs(self.coefs).max(initial=1)), (lo, hi))
+        summed = add("enc_sum", [scaled], {"axis": (1,), "keepdims": False}, (n,), True, norm,
+                     (lo, hi))
+        consts = add("const", [], {"value": self.consts}, (n,), False)
+        index_hi = self.tables.shape[1] - 1
+        index = add("enc_add_clear", [summed, consts], {"neg_enc": False, "neg_clear": False},
+                    (n,), True, norm, (0, index_hi))
+        tables, table_index = np.unique(self.tables, axis=0, return_inverse=True)
+        table_index = table_index.reshape(-1).astype(np.int64) if tables.shape[0] > 1 else None
+        looked = add("tlu", [index], {"lo": 0, "shift": 0, "tables": tables,
+                                      "table_index": table_index},
+                     (n,), True, 1.0, (int(self.tables.min(initial=0)),
+                                       int(self.tables.max(initial=0))))
+        column = group[self.tree_of] * n_out + self.output_of
+        routing = np.zeros((n, n_groups * n_out), dtype=np.int64)
+        routing[np.arange(n), column] = 1
+        route = add("const", [], {"value": routing}, routing.shape, False)
+        lo_out = hi_out = 0
+        for g in range(n_groups):
+            in_group = self.ranges[group == g]
+            lo_out = min(lo_out, int(in_group[..., 0].sum(axis=0).min(initial=0)))
+            hi_out = max(hi_out, int(in_group[..., 1].sum(axis=0).max(initial=0)))
+        out_norm = float(np.sqrt(routing.sum(axis=0).max(initial=1)))
+        out = add("enc_matmul", [looked, route], {"enc_left": True}, (n_groups * n_out,), True,
+                  out_norm, (lo_out, hi_out))
+        prog.input_nodes = [x]
+        prog.output_nodes = [out]
+        return prog
+
+    def compile(self, p_error=None, global_p_error=None, n_jobs=1):
+        """The cheapest circuit over output groupings (more groups: less output noise).
+
+        Returns
+        -------
+        circuit : Circuit
+        n_groups : int
+        """
+        if self.n_lookups == 0:
+            raise ValueError("every leaf of every tree holds the same value: the model is "
+                             "constant and there is nothing to compute under encryption")
+        best = None
+        counts = sorted({1, 2, 4, 8, 16, 32, self.n_trees} & set(range(1, self.n_trees + 1)))
+        for n_groups in counts:
+            program = self.program(n_groups)
+            spec = [{"name": "bits", "encrypted": True, "shape": [len(self.used_columns)],
+                     "lo": 0, "hi": 1}]
+            try:
+                params, per_lookup = finalize(program, spec, p_error, global_p_error)
+            except ValueError:
+                continue
+            key = (params.cost, n_groups)
+            if best is None or key < best[0]:
+                best = (key, program, params, per_lookup, spec)
+            if params.precision <= max(self.bits, 1):
+                break  # the cheapest sets for these lookups: more groups cannot help
+        if best is None:
+            raise ValueError("no parameters decrypt the ensemble's outputs; lower n_bits")
+        _, program, params, per_lookup, spec = best
+        out = program.nodes[program.output_nodes[0]]
+        outputs = [{"shape": list(out.shape), "lo": int(out.safe_bounds[0])}]
+        circuit = Circuit(None, program, params, per_lookup, spec, outputs, n_jobs)
+        return circuit, out.shape[0] // self.n_outputs
+
+
+def _adder(prog):
+    def add(op, inputs, attrs, shape, encrypted, nu=0.0, bounds=None):
+        node = PNode(op, inputs, attrs, shape, encrypted, nu, where="tree ensemble")
+        if bounds is not None:
+            node.bounds = node.safe_bounds = (int(bounds[0]), int(bounds[1]))
+        prog.nodes.append(node)
+        return len(prog.nodes) - 1
+    return add

@@ -1,0 +1,508 @@
+"""Tree ensembles on encrypted data: random forests and gradient boosting.
+
+Each class wraps the estimator of the same name (without ``FHE``): scikit-learn's
+``RandomForest*``, ``GradientBoosting*`` and ``HistGradientBoosting*``, and, when the
+optional packages are installed (``pip install fheml[xgboost]`` / ``fheml[lightgbm]``),
+``XGB*`` and ``LGBM*``.  Every tree is evaluated as in :mod:`fheml.tree` (one small lookup
+per block of leaves) and the sum over trees is linear; averaging, sigmoid and softmax run
+on the client after decryption.  See docs/trees.md for the method and the lookup count.
+"""
+
+import json
+
+import numpy as np
+from sklearn.ensemble import (
+    GradientBoostingClassifier,
+    GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+
+from fheml._tree_circuit import topological
+from fheml.tree import (
+    _FHETreeClassifier,
+    _FHETreeRegressor,
+    class_fractions,
+    probability_outputs,
+    sklearn_tree,
+)
+
+__all__ = [
+    "FHEGradientBoostingClassifier",
+    "FHEGradientBoostingRegressor",
+    "FHEHistGradientBoostingClassifier",
+    "FHEHistGradientBoostingRegressor",
+    "FHERandomForestClassifier",
+    "FHERandomForestRegressor",
+]
+
+
+# ------------------------------------------------------------------- numerics ------------
+
+def _forest_classifier_trees(model):
+    n = len(model.estimators_)
+    return [sklearn_tree(e.tree_, probability_outputs(class_fractions(e.tree_)) / n)
+            for e in model.estimators_]
+
+
+def _forest_regressor_trees(model):
+    n = len(model.estimators_)
+    return [sklearn_tree(e.tree_, e.tree_.value[:, :, 0] / n) for e in model.estimators_]
+
+
+def _gradient_boosting_trees(model):
+    """Stage trees of GradientBoosting*, each writing its (shrunk) values to its class."""
+    stages = model.estimators_
+    n_out = stages.shape[1]
+    trees = []
+    for stage in stages:
+        for k, estimator in enumerate(stage):
+            values = np.zeros((estimator.tree_.node_count, n_out))
+            values[:, k] = model.learning_rate * estimator.tree_.value[:, 0, 0]
+            trees.append(sklearn_tree(estimator.tree_, values))
+    return trees
+
+
+def _hist_gradient_boosting_trees(model):
+    """Predictor trees of HistGradientBoosting* (values already shrunk)."""
+    n_out = len(model._predictors[0])
+    trees = []
+    for iteration in model._predictors:
+        for k, predictor in enumerate(iteration):
+            nodes = predictor.nodes
+            if np.any(nodes["is_categorical"]):
+                raise NotImplementedError("categorical splits are not supported under "
+                                          "encryption; one-hot encode those features")
+            leaf = nodes["is_leaf"].astype(bool)
+            values = np.zeros((len(nodes), n_out))
+            values[:, k] = nodes["value"]
+            trees.append(topological(
+                np.where(leaf, -1, nodes["feature_idx"]), nodes["num_threshold"],
+                np.where(leaf, -1, nodes["left"].astype(np.int64)),
+                np.where(leaf, -1, nodes["right"].astype(np.int64)),
+                values))
+    return trees
+
+
+def _nested_tree(root, n_out, k, split, threshold, children, leaf_value):
+    """Tree from a nested dict format (XGBoost / LightGBM dumps).
+
+    ``split(node)`` -> feature index or None for a leaf; ``threshold(node)`` -> t with
+    "right iff x > t"; ``children(node)`` -> (left, right); ``leaf_value(node)``.
+    """
+    feature, thresholds, left, right, values = [], [], [], [], []
+    stack = [(root, -1, False)]
+    while stack:
+        node, parent, is_right = stack.pop()
+        index = len(feature)
+        if parent >= 0:
+            (right if is_right else left)[parent] = index
+        f = split(node)
+        value = np.zeros(n_out)
+        feature.append(-1 if f is None else f)
+        thresholds.append(0.0 if f is None else threshold(node))
+        left.append(-1)
+        right.append(-1)
+        if f is None:
+            value[k] = leaf_value(node)
+        else:
+            lo, hi = children(node)
+            stack.append((hi, index, True))
+            stack.append((lo, index, False))
+        values.append(value)
+    return topological(np.asarray(feature), np.asarray(thresholds), np.asarray(left),
+                       np.asarray(right), np.asarray(values))
+
+
+def _xgboost_trees(model, n_out):
+    """Trees of an XGBoost model; tree ``i`` adds to output ``i % n_out``.
+
+    XGBoost goes left iff ``float32(x) < t``: right iff ``x > nextafter(t, -inf)``.
+    """
+    booster = model.get_booster()
+    names = booster.feature_names
+    index = {name: i for i, name in enumerate(names)} if names else None
+
+    def split(node):
+        if "leaf" in node:
+            return None
+        name = node["split"]
+        return index[name] if index is not None else int(name.lstrip("f"))
+
+    def threshold(node):
+        t = np.float32(node["split_condition"])
+        return float(np.nextafter(t, np.float32(-np.inf)))
+
+    def children(node):
+        by_id = {c["nodeid"]: c for c in node["children"]}
+        return by_id[node["yes"]], by_id[node["no"]]
+
+    dumps = booster.get_dump(dump_format="json")
+    return [_nested_tree(json.loads(d), n_out, i % n_out, split, threshold, children,
+                         lambda node: node["leaf"]) for i, d in enumerate(dumps)]
+
+
+def _lightgbm_trees(model, n_out):
+    """Trees of a LightGBM model (numerical ``<=`` splits; tree ``i`` -> output ``i % n_out``)."""
+    def split(node):
+        if "leaf_value" in node:
+            return None
+        if node.get("decision_type", "<=") != "<=":
+            raise NotImplementedError("categorical splits are not supported under encryption")
+        return int(node["split_feature"])
+
+    info = model.booster_.dump_model()["tree_info"]
+    return [_nested_tree(t["tree_structure"], n_out, i % n_out, split,
+                         lambda node: float(node["threshold"]),
+                         lambda node: (node["left_child"], node["right_child"]),
+                         lambda node: node["leaf_value"]) for i, t in enumerate(info)]
+
+
+def _raw_2d(raw, n_samples):
+    return np.asarray(raw, dtype=np.float64).reshape(n_samples, -1)
+
+
+# ---------------------------------------------------------------- estimators ------------
+
+class FHERandomForestClassifier(_FHETreeClassifier):
+    """Random forest classifier predicting on encrypted data.
+
+    Wraps :class:`sklearn.ensemble.RandomForestClassifier` (same parameters and defaults)
+    plus ``n_bits``, ``p_error``, ``global_p_error`` and ``n_jobs``.  The encrypted circuit
+    sums the trees' class probabilities; the client divides and takes the argmax.
+
+    {parameters}
+
+    {attributes}
+
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_breast_cancer
+    >>> from fheml.ensemble import FHERandomForestClassifier
+    >>> X, y = load_breast_cancer(return_X_y=True)
+    >>> model = FHERandomForestClassifier(n_estimators=20, max_depth=4).fit(X, y)
+    >>> y_enc = model.predict(X[:20], fhe="execute")
+    """
+
+    _sklearn_estimator_class = RandomForestClassifier
+
+    def _trees(self, model):
+        return _forest_classifier_trees(model)
+
+    def _raw_float(self, model, X):
+        return probability_outputs(model.predict_proba(X))
+
+
+class FHERandomForestRegressor(_FHETreeRegressor):
+    """Random forest regressor predicting on encrypted data.
+
+    Wraps :class:`sklearn.ensemble.RandomForestRegressor` (same parameters and defaults)
+    plus ``n_bits``, ``p_error``, ``global_p_error`` and ``n_jobs``.
+
+    {parameters}
+
+    {attributes}
+
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_diabetes
+    >>> from fheml.ensemble import FHERandomForestRegressor
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> model = FHERandomForestRegressor(n_estimators=20, max_depth=4).fit(X, y)
+    >>> y_enc = model.predict(X[:20], fhe="execute")
+    """
+
+    _sklearn_estimator_class = RandomForestRegressor
+
+    def _trees(self, model):
+        return _forest_regressor_trees(model)
+
+    def _raw_float(self, model, X):
+        return _raw_2d(model.predict(X), X.shape[0])
+
+
+class FHEGradientBoostingClassifier(_FHETreeClassifier):
+    """Gradient boosting classifier predicting on encrypted data.
+
+    Wraps :class:`sklearn.ensemble.GradientBoostingClassifier` (same parameters and
+    defaults) plus ``n_bits``, ``p_error``, ``global_p_error`` and ``n_jobs``.  The circuit
+    sums the shrunk tree values; the initial score, sigmoid / softmax and argmax are
+    applied on the client.
+
+    {parameters}
+
+    {attributes}
+
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_breast_cancer
+    >>> from fheml.ensemble import FHEGradientBoostingClassifier
+    >>> X, y = load_breast_cancer(return_X_y=True)
+    >>> model = FHEGradientBoostingClassifier(n_estimators=20, max_depth=3).fit(X, y)
+    >>> y_enc = model.predict(X[:20], fhe="execute")
+    """
+
+    _sklearn_estimator_class = GradientBoostingClassifier
+    _raw_kind = "logit"
+
+    def _trees(self, model):
+        return _gradient_boosting_trees(model)
+
+    def _raw_float(self, model, X):
+        return _raw_2d(model.decision_function(X), X.shape[0])
+
+
+class FHEGradientBoostingRegressor(_FHETreeRegressor):
+    """Gradient boosting regressor predicting on encrypted data.
+
+    Wraps :class:`sklearn.ensemble.GradientBoostingRegressor` (same parameters and
+    defaults) plus ``n_bits``, ``p_error``, ``global_p_error`` and ``n_jobs``.
+
+    {parameters}
+
+    {attributes}
+
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_diabetes
+    >>> from fheml.ensemble import FHEGradientBoostingRegressor
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> model = FHEGradientBoostingRegressor(n_estimators=20, max_depth=3).fit(X, y)
+    >>> y_enc = model.predict(X[:20], fhe="execute")
+    """
+
+    _sklearn_estimator_class = GradientBoostingRegressor
+
+    def _trees(self, model):
+        return _gradient_boosting_trees(model)
+
+    def _raw_float(self, model, X):
+        return _raw_2d(model.predict(X), X.shape[0])
+
+
+class _HistGradientBoostingMixin:
+    """The input bins are the model's own (the splits are exact); values already shrunk."""
+
+    _float32_inputs = False
+
+    def _input_edges(self, model):
+        return model._bin_mapper.bin_thresholds_
+
+    def _trees(self, model):
+        return _hist_gradient_boosting_trees(model)
+
+    def _raw_float(self, model, X):
+        return _raw_2d(model._raw_predict(X), X.shape[0])
+
+
+class FHEHistGradientBoostingClassifier(_HistGradientBoostingMixin, _FHETreeClassifier):
+    """Histogram gradient boosting classifier predicting on encrypted data.
+
+    Wraps :class:`sklearn.ensemble.HistGradientBoostingClassifier` (same parameters and
+    defaults) plus ``n_bits``, ``p_error``, ``global_p_error`` and ``n_jobs``.  The input
+    is binned with the model's own bins, so every split is exact.  Missing values and
+    categorical features are not supported under encryption (a clear error is raised).
+
+    {parameters}
+
+    {attributes}
+
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_breast_cancer
+    >>> from fheml.ensemble import FHEHistGradientBoostingClassifier
+    >>> X, y = load_breast_cancer(return_X_y=True)
+    >>> model = FHEHistGradientBoostingClassifier(max_iter=20, max_depth=3).fit(X, y)
+    >>> y_enc = model.predict(X[:20], fhe="execute")
+    """
+
+    _sklearn_estimator_class = HistGradientBoostingClassifier
+    _raw_kind = "logit"
+
+
+class FHEHistGradientBoostingRegressor(_HistGradientBoostingMixin, _FHETreeRegressor):
+    """Histogram gradient boosting regressor predicting on encrypted data.
+
+    Wraps :class:`sklearn.ensemble.HistGradientBoostingRegressor` (same parameters and
+    defaults) plus ``n_bits``, ``p_error``, ``global_p_error`` and ``n_jobs``; the inverse
+    link of the loss (``exp`` for Poisson / Gamma) is applied on the client.
+
+    {parameters}
+
+    {attributes}
+
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_diabetes
+    >>> from fheml.ensemble import FHEHistGradientBoostingRegressor
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> model = FHEHistGradientBoostingRegressor(max_iter=20, max_depth=3).fit(X, y)
+    >>> y_enc = model.predict(X[:20], fhe="execute")
+    """
+
+    _sklearn_estimator_class = HistGradientBoostingRegressor
+
+    def _inverse_link(self, raw):
+        return self.sklearn_model_._loss.link.inverse(raw)
+
+
+# ------------------------------------------------------------ optional packages -----------
+
+_IDENTITY_OBJECTIVES = ("reg:squarederror", "reg:absoluteerror", "reg:pseudohubererror",
+                        "reg:quantileerror", "regression", "regression_l1", "huber", "fair",
+                        "quantile")
+
+
+def _check_identity_objective(objective):
+    if objective is not None and not callable(objective) and \
+            str(objective) not in _IDENTITY_OBJECTIVES:
+        raise NotImplementedError(f"objective {objective!r} is not supported under encryption "
+                                  f"(supported: {', '.join(_IDENTITY_OBJECTIVES)})")
+
+
+try:
+    import xgboost
+except ImportError:  # optional extra: fheml[xgboost]
+    xgboost = None
+
+if xgboost is not None:
+    class FHEXGBClassifier(_FHETreeClassifier):
+        """XGBoost classifier predicting on encrypted data (``pip install fheml[xgboost]``).
+
+        Wraps :class:`xgboost.XGBClassifier` (same parameters and defaults) plus
+        ``n_bits``, ``p_error``, ``global_p_error`` and ``n_jobs``.
+
+        {parameters}
+
+        {attributes}
+
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_breast_cancer
+        >>> from fheml.ensemble import FHEXGBClassifier
+        >>> X, y = load_breast_cancer(return_X_y=True)
+        >>> model = FHEXGBClassifier(n_estimators=20, max_depth=3).fit(X, y)
+        >>> y_enc = model.predict(X[:20], fhe="execute")
+        """
+
+        _sklearn_estimator_class = xgboost.XGBClassifier
+        _raw_kind = "logit"
+
+        def _trees(self, model):
+            n_classes = len(model.classes_)
+            return _xgboost_trees(model, 1 if n_classes == 2 else n_classes)
+
+        def _raw_float(self, model, X):
+            return _raw_2d(model.predict(X, output_margin=True), X.shape[0])
+
+    class FHEXGBRegressor(_FHETreeRegressor):
+        """XGBoost regressor predicting on encrypted data (``pip install fheml[xgboost]``).
+
+        Wraps :class:`xgboost.XGBRegressor` (same parameters and defaults) plus ``n_bits``,
+        ``p_error``, ``global_p_error`` and ``n_jobs``; objectives with an identity link.
+
+        {parameters}
+
+        {attributes}
+
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_diabetes
+        >>> from fheml.ensemble import FHEXGBRegressor
+        >>> X, y = load_diabetes(return_X_y=True)
+        >>> model = FHEXGBRegressor(n_estimators=20, max_depth=3).fit(X, y)
+        >>> y_enc = model.predict(X[:20], fhe="execute")
+        """
+
+        _sklearn_estimator_class = xgboost.XGBRegressor
+
+        def _trees(self, model):
+            _check_identity_objective(model.objective)
+            return _xgboost_trees(model, 1)
+
+        def _raw_float(self, model, X):
+            return _raw_2d(model.predict(X, output_margin=True), X.shape[0])
+
+    __all__ += ["FHEXGBClassifier", "FHEXGBRegressor"]
+
+try:
+    import lightgbm
+except ImportError:  # optional extra: fheml[lightgbm]
+    lightgbm = None
+
+if lightgbm is not None:
+    class FHELGBMClassifier(_FHETreeClassifier):
+        """LightGBM classifier predicting on encrypted data (``pip install fheml[lightgbm]``).
+
+        Wraps :class:`lightgbm.LGBMClassifier` (same parameters and defaults) plus
+        ``n_bits``, ``p_error``, ``global_p_error`` and ``n_jobs``.
+
+        {parameters}
+
+        {attributes}
+
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_breast_cancer
+        >>> from fheml.ensemble import FHELGBMClassifier
+        >>> X, y = load_breast_cancer(return_X_y=True)
+        >>> model = FHELGBMClassifier(n_estimators=20, max_depth=3, verbose=-1).fit(X, y)
+        >>> y_enc = model.predict(X[:20], fhe="execute")
+        """
+
+        _sklearn_estimator_class = lightgbm.LGBMClassifier
+        _float32_inputs = False
+        _sklearn_params_exclude = ("kwargs",)
+        _raw_kind = "logit"
+
+        def _trees(self, model):
+            n_classes = len(model.classes_)
+            return _lightgbm_trees(model, 1 if n_classes == 2 else n_classes)
+
+        def _raw_float(self, model, X):
+            return _raw_2d(model.predict(X, raw_score=True), X.shape[0])
+
+    class FHELGBMRegressor(_FHETreeRegressor):
+        """LightGBM regressor predicting on encrypted data (``pip install fheml[lightgbm]``).
+
+        Wraps :class:`lightgbm.LGBMRegressor` (same parameters and defaults) plus
+        ``n_bits``, ``p_error``, ``global_p_error`` and ``n_jobs``; objectives with an
+        identity link.
+
+        {parameters}
+
+        {attributes}
+
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_diabetes
+        >>> from fheml.ensemble import FHELGBMRegressor
+        >>> X, y = load_diabetes(return_X_y=True)
+        >>> model = FHELGBMRegressor(n_estimators=20, max_depth=3, verbose=-1).fit(X, y)
+        >>> y_enc = model.predict(X[:20], fhe="execute")
+        """
+
+        _sklearn_estimator_class = lightgbm.LGBMRegressor
+        _float32_inputs = False
+        _sklearn_params_exclude = ("kwargs",)
+
+        def _trees(self, model):
+            _check_identity_objective(model.objective_)
+            return _lightgbm_trees(model, 1)
+
+        def _raw_float(self, model, X):
+            return _raw_2d(model.predict(X, raw_score=True), X.shape[0])
+
+    __all__ += ["FHELGBMClassifier", "FHELGBMRegressor"]
