@@ -965,7 +965,8 @@ class EvaluationKeys:
         out = np.empty((B, n_extract, p.big_lwe_dimension + 1), dtype=np.uint64)
         run_pbs_batch(self, cts, luts, index, out, n_jobs=n_jobs, group=group,
                       extract=(n_extract, stride))
-        return [LweCiphertext(np.ascontiguousarray(out[:, i]).reshape(*batch_shape, -1), self.key_id)
+        return [LweCiphertext(np.ascontiguousarray(out[:, i]).reshape(*batch_shape, out.shape[-1]),
+                              self.key_id)
                 for i in range(n_extract)]
 
 
