@@ -32,7 +32,8 @@ def ext(name):
         f"fheml._core.{name}",
         [f"fheml/_core/{name}.pyx"],
         include_dirs=[np.get_include(), "fheml/_core"],
-        depends=[f"fheml/_core/{h}" for h in ("chacha20.h", "cpu.h", "kernels.h", "kernels_impl.h", "kernels_vec.h")],
+        depends=[f"fheml/_core/{h}" for h in ("chacha20.h", "cpu.h", "kernels.h", "kernels_impl.h",
+                                              "kernels_vec.h", "glwe_kernels.h")],
         extra_compile_args=compile_args,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )

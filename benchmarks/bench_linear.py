@@ -1,19 +1,25 @@
-"""Benchmark of encrypted linear-model inference: FHELogisticRegression on breast_cancer.
+"""Benchmark of encrypted linear-model inference: FHELogisticRegression, packed and LWE paths.
 
-    python benchmarks/bench_linear.py                   # batch of 100 test rows, 5 repeats
-    python benchmarks/bench_linear.py --batch 100 --repeat 7 --n-bits 8
-    FHEML_PEER_PYTHON=/work/peer-venv/bin/python python benchmarks/bench_linear.py
+    python benchmarks/bench_linear.py                       # batches 1, 100, 10000
+    python benchmarks/bench_linear.py --batches 1 100 --repeat 5 --json
+    FHEML_PEER_PYTHON=~/peer/bin/python FHEML_HELAYERS_PYTHON=~/helayers/bin/python \\
+        python benchmarks/bench_linear.py
 
-Reports the one-time costs (fit, compile, keygen), the per-batch encrypt / run / decrypt
-breakdown and the per-sample latency of an encrypted predict over the batch (one batch:
-all rows encrypted together, the circuit run once), key and ciphertext sizes, and the
-accuracy of the float model, the clear quantized model (``fhe="disable"``) and the
-encrypted one.  Times are wall-clock (minimum and median over ``--repeat`` runs).
+Datasets: breast_cancer (30 standardized features) and a 300-feature synthetic set
+(``make_classification``).  For each, the one-time costs (fit, compile, keygen) and, per
+batch size, the per-sample encrypt / run / decrypt latency (one call for the whole batch,
+minimum over ``--repeat``), the path the client chose (packed GLWE or one LWE ciphertext
+per value), upload / result sizes per sample (serialized bytes) and the evaluation keys;
+every decrypted batch is checked equal to the clear integer run.  At batch 100 the LWE
+path is also timed (forced) for comparison.
 
-With ``FHEML_PEER_PYTHON`` naming an interpreter that has concrete-python, the same
-integer circuit (``x @ q_W + q_b``, 30 encrypted 8-bit features) is compiled there and run
-one sample at a time (``benchmarks/peer_linear_concrete.py``), as the incumbent serves a
-linear model, and the ratio of per-sample latencies is printed.
+Peers in the same run, on the same standardized data:
+
+- ``FHEML_PEER_PYTHON`` (concrete-ml 1.9): its LogisticRegression through its deployment
+  API, one row per call (``peer_concreteml_linear.py``);
+- ``FHEML_HELAYERS_PYTHON`` (pyhelayers): HElayers' LogisticRegression, SEAL CKKS, batch
+  100, optimizer target CLIENT_SIDE_CPU_PER_SAMPLE, scores (no activation), the weights of
+  fheml's float model (``peer_helayers.py``).
 """
 
 import argparse
@@ -26,7 +32,7 @@ import time
 import warnings
 
 import numpy as np
-from sklearn.datasets import load_breast_cancer
+from sklearn.datasets import load_breast_cancer, make_classification
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
@@ -35,146 +41,158 @@ from fheml.linear_model import FHELogisticRegression
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def _datasets(names):
+    for name in names:
+        if name == "breast_cancer":
+            X, y = load_breast_cancer(return_X_y=True)
+        elif name == "synthetic300":
+            X, y = make_classification(3000, 300, n_informative=40, random_state=0)
+        else:
+            raise ValueError(f"unknown dataset {name!r}")
+        X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3,
+                                                            random_state=0, stratify=y)
+        scaler = StandardScaler().fit(X_train)  # clear preprocessing on the client
+        yield name, scaler.transform(X_train), scaler.transform(X_test), y_train, y_test
+
+
 def _timed(fn, repeat):
     times, result = [], None
     for _ in range(repeat):
         t = time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - t)
-    return result, min(times), float(np.median(times))
+    return result, min(times)
 
 
-def run_peer(python, model, q_batch, samples):
-    spec = {"q_weights": model.quantized_layer_.q_weights.tolist(),
-            "q_bias": model.quantized_layer_.q_bias.tolist(),
-            "inputset": np.concatenate([model.quantized_layer_.extreme_inputs(),
-                                        q_batch]).tolist(),
-            "samples": q_batch[:samples].tolist()}
+def _run_batch(circuit, q, repeat, packing=None):
+    client, server, keys = circuit.client, circuit.server, circuit.client.evaluation_keys
+    args, enc = _timed(lambda: client.encrypt(q, packing=packing), repeat)
+    result, run = _timed(lambda: server.run(args, keys), repeat)
+    out, dec = _timed(lambda: client.decrypt(result), repeat)
+    assert np.array_equal(out, circuit.run(q)), "decryption differs from the clear run"
+    n = len(q)
+    return {"rows": n, "path": "packed" if args.rows is not None else "lwe",
+            "encrypt_ms": 1e3 * enc / n, "run_ms": 1e3 * run / n, "decrypt_ms": 1e3 * dec / n,
+            "total_ms": 1e3 * (enc + run + dec) / n,
+            "upload_bytes_per_sample": len(args.to_bytes()) / n,
+            "result_bytes_per_sample": len(result.to_bytes()) / n}
+
+
+def _peer(python, script, spec, timeout=3600):
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(spec, f)
         path = f.name
-    cmd = [python, os.path.join(HERE, "peer_linear_concrete.py"), "--model", path]
+    cmd = [python, os.path.join(HERE, script), "--model", path]
     print(f"peer: {' '.join(cmd)}", file=sys.stderr)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=True)
-    except (subprocess.SubprocessError, OSError) as exc:
-        stderr = getattr(exc, "stderr", "") or ""
-        print(f"peer failed: {exc}\n{stderr[-2000:]}", file=sys.stderr)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, OSError, ValueError, IndexError) as exc:
+        print(f"peer failed: {exc}\n{(getattr(exc, 'stderr', '') or '')[-2000:]}",
+              file=sys.stderr)
         return None
     finally:
         os.unlink(path)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_dataset(name, X_train, X_test, y_train, y_test, args):
+    t = time.perf_counter()
+    model, float_model = FHELogisticRegression(n_bits=args.n_bits).fit_benchmark(X_train, y_train)
+    fit_s = time.perf_counter() - t
+    circuit, compile_s = _timed(lambda: model.compile(X_train), 1)
+    eval_keys, keygen_s = _timed(circuit.keygen, 1)
+    _, packed_keygen_s = _timed(circuit.client.packed_key, 1)
+    rng = np.random.default_rng(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # clipping of held-out rows
+        q_test = model.quantize_input(X_test)
+    report = {"dataset": name, "features": X_train.shape[1], "n_bits": args.n_bits,
+              "fit_s": fit_s, "compile_s": compile_s,
+              "keygen_s": keygen_s + packed_keygen_s,
+              "max_bit_width": circuit.max_bit_width, "lwe_parameters": str(circuit.parameters),
+              "packed_parameters": str(circuit.client.spec.packed.params)
+              if circuit.client.spec.packed else None,
+              "evaluation_key_bytes": len(eval_keys.to_bytes()), "batches": []}
+    for b in args.batches:
+        q = q_test[rng.integers(0, len(q_test), b)] if b > len(q_test) else q_test[:b]
+        repeat = max(1, min(args.repeat, 100_000 // (b * X_train.shape[1]) + 1))
+        report["batches"].append(_run_batch(circuit, q, repeat))
+        if b == 100:
+            report["batch100_lwe"] = _run_batch(circuit, q, repeat, packing=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report["accuracy_test"] = {
+            "float": float(np.mean(float_model.predict(X_test) == y_test)),
+            "clear_quantized": float(np.mean(model.predict(X_test) == y_test)),
+            "encrypted": float(np.mean(model.predict(X_test, fhe="execute") == y_test))}
+
+    concrete = os.environ.get("FHEML_PEER_PYTHON")
+    if concrete:
+        report["concrete_ml"] = _peer(os.path.expanduser(concrete), "peer_concreteml_linear.py", {
+            "X_train": X_train.tolist(), "y_train": y_train.tolist(),
+            "X": X_test[:args.peer_samples].tolist(), "n_bits": args.n_bits})
+    helayers = os.environ.get("FHEML_HELAYERS_PYTHON")
+    if helayers:
+        coef = float_model.coef_.reshape(1, -1)
+        report["helayers"] = _peer(os.path.expanduser(helayers), "peer_helayers.py", {
+            "coef": coef.tolist(), "intercept": np.ravel(float_model.intercept_).tolist(),
+            "X": X_test[:100].tolist() if len(X_test) >= 100 else X_test.tolist(),
+            "batch": 100, "model_encrypted": False})
+    return report
+
+
+def _print(report):
+    print(f"\nFHELogisticRegression on {report['dataset']} ({report['features']} features, "
+          f"n_bits={report['n_bits']}, {report['max_bit_width']}-bit accumulator)")
+    print(f"  LWE path:    {report['lwe_parameters']}")
+    print(f"  packed path: {report['packed_parameters']}")
+    print(f"  one-time: fit {report['fit_s']:.2f} s, compile {report['compile_s']:.2f} s, "
+          f"keygen {1e3 * report['keygen_s']:.1f} ms, evaluation keys "
+          f"{report['evaluation_key_bytes']} B")
+    print("   rows  path    encrypt     run  decrypt   total (ms/sample)  upload   result "
+          "(B/sample)")
+    rows = report["batches"] + ([dict(report["batch100_lwe"], path="lwe*")]
+                                if "batch100_lwe" in report else [])
+    for r in rows:
+        print(f"  {r['rows']:5d}  {r['path']:6s} {r['encrypt_ms']:8.4f} {r['run_ms']:7.4f} "
+              f"{r['decrypt_ms']:8.4f} {r['total_ms']:8.4f}          "
+              f"{r['upload_bytes_per_sample']:8.0f} {r['result_bytes_per_sample']:8.0f}")
+    print("  (lwe* = LWE path forced at batch 100)")
+    acc = report["accuracy_test"]
+    print(f"  accuracy on the test set: float {acc['float']:.4f}, clear quantized "
+          f"{acc['clear_quantized']:.4f}, encrypted {acc['encrypted']:.4f}")
+    ours = next((r for r in report["batches"] if r["rows"] == 100), None)
+    for key in ("concrete_ml", "helayers"):
+        peer = report.get(key)
+        if not peer:
+            continue
+        print(f"  peer {peer['peer']}: encrypt {peer['encrypt_ms']:.3f}, run "
+              f"{peer['run_ms']:.3f}, decrypt {peer['decrypt_ms']:.3f}, total "
+              f"{peer['total_ms']:.3f} ms/sample; upload "
+              f"{peer['upload_bytes_per_sample']:.0f} B/sample, result "
+              f"{peer['result_bytes_per_sample']:.0f} B/sample, keys "
+              f"{peer.get('context_and_keys_bytes', peer.get('eval_key_bytes'))} B")
+        if ours:
+            print(f"    fheml (batch 100) / peer per-sample latency: "
+                  f"{ours['total_ms'] / peer['total_ms']:.4f}x")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 100, 10_000])
+    ap.add_argument("--datasets", nargs="+", default=["breast_cancer", "synthetic300"])
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--n-bits", type=int, default=8)
-    ap.add_argument("--peer-samples", type=int, default=30,
-                    help="samples run one at a time in the peer")
+    ap.add_argument("--peer-samples", type=int, default=20,
+                    help="rows run one at a time in concrete-ml")
     ap.add_argument("--json", action="store_true", help="also print one JSON object")
     args = ap.parse_args()
-
-    X, y = load_breast_cancer(return_X_y=True)
-    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0,
-                                                        stratify=y)
-    scaler = StandardScaler().fit(X_train)  # clear preprocessing on the client
-    X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
-    X_batch, y_batch = X_test[:args.batch], y_test[:args.batch]
-
-    t = time.perf_counter()
-    model, float_model = FHELogisticRegression(n_bits=args.n_bits).fit_benchmark(X_train,
-                                                                                 y_train)
-    fit_s = time.perf_counter() - t
-    t = time.perf_counter()
-    circuit = model.compile(X_train)
-    compile_s = time.perf_counter() - t
-    t = time.perf_counter()
-    eval_keys = circuit.keygen()
-    keygen_s = time.perf_counter() - t
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # clipping of held-out rows
-        q_batch = model.quantize_input(X_batch)
-    encrypted, enc_min, enc_med = _timed(lambda: circuit.client.encrypt(q_batch), args.repeat)
-    result, run_min, run_med = _timed(lambda: circuit.server.run(encrypted, eval_keys),
-                                      args.repeat)
-    q_out, dec_min, dec_med = _timed(lambda: circuit.client.decrypt(result), args.repeat)
-    assert np.array_equal(q_out, circuit.run(q_batch)), "decryption differs from clear run"
-
-    def end_to_end():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            return model.predict(X_batch, fhe="execute")
-
-    y_enc, e2e_min, e2e_med = _timed(end_to_end, args.repeat)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        y_clear_batch = model.predict(X_batch)
-        acc_test = {"float": float(np.mean(float_model.predict(X_test) == y_test)),
-                    "clear_quantized": float(np.mean(model.predict(X_test) == y_test)),
-                    "encrypted": float(np.mean(model.predict(X_test, fhe="execute") == y_test))}
-    acc_batch = {"float": float(np.mean(float_model.predict(X_batch) == y_batch)),
-                 "clear_quantized": float(np.mean(y_clear_batch == y_batch)),
-                 "encrypted": float(np.mean(y_enc == y_batch))}
-
-    n = len(X_batch)
-    per_sample_ms = 1e3 * (enc_min + run_min + dec_min) / n
-    sizes = {"evaluation_keys": len(eval_keys.to_bytes()),
-             "secret_keys": len(circuit.client.secret_keys.to_bytes()),
-             "encrypted_batch": len(encrypted.to_bytes()),
-             "encrypted_result": len(result.to_bytes())}
-    report = {
-        "model": "FHELogisticRegression", "dataset": "breast_cancer", "n_bits": args.n_bits,
-        "batch": n, "features": X.shape[1], "max_bit_width": circuit.max_bit_width,
-        "parameters": str(circuit.parameters), "fit_s": fit_s, "compile_s": compile_s,
-        "keygen_s": keygen_s,
-        "batch_s": {"encrypt": [enc_min, enc_med], "run": [run_min, run_med],
-                    "decrypt": [dec_min, dec_med], "predict_end_to_end": [e2e_min, e2e_med]},
-        "per_sample_ms": per_sample_ms, "per_sample_end_to_end_ms": 1e3 * e2e_min / n,
-        "bytes": sizes, "accuracy_batch": acc_batch, "accuracy_test": acc_test,
-        "encrypted_equals_clear": float(np.mean(y_enc == y_clear_batch)),
-    }
-
-    print(f"FHELogisticRegression on breast_cancer, n_bits={args.n_bits}, batch of {n} rows "
-          f"x {X.shape[1]} features")
-    print(f"  circuit: {circuit.max_bit_width}-bit accumulator, no lookup; {circuit.parameters}")
-    print(f"  one-time: fit {fit_s:.3f} s, compile {compile_s:.3f} s, keygen {keygen_s:.4f} s")
-    print(f"  batch (min / median of {args.repeat}):")
-    for name, lo, med in (("encrypt", enc_min, enc_med), ("run", run_min, run_med),
-                          ("decrypt", dec_min, dec_med), ("predict() end to end", e2e_min,
-                                                          e2e_med)):
-        print(f"    {name:22s} {1e3 * lo:9.2f} ms / {1e3 * med:9.2f} ms"
-              f"   ({1e3 * lo / n:.3f} ms per sample)")
-    print(f"  per-sample encrypted latency: {per_sample_ms:.3f} ms "
-          f"(encrypt+run+decrypt), {report['per_sample_end_to_end_ms']:.3f} ms with "
-          "quantization and post-processing")
-    print("  sizes: " + ", ".join(f"{k} {v / 1024:.1f} KiB" for k, v in sizes.items()))
-    print(f"  accuracy on the batch : float {acc_batch['float']:.4f}, clear quantized "
-          f"{acc_batch['clear_quantized']:.4f}, encrypted {acc_batch['encrypted']:.4f}")
-    print(f"  accuracy on test set  : float {acc_test['float']:.4f}, clear quantized "
-          f"{acc_test['clear_quantized']:.4f}, encrypted {acc_test['encrypted']:.4f}")
-    print(f"  encrypted == clear quantized on {100 * report['encrypted_equals_clear']:.1f}% "
-          "of rows")
-
-    python = os.environ.get("FHEML_PEER_PYTHON")
-    if python:
-        peer = run_peer(python, model, q_batch, min(args.peer_samples, n))
-        report["peer"] = peer
-        if peer:
-            ratio = peer["total_ms"] / per_sample_ms
-            report["speedup_vs_peer"] = ratio
-            print(f"  peer {peer['peer']} (one sample at a time, 1 thread, "
-                  f"{peer['n_samples']} samples, correct={peer['correct']}): encrypt "
-                  f"{peer['encrypt_ms']:.2f} ms, run {peer['run_ms']:.2f} ms, decrypt "
-                  f"{peer['decrypt_ms']:.2f} ms, total {peer['total_ms']:.2f} ms per sample "
-                  f"(median), keygen {peer['keygen_s']:.2f} s")
-            print(f"  per-sample latency ratio peer / fheml (batched): {ratio:.1f}x")
-    else:
-        print("  (set FHEML_PEER_PYTHON to time the same circuit in concrete-python)")
+    reports = []
+    for name, X_train, X_test, y_train, y_test in _datasets(args.datasets):
+        reports.append(bench_dataset(name, X_train, X_test, y_train, y_test, args))
+        _print(reports[-1])
     if args.json:
-        print(json.dumps(report))
+        print(json.dumps(reports))
 
 
 if __name__ == "__main__":

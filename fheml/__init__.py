@@ -15,6 +15,9 @@ The compiler entry points are available at the top level (loaded on first use, s
 
 import importlib
 
+from fheml._config import config_context, get_config, set_config
+from fheml._warnings import FHEMLPerformanceWarning
+
 __version__ = "0.1.0.dev0"
 
 _COMPILER_NAMES = frozenset({
@@ -22,7 +25,8 @@ _COMPILER_NAMES = frozenset({
     "univariate",
 })
 
-__all__ = sorted(_COMPILER_NAMES)
+__all__ = sorted(_COMPILER_NAMES | {"FHEMLPerformanceWarning", "config_context", "get_config",
+                                    "set_config"})
 
 
 def __getattr__(name):

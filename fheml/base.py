@@ -23,10 +23,12 @@ from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from fheml.quantization import UniformQuantizer
+from fheml._config import get_config
+from fheml._warnings import warn_once_per_site
+from fheml.quantization import FHEMLClipWarning, UniformQuantizer
 
 __all__ = ["FHE_MODES", "BaseFHEEstimator", "fhe_parameter_constraints", "resolve_fhe_mode"]
 
@@ -39,8 +41,16 @@ _FHE_PARAMETER_CONSTRAINTS = {
     "n_bits": [Interval(Integral, 2, None, closed="left"), dict],
     "p_error": [Interval(Real, 0, 1, closed="neither"), None],
     "global_p_error": [Interval(Real, 0, 1, closed="neither"), None],
-    "n_jobs": [Integral, None],
+    # 0 threads is refused at fit and compile, not at the first encrypted run
+    "n_jobs": [Interval(Integral, 1, None, closed="left"),
+               Interval(Integral, None, -1, closed="right"), None],
+    "calibration": [StrOptions({"minmax", "quantile"})],
 }
+
+# Quantiles of the "quantile" calibration, and the outlier test at fit: a feature whose
+# full range is more than _OUTLIER_RATIO times the range of its central quantiles.
+_CALIBRATION_QUANTILES = (0.005, 0.995)
+_OUTLIER_RATIO = 4.0
 
 _FHE_PARAMS_DOC = """\
 n_bits : int or dict, default=8
@@ -52,7 +62,12 @@ global_p_error : float, default=None
     Failure probability of the whole circuit; with ``p_error`` the stricter applies.
 n_jobs : int, default=None
     Threads of the encrypted run; also passed to the scikit-learn fit when the wrapped
-    estimator has ``n_jobs``."""
+    estimator has ``n_jobs``.
+calibration : {"minmax", "quantile"}, default="minmax"
+    Input ranges of the quantizer: the min and max of each feature of the training data,
+    or its 0.5% and 99.5% quantiles, so that a few outlying rows cannot stretch the range
+    (and waste the quantization bits) of a feature; values beyond are clipped.  ``fit``
+    warns when a few rows dominate a feature's range."""
 
 
 def fhe_parameter_constraints(sklearn_class):
@@ -134,7 +149,9 @@ def _parameters_doc(cls):
     """The Parameters section of an FHE estimator: the wrapped class's entries (from its
     installed docstring), then the FHE ones, in signature order."""
     wrapped = _numpydoc_entries(cls._sklearn_estimator_class.__doc__)
-    fhe = _numpydoc_entries("Parameters\n----------\n" + cls._fhe_params_doc)
+    # the subclass documents the FHE parameters it changes; the base documents the others
+    fhe = {**_numpydoc_entries("Parameters\n----------\n" + _FHE_PARAMS_DOC),
+           **_numpydoc_entries("Parameters\n----------\n" + cls._fhe_params_doc)}
     sk_name = cls._sklearn_estimator_class.__name__
     lines = []
     for name, param in list(_estimator_signature(cls).parameters.items())[1:]:
@@ -163,10 +180,13 @@ def _set_parameters(cls):
 def resolve_fhe_mode(fhe, execute_in_fhe):
     """The run mode from the ``fhe`` and ``execute_in_fhe`` arguments of ``predict``.
 
-    ``fhe=None`` means ``"execute"`` if ``execute_in_fhe`` else ``"disable"``.
+    ``fhe=None`` means ``"execute"`` if ``execute_in_fhe``, else the mode of
+    ``fheml.config_context(fhe=...)`` if set, else ``"disable"``.
     """
     if fhe is None:
-        return "execute" if execute_in_fhe else "disable"
+        if execute_in_fhe:
+            return "execute"
+        return get_config()["fhe"] or "disable"
     if fhe not in FHE_MODES:
         raise ValueError(f"fhe must be one of {', '.join(map(repr, FHE_MODES))} (or None), "
                          f"got {fhe!r}")
@@ -217,6 +237,9 @@ class BaseFHEEstimator(BaseEstimator):
     n_jobs : int, default=None
         Threads for the encrypted run (and for the scikit-learn fit when the wrapped
         estimator has an ``n_jobs`` parameter).
+    calibration : {"minmax", "quantile"}, default="minmax"
+        Input ranges from the min and max of each feature, or from its 0.5% and 99.5%
+        quantiles (robust to a few outlying rows).
 
     Attributes
     ----------
@@ -224,6 +247,10 @@ class BaseFHEEstimator(BaseEstimator):
         The fitted float scikit-learn model.
     input_quantizer_ : UniformQuantizer
         Per-feature input quantizer calibrated on the training data.
+    n_bits_inputs_, n_bits_weights_ : int
+        Bits of the fitted model's inputs and weights (``n_bits`` at the last fit).
+    n_clipped_values_ : int
+        Input values clipped to the calibration range since the last fit.
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Only when ``X`` had string feature names.
@@ -235,7 +262,8 @@ class BaseFHEEstimator(BaseEstimator):
     # Wrapped parameters an FHE estimator does not expose (documented by the subclass).
     _sklearn_params_exclude = ()
     # FHE parameters and their defaults, after the wrapped ones; their constraints and docs.
-    _fhe_params = {"n_bits": 8, "p_error": None, "global_p_error": None, "n_jobs": None}
+    _fhe_params = {"n_bits": 8, "p_error": None, "global_p_error": None, "n_jobs": None,
+                   "calibration": "minmax"}
     _fhe_parameter_constraints = _FHE_PARAMETER_CONSTRAINTS
     _fhe_params_doc = _FHE_PARAMS_DOC
 
@@ -275,6 +303,15 @@ class BaseFHEEstimator(BaseEstimator):
         state["_fhe_circuit"] = None
         return state
 
+    def __deepcopy__(self, memo):
+        # A deep copy (not a pickle) keeps the compiled circuit, shared with its keys: a
+        # circuit does not change once compiled, and its keys are gigabytes.
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        for name, value in vars(self).items():
+            setattr(copied, name, value if name == "_fhe_circuit" else copy.deepcopy(value, memo))
+        return copied
+
     @property
     def fhe_circuit(self):
         """The compiled :class:`fheml.Circuit`, or ``None`` before compilation."""
@@ -282,13 +319,23 @@ class BaseFHEEstimator(BaseEstimator):
 
     @property
     def n_bits_inputs_(self):
-        """Bits of the quantized inputs."""
-        return _split_n_bits(self.n_bits)[0]
+        """Bits of the quantized inputs of the fitted model (``n_bits`` at the last fit: a
+        later ``set_params`` takes effect at the next fit)."""
+        return self._fitted_n_bits()[0]
 
     @property
     def n_bits_weights_(self):
-        """Bits of the quantized weights."""
-        return _split_n_bits(self.n_bits)[1]
+        """Bits of the quantized weights of the fitted model (see :attr:`n_bits_inputs_`)."""
+        return self._fitted_n_bits()[1]
+
+    def _fitted_n_bits(self):
+        return self.__dict__.get("_n_bits_fitted") or _split_n_bits(self.n_bits)
+
+    def _start_fit(self):
+        """Reset what describes the previous fit: bit widths and clipping events."""
+        self._n_bits_fitted = _split_n_bits(self.n_bits)
+        self._clip_events = {}
+
 
     # -- fitting -----------------------------------------------------------------------------
     def fit(self, X, y, sample_weight=None):
@@ -308,7 +355,7 @@ class BaseFHEEstimator(BaseEstimator):
         self : object
         """
         self._validate_params()
-        _split_n_bits(self.n_bits)
+        self._start_fit()
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True)
         model = self._make_sklearn_model()
         if sample_weight is None:
@@ -351,7 +398,9 @@ class BaseFHEEstimator(BaseEstimator):
             Calibration data of the input quantizer (typically the training data).
         n_bits : int or dict, default=8
         **fhe_params
-            ``p_error``, ``global_p_error``, ``n_jobs``.
+            FHE parameters (``p_error``, ``global_p_error``, ``n_jobs``, ...).  Parameters
+            of the scikit-learn model come from ``model``; one given here must equal the
+            model's.
 
         Returns
         -------
@@ -363,12 +412,27 @@ class BaseFHEEstimator(BaseEstimator):
                             f"{cls._sklearn_estimator_class.__name__}, got "
                             f"{type(model).__name__}")
         check_is_fitted(model)
+        if X is None:
+            raise ValueError(f"{cls.__name__}.from_sklearn_model needs X, data like the "
+                             "model's training set: it calibrates the input quantizer")
         names = set(cls._get_param_names())
         params = {k: v for k, v in model.get_params(deep=False).items() if k in names}
+        unknown = sorted(set(fhe_params) - names)
+        if unknown:
+            raise TypeError(f"{cls.__name__}.from_sklearn_model got unknown parameter(s) "
+                            f"{unknown}; FHE parameters are {sorted(cls._fhe_params)}")
+        contradicting = {k: v for k, v in fhe_params.items()
+                         if k in params and k not in cls._fhe_params and v != params[k]}
+        if contradicting:
+            shown = ", ".join(f"{k}={v!r} (the model has {params[k]!r})"
+                              for k, v in contradicting.items())
+            raise ValueError(f"{shown}: the parameters of the scikit-learn model are those "
+                             "it was fitted with; set them on the model and refit it, or pass "
+                             "only FHE parameters here")
         params.update(fhe_params, n_bits=n_bits)
         estimator = cls(**params)
         estimator._validate_params()
-        _split_n_bits(estimator.n_bits)
+        estimator._start_fit()
         X = validate_data(estimator, X, dtype=[np.float64, np.float32])
         if X.shape[1] != model.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features but the model was fitted on "
@@ -379,9 +443,33 @@ class BaseFHEEstimator(BaseEstimator):
     def _set_quantized(self, model, X):
         self.sklearn_model_ = model
         self.input_quantizer_ = UniformQuantizer(
-            n_bits=self.n_bits_inputs_, per_feature=True).fit(X)
+            n_bits=self.n_bits_inputs_, per_feature=True).fit(self._calibration_data(X))
         self._fhe_circuit = None
         self._build_quantized_model(model, X)
+
+    def _calibration_data(self, X):
+        """The training data the input ranges come from (see the ``calibration`` parameter),
+        warning when a few rows dominate a feature's range."""
+        low, high = np.quantile(X, _CALIBRATION_QUANTILES, axis=0)
+        central = high - low
+        full = X.max(axis=0) - X.min(axis=0)
+        # A feature constant on its central quantiles (a rare binary flag) keeps its range:
+        # its few other values are the signal, not outliers.
+        spread = central > 0
+        dominated = np.flatnonzero(spread & (full > _OUTLIER_RATIO * central))
+        # (an estimator whose _fhe_params leave calibration out calibrates on min and max)
+        if getattr(self, "calibration", "minmax") == "quantile":
+            return np.where(spread, np.clip(X, low, high), X)
+        if dominated.size:
+            shown = ", ".join(str(int(c)) for c in dominated[:10])
+            warn_once_per_site(
+                f"the range of feature(s) {shown}{', ...' if dominated.size > 10 else ''} is "
+                f"dominated by a few rows (more than {_OUTLIER_RATIO:g} times the range of "
+                "its 0.5%-99.5% quantiles): quantization then spends its bits on the "
+                "outliers and loses accuracy on the other rows. Remove the outliers, scale "
+                "robustly (sklearn.preprocessing.RobustScaler + clipping) or use "
+                'calibration="quantile".', FHEMLClipWarning, "outliers")
+        return X
 
     # -- quantization ------------------------------------------------------------------------
     def quantize_input(self, X):
@@ -396,7 +484,36 @@ class BaseFHEEstimator(BaseEstimator):
         """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        return self.input_quantizer_.quant(X)
+        outside = getattr(self.input_quantizer_, "outside", None)
+        if outside is None:  # a quantizer that never clips (e.g. the trees' thresholds)
+            return self.input_quantizer_.quant(X)
+        self._warn_clipping(outside(X))
+        return self.input_quantizer_.quant(X, warn=False)
+
+    def _warn_clipping(self, outside):
+        """One :class:`FHEMLClipWarning` per fitted model and line of user code, with the
+        counts of the first batch clipped; every clipped value is counted in
+        ``n_clipped_values_``."""
+        count = int(outside.sum())
+        events = self.__dict__.setdefault("_clip_events", {})
+        events["clipped"] = events.get("clipped", 0) + count
+        if not count or events.get("warned"):
+            return
+        columns = np.flatnonzero(outside.any(axis=0))
+        shown = ", ".join(str(int(c)) for c in columns[:10])
+        events["warned"] = warn_once_per_site(
+            f"{count} of {outside.size} input values (feature(s) {shown}"
+            f"{', ...' if len(columns) > 10 else ''}) are outside the range seen at calibration "
+            f"(fit) of this {type(self).__name__} and were clipped to it, which loses accuracy; "
+            "fit on data that covers the values you predict on. Warned once per fitted "
+            "model and line of code: later clipping is counted in n_clipped_values_.",
+            FHEMLClipWarning, "clip")
+
+    @property
+    def n_clipped_values_(self):
+        """Input values clipped to the calibration range since the model was fitted."""
+        check_is_fitted(self)
+        return self.__dict__.get("_clip_events", {}).get("clipped", 0)
 
     def dequantize_output(self, q_y):
         """Float outputs of the model from the integer outputs of the circuit."""
@@ -404,7 +521,7 @@ class BaseFHEEstimator(BaseEstimator):
         return self._dequantize(q_y)
 
     # -- compilation and runs ----------------------------------------------------------------
-    def compile(self, X=None):
+    def compile(self, X=None, *, p_error=None, global_p_error=None, verbose=None):
         """Compile the quantized model to an FHE circuit.
 
         Parameters
@@ -413,6 +530,11 @@ class BaseFHEEstimator(BaseEstimator):
             Representative inputs (a sample of them goes into the inputset).  The
             inputset always also holds the quantized inputs that drive every output to
             its extremes, so any (clipped) input runs correctly whatever ``X`` is.
+        p_error, global_p_error : float, optional
+            Failure probabilities of this circuit (default: the estimator's parameters).
+        verbose : bool, optional
+            Log the compiled graph and report the progress of key generation and
+            encrypted runs (see :func:`fheml.set_config`).
 
         Returns
         -------
@@ -421,6 +543,7 @@ class BaseFHEEstimator(BaseEstimator):
             predict (or by ``fhe_circuit.keygen()``) and reused by every later one.
         """
         check_is_fitted(self)
+        self._validate_params()
         q_sample = None
         if X is not None:
             X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
@@ -429,8 +552,9 @@ class BaseFHEEstimator(BaseEstimator):
 
         self._fhe_circuit = fheml.compiler.compile(
             self._integer_function(), self._compile_inputset(q_sample),
-            p_error=self.p_error, global_p_error=self.global_p_error,
-            n_jobs=1 if self.n_jobs is None else self.n_jobs)
+            p_error=self.p_error if p_error is None else p_error,
+            global_p_error=self.global_p_error if global_p_error is None else global_p_error,
+            n_jobs=1 if self.n_jobs is None else self.n_jobs, verbose=verbose)
         return self._fhe_circuit
 
     def _run_integer(self, q_X, fhe):
@@ -444,7 +568,7 @@ class BaseFHEEstimator(BaseEstimator):
             return circuit.run(q_X)
         if fhe == "simulate":
             return circuit.simulate(q_X)
-        # One batch: all rows are encrypted together and the circuit runs once.
+        # Encrypted, run and decrypted in chunks of rows that fit in fheml's working_memory.
         return circuit.encrypt_run_decrypt(q_X)
 
     def _predict_float(self, X, execute_in_fhe=False, fhe=None):

@@ -149,7 +149,7 @@ n_jobs : int, default=None
 class _FHELinearRegressor(RegressorMixin, _FHELinearModel):
     """Regressor whose prediction is the linear predictor itself."""
 
-    def predict(self, X, execute_in_fhe=False, fhe=None):
+    def predict(self, X, *, fhe=None, execute_in_fhe=False):
         """Predict with the quantized model.
 
         Parameters
@@ -175,7 +175,7 @@ class _FHEGLMRegressor(RegressorMixin, _FHELinearModel):
     def _uses_log_link(self):
         return True
 
-    def predict(self, X, execute_in_fhe=False, fhe=None):
+    def predict(self, X, *, fhe=None, execute_in_fhe=False):
         """Predict the expected target with the quantized model.
 
         The linear predictor is computed by the (encrypted) circuit; the inverse link
@@ -218,7 +218,7 @@ class _FHEGLMRegressor(RegressorMixin, _FHELinearModel):
 class _FHELinearClassifier(ClassifierMixin, _FHELinearModel):
     """Classifier predicting from the sign (binary) or argmax (multiclass) of the scores."""
 
-    def decision_function(self, X, execute_in_fhe=False, fhe=None):
+    def decision_function(self, X, *, fhe=None, execute_in_fhe=False):
         """Scores of the quantized model (decrypted when run encrypted).
 
         Parameters
@@ -236,7 +236,7 @@ class _FHELinearClassifier(ClassifierMixin, _FHELinearModel):
         scores = self._predict_float(X, execute_in_fhe=execute_in_fhe, fhe=fhe)
         return scores[:, 0] if len(self.classes_) == 2 else scores
 
-    def predict(self, X, execute_in_fhe=False, fhe=None):
+    def predict(self, X, *, fhe=None, execute_in_fhe=False):
         """Class labels: sign / argmax of the scores, computed on the client.
 
         Parameters
@@ -438,7 +438,7 @@ class FHELogisticRegression(_FHELinearClassifier):
     _sklearn_estimator_class = LogisticRegression
 
 
-    def predict_proba(self, X, execute_in_fhe=False, fhe=None):
+    def predict_proba(self, X, *, fhe=None, execute_in_fhe=False):
         """Class probabilities: sigmoid (binary) or softmax (multiclass) of the decrypted
         scores, computed on the client.
 
@@ -456,7 +456,7 @@ class FHELogisticRegression(_FHELinearClassifier):
         scores = self.decision_function(X, execute_in_fhe=execute_in_fhe, fhe=fhe)
         return _binary_proba(scores) if scores.ndim == 1 else softmax(scores, copy=False)
 
-    def predict_log_proba(self, X, execute_in_fhe=False, fhe=None):
+    def predict_log_proba(self, X, *, fhe=None, execute_in_fhe=False):
         """Logarithm of :meth:`predict_proba`."""
         return np.log(self.predict_proba(X, execute_in_fhe=execute_in_fhe, fhe=fhe))
 
@@ -493,7 +493,7 @@ class FHESGDClassifier(_FHELinearClassifier):
 
 
     @available_if(_sgd_has_proba)
-    def predict_proba(self, X, execute_in_fhe=False, fhe=None):
+    def predict_proba(self, X, *, fhe=None, execute_in_fhe=False):
         """Class probabilities (``loss="log_loss"`` or ``"modified_huber"``), computed on
         the client from the decrypted scores exactly as scikit-learn does.
 
@@ -513,6 +513,6 @@ class FHESGDClassifier(_FHELinearClassifier):
         return _binary_proba(scores) if scores.ndim == 1 else _ovr_proba(scores)
 
     @available_if(_sgd_has_proba)
-    def predict_log_proba(self, X, execute_in_fhe=False, fhe=None):
+    def predict_log_proba(self, X, *, fhe=None, execute_in_fhe=False):
         """Logarithm of :meth:`predict_proba`."""
         return np.log(self.predict_proba(X, execute_in_fhe=execute_in_fhe, fhe=fhe))

@@ -126,6 +126,8 @@ class _FHETreeModel(BaseFHEEstimator):
     """
 
     _fhe_params_doc = _TREE_FHE_PARAMS_DOC
+    # Thresholds come from the trees themselves: no calibration range to choose.
+    _fhe_params = {k: v for k, v in BaseFHEEstimator._fhe_params.items() if k != "calibration"}
     # The wrapped model fits and predicts on float32 values (scikit-learn's trees).
     _float32_inputs = True
 
@@ -289,7 +291,7 @@ class _FHETreeRegressor(RegressorMixin, _FHETreeModel):
     def _inverse_link(self, raw):
         return raw
 
-    def predict(self, X, execute_in_fhe=False, fhe=None):
+    def predict(self, X, *, fhe=None, execute_in_fhe=False):
         """Predict with the quantized model.
 
         Parameters
@@ -339,7 +341,7 @@ class _FHETreeClassifier(ClassifierMixin, _FHETreeModel):
         return p / np.where(total > 0, total, 1.0)
 
     @available_if(_has_decision_function)
-    def decision_function(self, X, execute_in_fhe=False, fhe=None):
+    def decision_function(self, X, *, fhe=None, execute_in_fhe=False):
         """Raw scores of the quantized model (decrypted when run encrypted).
 
         Parameters
@@ -355,7 +357,7 @@ class _FHETreeClassifier(ClassifierMixin, _FHETreeModel):
         raw = self._raw(X, execute_in_fhe, fhe)
         return raw[:, 0] if raw.shape[1] == 1 else raw
 
-    def predict_proba(self, X, execute_in_fhe=False, fhe=None):
+    def predict_proba(self, X, *, fhe=None, execute_in_fhe=False):
         """Class probabilities, computed on the client from the decrypted sums.
 
         Parameters
@@ -370,7 +372,7 @@ class _FHETreeClassifier(ClassifierMixin, _FHETreeModel):
         """
         return self._proba(self._raw(X, execute_in_fhe, fhe))
 
-    def predict(self, X, execute_in_fhe=False, fhe=None):
+    def predict(self, X, *, fhe=None, execute_in_fhe=False):
         """Class labels: argmax of :meth:`predict_proba` (computed on the client).
 
         Parameters

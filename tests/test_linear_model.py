@@ -37,7 +37,8 @@ CLASSIFIERS = [FHELogisticRegression, FHELinearSVC, FHESGDClassifier]
 REGRESSORS = [FHELinearRegression, FHERidge, FHELasso, FHEElasticNet, FHELinearSVR,
               FHESGDRegressor]
 GLMS = [FHEPoissonRegressor, FHEGammaRegressor, FHETweedieRegressor]
-FHE_PARAMS = {"n_bits": 8, "p_error": None, "global_p_error": None, "n_jobs": None}
+FHE_PARAMS = {"n_bits": 8, "p_error": None, "global_p_error": None, "n_jobs": None,
+              "calibration": "minmax"}
 
 # ------------------------------------------------------------- scikit-learn checks ---------
 

@@ -70,7 +70,8 @@ def _fhe_class(version, **attributes):
 ])
 def test_parameters_follow_the_wrapped_class(version, expected):
     cls = _fhe_class(version)
-    fhe = {"n_bits": 8, "p_error": None, "global_p_error": None, "n_jobs": None}
+    fhe = {"n_bits": 8, "p_error": None, "global_p_error": None, "n_jobs": None,
+           "calibration": "minmax"}
     assert cls().get_params() == {**expected, **fhe}
     sig = inspect.signature(cls)
     assert list(sig.parameters) == [*expected, *fhe]

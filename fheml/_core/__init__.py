@@ -5,6 +5,7 @@
 >>> sk = SecretKeys.generate(params); ek = sk.evaluation_keys()     # doctest: +SKIP
 """
 
+from fheml._core.glwe import GlweCiphertext, GlweSecretKey
 from fheml._core.keys import (
     EvaluationKeys,
     InsecureKeyWarning,
@@ -15,11 +16,19 @@ from fheml._core.keys import (
     encode,
     make_luts,
 )
-from fheml._core.parameters import ParameterSet, select_parameters
+from fheml._core.parameters import (
+    GlweParameters,
+    ParameterSet,
+    select_glwe_parameters,
+    select_parameters,
+)
 from fheml._core.serialization import LimitExceededError, MismatchError, SerializationError
 
 __all__ = [
     "EvaluationKeys",
+    "GlweCiphertext",
+    "GlweParameters",
+    "GlweSecretKey",
     "InsecureKeyWarning",
     "LimitExceededError",
     "LweCiphertext",
@@ -31,5 +40,6 @@ __all__ = [
     "decode",
     "encode",
     "make_luts",
+    "select_glwe_parameters",
     "select_parameters",
 ]

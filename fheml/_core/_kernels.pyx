@@ -504,3 +504,58 @@ def blind_rotate(FourierPlan plan, bsk_fourier, int base_log, int level, abar, a
             fheml_blind_rotate_group(_simd, &plan.plan, &bv[0, 0, 0, 0], n, k, base_log, level,
                                      &av[0, 0], G, &cv[0, 0, 0], &workspace.sc)
     return acc
+# ------------------------------------------------------------------------- GLWE ----------
+# Exact products by clear integer polynomials (glwe_kernels.h), apart from the bootstrap.
+
+cdef extern from "glwe_kernels.h" nogil:
+    void fheml_glwe_poly_matmul(int level, const uint64_t *a, int64_t G, int C, int R, int N,
+                                const int *lengths, const int64_t *w, int O, int S,
+                                uint64_t *out)
+
+
+def glwe_poly_matmul(polys, lengths, weights):
+    """Exact negacyclic products summed over an axis, modulo (X^N + 1, 2^64).
+
+    Parameters
+    ----------
+    polys : uint64 array (G, C, R, N)
+        G groups of C ciphertexts of R polynomials each (GLWE: k masks and the body).
+    lengths : int array (R,)
+        Polynomial r is zero from coefficient ``lengths[r]`` on (not read there).
+    weights : int64 array (C, O, S)
+        Clear integer polynomials of degree < S <= N.
+
+    Returns
+    -------
+    uint64 array (G, O, R, N)
+        ``out[g, o, r] = sum_c polys[g, c, r] * weights[c, o]``.
+    """
+    if polys.ndim != 4 or polys.dtype != np.uint64:
+        raise ValueError("polys must be a uint64 array (G, C, R, N)")
+    if weights.ndim != 3 or weights.dtype != np.int64:
+        raise ValueError("weights must be an int64 array (C, O, S)")
+    cdef Py_ssize_t G = polys.shape[0]
+    cdef int C = polys.shape[1], R = polys.shape[2], N = polys.shape[3]
+    cdef int O = weights.shape[1], S = weights.shape[2]
+    if weights.shape[0] != C or S > N or N < 1:
+        raise ValueError(f"weights of shape {weights.shape} do not match polys {polys.shape}")
+    lens = np.ascontiguousarray(lengths, dtype=np.intc)
+    if lens.shape != (R,) or (R and (lens.min() < 0 or lens.max() > N)):
+        raise ValueError(f"lengths must be {R} values in [0, {N}]")
+    a = np.ascontiguousarray(polys)
+    w = np.ascontiguousarray(weights)
+    out = np.empty((G, O, R, N), dtype=np.uint64)
+    if out.size == 0:
+        return out
+    if C == 0 or S == 0:
+        out[...] = 0
+        return out
+    cdef uint64_t[:, :, :, ::1] av = a
+    cdef int[::1] lv = lens
+    cdef int64_t[:, :, ::1] wv = w
+    cdef uint64_t[:, :, :, ::1] ov = out
+    # the copy of the kernel path in use (see set_simd_level)
+    with nogil:
+        fheml_glwe_poly_matmul(_simd, &av[0, 0, 0, 0], G, C, R, N, &lv[0], &wv[0, 0, 0], O,
+                               S, &ov[0, 0, 0, 0])
+    return out

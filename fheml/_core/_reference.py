@@ -118,6 +118,36 @@ def programmable_bootstrap(ksk32, ks_base_log, ks_level, bsk, pbs_base_log, pbs_
     return out
 
 
+def glwe_phase(key, masks, body):
+    """B - sum_q S_q * A_q for one GLWE ciphertext: key (k, N) 0/1, masks (k, N), body (N,)."""
+    out = np.asarray(body, dtype=np.uint64).copy()
+    for q in range(key.shape[0]):
+        out -= negacyclic_mul(key[q], masks[q])
+    return out
+
+
+def polynomial_matmul(polys, weights):
+    """sum_c polys[c] * weights[c] mod (X^N + 1, 2^64): polys (C, N) u64, weights (C, S)."""
+    C, N = polys.shape
+    out = np.zeros(N, dtype=np.uint64)
+    for c in range(C):
+        w = np.zeros(N, dtype=np.int64)
+        w[:weights.shape[1]] = weights[c]
+        out += negacyclic_mul(w, polys[c])
+    return out
+
+
+def sample_extract(masks, body, h):
+    """LWE (k*N + 1,) of coefficient h of a GLWE ciphertext, one coefficient at a time."""
+    k, N = masks.shape
+    out = np.empty(k * N + 1, dtype=np.uint64)
+    for q in range(k):
+        for j in range(N):
+            out[q * N + j] = masks[q, h - j] if j <= h else -int(masks[q, N + h - j]) % 2**64
+    out[k * N] = body[h]
+    return out
+
+
 def external_product_cmux(ggsw, acc, e, base_log, level):
     """One CMux step of the blind rotation, exactly: acc + ExtProd(ggsw, X^e acc - acc).
 

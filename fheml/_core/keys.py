@@ -28,12 +28,14 @@ from fheml._core.serialization import (
     peer_data,
     unpack,
 )
+from fheml._progress import progress
 
 # Domain separation of the ChaCha20 streams drawn from one seed.
 _STREAM_KSK_MASKS = 1
 _STREAM_BSK_MASKS = 2
 _STREAM_KEY_BITS = 3
 _STREAM_CT_MASKS = 4
+_STREAM_GLWE_MASKS = 5
 
 INSECURE_SEED_ENV = "FHEML_INSECURE_TEST_SEED"
 
@@ -394,11 +396,10 @@ class SeededLweCiphertext:
             dim = check_int(header.get("dimension"), "seeded ciphertext: dimension", 1,
                             MAX_LWE_DIMENSION)
             if expected_dimension is not None and dim != expected_dimension:
-                raise SerializationError(f"ciphertext dimension {dim} does not match the "
-                                         f"parameters ({expected_dimension})")
+                raise MismatchError(f"ciphertext dimension {dim} does not match the "
+                                    f"parameters ({expected_dimension})")
             if expected_key_id is not None and key_id != expected_key_id:
-                raise SerializationError("ciphertext was encrypted under other keys than "
-                                         "expected")
+                raise MismatchError("ciphertext was encrypted under other keys than expected")
             seed = header.get("mask_seed")
             if not isinstance(seed, str) or len(seed) != 64:
                 raise SerializationError("seeded ciphertext: mask seed must be 32 bytes "
@@ -559,7 +560,9 @@ class SecretKeys:
         -------
         SeededLweCiphertext
         """
-        precision = _check_precision(self.params, precision)
+        self._warn_if_insecure()
+        precision = _check_precision(self.params, precision,
+                                     variance=self.params.big_noise_std ** 2)
         v = np.asarray(values)
         if v.ndim != 2 or not (np.issubdtype(v.dtype, np.integer) or v.dtype == bool):
             raise TypeError("encrypt_seeded takes a 2-D array of integers")
@@ -623,18 +626,53 @@ class SecretKeys:
             )
         return ct
 
+    def glwe_secret_key(self):
+        """The GLWE key as a :class:`~fheml._core.glwe.GlweSecretKey` (same key id): GLWE
+        ciphertexts under it sample-extract to LWE ciphertexts under :attr:`big_key`."""
+        from fheml._core.glwe import GlweSecretKey
+        if not self.params.has_bootstrap:
+            raise ValueError("parameters without bootstrapping have no GLWE key")
+        return GlweSecretKey(self.glwe_key, self.key_id, self.params.glwe_noise_std,
+                             insecure=self.insecure)
+
+    def derived_glwe_key(self, glwe_dimension, polynomial_size, noise_std):
+        """A GLWE key ``(k, N)`` for packed encryption, derived from this key set's secret
+        bits (ChaCha20 keyed with a domain-separated SHA-256 of them), under the same key id.
+
+        The same after :meth:`to_bytes` / :meth:`from_bytes`, so a reloaded client still
+        decrypts packed results; the LWE key's ``n >= 256`` uniform bits make the seed
+        unguessable, and the derived key is independent of the others as far as the hash
+        behaves as a random oracle.
+        """
+        from fheml._core.glwe import GlweSecretKey
+        digest = hashlib.sha256(b"fheml derived GLWE key\0" + np.array(
+            [glwe_dimension, polynomial_size], dtype="<u8").tobytes() + self.lwe_key.tobytes()
+            + self.glwe_key.tobytes()).digest()
+        bits = Csprng(digest, stream=_STREAM_KEY_BITS).binary((glwe_dimension, polynomial_size))
+        return GlweSecretKey(bits, self.key_id, noise_std, insecure=self.insecure)
+
     # -- evaluation keys ---------------------------------------------------------------
-    def evaluation_keys(self):
-        """Keyswitching and bootstrapping keys for the server (seeded; no secret inside)."""
+    def evaluation_keys(self, verbose=None):
+        """Keyswitching and bootstrapping keys for the server (seeded; no secret inside).
+
+        Parameters
+        ----------
+        verbose : bool, optional
+            Progress report (see :mod:`fheml._progress`).
+        """
         self._warn_if_insecure()
         p = self.params
         if not p.has_bootstrap:
             return EvaluationKeys(p, self.key_id, None, None, None)
         mask_seed = os.urandom(32)
         noise = Csprng()
-        ksk_bodies = _ksk_bodies(p, self.lwe_key, self.glwe_key.reshape(-1), mask_seed, noise)
-        bsk_bodies = _bsk_bodies(p, self.lwe_key, self.glwe_key, mask_seed, noise)
-        return EvaluationKeys(p, self.key_id, mask_seed, ksk_bodies, bsk_bodies)
+        # bodies, then the server-side expansion the client does too (one step per key bit)
+        with progress(2 * p.lwe_dimension, "Key generation", unit="key bit",
+                      verbose=verbose) as bar:
+            ksk_bodies = _ksk_bodies(p, self.lwe_key, self.glwe_key.reshape(-1), mask_seed,
+                                     noise)
+            bsk_bodies = _bsk_bodies(p, self.lwe_key, self.glwe_key, mask_seed, noise, bar)
+            return EvaluationKeys(p, self.key_id, mask_seed, ksk_bodies, bsk_bodies, bar=bar)
 
     # -- bytes -------------------------------------------------------------------------
     def to_bytes(self):
@@ -693,7 +731,7 @@ def _bsk_masks(params, mask_seed, i):
     return keystream_u64(mask_seed, _STREAM_BSK_MASKS, i * per, per).reshape(R, k, N)
 
 
-def _bsk_bodies(params, lwe_key, glwe_key, mask_seed, noise):
+def _bsk_bodies(params, lwe_key, glwe_key, mask_seed, noise, bar):
     """Bodies of the GGSW encryptions of each bit of the LWE key under the GLWE key.
 
     Row (q, l) of GGSW(mu) has phase E + mu * g_l, added to the body when q == k and as
@@ -716,6 +754,7 @@ def _bsk_bodies(params, lwe_key, glwe_key, mask_seed, noise):
                     b[q * levels + l] -= glwe_key[q].astype(np.uint64) * g
                 b[k * levels + l, 0] += g
         bodies[i] = b
+        bar.update()
     return bodies
 
 
@@ -730,7 +769,7 @@ class EvaluationKeys:
     Built from seeded bodies (what the client sends); the full keys are regenerated here.
     """
 
-    def __init__(self, params, key_id, mask_seed, ksk_bodies, bsk_bodies):
+    def __init__(self, params, key_id, mask_seed, ksk_bodies, bsk_bodies, *, bar=None):
         self.params = params
         self.key_id = str(key_id)
         self.mask_seed = mask_seed
@@ -739,9 +778,14 @@ class EvaluationKeys:
         self.ksk = None
         self.bsk_fourier = None
         if params.has_bootstrap:
-            self._expand()
+            if bar is None:
+                with progress(params.lwe_dimension, "Expanding evaluation keys",
+                              unit="key bit") as bar:
+                    self._expand(bar)
+            else:
+                self._expand(bar)
 
-    def _expand(self):
+    def _expand(self, bar):
         p = self.params
         k, N, n = p.glwe_dimension, p.polynomial_size, p.lwe_dimension
         kN, L, R = k * N, p.ks_level, (k + 1) * p.pbs_level
@@ -764,6 +808,7 @@ class EvaluationKeys:
             ggsw[:, :k, :] = _bsk_masks(p, self.mask_seed, i)
             ggsw[:, k, :] = self._bsk_bodies[i]
             bsk[i] = _kernels.fft_forward_torus(plan, ggsw.reshape(-1, N)).reshape(R, k + 1, N)
+            bar.update()
         self.ksk = ksk
         self.bsk_fourier = bsk
 
@@ -832,7 +877,7 @@ class EvaluationKeys:
         return make_luts(tables, p.polynomial_size, pin, pout)
 
     def programmable_bootstrap(self, ct, table, *, table_index=None, input_precision=None,
-                               output_precision=None, n_jobs=1, group=None):
+                               output_precision=None, n_jobs=1, group=None, bar=None):
         """Keyswitch + programmable bootstrap of every ciphertext of a batch.
 
         Parameters
@@ -847,6 +892,8 @@ class EvaluationKeys:
             Threads (joblib, the kernel releases the GIL); -1 for all cores.
         group : int, optional
             Ciphertexts processed together per key pass (better cache use).
+        bar : fheml._progress.Progress, optional
+            Advanced by one per ciphertext done.
 
         Returns
         -------
@@ -879,7 +926,7 @@ class EvaluationKeys:
                 f"table must have shape (2^p,), {batch_shape + (1 << pin,)} or (T, 2^p) with "
                 f"table_index; got {table.shape}"
             )
-        return self._bootstrap(ct, luts, index, n_jobs=n_jobs, group=group)[0]
+        return self._bootstrap(ct, luts, index, n_jobs=n_jobs, group=group, bar=bar)[0]
 
     def programmable_bootstrap_many(self, ct, tables, *, input_precision=None,
                                     output_precision=None, n_jobs=1, group=None):
@@ -956,7 +1003,8 @@ class EvaluationKeys:
             )
         return pin
 
-    def _bootstrap(self, ct, luts, index, *, n_extract=1, stride=0, n_jobs=1, group=None):
+    def _bootstrap(self, ct, luts, index, *, n_extract=1, stride=0, n_jobs=1, group=None,
+                   bar=None):
         """Run the kernel on every ciphertext; ``n_extract`` outputs per input."""
         p = self.params
         batch_shape = ct.shape
@@ -964,7 +1012,7 @@ class EvaluationKeys:
         cts = np.ascontiguousarray(ct.data.reshape(B, ct.dimension + 1))
         out = np.empty((B, n_extract, p.big_lwe_dimension + 1), dtype=np.uint64)
         run_pbs_batch(self, cts, luts, index, out, n_jobs=n_jobs, group=group,
-                      extract=(n_extract, stride))
+                      extract=(n_extract, stride), bar=bar)
         return [LweCiphertext(np.ascontiguousarray(out[:, i]).reshape(*batch_shape, out.shape[-1]),
                               self.key_id)
                 for i in range(n_extract)]
@@ -1025,7 +1073,7 @@ def make_many_luts(table_sets, polynomial_size, input_precision, output_precisio
     return np.ascontiguousarray(luts)
 
 
-def _pbs_chunk(ek, cts, luts, index, out, start, end, group, extract=(1, 0)):
+def _pbs_chunk(ek, cts, luts, index, out, start, end, group, extract=(1, 0), bar=None):
     """Rows [start, end) of ``cts``; ``out``: (B, big + 1), or (B, count, big + 1) for
     ``extract`` = (count, stride) outputs per input (many-LUT)."""
     p = ek.params
@@ -1035,10 +1083,18 @@ def _pbs_chunk(ek, cts, luts, index, out, start, end, group, extract=(1, 0)):
                        ek.bsk_fourier, p.lwe_dimension, p.glwe_dimension, p.pbs_base_log,
                        p.pbs_level, luts, index, cts, out.reshape(-1, out.shape[-1]), start,
                        end, group, ws, extract[0], extract[1])
+    if bar is not None:
+        bar.update(end - start)
 
 
-def run_pbs_batch(ek, cts, luts, index, out, *, n_jobs=1, group=None, extract=(1, 0)):
-    """KS + PBS of rows of ``cts`` into ``out``, split over ``n_jobs`` threads.
+# Ciphertexts per task when progress is reported (a task is well over a second).
+_PROGRESS_CHUNK = 256
+
+
+def run_pbs_batch(ek, cts, luts, index, out, *, n_jobs=1, group=None, bar=None, extract=(1, 0)):
+    """KS + PBS of rows of ``cts`` into ``out``, split over ``n_jobs`` threads (and in
+    tasks of :data:`_PROGRESS_CHUNK` rows when ``bar`` reports progress); ``extract`` =
+    (count, stride) outputs per input (many-LUT, ``out`` of shape (B, count, big + 1)).
 
     Inside ``joblib.parallel_backend("dask")`` the chunks run on the Dask workers instead
     (see :mod:`fheml._core.scale_out`); any other joblib backend runs them in threads of
@@ -1050,24 +1106,29 @@ def run_pbs_batch(ek, cts, luts, index, out, *, n_jobs=1, group=None, extract=(1
     jobs = max(1, min(effective_n_jobs(n_jobs), B))
     if group is None:
         group = max(1, min(4, B // jobs))
-    bounds = np.linspace(0, B, jobs + 1).astype(int)
+    tasks = jobs if bar is None else max(jobs, -(-B // _PROGRESS_CHUNK))
+    bounds = np.linspace(0, B, tasks + 1).astype(int)
+    ranges = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
     if jobs == 1:
-        _pbs_chunk(ek, cts, luts, index, out, 0, B, group, extract)
+        for a, b in ranges:
+            _pbs_chunk(ek, cts, luts, index, out, a, b, group, extract, bar)
         return out
     from fheml._core.scale_out import active_dask_client, pbs_chunk_copy, scattered_keys
 
     client = active_dask_client()
     if client is None:
         Parallel(n_jobs=jobs, require="sharedmem")(
-            delayed(_pbs_chunk)(ek, cts, luts, index, out, int(a), int(b), group, extract)
-            for a, b in zip(bounds[:-1], bounds[1:])
+            delayed(_pbs_chunk)(ek, cts, luts, index, out, a, b, group, extract, bar)
+            for a, b in ranges
         )
         return out
     keys = scattered_keys(client, ek)
     chunks = Parallel(n_jobs=jobs)(
         delayed(pbs_chunk_copy)(keys, cts[a:b], luts, index[a:b], group, extract)
-        for a, b in zip(bounds[:-1], bounds[1:])
+        for a, b in ranges
     )
-    for a, chunk in zip(bounds[:-1], chunks):
-        out[a:a + chunk.shape[0]] = chunk
+    for (a, b), chunk in zip(ranges, chunks):
+        out[a:b] = chunk
+        if bar is not None:
+            bar.update(b - a)
     return out

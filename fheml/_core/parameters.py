@@ -25,6 +25,7 @@ from collections.abc import Mapping
 import numpy as np
 
 __all__ = [
+    "GlweParameters",
     "MAX_BASE_LOG",
     "MAX_LWE_DIMENSION",
     "MIN_SECURE_DIMENSION",
@@ -32,12 +33,14 @@ __all__ = [
     "cost_ks",
     "cost_pbs",
     "log2_p_fail",
+    "select_glwe_parameters",
     "select_parameters",
     "var_keyswitch",
     "var_min",
     "var_modulus_switch",
     "var_pbs",
     "var_pbs_parts",
+    "var_rounding",
 ]
 
 # Ciphertext modulus q = 2^64 and the f64 mantissa that limits the FFT precision.
@@ -967,6 +970,189 @@ def select_parameters(precision, p_error=2.0**-40, norm2=1.0, *, bootstrap=True)
     if not (norm2 > 0.0 and math.isfinite(norm2)):
         raise ValueError(f"norm2 must be positive and finite, got {norm2!r}")
     return _select_cached(precision, p_error, norm2, bootstrap)
+
+
+# --------------------------------------------------------------------------------------
+# Packed GLWE linear circuits (no bootstrap)
+# --------------------------------------------------------------------------------------
+
+_GLWE_POLYNOMIAL_SIZES = tuple(2**e for e in range(11, 17))
+
+
+def var_rounding(dimension, word_bits):
+    """Variance added to the phase by rounding a ciphertext's mask and body words to their
+    top ``word_bits`` bits (a modulus switch from 2^64 to 2^word_bits).
+
+    Same form as :func:`var_modulus_switch` (binary key of ``dimension`` bits, half of them
+    set on average), with the new modulus ``2^word_bits``; 0 when nothing is rounded.
+
+    Parameters
+    ----------
+    dimension : int
+        Key dimension (``k * N`` for a GLWE ciphertext); 0 when only a body is rounded.
+    word_bits : int
+        Bits kept, 1..64.
+
+    Returns
+    -------
+    float
+        Variance in torus² units.
+    """
+    if word_bits >= _TORUS_BITS:
+        return 0.0
+    q2 = _Q * _Q
+    new_sq = 2.0 ** (2 * word_bits)
+    return dimension * (1 / (48 * q2) + 1 / (24 * new_sq)) - 1 / (12 * q2) + 1 / (12 * new_sq)
+
+
+@dataclasses.dataclass(frozen=True)
+class GlweParameters:
+    """Parameters of a packed linear circuit on GLWE ciphertexts (no bootstrap).
+
+    The client encrypts coefficient vectors (seeded GLWE, bodies sent as their top
+    ``input_bytes`` bytes); the server multiplies by clear integer polynomials whose
+    coefficients have 2-norm at most ``norm2`` and switches the result to its top
+    ``output_bytes`` bytes; the client decrypts at ``precision`` bits (plus padding).
+
+    Parameters
+    ----------
+    precision : int
+        Bits of the decrypted values, 1..30.
+    glwe_dimension, polynomial_size : int
+        ``k`` and ``N`` (a power of two in 2048..65536).
+    noise_std : float
+        Encryption noise, at least the 128-bit minimum for ``k * N``.
+    input_bytes, output_bytes : int
+        Bytes kept per word of the upload (bodies) and of the result (masks and bodies).
+    p_error : float
+        Failure probability of one decrypted value the set was selected for.
+    norm2 : float
+        2-norm of the clear weights feeding each decrypted value.
+    """
+
+    precision: int
+    glwe_dimension: int
+    polynomial_size: int
+    noise_std: float
+    input_bytes: int
+    output_bytes: int
+    p_error: float
+    norm2: float
+
+    def __post_init__(self):
+        for name in ("precision", "glwe_dimension", "polynomial_size", "input_bytes",
+                     "output_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{name} must be an integer, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        for name in ("noise_std", "p_error", "norm2"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not \
+                    math.isfinite(value):
+                raise TypeError(f"{name} must be a finite real number, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if not 1 <= self.precision <= _MAX_PRECISION_NO_BOOTSTRAP:
+            raise ValueError(f"precision must be in 1..{_MAX_PRECISION_NO_BOOTSTRAP}, got "
+                             f"{self.precision}")
+        size = self.polynomial_size
+        if size & (size - 1) or not _GLWE_POLYNOMIAL_SIZES[0] <= size <= _MAX_POLYNOMIAL_SIZE:
+            raise ValueError(f"polynomial_size must be a power of two in "
+                             f"{_GLWE_POLYNOMIAL_SIZES[0]}..{_MAX_POLYNOMIAL_SIZE}, got {size}")
+        if not 1 <= self.glwe_dimension * size <= _SEARCH_MAX_BIG_DIMENSION:
+            raise ValueError(f"glwe_dimension must be in 1..{_SEARCH_MAX_BIG_DIMENSION // size}")
+        for name in ("input_bytes", "output_bytes"):
+            if not 1 <= getattr(self, name) <= 8:
+                raise ValueError(f"{name} must be in 1..8, got {getattr(self, name)}")
+        if not 0.0 < self.p_error < 1.0 or not self.norm2 > 0.0:
+            raise ValueError("p_error must be in (0, 1) and norm2 > 0")
+        if not self.noise_std < 2.0**-4:
+            raise ValueError(f"noise_std must be below 2^-4, got {self.noise_std!r}")
+        _check_secure_std("noise_std", self.noise_std, self.big_dimension)
+
+    @property
+    def big_dimension(self):
+        """int: ``k * N``, the dimension of the key (and of extracted LWE ciphertexts)."""
+        return self.glwe_dimension * self.polynomial_size
+
+    def variance(self, norm2=None):
+        """Error variance of a decrypted value: ``ν²·(σ² + Var_round(input)) +
+        Var_round(output)``.
+
+        Parameters
+        ----------
+        norm2 : float, optional
+            2-norm ν of the weights; defaults to ``self.norm2``.
+        """
+        nu = self.norm2 if norm2 is None else float(norm2)
+        return (nu * nu * (self.noise_std**2 + var_rounding(0, 8 * self.input_bytes))
+                + var_rounding(self.big_dimension, 8 * self.output_bytes))
+
+    def log2_p_fail(self, norm2=None):
+        """Modelled log2 failure probability of one decrypted value."""
+        return log2_p_fail(self.variance(norm2), self.precision)
+
+    def to_dict(self):
+        """The fields as a JSON-safe dict."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data):
+        """Validated set from :meth:`to_dict` output (ValueError otherwise)."""
+        if not isinstance(data, Mapping):
+            raise ValueError("expected a mapping of GLWE parameters")
+        expected = {field.name for field in dataclasses.fields(cls)}
+        if set(data) != expected:
+            raise ValueError(f"invalid GLWE parameters: expected keys {sorted(expected)}")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ValueError(f"invalid GLWE parameters: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=256)
+def select_glwe_parameters(precision, p_error=2.0**-40, norm2=1.0, min_polynomial_size=2048):
+    """Smallest 128-bit secure packed-GLWE set (``k = 1``) decrypting a product of 2-norm
+    ``norm2`` at ``precision`` bits with failure probability at most ``p_error``.
+
+    ``N`` is the smallest power of two ``>= min_polynomial_size`` whose secure noise fits;
+    then the fewest upload bytes per word, then the fewest result bytes.
+
+    Parameters
+    ----------
+    precision : int
+        1..30 bits.
+    p_error : float
+    norm2 : float
+    min_polynomial_size : int, default=2048
+
+    Returns
+    -------
+    GlweParameters
+
+    Raises
+    ------
+    ValueError
+        If no set up to ``N = 65536`` meets the target.
+    """
+    precision = _check_precision_bits(precision)
+    if precision > _MAX_PRECISION_NO_BOOTSTRAP:
+        raise ValueError(f"precision must be in 1..{_MAX_PRECISION_NO_BOOTSTRAP}")
+    if not 0.0 < p_error < 1.0 or not (norm2 > 0 and math.isfinite(norm2)):
+        raise ValueError("p_error must be in (0, 1) and norm2 positive and finite")
+    max_variance = _max_variance(precision, math.log2(p_error))
+    for size in _GLWE_POLYNOMIAL_SIZES:
+        if size < min_polynomial_size:
+            continue
+        std = math.sqrt(var_min(size))
+        for in_bytes in range(1, 9):
+            for out_bytes in range(1, 9):
+                params = GlweParameters(precision, 1, size, std, in_bytes, out_bytes, p_error,
+                                        norm2)
+                if params.variance() <= max_variance:
+                    return params
+    raise ValueError(f"no packed GLWE parameters decrypt a product of 2-norm {norm2:g} at "
+                     f"{precision} bits with p_error={p_error:.3g}; lower the bit widths")
 
 
 def _table(p_error=2.0**-40, norm2=1.0, precisions=range(1, 9)):

@@ -13,6 +13,8 @@ import numpy as np
 
 from fheml.compiler.graph import TracingError, range_bits
 from fheml.compiler.lowering import MAX_LOOKUP_BITS, too_wide_error
+from fheml._progress import progress
+from fheml.compiler.packed import PackedPlan, plan_packing
 from fheml.compiler.program import (
     ClearBackend,
     InputRangeError,
@@ -247,20 +249,25 @@ def _params_from(header, kind):
 
 
 class ClientSpec:
-    """What the client needs: parameters, precision, input ranges and output offsets."""
+    """What the client needs: parameters, precision, input ranges and output offsets, and
+    the layout of the packed path (``packed``, a weightless :class:`PackedPlan`) if any."""
 
-    def __init__(self, params, precision, inputs, outputs, multiple_outputs):
+    def __init__(self, params, precision, inputs, outputs, multiple_outputs, packed=None):
         self.params = params
         self.precision = int(precision)
         self.inputs = inputs
         self.outputs = outputs
         self.multiple_outputs = bool(multiple_outputs)
+        self.packed = packed
 
     def to_bytes(self):
         from fheml._core.serialization import pack
-        return pack("client-spec", {"params": self.params.to_dict(), "precision": self.precision,
-                                    "inputs": self.inputs, "outputs": self.outputs,
-                                    "multiple_outputs": self.multiple_outputs})
+        header = {"params": self.params.to_dict(), "precision": self.precision,
+                  "inputs": self.inputs, "outputs": self.outputs,
+                  "multiple_outputs": self.multiple_outputs}
+        if self.packed is not None:
+            header["packed"] = self.packed.to_dict()
+        return pack("client-spec", header)
 
     @classmethod
     def from_bytes(cls, data):
@@ -278,19 +285,25 @@ class ClientSpec:
             if isinstance(precision, bool) or not isinstance(precision, int) \
                     or not 1 <= precision <= 62:
                 raise ValueError("precision must be an integer in 1..62")
+            packed = PackedPlan.from_dict(header["packed"]) if "packed" in header else None
+            if packed is not None and packed.params.precision != precision:
+                raise ValueError("the packed plan's precision differs from the circuit's")
             return cls(params, precision, _validate_io(header["inputs"], True),
-                       _validate_io(header["outputs"]), _json_bool(header["multiple_outputs"]))
+                       _validate_io(header["outputs"]), _json_bool(header["multiple_outputs"]),
+                       packed)
 
 
 class ServerSpec:
-    """What the server needs: parameters and the program (tables included, no secret)."""
+    """What the server needs: parameters and the program (tables included, no secret), and
+    the packed plan (``packed``, weights read off the program) if any."""
 
-    def __init__(self, params, program, inputs, outputs, multiple_outputs):
+    def __init__(self, params, program, inputs, outputs, multiple_outputs, packed=None):
         self.params = params
         self.program = program
         self.inputs = inputs
         self.outputs = outputs
         self.multiple_outputs = bool(multiple_outputs)
+        self.packed = packed
 
     def to_bytes(self, include_source=False):
         """Serialize.
@@ -304,9 +317,11 @@ class ServerSpec:
         """
         from fheml._core.serialization import pack
         header, arrays = self.program.to_json(include_source=include_source)
-        return pack("server-spec", {"params": self.params.to_dict(), "program": header,
-                                    "inputs": self.inputs, "outputs": self.outputs,
-                                    "multiple_outputs": self.multiple_outputs}, arrays)
+        spec = {"params": self.params.to_dict(), "program": header, "inputs": self.inputs,
+                "outputs": self.outputs, "multiple_outputs": self.multiple_outputs}
+        if self.packed is not None:
+            spec["packed"] = self.packed.to_dict()
+        return pack("server-spec", spec, arrays)
 
     @classmethod
     def from_bytes(cls, data):
@@ -326,7 +341,12 @@ class ServerSpec:
             outputs = _validate_io(header["outputs"])
             _check_io_against_program(program, inputs, outputs)
             _check_program_against_params(program, params)
-            return cls(params, program, inputs, outputs, _json_bool(header["multiple_outputs"]))
+            packed = None
+            if "packed" in header:
+                packed = PackedPlan.with_weights_of(PackedPlan.from_dict(header["packed"]),
+                                                    program)
+            return cls(params, program, inputs, outputs, _json_bool(header["multiple_outputs"]),
+                       packed)
 
 
 def _json_bool(value):
@@ -406,18 +426,24 @@ class EncryptedArgs:
     ----------
     values : list
         Per argument: an :class:`~fheml._core.LweCiphertext` of shape ``(b, *shape)`` or a
-        clear array ``(b, *shape)``.
+        clear array ``(b, *shape)``; on the packed path the one argument is a
+        :class:`~fheml._core.GlweCiphertext` of shape ``(groups, chunks)``.
     batched : bool
         Whether the caller passed a leading batch axis.
+    rows : int or None
+        Rows of a packed argument (None on the LWE path).
     """
 
-    def __init__(self, values, batched):
+    def __init__(self, values, batched, rows=None):
         self.values = list(values)
         self.batched = bool(batched)
+        self.rows = rows
 
     def to_bytes(self):
         from fheml._core.keys import LweCiphertext
         from fheml._core.serialization import pack
+        if self.rows is not None:
+            return _pack_packed("circuit-args", self.values, self.batched, self.rows)
         items, arrays = [], []
         for v in self.values:
             if isinstance(v, LweCiphertext):
@@ -458,6 +484,8 @@ class EncryptedArgs:
         limits = ServerLimits() if limits is None else limits
         limits.check_request_bytes(len(data))
         header, arrays = unpack(data, "circuit-args")
+        if "packed" in header:
+            return cls(*_unpack_packed("circuit-args", header, arrays, spec, key_id, limits))
         with peer_data("circuit-args"):
             items = header["items"]
             if not isinstance(items, list) or len(items) != len(arrays) \
@@ -524,14 +552,18 @@ def _check_args_against_spec(spec, items, arrays, batched, limits):
 
 
 class EncryptedResult:
-    """Encrypted outputs of one call (one ciphertext batch per output)."""
+    """Encrypted outputs of one call: one ciphertext batch per output, or on the packed path
+    one :class:`~fheml._core.GlweCiphertext` ``(groups, outputs)`` and the row count."""
 
-    def __init__(self, values, batched):
+    def __init__(self, values, batched, rows=None):
         self.values = list(values)
         self.batched = bool(batched)
+        self.rows = rows
 
     def to_bytes(self):
         from fheml._core.serialization import pack
+        if self.rows is not None:
+            return _pack_packed("circuit-result", self.values, self.batched, self.rows)
         return pack("circuit-result", {"key_id": [v.key_id for v in self.values],
                                        "batched": self.batched}, [v.data for v in self.values])
 
@@ -546,6 +578,8 @@ class EncryptedResult:
         from fheml._core.keys import LweCiphertext
         from fheml._core.serialization import peer_data, unpack
         header, arrays = unpack(data, "circuit-result")
+        if "packed" in header:
+            return cls(*_unpack_packed("circuit-result", header, arrays))
         with peer_data("circuit-result"):
             key_ids = header["key_id"]
             if not isinstance(key_ids, list) or len(key_ids) != len(arrays) or not all(
@@ -609,6 +643,47 @@ class ServerLimits:
         self._check("max_expanded_bytes", size, "argument ciphertexts after mask expansion")
 
 
+def _pack_packed(kind, values, batched, rows):
+    """Bytes of a packed argument or result: one GLWE batch and the row count."""
+    from fheml._core.glwe import GlweCiphertext
+    from fheml._core.serialization import pack
+    if len(values) != 1 or not isinstance(values[0], GlweCiphertext):
+        raise TypeError("a packed call carries exactly one GlweCiphertext")
+    header, arrays = values[0].to_parts()
+    return pack(kind, {"packed": header, "rows": int(rows), "batched": bool(batched)}, arrays)
+
+
+def _unpack_packed(kind, header, arrays, spec=None, key_id=None, limits=None):
+    """``(values, batched, rows)`` of a packed argument or result; with ``spec`` (the server
+    loading arguments) the layout, key id and limits are checked before anything is
+    allocated for the batch."""
+    from fheml._core.glwe import GlweCiphertext
+    from fheml._core.serialization import MismatchError, check_int, peer_data
+    with peer_data(kind):
+        rows = check_int(header["rows"], "rows", 0, 2**40)
+        glwe = header["packed"]
+        max_words = None
+        if spec is not None:
+            plan = spec.packed
+            if plan is None:
+                raise MismatchError(f"{kind}: this circuit has no packed path")
+            limits.check_rows(rows)
+            p = plan.params
+            shape = [plan.groups(rows), plan.chunks]
+            if (glwe.get("glwe_dimension"), glwe.get("polynomial_size"), glwe.get("shape"),
+                    glwe.get("coefficients")) != (p.glwe_dimension, p.polynomial_size, shape,
+                                                  list(plan.input_coefficients(rows))):
+                raise MismatchError(f"{kind}: the packed argument does not have this "
+                                    f"circuit's layout for {rows} rows")
+            if key_id is not None and glwe.get("key_id") != key_id:
+                raise MismatchError(f"{kind}: the packed argument was encrypted under other "
+                                    "keys than the evaluation keys")
+            max_words = math.prod(shape) * (p.glwe_dimension + 1) * p.polynomial_size
+            limits.check_expanded_bytes(8 * max_words)
+        ct = GlweCiphertext.from_parts(glwe, arrays, max_words=max_words)
+        return [ct], _json_bool(header["batched"]), rows
+
+
 # ---------------------------------------------------------------- client / server ------
 
 class Client:
@@ -623,19 +698,23 @@ class Client:
         self.spec = spec
         self.secret_keys = None
         self.evaluation_keys = None
+        self._packed_key = None
 
     @classmethod
     def from_bytes(cls, data):
         """Client for the circuit described by :meth:`ClientSpec.to_bytes` output."""
         return cls(ClientSpec.from_bytes(data))
 
-    def keygen(self, force=False):
+    def keygen(self, force=False, verbose=None):
         """Generate secret and evaluation keys (kept on the client until sent).
 
         Parameters
         ----------
         force : bool, default=False
             Regenerate even if keys exist.
+        verbose : bool, optional
+            Progress report (default: ``fheml.get_config()["verbose"]``, see
+            :func:`fheml.set_config`).
 
         Returns
         -------
@@ -645,18 +724,48 @@ class Client:
         from fheml._core import SecretKeys
         if self.secret_keys is None or force:
             self.secret_keys = SecretKeys.generate(self.spec.params)
-            self.evaluation_keys = self.secret_keys.evaluation_keys()
+            self.evaluation_keys = self.secret_keys.evaluation_keys(verbose=verbose)
+            self._packed_key = None
         return self.evaluation_keys
+
+    def packed_key(self):
+        """The GLWE key of the packed path, or None without a packed path.
+
+        Derived from the secret keys (:meth:`~fheml._core.SecretKeys.derived_glwe_key`):
+        same key id, nothing more to store, and no evaluation key is needed.
+        """
+        packed = self.spec.packed
+        sk = self._keys()
+        if packed is None:
+            return None
+        if self._packed_key is None or self._packed_key.key_id != sk.key_id:
+            p = packed.params
+            self._packed_key = sk.derived_glwe_key(p.glwe_dimension, p.polynomial_size,
+                                                   p.noise_std)
+        return self._packed_key
+
+    def uses_packing(self, rows):
+        """Whether a call of ``rows`` rows goes through the packed path (cost model)."""
+        packed = self.spec.packed
+        return packed is not None and rows > 0 and packed.cheaper_than_lwe(
+            rows, self.spec.params.big_lwe_dimension)
 
     def _keys(self):
         if self.secret_keys is None:
             raise RuntimeError("no keys yet: call client.keygen() first")
         return self.secret_keys
 
-    def encrypt(self, *args):
+    def encrypt(self, *args, packing=None):
         """Encrypt the arguments (clear arguments are passed through).
 
         Each argument has the compiled sample shape or a leading batch axis (all the same).
+
+        Parameters
+        ----------
+        *args : array-like
+        packing : bool, optional
+            Packed GLWE path (True) or one LWE ciphertext per value (False); default: the
+            cheaper one for this batch (see :meth:`uses_packing`).
 
         Returns
         -------
@@ -664,6 +773,15 @@ class Client:
         """
         sk = self._keys()
         arrays, batched = _check_args(self.spec.inputs, args)
+        rows = arrays[0].shape[0] if arrays else 0
+        if packing and self.spec.packed is None:
+            raise ValueError("this circuit has no packed path (it is not an affine map of "
+                             "one encrypted argument)")
+        if packing is None:
+            packing = self.uses_packing(rows)
+        if packing:
+            u = (arrays[0] - self.spec.inputs[0]["lo"]).reshape(rows, -1)
+            return EncryptedArgs([self.spec.packed.encrypt(self.packed_key(), u)], batched, rows)
         values = []
         for spec, a in zip(self.spec.inputs, arrays):
             if spec["encrypted"]:
@@ -692,6 +810,8 @@ class Client:
         else:
             error = ValueError
         P = self.spec.precision
+        if result.rows is not None:
+            return self._decrypt_packed(result)
         if len(result.values) != len(self.spec.outputs):
             raise error(f"expected {len(self.spec.outputs)} output(s), got "
                         f"{len(result.values)}")
@@ -707,6 +827,23 @@ class Client:
             lo = spec["lo"]
             v = lo + np.mod(m - lo, mod)
             outs.append(v if result.batched else v[0])
+        return tuple(outs) if self.spec.multiple_outputs else outs[0]
+
+    def _decrypt_packed(self, result):
+        from fheml._core.glwe import GlweCiphertext
+        if self.spec.packed is None:
+            raise ValueError("this circuit has no packed path")
+        if len(result.values) != 1 or not isinstance(result.values[0], GlweCiphertext):
+            raise ValueError("a packed result holds one GLWE ciphertext batch")
+        m = self.spec.packed.decrypt(self.packed_key(), result.values[0], result.rows)
+        mod = 1 << (self.spec.precision + 1)
+        outs, start = [], 0
+        for spec in self.spec.outputs:
+            size = int(np.prod(spec["shape"], dtype=np.int64))
+            v = m[:, start:start + size].reshape((result.rows, *spec["shape"]))
+            v = spec["lo"] + np.mod(v - spec["lo"], mod)
+            outs.append(v if result.batched else v[0])
+            start += size
         return tuple(outs) if self.spec.multiple_outputs else outs[0]
 
 
@@ -757,7 +894,7 @@ class Server:
                                      "the size this circuit's parameters imply")
         return EvaluationKeys.from_bytes(data, expected_params=params)
 
-    def run(self, encrypted_args, evaluation_keys, n_jobs=1):
+    def run(self, encrypted_args, evaluation_keys, n_jobs=1, verbose=None):
         """Evaluate the circuit.
 
         Parameters
@@ -768,6 +905,8 @@ class Server:
         evaluation_keys : EvaluationKeys or bytes
         n_jobs : int, default=1
             Threads for the lookups (-1: all cores).
+        verbose : bool, optional
+            Progress report of the lookups (see :func:`fheml.set_config`).
 
         Returns
         -------
@@ -786,21 +925,26 @@ class Server:
             raise TypeError("evaluation_keys must be EvaluationKeys (or their bytes)")
         if evaluation_keys.params != self.spec.params:
             raise ValueError("evaluation keys were made for other parameters than this circuit")
-        if not isinstance(encrypted_args, (bytes, bytearray, memoryview)):
-            inputs = self._check_values(encrypted_args.values, evaluation_keys.key_id)
-            outs = run_encrypted(self.spec.program, inputs, evaluation_keys, n_jobs=n_jobs)
-        else:
+        if isinstance(encrypted_args, (bytes, bytearray, memoryview)):
             encrypted_args = EncryptedArgs.from_bytes(
                 encrypted_args, spec=self.spec, key_id=evaluation_keys.key_id,
                 limits=self.limits)
+            if encrypted_args.rows is not None:
+                return self._run_packed(encrypted_args, evaluation_keys)
             try:
                 inputs = self._check_values(encrypted_args.values, evaluation_keys.key_id)
                 outs = run_encrypted(self.spec.program, inputs, evaluation_keys,
-                                     n_jobs=n_jobs)
+                                     n_jobs=n_jobs, verbose=verbose)
             except (InputRangeError, TracingError) as exc:
                 # clear values the peer sent outside what the circuit was compiled for
                 from fheml._core.serialization import MismatchError
                 raise MismatchError(f"circuit-args: {exc}") from None
+        elif encrypted_args.rows is not None:
+            return self._run_packed(encrypted_args, evaluation_keys)
+        else:
+            inputs = self._check_values(encrypted_args.values, evaluation_keys.key_id)
+            outs = run_encrypted(self.spec.program, inputs, evaluation_keys, n_jobs=n_jobs,
+                                 verbose=verbose)
         return EncryptedResult([LweCiphertext(o, evaluation_keys.key_id) for o in outs],
                                encrypted_args.batched)
 
@@ -843,12 +987,39 @@ class Server:
         self.limits.check_rows(batch or 0)
         return inputs
 
+    def _run_packed(self, encrypted_args, evaluation_keys):
+        from fheml._core.glwe import GlweCiphertext
+        packed = self.spec.packed
+        if packed is None:
+            raise ValueError("this circuit has no packed path: send one LWE batch per argument")
+        values = encrypted_args.values
+        if len(values) != 1 or not isinstance(values[0], GlweCiphertext):
+            raise TypeError("a packed call carries exactly one GlweCiphertext")
+        ct = values[0]
+        if ct.key_id != evaluation_keys.key_id:
+            raise ValueError("the packed argument was encrypted under other keys than the "
+                             "evaluation keys")
+        if len(ct.shape) != 2 or ct.shape[0] != packed.groups(encrypted_args.rows):
+            raise ValueError(f"the packed argument holds {ct.shape[0] if ct.shape else 0} "
+                             f"groups; {encrypted_args.rows} rows need "
+                             f"{packed.groups(encrypted_args.rows)}")
+        self.limits.check_rows(encrypted_args.rows)
+        return EncryptedResult([packed.evaluate(ct, encrypted_args.rows)],
+                               encrypted_args.batched, encrypted_args.rows)
+
 
 # Serialized evaluation keys are their bodies plus a JSON header of a few hundred bytes.
 _KEY_HEADER_SLACK = 1 << 16
 
 
 # ------------------------------------------------------------------------ circuit ------
+
+def _check_batch_size(batch_size):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return int(batch_size)
+
 
 class Circuit:
     """A compiled program: run it in the clear, in simulation or encrypted.
@@ -868,24 +1039,32 @@ class Circuit:
     statistics : dict
         ``lookups`` (per sample), ``lookups_by_precision``, ``levels``, ``precision``,
         ``lookup_precision``, ``estimated_cost``, ``p_error``, ``global_p_error``,
-        ``key_sizes``.
+        ``key_sizes``, ``packing`` (layout of the packed path, or None).
     client : Client
     server : Server
     """
 
-    def __init__(self, graph, program, params, p_error, input_specs, output_specs, n_jobs=1):
+    def __init__(self, graph, program, params, p_error, input_specs, output_specs, n_jobs=1,
+                 verbose=None):
         self.graph = graph
+        self.verbose = verbose
         self.program = program
         self.parameters = params
         self.p_error = p_error
         self.n_jobs = n_jobs
         multiple = bool(getattr(graph, "multiple_outputs", False))
+        packed = plan_packing(program, p_error) if not params.has_bootstrap else None
         # In-process: the arguments come from this process, no limit applies.
-        self.server = Server(ServerSpec(params, program, input_specs, output_specs, multiple),
-                             ServerLimits(None, None, None))
+        self.server = Server(ServerSpec(params, program, input_specs, output_specs, multiple,
+                                        packed), ServerLimits(None, None, None))
         self.client = Client(ClientSpec(params, program.precision, input_specs, output_specs,
-                                        multiple))
+                                        multiple, packed and PackedPlan.from_dict(
+                                            packed.to_dict())))
         self.statistics = statistics(program, params, p_error)
+        self.statistics["packing"] = None if packed is None else {
+            "polynomial_size": packed.params.polynomial_size, "rows_per_ciphertext":
+            packed.slots, "ciphertexts_per_row": packed.chunks, "upload_bytes_per_word":
+            packed.params.input_bytes, "result_bytes_per_word": packed.params.output_bytes}
         self._simulation_p_fail = {k: lookup_p_fail(program, n, params)
                                    for k, n in enumerate(program.nodes) if n.op == "tlu"}
 
@@ -949,13 +1128,69 @@ class Circuit:
         backend = ClearBackend(np.random.default_rng(seed), self._simulation_p_fail)
         return self._outputs(self._run_clear(arrays, backend), batched)
 
-    def keygen(self, force=False):
+    def keygen(self, force=False, verbose=None):
         """Generate the client's keys (see :meth:`Client.keygen`)."""
-        return self.client.keygen(force=force)
+        return self.client.keygen(force=force, verbose=self._verbose(verbose))
 
-    def encrypt_run_decrypt(self, *args):
-        """Encrypt on the client, run on the server, decrypt on the client."""
-        ek = self.client.keygen()
-        encrypted = self.client.encrypt(*args)
-        result = self.server.run(encrypted, ek, n_jobs=self.n_jobs)
+    def _verbose(self, verbose):
+        return self.verbose if verbose is None else verbose
+
+    def encrypt_run_decrypt(self, *args, verbose=None, batch_size=None):
+        """Encrypt on the client, run on the server, decrypt on the client.
+
+        A batch is encrypted, run and decrypted in chunks of rows, so that memory stays
+        bounded whatever the batch size, with the same results.
+
+        Parameters
+        ----------
+        *args : array-like
+            As for :meth:`run`.
+        verbose : bool, optional
+            Progress of key generation (first call) and of the run; default
+            ``fheml.get_config()["verbose"]`` (see :func:`fheml.set_config`).
+        batch_size : int, optional
+            Rows per chunk; by default as many as fit in
+            ``fheml.get_config()["working_memory"]`` MB (see :meth:`rows_per_chunk`).
+        """
+        verbose = self._verbose(verbose)
+        arrays, batched = _check_args(self.client.spec.inputs, args)
+        rows = arrays[0].shape[0]
+        size = self.rows_per_chunk() if batch_size is None else _check_batch_size(batch_size)
+        ek = self.client.keygen(verbose=verbose)
+        if rows <= size:
+            return self._encrypt_run_decrypt(arrays, batched, ek, verbose)
+        chunks = []
+        with progress(rows, "Encrypted run", unit="row", verbose=verbose) as bar:
+            for start in range(0, rows, size):
+                part = [a[start:start + size] for a in arrays]
+                out = self._encrypt_run_decrypt(part, True, ek, False)
+                chunks.append(out if isinstance(out, tuple) else (out,))
+                bar.update(part[0].shape[0])
+        outs = tuple(np.concatenate(parts) for parts in zip(*chunks))
+        return outs if self.client.spec.multiple_outputs else outs[0]
+
+    def _encrypt_run_decrypt(self, arrays, batched, ek, verbose):
+        # arrays are checked and batched: encrypt them as one batch of the caller's form
+        encrypted = self.client.encrypt(*(arrays if batched else [a[0] for a in arrays]))
+        result = self.server.run(encrypted, ek, n_jobs=self.n_jobs, verbose=verbose)
         return self.client.decrypt(result)
+
+    def bytes_per_row(self):
+        """Estimated peak memory of one row (sample) of an encrypted run, in bytes: every
+        encrypted value of the program as LWE ciphertexts, twice (temporaries)."""
+        words = self.parameters.big_lwe_dimension + 1
+        values = sum(int(np.prod(n.shape, dtype=np.int64)) for n in self.program.nodes
+                     if n.encrypted)
+        return 2 * 8 * words * max(1, values)
+
+    def rows_per_chunk(self):
+        """Rows of a batch encrypted and run together: as many as fit in
+        ``fheml.get_config()["working_memory"]`` MB (at least one).
+
+        Returns
+        -------
+        int
+        """
+        from fheml._config import get_config
+        budget = get_config()["working_memory"] * 2 ** 20
+        return max(1, int(budget // self.bytes_per_row()))

@@ -81,6 +81,20 @@ def evaluate_graph(graph, inputs):
     return values
 
 
+def worst_case_error(where, label, observed, worst, bits, rounded=0):
+    """The lookup's input fits on the inputset but not over the compiled input ranges."""
+    hint = (f"fheml.round_bit_pattern(x, lsbs_to_remove={rounded + bits - MAX_LOOKUP_BITS}) on "
+            "its input")
+    return TracingError(
+        f"the lookup computing {label} at {where} reads a value seen in [{observed[0]}, "
+        f"{observed[1]}] on the inputset, but inputs inside the compiled ranges (the encrypted "
+        f"inputs' ranges and the clear arguments' ranges) can drive it anywhere in "
+        f"[{worst[0]}, {worst[1]}]: {bits} bits, more than the {MAX_LOOKUP_BITS} bits a lookup "
+        "can read, so an encrypted run on such inputs would be silently wrong. Use "
+        f"{hint}, lower the bit width of the values feeding it, or compile with "
+        "narrower input ranges (clip or rescale the inputs before encrypting)")
+
+
 def too_wide_error(where, label, bits, rounded=0):
     hint = (f"use fheml.round_bit_pattern(x, lsbs_to_remove={bits - MAX_LOOKUP_BITS}) on its "
             "input, " if not rounded else
@@ -109,6 +123,22 @@ class _Lowering:
                 self.users[i] += 1
         for i in graph.output_ids:
             self.users[i] += 1
+        self.root = []
+        for g in graph.nodes:
+            self.root.append(self._root(g))
+
+    def _root(self, g):
+        """The one encrypted node an elementwise computation depends on (``g.id`` itself
+        when there is none or several): everything from that node to ``g`` fits in one
+        lookup read at the root's precision, however it is spelled (``x * x``, ``x ** 2``,
+        a float polynomial).  ``None`` for a float depending on several: it is not a
+        value a lookup can read."""
+        if not g.encrypted or g.clear_input or g.op not in _ELEMENTWISE:
+            return g.id
+        roots = {self.root[i] for i in g.inputs if self.enc(i)}
+        if len(roots) == 1 and None not in roots:
+            return roots.pop()
+        return None if g.kind == "float" else g.id
 
     # -- classification ------------------------------------------------------------------
     def enc(self, i):
@@ -152,6 +182,12 @@ class _Lowering:
 
     def special(self, g):
         """Two-encrypted-operand op with a dedicated lowering."""
+        if g.op == "where":
+            clear_branches = not any(self.enc(i) for i in g.inputs[1:])
+            if self.where_as_product(g) and (clear_branches or self.root[g.id] == g.id):
+                return True  # linear without lookup, or narrower than the packed lookup
+        if self.root[g.id] not in (None, g.id):
+            return False  # one lookup on the common root is cheaper
         if g.op != "ufunc" or g.kind == "float" or len(g.inputs) != 2:
             return False
         ins = [self.graph.nodes[i] for i in g.inputs]
@@ -166,6 +202,16 @@ class _Lowering:
     def subgraph(self, g):
         """Nodes computed inside the lookup ending at ``g`` and its encrypted leaves."""
         inside, leaves, stack = set(), [], [g.id]
+        root = self.root[g.id]
+        if root not in (None, g.id):
+            # one encrypted root: walk through everything back to it
+            while stack:
+                k = stack.pop()
+                if k not in inside:
+                    inside.add(k)
+                    stack.extend(i for i in self.graph.nodes[k].inputs
+                                 if self.enc(i) and i != root)
+            return sorted(inside), [root]
         while stack:
             k = stack.pop()
             if k in inside:
@@ -304,12 +350,26 @@ class _Lowering:
     def bounds(self, k):
         return self.prog.nodes[k].bounds
 
+    def lookup_domain(self, k, shift, where, label):
+        """Range ``(lo, hi)`` a lookup on node ``k`` must cover: the worst case over the
+        compiled input ranges (interval arithmetic), not only the values of the inputset.
+
+        Raises when that range needs more than :data:`MAX_LOOKUP_BITS` index bits (after
+        ``shift`` bits read away): a table built on the inputset range alone would be
+        silently wrong on in-range inputs that the inputset did not reach.
+        """
+        observed, worst = self.bounds(k), self.pnode(k).safe_bounds
+        bits = _index_bits(*worst, shift)
+        if bits > MAX_LOOKUP_BITS:
+            seen = _index_bits(*observed, shift)
+            if seen > MAX_LOOKUP_BITS:
+                raise too_wide_error(where, label, seen + shift, shift)
+            raise worst_case_error(where, label, observed, worst, bits + shift, shift)
+        return worst
+
     def unary_lookup(self, k, fn, shape, where):
         """Lookup of ``fn`` (a vectorised integer function) on program node ``k``."""
-        lo, hi = self.bounds(k)
-        if range_bits(lo, hi) > MAX_LOOKUP_BITS:
-            raise too_wide_error(where, getattr(fn, "__name__", "a function"),
-                                 range_bits(lo, hi))
+        lo, hi = self.lookup_domain(k, 0, where, getattr(fn, "__name__", "a function"))
         domain = np.arange(lo, hi + 1, dtype=np.int64)
         table = np.asarray(fn(domain)).astype(np.int64)[None, :]
         return self.emit("tlu", [k], {"lo": lo, "shift": 0, "tables": table,
@@ -388,6 +448,8 @@ class _Lowering:
         return self.emit("enc_" + g.op, [e], g.attrs, g.shape, nu=nu, where=w)
 
     def lower_special(self, g):
+        if g.op == "where":
+            return self.lower_where(g)
         w = g.where()
         name = g.attrs["name"]
         a, b = self.gmap[g.inputs[0]], self.gmap[g.inputs[1]]
@@ -470,7 +532,6 @@ class _Lowering:
     def single_leaf_lookup(self, g, inside, leaf):
         w = g.where()
         k_leaf = self.gmap[leaf]
-        lo, hi = self.bounds(k_leaf)
         leaf_shape = self.graph.nodes[leaf].shape
         # Reading only the top bits: the leaf must reach the subgraph only through one
         # round_bit_pattern.
@@ -479,6 +540,7 @@ class _Lowering:
         if len(users) == 1 and self.graph.nodes[users[0]].op == "round_bit_pattern":
             shift = self.graph.nodes[users[0]].attrs["lsbs"]
             sub_node = users[0]
+        lo, hi = self.lookup_domain(k_leaf, shift, w, g.label)
         if shift:
             lo = (lo >> shift) << shift
             half = 1 << (shift - 1)
@@ -500,29 +562,38 @@ class _Lowering:
                                            "table_index": table_index}, g.shape, nu=1.0,
                          where=w)
 
-    def packed_lookup(self, g, inside, leaves):
-        """One lookup on several encrypted leaves packed as sum((x_i - lo_i) << o_i)."""
-        w = g.where()
+    def pack(self, keys, label, w):
+        """Pack encrypted program nodes into one integer ``sum((x_i - lo_i) << o_i)`` over
+        their worst-case ranges (see :meth:`lookup_domain`).
+
+        Returns
+        -------
+        packed : int
+            Program node of the packed value.
+        digits : list of ndarray
+            Value of each node at every packed index ``0 .. 2**bits - 1``.
+        """
         widths, los, offsets = [], [], []
         total = 0
-        for leaf in leaves:
-            lo, hi = self.bounds(self.gmap[leaf])
-            width = (int(hi) - int(lo)).bit_length()
-            widths.append(width)
+        for k in keys:
+            lo, hi = self.pnode(k).safe_bounds
+            widths.append((int(hi) - int(lo)).bit_length())
             los.append(int(lo))
             offsets.append(total)
-            total += width
+            total += widths[-1]
         if total > MAX_LOOKUP_BITS:
             detail = " + ".join(f"{b}" for b in widths)
+            ranges = ", ".join(f"[{self.pnode(k).safe_bounds[0]}, {self.pnode(k).safe_bounds[1]}]"
+                               for k in keys)
             raise TracingError(
-                f"{g.label} at {w} combines {len(leaves)} encrypted values into one lookup of "
+                f"{label} at {w} combines {len(keys)} encrypted values into one lookup of "
                 f"{detail} = {total} bits, more than the {MAX_LOOKUP_BITS} bits the engine "
-                "supports; lower their bit widths (or use round_bit_pattern on them)")
+                f"supports (their worst-case ranges over the compiled input ranges: {ranges}); "
+                "lower their bit widths (or use round_bit_pattern on them)")
         packed = None
         nu2 = 0.0
-        for leaf, lo, off in zip(leaves, los, offsets):
-            k = self.gmap[leaf]
-            shape = self.graph.nodes[leaf].shape
+        for k, lo, off in zip(keys, los, offsets):
+            shape = self.pnode(k).shape
             if off:
                 c = self.emit("const", [], {"value": np.int64(1 << off)}, (), False)
                 k = self.emit("enc_mul_clear", [k, c], {}, shape, nu=self.pnode(k).nu * (1 << off),
@@ -537,22 +608,66 @@ class _Lowering:
             else:
                 shape = np.broadcast_shapes(self.pnode(packed).shape, shape)
                 packed = self.emit("enc_add", [packed, k], {}, shape, nu=np.sqrt(nu2), where=w)
-        count = 1 << total
-        idx = np.arange(count, dtype=np.int64)
+        idx = np.arange(1 << total, dtype=np.int64)
+        digits = [lo + ((idx >> off) & ((1 << width) - 1))
+                  for lo, off, width in zip(los, offsets, widths)]
+        return packed, digits
+
+    def packed_table(self, packed, out, shape, w):
+        """Lookup on a packed node, ``out`` the result at every index ``(count, *shape)``."""
+        tables, table_index = _dedupe_tables(np.broadcast_to(out, out.shape[:1] + shape))
+        if self.pnode(packed).shape != shape:
+            packed = self.emit("enc_broadcast_to", [packed], {"shape": list(shape)}, shape,
+                               nu=self.pnode(packed).nu, where=w)
+        return self.emit("tlu", [packed], {"lo": 0, "shift": 0, "tables": tables,
+                                           "table_index": table_index}, shape, nu=1.0, where=w)
+
+    def packed_lookup(self, g, inside, leaves):
+        """One lookup on several encrypted leaves packed as sum((x_i - lo_i) << o_i)."""
+        w = g.where()
+        packed, digits = self.pack([self.gmap[leaf] for leaf in leaves], g.label, w)
+        count = digits[0].shape[0]
         subs = {}
-        for leaf, lo, off, width in zip(leaves, los, offsets, widths):
+        for leaf, digit in zip(leaves, digits):
             shape = self.graph.nodes[leaf].shape
-            digit = lo + ((idx >> off) & ((1 << width) - 1))
             subs[leaf] = np.broadcast_to(digit.reshape((count,) + (1,) * len(shape)),
                                          (count,) + shape)
         vals = self.evaluate_subgraph(inside, subs, count)
-        out = np.broadcast_to(vals[g.id], (count,) + g.shape)
-        tables, table_index = _dedupe_tables(out)
-        if self.pnode(packed).shape != g.shape:
-            packed = self.emit("enc_broadcast_to", [packed], {"shape": list(g.shape)}, g.shape,
-                               nu=self.pnode(packed).nu, where=w)
-        return self.emit("tlu", [packed], {"lo": 0, "shift": 0, "tables": tables,
-                                           "table_index": table_index}, g.shape, nu=1.0, where=w)
+        return self.packed_table(packed, vals[g.id], g.shape, w)
+
+    def where_as_product(self, g):
+        """Whether ``np.where(cond, a, b)`` lowers as ``cond * (a - b) + b``: an encrypted
+        boolean condition and integer branches, both clear (no lookup at all) or both
+        encrypted (one lookup on ``cond`` and ``a - b``, narrower than on all three)."""
+        cond, a, b = (self.graph.nodes[i] for i in g.inputs)
+        if not (cond.encrypted and cond.kind == "bool" and a.kind != "float"
+                and b.kind != "float" and g.kind != "float"):
+            return False
+        return (a.encrypted and b.encrypted) or not (a.encrypted or b.encrypted)
+
+    def lower_where(self, g):
+        w = g.where()
+        kc = self.gmap[g.inputs[0]]
+        a, b = g.inputs[1:]
+        if not self.enc(a):
+            ka, kb = self.clear(a), self.clear(b)
+            shape = np.broadcast_shapes(self.pnode(ka).shape, self.pnode(kb).shape)
+            kd = self.emit("ufunc", [ka, kb], {"name": "subtract"}, shape, False, where=w)
+            shape = np.broadcast_shapes(self.pnode(kc).shape, shape)
+            factor = float(np.abs(self.pvals[kd]).max(initial=0))
+            prod = self.emit("enc_mul_clear", [kc, kd], {}, shape, nu=self.pnode(kc).nu * factor,
+                             where=w)
+            return self.emit("enc_add_clear", [prod, kb], {"neg_enc": False, "neg_clear": False},
+                             g.shape, nu=self.pnode(prod).nu, where=w)
+        ka, kb = self.gmap[a], self.gmap[b]
+        shape = np.broadcast_shapes(self.pnode(ka).shape, self.pnode(kb).shape)
+        nu = float(np.hypot(self.pnode(ka).nu, self.pnode(kb).nu))
+        kd = self.emit("enc_sub", [ka, kb], {}, shape, nu=nu, where=w)
+        packed, (c, d) = self.pack([kc, kd], "where", w)
+        shape = np.broadcast_shapes(self.pnode(kc).shape, shape)
+        prod = self.packed_table(packed, (c * d).reshape((-1,) + (1,) * len(shape)), shape, w)
+        return self.emit("enc_add", [prod, kb], {}, g.shape,
+                         nu=float(np.hypot(1.0, self.pnode(kb).nu)), where=w)
 
     # -- driver --------------------------------------------------------------------------
     def run(self):
@@ -584,6 +699,16 @@ class _Lowering:
             prog.input_nodes.append(self.gmap[i] if g.encrypted else self.clear(i))
         prog.output_nodes = [self.gmap[i] for i in graph.output_ids]
         return prog
+
+
+def _index_bits(lo, hi, shift=0):
+    """Index bits of a table covering ``[lo, hi]`` read ``shift`` bits away (rounded)."""
+    if shift:
+        lo = (lo >> shift) << shift
+        n_idx = ((hi - lo + (1 << (shift - 1))) >> shift) + 1
+    else:
+        n_idx = hi - lo + 1
+    return max(1, (int(n_idx) - 1).bit_length())
 
 
 def _dedupe_tables(out):

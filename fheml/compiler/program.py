@@ -27,6 +27,7 @@ from fheml.compiler.graph import (
     index_from_json,
     index_to_json,
 )
+from fheml._progress import progress
 
 __all__ = ["InputRangeError", "PNode", "Program"]
 
@@ -538,14 +539,13 @@ def lookup_indices(node, x):
         idx = (idx + (np.int64(1) << np.int64(shift - 1))) >> np.int64(shift)
     n = node.attrs["tables"].shape[1]
     if idx.size and (idx.min() < 0 or idx.max() >= n):
-        seen_lo, seen_hi = node.bounds
         got = x.min() if idx.min() < 0 else x.max()
+        top = lo + ((n - 1) << shift)
         raise InputRangeError(
-            f"the input of the lookup at {node.where or '<source not in the spec>'} reached "
-            f"{int(got)}, "
-            f"outside the range [{seen_lo}, {seen_hi}] seen on the inputset at compile time: "
-            "the encrypted result would be wrong. Compile with an inputset that covers "
-            "the values you run on."
+            f"the input of the lookup at {node.where or '<source not in the spec>'} reached {int(got)}, "
+            f"outside the range [{lo}, {top}] its table covers (the worst case over the "
+            "compiled input ranges): the encrypted result would be wrong. Keep the inputs "
+            "inside the ranges the circuit was compiled for."
         )
     return idx
 
@@ -619,7 +619,7 @@ def engine_tables(node, precision):
     return np.where(t >= mod // 2, t - mod, t)
 
 
-def run_encrypted(program, inputs, evaluation_keys, n_jobs=1):
+def run_encrypted(program, inputs, evaluation_keys, n_jobs=1, verbose=None):
     """Run a program on ciphertext data.
 
     Parameters
@@ -628,14 +628,15 @@ def run_encrypted(program, inputs, evaluation_keys, n_jobs=1):
         Per argument: uint64 ciphertext data ``(b, *shape, D)`` (encrypted) or a batched
         clear array.
     evaluation_keys : fheml._core.EvaluationKeys
+    n_jobs : int, default=1
+    verbose : bool, optional
+        Progress report of the lookups (see :mod:`fheml._progress`).
 
     Returns
     -------
     list of numpy.ndarray
         uint64 ciphertext data of each output.
     """
-    from fheml._core.keys import LweCiphertext
-
     P = program.precision
     params = evaluation_keys.params
     backend = LweBackend(P, params.big_lwe_dimension)
@@ -645,53 +646,74 @@ def run_encrypted(program, inputs, evaluation_keys, n_jobs=1):
     by_stage = [[] for _ in range(n_stages + 1)]
     for k, node in enumerate(nodes):
         by_stage[node.stage].append(k)
-    for stage in range(n_stages + 1):
-        lookups = [k for k in by_stage[stage] if nodes[k].op == "tlu"]
-        groups = {}
-        for k in lookups:
-            groups.setdefault(nodes[k].attrs["pin"], []).append(k)
-        for pin, members in groups.items():
-            datas, indices, tables, shapes = [], [], [], []
-            table_offset = 0
-            for k in members:
-                node = nodes[k]
-                x = values[node.inputs[0]]
-                x = np.array(x)  # own copy: offsets are applied in place
-                x[..., -1] -= backend.encode(node.attrs["lo"])
-                premul = node.attrs["premul"]
-                if premul != 1:
-                    x *= np.uint64(premul)
-                shapes.append(x.shape)
-                datas.append(x.reshape(-1, backend.width))
-                t = engine_tables(node, P)
-                ti = node.attrs.get("table_index")
-                if ti is None:
-                    idx = np.full(x.shape[:-1], table_offset, dtype=np.int64)
-                else:
-                    idx = np.broadcast_to(ti + table_offset, x.shape[:-1])
-                indices.append(idx.reshape(-1))
-                tables.append(t)
-                table_offset += t.shape[0]
-            batch = LweCiphertext(np.concatenate(datas), evaluation_keys.key_id)
-            out = evaluation_keys.programmable_bootstrap(
-                batch, np.concatenate(tables), table_index=np.concatenate(indices),
-                input_precision=pin, output_precision=P, n_jobs=n_jobs)
-            start = 0
-            for k, shape in zip(members, shapes):
-                count = int(np.prod(shape[:-1], dtype=np.int64))
-                values[k] = out.data[start:start + count].reshape(shape)
-                start += count
-        for k in by_stage[stage]:
-            node = nodes[k]
-            if node.op == "tlu":
-                continue
-            if node.op in ("enc_input", "clear_input"):
-                v = inputs[node.attrs["index"]]
-                if node.encrypted:
-                    v = np.array(v)
-                    v[..., -1] += backend.encode(node.attrs["lo"])
-                values[k] = v
-                continue
-            values[k] = run_linear(node, [values[i] for i in node.inputs],
-                                   [nodes[i] for i in node.inputs], backend)
+    batch = max((np.shape(v)[0] for v in inputs if np.ndim(v)), default=1)
+    total = batch * sum(int(np.prod(n.shape, dtype=np.int64)) for n in program.lookups)
+    # Drop each value after the last level that reads it: memory follows the widest level,
+    # not the whole program.
+    last_read = [n_stages + 1 if k in program.output_nodes else -1 for k in range(len(nodes))]
+    for node in nodes:
+        for i in node.inputs:
+            last_read[i] = max(last_read[i], node.stage)
+    with progress(total, "Encrypted run", unit="lookup", verbose=verbose) as bar:
+        for stage in range(n_stages + 1):
+            _run_stage(nodes, by_stage[stage], values, inputs, evaluation_keys, backend, P,
+                       n_jobs, bar)
+            for k in range(len(nodes)):
+                if last_read[k] <= stage:
+                    values[k] = None
     return [np.ascontiguousarray(values[i]) for i in program.output_nodes]
+
+
+def _run_stage(nodes, stage_nodes, values, inputs, evaluation_keys, backend, P, n_jobs, bar):
+    """The lookups of one level (one engine call per read precision), then its linear
+    nodes."""
+    from fheml._core.keys import LweCiphertext
+
+    lookups = [k for k in stage_nodes if nodes[k].op == "tlu"]
+    groups = {}
+    for k in lookups:
+        groups.setdefault(nodes[k].attrs["pin"], []).append(k)
+    for pin, members in groups.items():
+        datas, indices, tables, shapes = [], [], [], []
+        table_offset = 0
+        for k in members:
+            node = nodes[k]
+            x = values[node.inputs[0]]
+            x = np.array(x)  # own copy: offsets are applied in place
+            x[..., -1] -= backend.encode(node.attrs["lo"])
+            premul = node.attrs["premul"]
+            if premul != 1:
+                x *= np.uint64(premul)
+            shapes.append(x.shape)
+            datas.append(x.reshape(-1, backend.width))
+            t = engine_tables(node, P)
+            ti = node.attrs.get("table_index")
+            if ti is None:
+                idx = np.full(x.shape[:-1], table_offset, dtype=np.int64)
+            else:
+                idx = np.broadcast_to(ti + table_offset, x.shape[:-1])
+            indices.append(idx.reshape(-1))
+            tables.append(t)
+            table_offset += t.shape[0]
+        batch = LweCiphertext(np.concatenate(datas), evaluation_keys.key_id)
+        out = evaluation_keys.programmable_bootstrap(
+            batch, np.concatenate(tables), table_index=np.concatenate(indices),
+            input_precision=pin, output_precision=P, n_jobs=n_jobs, bar=bar)
+        start = 0
+        for k, shape in zip(members, shapes):
+            count = int(np.prod(shape[:-1], dtype=np.int64))
+            values[k] = out.data[start:start + count].reshape(shape)
+            start += count
+    for k in stage_nodes:
+        node = nodes[k]
+        if node.op == "tlu":
+            continue
+        if node.op in ("enc_input", "clear_input"):
+            v = inputs[node.attrs["index"]]
+            if node.encrypted:
+                v = np.array(v)
+                v[..., -1] += backend.encode(node.attrs["lo"])
+            values[k] = v
+            continue
+        values[k] = run_linear(node, [values[i] for i in node.inputs],
+                               [nodes[i] for i in node.inputs], backend)

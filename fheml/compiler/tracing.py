@@ -200,7 +200,7 @@ class Tracer:
         b = self.builder
         operands = [b.wrap(other), self] if reverse else [self, b.wrap(other)]
         if name == "matmul":
-            return b.add("matmul", operands)
+            return _matmul(*operands)
         return b.add("ufunc", operands, {"name": name})
 
     def __add__(self, o): return self._binary("add", o)
@@ -328,7 +328,7 @@ class Tracer:
         builder = next(i.builder for i in inputs if isinstance(i, Tracer))
         operands = [builder.wrap(i) for i in inputs]
         if name == "matmul":
-            return builder.add("matmul", operands)
+            return _matmul(*operands)
         result = builder.add("ufunc", operands, {"name": name})
         dtype = kwargs.get("dtype")
         return result.astype(dtype) if dtype is not None else result
@@ -382,7 +382,21 @@ def _dot(a, b, out=None):
         return a * b
     if a.ndim > 2 or b.ndim > 2:
         _unsupported("np.dot of arrays with more than 2 dimensions", "use np.matmul")
-    return builder.add("matmul", [a, b])
+    return _matmul(a, b)
+
+
+def _matmul(a, b):
+    """``a @ b``; of two encrypted values, as the sum of their elementwise products (each
+    product then lowers to lookups, see lowering.py)."""
+    if not (a.node.encrypted and b.node.encrypted):
+        return a.builder.add("matmul", [a, b])
+    if a.ndim == 0 or b.ndim == 0:
+        _unsupported("matmul of a scalar", "use *")
+    if b.ndim == 1:
+        return (a * b).sum(axis=-1)
+    if a.ndim == 1:
+        return (a[:, None] * b).sum(axis=-2)
+    return (a[..., :, :, None] * b[..., None, :, :]).sum(axis=-2)
 
 
 def _clip(a, a_min=None, a_max=None, out=None, **kw):

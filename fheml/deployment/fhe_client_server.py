@@ -64,7 +64,7 @@ def _server_spec_without_sources(spec):
         node["where"] = ""
     program = Program.from_json(header, arrays)
     return ServerSpec(spec.params, program, spec.inputs, spec.outputs,
-                      spec.multiple_outputs).to_bytes()
+                      spec.multiple_outputs, spec.packed).to_bytes()
 
 
 def _as_u8(data):

@@ -9,8 +9,6 @@ integers; scales and zero points stay on the client.
 integer accumulator back to floats, with every zero-point correction folded into ``q_b``.
 """
 
-import os
-import sys
 import warnings
 from numbers import Integral
 
@@ -18,6 +16,8 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
+
+from fheml._warnings import user_stacklevel
 
 __all__ = [
     "MAX_ACCUMULATOR_BITS",
@@ -40,18 +40,6 @@ class FHEMLClipWarning(UserWarning):
     range, which loses accuracy.  Calibrate on data that covers the values you predict
     on, or silence it with ``warnings.filterwarnings("ignore", category=FHEMLClipWarning)``.
     """
-
-
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _caller_stacklevel():
-    """``stacklevel`` pointing a warning at the first frame outside fheml."""
-    level, frame = 2, sys._getframe(2)  # 2: the caller of the function that warns
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-        frame = frame.f_back
-        level += 1
-    return level
 
 
 def signed_bit_width(lo, hi):
@@ -188,12 +176,7 @@ class UniformQuantizer(BaseEstimator):
         check_is_fitted(self, "scale_")
         X = np.asarray(X, dtype=np.float64)
         q = np.round(X / self.scale_) + self.zero_point_
-        # Warn on the float range, not on the codes: with an integer zero point a value at
-        # the very edge of the calibration range may round one code past it (clipping it
-        # back costs at most half a step, like any rounding).
-        low = np.minimum(self.data_min_, (self.qmin_ - self.zero_point_) * self.scale_)
-        high = np.maximum(self.data_max_, (self.qmax_ - self.zero_point_) * self.scale_)
-        outside = (X < low - self.scale_ / 2) | (X > high + self.scale_ / 2)
+        outside = self.outside(X) if warn else None
         if warn and outside.any():
             where = ""
             if self.per_feature and X.ndim == 2:
@@ -204,8 +187,25 @@ class UniformQuantizer(BaseEstimator):
                 f"{int(outside.sum())} of {outside.size} values{where} are outside the "
                 "range seen at calibration (fit) and were clipped to it, which loses "
                 "accuracy; fit on data that covers the values you predict on",
-                FHEMLClipWarning, stacklevel=_caller_stacklevel())
+                FHEMLClipWarning, stacklevel=user_stacklevel())
         return np.clip(q, self.qmin_, self.qmax_).astype(np.int64)
+
+    def outside(self, X):
+        """Which values of ``X`` are clipped by :meth:`quant`: beyond the calibration range
+        by more than half a quantization step.
+
+        Returns
+        -------
+        ndarray of bool, same shape as ``X``
+        """
+        check_is_fitted(self, "scale_")
+        X = np.asarray(X, dtype=np.float64)
+        # Warn on the float range, not on the codes: with an integer zero point a value at
+        # the very edge of the calibration range may round one code past it (clipping it
+        # back costs at most half a step, like any rounding).
+        low = np.minimum(self.data_min_, (self.qmin_ - self.zero_point_) * self.scale_)
+        high = np.maximum(self.data_max_, (self.qmax_ - self.zero_point_) * self.scale_)
+        return (X < low - self.scale_ / 2) | (X > high + self.scale_ / 2)
 
     def dequant(self, q):
         """Floats represented by the integers ``q``: ``(q - zero_point_) * scale_``."""

@@ -89,7 +89,7 @@ def test_graph_format_lists_nodes_with_widths_and_lines():
     text = circuit.graph.format()
     assert "sqrt" in text and "uint5" in text and "float" in text
     assert "y = x * 3 + 1" in text and "test_modes.py" in text
-    assert circuit.max_bit_width == 5
+    assert circuit.max_bit_width == 3  # the lookup reads x, not x * 3 + 1 (issue 8, item 3)
     assert circuit.statistics["lookups"] == 1  # the whole float chain is one lookup
 
 

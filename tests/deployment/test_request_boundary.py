@@ -33,13 +33,19 @@ def _with_inner(request, edit):
     return pack("model-input", header, [inner])
 
 
-def test_lying_dimension_is_refused_before_expansion(deployed):
+@pytest.mark.parametrize("packing", [False, True], ids=["lwe", "packed"])
+def test_lying_dimension_is_refused_before_expansion(deployed, monkeypatch, packing):
     X, client, server, keys, _ = deployed
+    monkeypatch.setattr(client.client, "uses_packing", lambda rows: packing)
     request = client.quantize_encrypt_serialize(X[:2])
-    lie = _with_inner(request, lambda h, a: h["items"][0].__setitem__("dimension", 2 ** 17))
+    if packing:  # the GLWE polynomial size
+        lie = _with_inner(request, lambda h, a: h["packed"].__setitem__("polynomial_size",
+                                                                         2 ** 17))
+    else:
+        lie = _with_inner(request, lambda h, a: h["items"][0].__setitem__("dimension", 2 ** 17))
     tracemalloc.start()
     try:
-        with pytest.raises(ModelMismatchError, match="dimension"):
+        with pytest.raises(ModelMismatchError, match="layout" if packing else "dimension"):
             server.run(lie, keys)
         _, peak = tracemalloc.get_traced_memory()
     finally:

@@ -1,0 +1,275 @@
+"""Packed linear circuits: packed == LWE == clear integer results, layouts at their limits,
+byte formats, path choice and the noise of the packed product against its model."""
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_breast_cancer, make_classification, make_regression
+
+import fheml
+from fheml import linear_model
+from fheml._core.glwe import decrypt_glwe
+from fheml._core.keys import encode
+from fheml.compiler import EncryptedArgs, EncryptedResult
+from fheml.compiler.packed import affine_map, plan_packing
+
+from tests.compiler.conftest import use_cached_keys
+
+rng = np.random.default_rng(140)
+
+
+def _linear(W, b):
+    def f(x):
+        return x @ W + b
+    return f
+
+
+def _inputset(F, hi=255, rows=30):
+    return np.concatenate([rng.integers(0, hi + 1, (rows, F)), [np.zeros(F, int)],
+                           [np.full(F, hi)]])
+
+
+def _both_paths(circuit, X):
+    """(packed, LWE) decrypted results of one batch."""
+    client, server = circuit.client, circuit.server
+    out = []
+    for packing in (True, False):
+        args = client.encrypt(X, packing=packing)
+        assert (args.rows is not None) == packing
+        out.append(client.decrypt(server.run(args, client.evaluation_keys)))
+    return out
+
+
+def test_affine_map_reads_weights_and_refuses_other_programs():
+    W, b = rng.integers(-5, 6, (4, 3)), np.array([1, -2, 3])
+    c = fheml.compile(_linear(W, b), rng.integers(0, 8, (20, 4)))
+    got_w, got_b = affine_map(c.program)
+    lo = c.client.spec.inputs[0]["lo"]
+    np.testing.assert_array_equal(got_w, W)
+    np.testing.assert_array_equal(got_b, b + lo * W.sum(axis=0))
+    two = fheml.compile(lambda x: (x.reshape(2, 2) @ W[:2, :2], x.sum() * 3 - 1),
+                        rng.integers(0, 8, (20, 4)))
+    assert two.client.spec.packed is not None  # several outputs, reshaped input
+    assert affine_map(fheml.compile(lambda x: x * x, rng.integers(0, 8, (20, 4))).program)[0] \
+        is None
+    x0, y0 = rng.integers(0, 4, 3), rng.integers(0, 4, 3)
+    mixed = fheml.compile(lambda x, y: x @ y, [(x0, y0)],
+                          parameters={"x": "encrypted", "y": "clear"})
+    assert mixed.client.spec.packed is None
+    with pytest.raises(ValueError, match="no packed path"):
+        use_cached_keys(mixed).client.encrypt(x0, y0, packing=True)
+
+
+@pytest.mark.parametrize("F,O,rows", [(1, 1, 3), (5, 2, 40), (30, 1, 200), (64, 3, 33),
+                                      (257, 2, 9)])
+def test_packed_equals_lwe_equals_clear_on_random_weights(F, O, rows):
+    W = rng.integers(-127, 128, (F, O))
+    b = rng.integers(-500, 500, O)
+    c = use_cached_keys(fheml.compile(_linear(W, b), _inputset(F)))
+    X = rng.integers(0, 256, (rows, F))
+    packed, lwe = _both_paths(c, X)
+    np.testing.assert_array_equal(packed, X @ W + b)
+    np.testing.assert_array_equal(lwe, X @ W + b)
+    np.testing.assert_array_equal(packed, c.run(X))
+    one = c.client.decrypt(c.server.run(c.client.encrypt(X[0], packing=True),
+                                        c.client.evaluation_keys))
+    np.testing.assert_array_equal(one, X[0] @ W + b)  # one row, unbatched
+
+
+def test_multiple_outputs_and_shapes_through_bytes():
+    W = rng.integers(-9, 10, (6, 2))
+
+    def f(x):
+        return x.reshape(3, 2) @ W[:2], (x * 2).sum() - 7
+
+    c = use_cached_keys(fheml.compile(f, rng.integers(0, 16, (20, 6))))
+    X = rng.integers(0, 16, (50, 6))
+    args = EncryptedArgs.from_bytes(c.client.encrypt(X, packing=True).to_bytes())
+    assert args.rows == 50
+    result = EncryptedResult.from_bytes(c.server.run(args, c.client.evaluation_keys).to_bytes())
+    got = c.client.decrypt(result)
+    want = c.run(X)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    assert got[0].shape == (50, 3, 2) and got[1].shape == (50,)
+
+
+def test_layout_fills_the_polynomial_exactly():
+    F = 32  # N = 2048 holds 64 rows with no padding
+    W = rng.integers(-127, 128, (F, 2))
+    c = use_cached_keys(fheml.compile(_linear(W, 3), _inputset(F)))
+    plan = c.client.spec.packed
+    assert plan.params.polynomial_size == 2048 and plan.slots * plan.chunk_size == 2048
+    assert c.statistics["packing"]["rows_per_ciphertext"] == 64
+    X = rng.integers(0, 256, (2 * plan.slots + 1, F))
+    X[:plan.slots] = 255  # a full ciphertext at the largest values
+    packed, lwe = _both_paths(c, X)
+    np.testing.assert_array_equal(packed, X @ W + 3)
+    np.testing.assert_array_equal(lwe, packed)
+
+
+def test_more_features_than_coefficients():
+    F, O = 3000, 2
+    W = rng.integers(-3, 4, (F, O))
+    c = fheml.compile(_linear(W, -4), rng.integers(0, 4, (10, F)))
+    plan = plan_packing(c.program, c.p_error, polynomial_size=2048)
+    assert plan.chunks == 2 and plan.chunk_size == 1500 and plan.slots == 1
+    from fheml._core.glwe import GlweSecretKey
+    key = GlweSecretKey.generate(1, 2048, plan.params.noise_std)
+    X = rng.integers(0, 4, (3, F))
+    lo = c.client.spec.inputs[0]["lo"]
+    ct = plan.encrypt(key, X - lo)
+    assert ct.shape == (3, 2)
+    m = plan.decrypt(key, plan.evaluate(ct, 3), 3)
+    mod = 1 << (c.program.precision + 1)
+    lo_out = c.client.spec.outputs[0]["lo"]
+    np.testing.assert_array_equal(lo_out + np.mod(m - lo_out, mod), X @ W - 4)
+
+
+def test_largest_accumulator():
+    F = 512
+    W = np.where(rng.random((F, 2)) < 0.5, -4095, 4095)
+    inputset = np.stack([np.zeros(F, int), np.full(F, 255), np.where(W[:, 0] > 0, 255, 0),
+                         np.where(W[:, 0] < 0, 255, 0)])
+    c = use_cached_keys(fheml.compile(_linear(W, 0), inputset))
+    assert c.max_bit_width >= 29 and c.client.spec.packed is not None
+    X = np.concatenate([inputset, rng.integers(0, 256, (20, F))])
+    packed, lwe = _both_paths(c, X)
+    np.testing.assert_array_equal(packed, X @ W)
+    np.testing.assert_array_equal(lwe, X @ W)
+
+
+def test_path_choice_by_cost():
+    small = use_cached_keys(fheml.compile(_linear(np.array([[3], [-2]]), 0), _inputset(2)))
+    assert not small.client.uses_packing(1) and small.client.uses_packing(100)
+    assert small.client.encrypt(rng.integers(0, 256, (1, 2))).rows is None
+    assert small.client.encrypt(rng.integers(0, 256, (0, 2))).rows is None
+    W = rng.integers(-127, 128, (30, 1))
+    c = use_cached_keys(fheml.compile(_linear(W, 0), _inputset(30)))
+    assert c.client.uses_packing(4) and c.client.uses_packing(100)
+    assert c.client.encrypt(rng.integers(0, 256, (100, 30))).rows == 100
+    upload, result = c.client.spec.packed.sizes(100)
+    assert upload / 100 <= 1024
+    # a small batch sends only its own coefficients
+    one = c.client.encrypt(rng.integers(0, 256, (3, 30)), packing=True)
+    assert one.values[0].coefficients == (0, 90, 1) and len(one.to_bytes()) < 1024
+    assert len(c.client.encrypt(rng.integers(0, 256, (100, 30))).to_bytes()) / 100 <= 1024
+
+
+def test_server_checks_packed_arguments():
+    W = rng.integers(-127, 128, (30, 1))
+    c = use_cached_keys(fheml.compile(_linear(W, 0), _inputset(30)))
+    args = c.client.encrypt(rng.integers(0, 256, (100, 30)), packing=True)
+    with pytest.raises(ValueError, match="groups"):
+        c.server.run(EncryptedArgs(args.values, True, 1000), c.client.evaluation_keys)
+    other = use_cached_keys(fheml.compile(lambda x: x[:20] @ W[:20, 0] + 1, _inputset(30)))
+    with pytest.raises(ValueError):
+        other.server.run(args, other.client.evaluation_keys)
+    # specs round trip with the plan; the server re-reads the weights from its program
+    server = fheml.compiler.Server.from_bytes(c.server.spec.to_bytes())
+    np.testing.assert_array_equal(server.spec.packed.weights, c.server.spec.packed.weights)
+    client = fheml.compiler.Client.from_bytes(c.client.spec.to_bytes())
+    assert client.spec.packed.to_dict() == c.client.spec.packed.to_dict()
+    assert client.spec.packed.weights is None
+
+
+def test_packed_noise_matches_model():
+    F, O = 30, 2
+    W = rng.integers(-127, 128, (F, O))
+    c = use_cached_keys(fheml.compile(_linear(W, 0), _inputset(F)))
+    plan = c.server.spec.packed
+    X = rng.integers(0, 256, (plan.slots * 40, F))
+    lo = c.client.spec.inputs[0]["lo"]
+    key = c.client.packed_key()
+    result = plan.evaluate(plan.encrypt(key, X - lo), len(X))
+    phase = decrypt_glwe(key, result).transpose(0, 2, 1).reshape(-1, O)[:len(X)]
+    want = encode((X - lo) @ plan.weights + plan.bias, plan.params.precision)
+    err = (phase - want).astype(np.int64).astype(np.float64) * 2.0**-64
+    for o in range(O):
+        model = plan.params.variance(np.linalg.norm(W[:, o]))
+        assert abs(np.mean(err[:, o] ** 2) / model - 1) < 0.2
+    assert plan.params.log2_p_fail() <= np.log2(c.p_error)
+
+
+def _quiet_fit(cls, X, y):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return cls().fit(X, y)
+
+
+@pytest.mark.parametrize("cls", [getattr(linear_model, n) for n in linear_model.__all__],
+                         ids=lambda c: c.__name__)
+def test_every_linear_estimator_packed_equals_lwe_equals_clear(cls):
+    if cls.__name__ in ("FHELogisticRegression", "FHELinearSVC", "FHESGDClassifier"):
+        X, y = make_classification(120, 12, n_informative=6, n_classes=3, random_state=0)
+    elif cls.__name__ in ("FHEPoissonRegressor", "FHEGammaRegressor", "FHETweedieRegressor"):
+        X, y = make_regression(120, 12, random_state=0)
+        y = np.exp((y - y.mean()) / y.std())
+    else:
+        X, y = make_regression(120, 12, n_targets=1, random_state=0)
+    model = _quiet_fit(cls, X, y)
+    circuit = use_cached_keys(model.compile(X))
+    assert circuit.client.spec.packed is not None
+    q = model.quantize_input(X[:60])
+    packed, lwe = _both_paths(circuit, q)
+    clear = circuit.run(q)
+    np.testing.assert_array_equal(packed, clear)
+    np.testing.assert_array_equal(lwe, clear)
+    np.testing.assert_array_equal(clear.reshape(len(q), -1),
+                                  model.quantized_layer_.accumulate(q).reshape(len(q), -1))
+
+
+def test_breast_cancer_logistic_regression_sizes():
+    X, y = load_breast_cancer(return_X_y=True)
+    X = (X - X.mean(axis=0)) / X.std(axis=0)
+    model = _quiet_fit(linear_model.FHELogisticRegression, X, y)
+    circuit = use_cached_keys(model.compile(X))
+    q = model.quantize_input(X[:100])
+    args = circuit.client.encrypt(q)
+    assert args.rows == 100 and len(args.to_bytes()) / 100 <= 1024
+    result = circuit.server.run(args, circuit.client.evaluation_keys)
+    np.testing.assert_array_equal(circuit.client.decrypt(result.to_bytes()), circuit.run(q))
+    assert np.array_equal(model.predict(X[:100], fhe="execute"), model.predict(X[:100]))
+
+
+def test_packed_key_survives_secret_key_serialization():
+    W = rng.integers(-127, 128, (30, 1))
+    c = fheml.compile(_linear(W, 0), _inputset(30))
+    c.keygen()
+    X = rng.integers(0, 256, (50, 30))
+    result = c.server.run(c.client.encrypt(X, packing=True), c.client.evaluation_keys).to_bytes()
+    from fheml._core import SecretKeys
+    reloaded = fheml.compiler.Client.from_bytes(c.client.spec.to_bytes())
+    reloaded.secret_keys = SecretKeys.from_bytes(c.client.secret_keys.to_bytes())
+    np.testing.assert_array_equal(reloaded.decrypt(result), X @ W)
+    key = c.client.packed_key()
+    assert key.key_id == c.client.secret_keys.key_id
+    assert 0.4 < key.key.mean() < 0.6
+    other = fheml.compile(_linear(W, 0), _inputset(30))
+    other.keygen()
+    assert not np.array_equal(other.client.packed_key().key, key.key)
+
+
+def test_server_checks_packed_bytes_against_spec_and_limits():
+    from fheml._core import LimitExceededError, SerializationError
+    from fheml.compiler.circuit import ServerLimits
+    W = rng.integers(-127, 128, (30, 1))
+    c = use_cached_keys(fheml.compile(_linear(W, 0), _inputset(30)))
+    keys = c.client.evaluation_keys
+    data = c.client.encrypt(rng.integers(0, 256, (100, 30)), packing=True).to_bytes()
+    server = fheml.compiler.Server.from_bytes(c.server.spec.to_bytes())
+    np.testing.assert_array_equal(c.client.decrypt(server.run(data, keys).to_bytes()),
+                                  c.client.decrypt(c.server.run(EncryptedArgs.from_bytes(data),
+                                                                keys)))
+    limited = fheml.compiler.Server(server.spec, ServerLimits(max_batch_rows=10))
+    with pytest.raises(LimitExceededError):
+        limited.run(data, keys)
+    other = use_cached_keys(fheml.compile(_linear(W[:20], 0), _inputset(20)))
+    wrong = other.client.encrypt(rng.integers(0, 256, (100, 20)), packing=True).to_bytes()
+    with pytest.raises(SerializationError, match="layout"):
+        server.run(wrong, keys)
+    lwe_only = use_cached_keys(fheml.compile(lambda x, y: x - y,
+                                             [(r, r[::-1]) for r in _inputset(30)]))
+    assert lwe_only.client.spec.packed is None
+    with pytest.raises(SerializationError, match="no packed path"):
+        lwe_only.server.run(data, lwe_only.client.evaluation_keys)
