@@ -51,7 +51,7 @@ cdef extern from "kernels.h" nogil:
                          int ks_level, const double *bsk, int n, int k, int pbs_base_log,
                          int pbs_level, const uint64_t *luts, const int64_t *lut_index,
                          const uint64_t *inp, uint64_t *out, int64_t start, int64_t end,
-                         int group, pbs_scratch *sc)
+                         int group, int n_extract, int extract_stride, pbs_scratch *sc)
     void fheml_mul_binary_exact(int simd, const fft_plan *p, const double *key_f,
                                 const uint64_t *a, uint64_t *out, double *work, int32_t *limb)
 
@@ -379,8 +379,8 @@ cdef class PbsWorkspace:
         self.shape = (n, k, N, pbs_level, ks_level, group)
         arrays = {
             "diff": np.empty(N, np.uint64),
-            "fdig": np.empty((k + 1) * pbs_level * N, np.float64),
-            "facc": np.empty((k + 1) * N, np.float64),
+            "fdig": np.empty(group * (k + 1) * pbs_level * N, np.float64),
+            "facc": np.empty(group * (k + 1) * N, np.float64),
             "small": np.empty(group * (n + 1), np.uint32),
             "abar": np.empty(group * n, np.int32),
             "acc": np.empty(group * (k + 1) * N, np.uint64),
@@ -402,9 +402,13 @@ cdef class PbsWorkspace:
 
 def pbs_range(FourierPlan plan, ksk, int ks_base_log, int ks_level, bsk_fourier, int n,
               int k, int pbs_base_log, int pbs_level, luts, lut_index, cts, out,
-              Py_ssize_t start, Py_ssize_t end, int group=4, PbsWorkspace workspace=None):
+              Py_ssize_t start, Py_ssize_t end, int group=4, PbsWorkspace workspace=None,
+              int n_extract=1, int extract_stride=0):
     """KS (if ksk is not None) + programmable bootstrap of rows [start, end) of ``cts`` into
     the same rows of ``out``.  Runs without the GIL: threads may call it on disjoint ranges.
+
+    With ``n_extract`` > 1 (many-LUT), ``out`` has ``n_extract`` rows per input, row
+    ``b * n_extract + i`` being coefficient ``i * extract_stride`` of the rotated accumulator.
     """
     cdef int N = plan.polynomial_size
     if not 1 <= group <= FHEML_MAX_GROUP:
@@ -417,7 +421,10 @@ def pbs_range(FourierPlan plan, ksk, int ks_base_log, int ks_level, bsk_fourier,
     in_dim = k * N if ksk is not None else n
     if cts.ndim != 2 or cts.shape[1] != in_dim + 1 or cts.dtype != np.uint64 or not cts.flags.c_contiguous:
         raise ValueError(f"cts must be C-contiguous uint64 of shape (B, {in_dim + 1})")
-    _check_out(out, (cts.shape[0], k * N + 1), np.uint64, "out")
+    if n_extract < 1 or extract_stride < 0 or (n_extract - 1) * extract_stride >= N:
+        raise ValueError(f"bad extraction: {n_extract} coefficients {extract_stride} apart "
+                         f"in a polynomial of {N}")
+    _check_out(out, (cts.shape[0] * n_extract, k * N + 1), np.uint64, "out")
     if bsk_fourier.shape != (n, (k + 1) * pbs_level, k + 1, N) or bsk_fourier.dtype != np.float64:
         raise ValueError("Fourier bootstrapping key does not match the parameters")
     if luts.ndim != 2 or luts.shape[0] < 1 or luts.shape[1] != N or luts.dtype != np.uint64:
@@ -449,7 +456,7 @@ def pbs_range(FourierPlan plan, ksk, int ks_base_log, int ks_level, bsk_fourier,
     with nogil:
         fheml_pbs_range(_simd, &plan.plan, kp, ks_base_log, ks_level, &bv[0, 0, 0, 0], n, k,
                         pbs_base_log, pbs_level, &lv[0, 0], &iv[0], &cv[0, 0], &ov[0, 0],
-                        start, end, group, &workspace.sc)
+                        start, end, group, n_extract, extract_stride, &workspace.sc)
     return out
 
 

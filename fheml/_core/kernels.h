@@ -28,8 +28,8 @@ typedef struct {
 
 typedef struct {
     uint64_t *diff;     /* N */
-    double *fdig;       /* (k+1) * pbs_level * N   (re/im blocks of N/2) */
-    double *facc;       /* (k+1) * N */
+    double *fdig;       /* group * (k+1) * pbs_level * N   (re/im blocks of N/2) */
+    double *facc;       /* group * (k+1) * N */
     uint32_t *small;    /* group * (n+1), top 32 bits of the torus */
     int32_t *abar;      /* group * n */
     uint64_t *acc;      /* group * (k+1) * N */
@@ -143,10 +143,12 @@ static inline void fheml_pbs_range(int simd, const fft_plan *p, const uint32_t *
                                    int ks_base_log, int ks_level, const double *bsk, int n,
                                    int k, int pbs_base_log, int pbs_level, const uint64_t *luts,
                                    const int64_t *lut_index, const uint64_t *in, uint64_t *out,
-                                   int64_t start, int64_t end, int group, pbs_scratch *sc)
+                                   int64_t start, int64_t end, int group, int n_extract,
+                                   int extract_stride, pbs_scratch *sc)
 {
     FHEML_DISPATCH(simd, pbs_range, p, ksk, ks_base_log, ks_level, bsk, n, k, pbs_base_log,
-                   pbs_level, luts, lut_index, in, out, start, end, group, sc);
+                   pbs_level, luts, lut_index, in, out, start, end, group, n_extract,
+                   extract_stride, sc);
 }
 
 /* out += key * a mod (X^N + 1, 2^64), exactly, for a binary key given in the Fourier domain.

@@ -496,73 +496,102 @@ static void FN(mul_xpow)(const uint64_t *restrict src, uint64_t *restrict dst, i
         e -= N;
         neg = 1;
     }
-    /* coefficient c gets src[c - e]; indices wrapping below 0 change sign */
+    /* coefficient c gets src[c - e]; indices wrapping below 0 change sign.  Shifted
+     * pointers rather than src[c - e + N]: GCC then vectorizes plain loads instead of
+     * emulating a gather. */
+    const uint64_t *restrict wrap = src + (N - e);
+    uint64_t *restrict hi = dst + e;
     for (int c = 0; c < e; c++)
-        dst[c] = neg ? src[c - e + N] : (uint64_t)0 - src[c - e + N];
-    for (int c = e; c < N; c++)
-        dst[c] = neg ? (uint64_t)0 - src[c - e] : src[c - e];
+        dst[c] = neg ? wrap[c] : (uint64_t)0 - wrap[c];
+    for (int c = 0; c < N - e; c++)
+        hi[c] = neg ? (uint64_t)0 - src[c] : src[c];
 }
 
 /* diff = X^e * src - src, e in (0, 2N). */
 static void FN(rotate_minus_self)(const uint64_t *restrict src, uint64_t *restrict diff, int N,
                                   int e)
 {
-    if (e >= N) {
+    const int neg = e >= N;
+    if (neg)
         e -= N;
+    /* coefficients [0, e) come from src[N - e ..) (wrapped), [e, N) from src[0 ..) */
+    const uint64_t *restrict wrap = src + (N - e), *restrict src_hi = src + e;
+    uint64_t *restrict diff_hi = diff + e;
+    if (neg) {
         for (int c = 0; c < e; c++)
-            diff[c] = src[c - e + N] - src[c];
-        for (int c = e; c < N; c++)
-            diff[c] = (uint64_t)0 - src[c - e] - src[c];
+            diff[c] = wrap[c] - src[c];
+        for (int c = 0; c < N - e; c++)
+            diff_hi[c] = (uint64_t)0 - src[c] - src_hi[c];
     } else {
         for (int c = 0; c < e; c++)
-            diff[c] = (uint64_t)0 - src[c - e + N] - src[c];
-        for (int c = e; c < N; c++)
-            diff[c] = src[c - e] - src[c];
+            diff[c] = (uint64_t)0 - wrap[c] - src[c];
+        for (int c = 0; c < N - e; c++)
+            diff_hi[c] = src[c] - src_hi[c];
     }
 }
 
 /* Blind-rotate G accumulators through the whole bootstrapping key.
  *   acc     : G * (k+1) * N u64, already initialised to X^(-b~) * LUT (trivial GLWE)
  *   abar    : G * n ints, the modulus-switched masks (in [0, 2N))
- * Each GGSW of the key is read once for the whole group. */
+ * Each GGSW of the key is read once per step for the whole group: the digits of all G
+ * ciphertexts are transformed first (sc->fdig holds G of them), then the SIMD
+ * multiply-accumulate streams the GGSW once per four ciphertexts. */
 static void FN(blind_rotate_group)(const fft_plan *p, const double *restrict bsk, int n, int k,
                                    int base_log, int level, const int32_t *restrict abar,
                                    int G, uint64_t *restrict acc, pbs_scratch *sc)
 {
     const int N = p->N, M = p->M, K1 = k + 1, R = K1 * level;
     const size_t ggsw = (size_t)R * K1 * 2 * M;
+    const size_t fdig_size = (size_t)R * 2 * M, facc_size = (size_t)K1 * 2 * M;
     for (int i = 0; i < n; i++) {
         const double *restrict gi = bsk + (size_t)i * ggsw;
+        /* decompose X^e * ACC - ACC of every ciphertext that rotates, polynomial by
+         * polynomial, and transform (digits of active ciphertext j at fdig + j * fdig_size) */
+        int active[FHEML_MAX_GROUP], na = 0;
         for (int g = 0; g < G; g++) {
             int e = abar[(size_t)g * n + i];
             if (e == 0)
                 continue;
-            uint64_t *restrict a = acc + (size_t)g * K1 * N;
-            /* decompose X^e * ACC - ACC, polynomial by polynomial, and transform */
+            const uint64_t *a = acc + (size_t)g * K1 * N;
+            double *fd = sc->fdig + (size_t)na * fdig_size;
+            active[na++] = g;
             for (int q = 0; q < K1; q++) {
-                double *f = sc->fdig + (size_t)q * level * 2 * M;
+                double *f = fd + (size_t)q * level * 2 * M;
                 FN(rotate_minus_self)(a + (size_t)q * N, sc->diff, N, e);
                 FN(decompose_fold)(p, sc->diff, base_log, level, f);
                 for (int l = 0; l < level; l++)
                     FN(fft_forward)(p, f + (size_t)l * 2 * M, f + (size_t)l * 2 * M + M);
             }
-            /* multiply-accumulate with the GGSW rows in the Fourier domain */
+        }
+        /* multiply-accumulate with the GGSW rows in the Fourier domain */
 #if FHEML_IMPL_AVX2
+        {
+            /* one pass over the GGSW for up to four ciphertexts */
+            const double *fds[FHEML_MAX_GROUP];
+            double *fas[FHEML_MAX_GROUP];
+            for (int j = 0; j < na; j++) {
+                fds[j] = sc->fdig + (size_t)j * fdig_size;
+                fas[j] = sc->facc + (size_t)j * facc_size;
+            }
 #if FHEML_IMPL_AVX512
             if (M % 8 == 0)
-                FN(external_mac_v8)(sc->fdig, gi, sc->facc, M, R, K1);
+                FN(external_mac_v8)(fds, gi, fas, M, R, K1, na);
             else
 #endif
-                FN(external_mac_v4)(sc->fdig, gi, sc->facc, M, R, K1);
+                FN(external_mac_v4)(fds, gi, fas, M, R, K1, na);
+        }
 #else
-            memset(sc->facc, 0, sizeof(double) * 2 * M * K1);
+        for (int j = 0; j < na; j++) {
+            const double *fd = sc->fdig + (size_t)j * fdig_size;
+            double *fa = sc->facc + (size_t)j * facc_size;
+            memset(fa, 0, sizeof(double) * facc_size);
             for (int r = 0; r < R; r++) {
-                const double *restrict dr = sc->fdig + (size_t)r * 2 * M;
+                const double *restrict dr = fd + (size_t)r * 2 * M;
                 const double *restrict di = dr + M;
                 for (int q = 0; q < K1; q++) {
                     const double *restrict br = gi + ((size_t)r * K1 + q) * 2 * M;
                     const double *restrict bi = br + M;
-                    double *restrict ar = sc->facc + (size_t)q * 2 * M;
+                    double *restrict ar = fa + (size_t)q * 2 * M;
                     double *restrict ai = ar + M;
                     for (int m = 0; m < M; m++) {
                         ar[m] += dr[m] * br[m] - di[m] * bi[m];
@@ -570,25 +599,47 @@ static void FN(blind_rotate_group)(const fft_plan *p, const double *restrict bsk
                     }
                 }
             }
+        }
 #endif
+        for (int j = 0; j < na; j++) {
+            uint64_t *a = acc + (size_t)active[j] * K1 * N;
             for (int q = 0; q < K1; q++) {
-                double *f = sc->facc + (size_t)q * 2 * M;
+                double *f = sc->facc + (size_t)j * facc_size + (size_t)q * 2 * M;
                 FN(backward_add_torus)(p, f, f + M, a + (size_t)q * N);
             }
         }
     }
 }
 
+/* out = the LWE ciphertext of coefficient c of the GLWE a ((k+1) polynomials of N) under the
+ * big key: mask of polynomial q is (a_q[c], ..., a_q[0], -a_q[N-1], ..., -a_q[c+1]). */
+static void FN(sample_extract)(const uint64_t *restrict a, int k, int N, int c,
+                               uint64_t *restrict o)
+{
+    for (int q = 0; q < k; q++) {
+        const uint64_t *restrict aq = a + (size_t)q * N;
+        uint64_t *restrict oq = o + (size_t)q * N;
+        for (int i = 0; i <= c; i++)
+            oq[i] = aq[c - i];
+        for (int i = c + 1; i < N; i++)
+            oq[i] = (uint64_t)0 - aq[N + c - i];
+    }
+    o[(size_t)k * N] = a[(size_t)k * N + c];
+}
+
 /* Full KS -> modulus switch -> blind rotation -> sample extraction for ciphertexts
  * [start, end) of a batch, G at a time.
- *   in, out : (count, k*N + 1) u64
+ *   in      : (count, k*N + 1) u64
+ *   out     : (count, n_extract, k*N + 1) u64: output i of input b is coefficient
+ *             i * extract_stride of its rotated accumulator (several tables packed in one
+ *             test polynomial, "many-LUT"; n_extract = 1 for one table)
  *   luts    : (T, N) u64 test polynomials (bodies of trivial GLWEs), lut_index : (count,)
  * When ksk is NULL the inputs are already of dimension n (no keyswitch). */
 static void FN(pbs_range)(const fft_plan *p, const uint32_t *ksk, int ks_base_log,
                           int ks_level, const double *bsk, int n, int k, int pbs_base_log,
                           int pbs_level, const uint64_t *luts, const int64_t *lut_index,
                           const uint64_t *in, uint64_t *out, int64_t start, int64_t end,
-                          int group, pbs_scratch *sc)
+                          int group, int n_extract, int extract_stride, pbs_scratch *sc)
 {
     const int N = p->N, K1 = k + 1, big = k * N;
     const int log2_2n = p->log2N + 1;
@@ -624,17 +675,9 @@ static void FN(pbs_range)(const fft_plan *p, const uint32_t *ksk, int ks_base_lo
             FN(mul_xpow)(lut, a + (size_t)k * N, N, bbar == 0 ? 0 : 2 * N - bbar);
         }
         FN(blind_rotate_group)(p, bsk, n, k, pbs_base_log, pbs_level, sc->abar, G, sc->acc, sc);
-        for (int g = 0; g < G; g++) {
-            /* sample extraction of coefficient 0 */
-            const uint64_t *a = sc->acc + (size_t)g * K1 * N;
-            uint64_t *o = out + (size_t)(s + g) * (big + 1);
-            for (int q = 0; q < k; q++) {
-                const uint64_t *aq = a + (size_t)q * N;
-                o[(size_t)q * N] = aq[0];
-                for (int c = 1; c < N; c++)
-                    o[(size_t)q * N + c] = (uint64_t)0 - aq[N - c];
-            }
-            o[big] = a[(size_t)k * N];
-        }
+        for (int g = 0; g < G; g++)
+            for (int i = 0; i < n_extract; i++)
+                FN(sample_extract)(sc->acc + (size_t)g * K1 * N, k, N, i * extract_stride,
+                                   out + ((size_t)(s + g) * n_extract + i) * (big + 1));
     }
 }

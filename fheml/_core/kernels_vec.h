@@ -108,27 +108,52 @@ static inline void FN(VFN(dit4_block))(double *restrict ar, double *restrict ai,
     }
 }
 
-/* Multiply-accumulate of the external product in the Fourier domain:
- * facc[q] = sum_r fdig[r] * ggsw[r][q] (complex, pointwise), q < K1, r < R.
- * The accumulators stay in registers: one store per output point.  M % FHEML_VW == 0. */
-static inline void FN(VFN(external_mac))(const double *restrict fdig, const double *restrict ggsw,
-                                         double *restrict facc, int M, int R, int K1)
+/* Multiply-accumulate of the external product in the Fourier domain for gb (<= 4)
+ * ciphertexts sharing one GGSW: fa[g][q] = sum_r fd[g][r] * ggsw[r][q] (complex, pointwise),
+ * q < K1, r < R.  Each GGSW vector is loaded once for the gb ciphertexts and the
+ * accumulators stay in registers (one store per output point); gb is a constant after
+ * inlining, so the g loops unroll.  Per ciphertext the operations are those of gb = 1.
+ * M % FHEML_VW == 0. */
+static inline __attribute__((always_inline)) void
+FN(VFN(mac_block))(const double *const *fd, const double *restrict ggsw, double *const *fa,
+                   int M, int R, int K1, const int gb)
 {
     for (int q = 0; q < K1; q++) {
-        double *restrict ar = facc + (size_t)q * 2 * M;
-        double *restrict ai = ar + M;
         for (int m = 0; m < M; m += FHEML_VW) {
-            VD sr = VZERO(), si = VZERO();
-            for (int r = 0; r < R; r++) {
-                const double *dr = fdig + (size_t)r * 2 * M + m;
-                const double *br = ggsw + ((size_t)r * K1 + q) * 2 * M + m;
-                VD xr = VLD(dr), xi = VLD(dr + M);
-                VD yr = VLD(br), yi = VLD(br + M);
-                sr = VFMADD(xr, yr, VFNMADD(xi, yi, sr));
-                si = VFMADD(xr, yi, VFMADD(xi, yr, si));
+            VD sr[4], si[4];
+            for (int g = 0; g < gb; g++) {
+                sr[g] = VZERO();
+                si[g] = VZERO();
             }
-            VST(ar + m, sr);
-            VST(ai + m, si);
+            for (int r = 0; r < R; r++) {
+                const double *br = ggsw + ((size_t)r * K1 + q) * 2 * M + m;
+                VD yr = VLD(br), yi = VLD(br + M);
+                for (int g = 0; g < gb; g++) {
+                    const double *dr = fd[g] + (size_t)r * 2 * M + m;
+                    VD xr = VLD(dr), xi = VLD(dr + M);
+                    sr[g] = VFMADD(xr, yr, VFNMADD(xi, yi, sr[g]));
+                    si[g] = VFMADD(xr, yi, VFMADD(xi, yr, si[g]));
+                }
+            }
+            for (int g = 0; g < gb; g++) {
+                double *ar = fa[g] + (size_t)q * 2 * M + m;
+                VST(ar, sr[g]);
+                VST(ar + M, si[g]);
+            }
+        }
+    }
+}
+
+/* mac_block over G ciphertexts, four at a time. */
+static void FN(VFN(external_mac))(const double *const *fd, const double *restrict ggsw,
+                                  double *const *fa, int M, int R, int K1, int G)
+{
+    for (int g = 0; g < G; g += 4) {
+        switch (G - g) {
+        case 1: FN(VFN(mac_block))(fd + g, ggsw, fa + g, M, R, K1, 1); break;
+        case 2: FN(VFN(mac_block))(fd + g, ggsw, fa + g, M, R, K1, 2); break;
+        case 3: FN(VFN(mac_block))(fd + g, ggsw, fa + g, M, R, K1, 3); break;
+        default: FN(VFN(mac_block))(fd + g, ggsw, fa + g, M, R, K1, 4); break;
         }
     }
 }

@@ -899,21 +899,7 @@ class EvaluationKeys:
         -------
         LweCiphertext of the same shape, messages of ``output_precision`` bits.
         """
-        p = self.params
-        if not p.has_bootstrap:
-            raise ValueError("these parameters have no bootstrapping key (circuit without lookups)")
-        if not isinstance(ct, LweCiphertext):
-            raise TypeError(f"expected an LweCiphertext, got {type(ct).__name__}")
-        if ct.key_id != self.key_id:
-            raise ValueError("ciphertext and evaluation keys belong to different key sets")
-        if ct.dimension != p.big_lwe_dimension:
-            raise ValueError(f"ciphertext dimension {ct.dimension} != {p.big_lwe_dimension}")
-        pin = _check_precision(p, input_precision, "input_precision")
-        if pin > p.precision:
-            raise ValueError(
-                f"input_precision {pin} exceeds the {p.precision} bits these parameters were "
-                "selected for (the lookup would fail too often)"
-            )
+        pin = self._check_bootstrap_input(ct, input_precision)
         table = np.asarray(table)
         batch_shape = ct.shape
         B = int(np.prod(batch_shape, dtype=np.int64))
@@ -940,10 +926,96 @@ class EvaluationKeys:
                 f"table must have shape (2^p,), {batch_shape + (1 << pin,)} or (T, 2^p) with "
                 f"table_index; got {table.shape}"
             )
+        return self._bootstrap(ct, luts, index, n_jobs=n_jobs, group=group, bar=bar)[0]
+
+    def programmable_bootstrap_many(self, ct, tables, *, input_precision=None,
+                                    output_precision=None, n_jobs=1, group=None):
+        """Several lookups of each ciphertext from one blind rotation ("many-LUT").
+
+        The ``t`` tables are packed side by side in one test polynomial (each input box of
+        the lookup holds ``t`` sub-boxes) and output ``i`` is extracted from coefficient
+        ``i`` times the sub-box width: one keyswitch and one blind rotation instead of ``t``.
+        Sub-boxes are ``2^ceil(log2 t)`` times narrower, so the input noise must allow
+        ``input_precision + ceil(log2 t)`` bits: that must not exceed the precision the
+        parameters were selected for. The results decrypt exactly as ``t`` separate
+        :meth:`programmable_bootstrap` calls would.
+
+        Parameters
+        ----------
+        ct : LweCiphertext
+            Inputs encrypted under the big key, messages of ``input_precision`` bits.
+        tables : array of int
+            ``(t, 2^p)``: the same ``t`` tables for the whole batch, or
+            ``(*ct.shape, t, 2^p)``: ``t`` tables per ciphertext. Entries are output
+            messages in ``[-2^q, 2^q)`` for ``q = output_precision``.
+        n_jobs, group
+            As in :meth:`programmable_bootstrap`.
+
+        Returns
+        -------
+        list of LweCiphertext
+            ``t`` ciphertexts of the shape of ``ct``, output ``i`` holding ``tables[..., i, m]``.
+        """
+        tables = np.asarray(tables)
+        if tables.ndim < 2 or tables.shape[-2] < 1:
+            raise ValueError(f"tables must have shape (t, 2^p) or (*ct.shape, t, 2^p), got {tables.shape}")
+        t = tables.shape[-2]
+        extra_bits = (t - 1).bit_length()
+        pin = self._check_bootstrap_input(ct, input_precision, extra_bits)
+        pout = _check_precision(self.params, output_precision, "output_precision",
+                                variance=self.params.variance_pbs)
+        batch_shape = ct.shape
+        B = int(np.prod(batch_shape, dtype=np.int64))
+        if tables.ndim == 2:
+            luts = make_many_luts(tables[None], self.params.polynomial_size, pin, pout)
+            index = np.zeros(B, dtype=np.int64)
+        elif tables.shape[:-2] == batch_shape:
+            flat = tables.reshape(B, t * tables.shape[-1])
+            uniq, inverse = np.unique(flat, axis=0, return_inverse=True)
+            luts = make_many_luts(uniq.reshape(-1, t, tables.shape[-1]),
+                                  self.params.polynomial_size, pin, pout)
+            index = inverse.reshape(-1).astype(np.int64)
+        else:
+            raise ValueError(f"tables must have shape (t, 2^p) or {batch_shape + (t, 1 << pin)}, "
+                             f"got {tables.shape}")
+        stride = (self.params.polynomial_size >> pin) >> extra_bits
+        return self._bootstrap(ct, luts, index, n_extract=t, stride=stride, n_jobs=n_jobs,
+                               group=group)
+
+    def _check_bootstrap_input(self, ct, input_precision, extra_bits=0):
+        """Input precision of a lookup of ``ct`` whose boxes are ``2^extra_bits`` times
+        narrower (many-LUT), checked against the keys and the parameters."""
+        p = self.params
+        if not p.has_bootstrap:
+            raise ValueError("these parameters have no bootstrapping key (circuit without lookups)")
+        if not isinstance(ct, LweCiphertext):
+            raise TypeError(f"expected an LweCiphertext, got {type(ct).__name__}")
+        if ct.key_id != self.key_id:
+            raise ValueError("ciphertext and evaluation keys belong to different key sets")
+        if ct.dimension != p.big_lwe_dimension:
+            raise ValueError(f"ciphertext dimension {ct.dimension} != {p.big_lwe_dimension}")
+        pin = _check_precision(p, input_precision, "input_precision")
+        if pin + extra_bits > p.precision:
+            tables = f" plus {extra_bits} bits for {1 << extra_bits} packed tables" if extra_bits else ""
+            raise ValueError(
+                f"input_precision {pin}{tables} exceeds the {p.precision} bits these "
+                "parameters were selected for (the lookup would fail too often)"
+            )
+        return pin
+
+    def _bootstrap(self, ct, luts, index, *, n_extract=1, stride=0, n_jobs=1, group=None,
+                   bar=None):
+        """Run the kernel on every ciphertext; ``n_extract`` outputs per input."""
+        p = self.params
+        batch_shape = ct.shape
+        B = int(np.prod(batch_shape, dtype=np.int64))
         cts = np.ascontiguousarray(ct.data.reshape(B, ct.dimension + 1))
-        out = np.empty((B, p.big_lwe_dimension + 1), dtype=np.uint64)
-        run_pbs_batch(self, cts, luts, index, out, n_jobs=n_jobs, group=group, bar=bar)
-        return LweCiphertext(out.reshape(*batch_shape, p.big_lwe_dimension + 1), self.key_id)
+        out = np.empty((B, n_extract, p.big_lwe_dimension + 1), dtype=np.uint64)
+        run_pbs_batch(self, cts, luts, index, out, n_jobs=n_jobs, group=group,
+                      extract=(n_extract, stride), bar=bar)
+        return [LweCiphertext(np.ascontiguousarray(out[:, i]).reshape(*batch_shape, out.shape[-1]),
+                              self.key_id)
+                for i in range(n_extract)]
 
 
 def make_luts(tables, polynomial_size, input_precision, output_precision):
@@ -954,10 +1026,25 @@ def make_luts(tables, polynomial_size, input_precision, output_precision):
     phase slightly below 0 then still reads f(0).
     """
     tables = np.asarray(tables)
-    if tables.ndim != 2 or tables.shape[1] != 1 << input_precision:
+    if tables.ndim != 2:
+        raise ValueError(f"tables must have shape (T, {1 << input_precision}), got {tables.shape}")
+    return make_many_luts(tables[:, None, :], polynomial_size, input_precision,
+                          output_precision)
+
+
+def make_many_luts(table_sets, polynomial_size, input_precision, output_precision):
+    """Test polynomials packing t tables each: table_sets (T, t, 2^p) -> (T, N) u64.
+
+    Each box of width N / 2^p (see :func:`make_luts`) is split into ``2^ceil(log2 t)``
+    sub-boxes of width s; sub-box i of box m holds f_i(m), rotated by half a sub-box, so
+    that coefficient i * s of the rotated accumulator reads f_i(m). With t = 1 this is the
+    one-table layout.
+    """
+    tables = np.asarray(table_sets)
+    if tables.ndim != 3 or tables.shape[1] < 1 or tables.shape[2] != 1 << input_precision:
         raise ValueError(
             f"a table for {input_precision}-bit inputs must have {1 << input_precision} entries, "
-            f"got shape {tables.shape}"
+            f"got shape {tables.shape[-1:]}"
         )
     if not np.issubdtype(tables.dtype, np.integer):
         if np.issubdtype(tables.dtype, np.floating) and np.all(tables == np.round(tables)):
@@ -970,26 +1057,32 @@ def make_luts(tables, polynomial_size, input_precision, output_precision):
             f"table values must be in [{-lim}, {lim}) for {output_precision}-bit outputs; "
             f"got [{tables.min()}, {tables.max()}]"
         )
+    t = tables.shape[1]
+    slots = 1 << (t - 1).bit_length()
     N = polynomial_size
-    box = N >> input_precision
-    if box < 2:
-        raise ValueError(f"polynomial_size {N} is too small for {input_precision}-bit lookups")
-    j = np.arange(N)
-    m = (j + box // 2) // box
+    width = (N >> input_precision) // slots
+    if width < 2:
+        raise ValueError(f"polynomial_size {N} is too small for {input_precision}-bit lookups"
+                         + (f" of {t} packed tables" if t > 1 else ""))
+    u = (np.arange(N) + width // 2) // width  # global sub-box, rotated by half a sub-box
+    m = np.minimum(u // slots, (1 << input_precision) - 1)
+    i = np.minimum(u % slots, t - 1)  # unused sub-boxes (t < slots) repeat the last table
     enc = encode(tables, output_precision)
-    wrapped = m >= (1 << input_precision)
-    luts = enc[:, np.minimum(m, (1 << input_precision) - 1)]
-    luts[:, wrapped] = np.uint64(0) - enc[:, :1]
+    luts = enc[:, i, m]
+    luts[:, u >= (1 << input_precision) * slots] = np.uint64(0) - enc[:, 0, :1]
     return np.ascontiguousarray(luts)
 
 
-def _pbs_chunk(ek, cts, luts, index, out, start, end, group, bar=None):
+def _pbs_chunk(ek, cts, luts, index, out, start, end, group, extract=(1, 0), bar=None):
+    """Rows [start, end) of ``cts``; ``out``: (B, big + 1), or (B, count, big + 1) for
+    ``extract`` = (count, stride) outputs per input (many-LUT)."""
     p = ek.params
     ws = _kernels.PbsWorkspace(p.lwe_dimension, p.glwe_dimension, p.polynomial_size,
                                p.pbs_level, p.ks_level, group)
     _kernels.pbs_range(_fourier_plan(p.polynomial_size), ek.ksk, p.ks_base_log, p.ks_level,
                        ek.bsk_fourier, p.lwe_dimension, p.glwe_dimension, p.pbs_base_log,
-                       p.pbs_level, luts, index, cts, out, start, end, group, ws)
+                       p.pbs_level, luts, index, cts, out.reshape(-1, out.shape[-1]), start,
+                       end, group, ws, extract[0], extract[1])
     if bar is not None:
         bar.update(end - start)
 
@@ -998,9 +1091,10 @@ def _pbs_chunk(ek, cts, luts, index, out, start, end, group, bar=None):
 _PROGRESS_CHUNK = 256
 
 
-def run_pbs_batch(ek, cts, luts, index, out, *, n_jobs=1, group=None, bar=None):
+def run_pbs_batch(ek, cts, luts, index, out, *, n_jobs=1, group=None, bar=None, extract=(1, 0)):
     """KS + PBS of rows of ``cts`` into ``out``, split over ``n_jobs`` threads (and in
-    tasks of :data:`_PROGRESS_CHUNK` rows when ``bar`` reports progress).
+    tasks of :data:`_PROGRESS_CHUNK` rows when ``bar`` reports progress); ``extract`` =
+    (count, stride) outputs per input (many-LUT, ``out`` of shape (B, count, big + 1)).
 
     Inside ``joblib.parallel_backend("dask")`` the chunks run on the Dask workers instead
     (see :mod:`fheml._core.scale_out`); any other joblib backend runs them in threads of
@@ -1017,20 +1111,21 @@ def run_pbs_batch(ek, cts, luts, index, out, *, n_jobs=1, group=None, bar=None):
     ranges = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
     if jobs == 1:
         for a, b in ranges:
-            _pbs_chunk(ek, cts, luts, index, out, a, b, group, bar)
+            _pbs_chunk(ek, cts, luts, index, out, a, b, group, extract, bar)
         return out
     from fheml._core.scale_out import active_dask_client, pbs_chunk_copy, scattered_keys
 
     client = active_dask_client()
     if client is None:
         Parallel(n_jobs=jobs, require="sharedmem")(
-            delayed(_pbs_chunk)(ek, cts, luts, index, out, a, b, group, bar)
+            delayed(_pbs_chunk)(ek, cts, luts, index, out, a, b, group, extract, bar)
             for a, b in ranges
         )
         return out
     keys = scattered_keys(client, ek)
     chunks = Parallel(n_jobs=jobs)(
-        delayed(pbs_chunk_copy)(keys, cts[a:b], luts, index[a:b], group) for a, b in ranges
+        delayed(pbs_chunk_copy)(keys, cts[a:b], luts, index[a:b], group, extract)
+        for a, b in ranges
     )
     for (a, b), chunk in zip(ranges, chunks):
         out[a:b] = chunk

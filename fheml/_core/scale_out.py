@@ -95,11 +95,12 @@ def expansions_in_this_process():
     return _expansions
 
 
-def pbs_chunk_copy(keys, cts, luts, index, group):
-    """KS + PBS of ``cts`` on a worker; returns the outputs (the caller copies them in)."""
+def pbs_chunk_copy(keys, cts, luts, index, group, extract=(1, 0)):
+    """KS + PBS of ``cts`` on a worker; returns the outputs (the caller copies them in):
+    (B, count, big + 1) for ``extract`` = (count, stride) outputs per input."""
     from fheml._core.keys import _pbs_chunk
 
     keys = keys.expanded()
-    out = np.empty((cts.shape[0], keys.params.big_lwe_dimension + 1), dtype=np.uint64)
-    _pbs_chunk(keys, cts, luts, index, out, 0, cts.shape[0], group)
+    out = np.empty((cts.shape[0], extract[0], keys.params.big_lwe_dimension + 1), dtype=np.uint64)
+    _pbs_chunk(keys, cts, luts, index, out, 0, cts.shape[0], group, extract)
     return out

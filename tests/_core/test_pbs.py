@@ -130,3 +130,52 @@ def test_errors():
         sk.encrypt([8])
     with pytest.raises(TypeError):
         sk.encrypt([0.5])
+
+
+@pytest.mark.parametrize("pin,t", [(2, 4), (3, 2), (2, 3), (4, 1)])
+def test_many_lut_equals_separate_lookups(simd, pin, t):
+    """t tables from one blind rotation: each output decrypts to its table's value, as the
+    separate lookups do (inputs of pin bits under the 4-bit set: pin + ceil(log2 t) <= 4)."""
+    params, sk, ek = keys_for(4)
+    m = np.arange(3 * (1 << pin)) % (1 << pin)
+    tables = rng.integers(-8, 8, (t, 1 << pin))
+    ct = sk.encrypt(m, pin)
+    outs = ek.programmable_bootstrap_many(ct, tables, input_precision=pin)
+    assert len(outs) == t
+    for i, out in enumerate(outs):
+        assert out.shape == ct.shape
+        got = sk.decrypt(out, signed=True)
+        assert np.array_equal(got, tables[i][m])
+        alone = ek.programmable_bootstrap(ct, tables[i], input_precision=pin)
+        assert np.array_equal(got, sk.decrypt(alone, signed=True))
+
+
+def test_many_lut_tables_per_ciphertext_and_shapes():
+    params, sk, ek = keys_for(4)
+    m = rng.integers(0, 4, (2, 3))
+    tables = rng.integers(0, 16, (2, 3, 2, 4))  # two 2-bit tables per ciphertext
+    outs = ek.programmable_bootstrap_many(sk.encrypt(m, 2), tables, input_precision=2)
+    for i in range(2):
+        expected = np.take_along_axis(tables[..., i, :], m[..., None], axis=-1)[..., 0]
+        assert outs[i].shape == (2, 3)
+        assert np.array_equal(sk.decrypt(outs[i]), expected)
+
+
+def test_many_lut_refuses_tables_the_noise_cannot_carry():
+    params, sk, ek = keys_for(4)
+    ct = sk.encrypt([1, 2], 3)
+    with pytest.raises(ValueError, match="packed tables"):
+        ek.programmable_bootstrap_many(ct, np.zeros((3, 8), int), input_precision=3)
+    with pytest.raises(ValueError, match="tables must have shape"):
+        ek.programmable_bootstrap_many(ct, np.zeros((5, 2, 8), int), input_precision=3)
+
+
+def test_group_size_does_not_change_results(simd):
+    """Ciphertexts sharing a pass over the key (group) get bit-identical outputs to ones
+    bootstrapped alone, on every kernel path."""
+    params, sk, ek = keys_for(3)
+    m = np.arange(9) % 8
+    ct = sk.encrypt(m)
+    alone = ek.programmable_bootstrap(ct, np.arange(8)[::-1], group=1).data
+    for group in (3, 4, 9):
+        assert np.array_equal(ek.programmable_bootstrap(ct, np.arange(8)[::-1], group=group).data, alone)
