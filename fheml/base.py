@@ -407,6 +407,17 @@ class BaseFHEEstimator(BaseEstimator):
         object
             A fitted FHE estimator whose parameters are those of ``model``.
         """
+        estimator, X = cls._estimator_for_sklearn_model(model, X, {**fhe_params,
+                                                                   "n_bits": n_bits})
+        estimator._start_fit()
+        estimator._set_quantized(copy.deepcopy(model), X)
+        return estimator
+
+    @classmethod
+    def _estimator_for_sklearn_model(cls, model, X, fhe_params):
+        """``(estimator, X)``: an unfitted FHE estimator with the parameters of the fitted
+        scikit-learn ``model`` plus ``fhe_params``, and ``X`` validated against it.  Shared
+        by every family's ``from_sklearn_model``."""
         if not isinstance(model, cls._sklearn_estimator_class):
             raise TypeError(f"{cls.__name__}.from_sklearn_model expects a fitted "
                             f"{cls._sklearn_estimator_class.__name__}, got "
@@ -429,16 +440,14 @@ class BaseFHEEstimator(BaseEstimator):
             raise ValueError(f"{shown}: the parameters of the scikit-learn model are those "
                              "it was fitted with; set them on the model and refit it, or pass "
                              "only FHE parameters here")
-        params.update(fhe_params, n_bits=n_bits)
+        params.update(fhe_params)
         estimator = cls(**params)
         estimator._validate_params()
-        estimator._start_fit()
         X = validate_data(estimator, X, dtype=[np.float64, np.float32])
         if X.shape[1] != model.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features but the model was fitted on "
                              f"{model.n_features_in_}; calibrate on data like its training set")
-        estimator._set_quantized(copy.deepcopy(model), X)
-        return estimator
+        return estimator, X
 
     def _set_quantized(self, model, X):
         self.sklearn_model_ = model

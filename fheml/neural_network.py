@@ -655,23 +655,7 @@ class _FHEMLPBase(BaseFHEEstimator):
         object
             A fitted FHE estimator whose parameters are those of ``model``.
         """
-        if not isinstance(model, cls._sklearn_estimator_class):
-            raise TypeError(f"{cls.__name__}.from_sklearn_model expects a fitted "
-                            f"{cls._sklearn_estimator_class.__name__}, got "
-                            f"{type(model).__name__}")
-        check_is_fitted(model)
-        names = set(cls._get_param_names())
-        params = {k: v for k, v in model.get_params(deep=False).items() if k in names}
-        unknown = set(fhe_params) - set(cls._fhe_params)
-        if unknown:
-            raise TypeError(f"unknown FHE parameter(s) {sorted(unknown)}; expected some of "
-                            f"{sorted(cls._fhe_params)}")
-        estimator = cls(**params, **fhe_params)
-        estimator._validate_params()
-        X = validate_data(estimator, X, dtype=[np.float64, np.float32])
-        if X.shape[1] != model.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features but the model was fitted on "
-                             f"{model.n_features_in_}; calibrate on data like its training set")
+        estimator, X = cls._estimator_for_sklearn_model(model, X, fhe_params)
         estimator._adopt_sklearn_targets(model)
         quantizer = UniformQuantizer(n_bits=estimator.n_bits, per_feature=True).fit(X)
         network = _QATNetwork([c.copy() for c in model.coefs_],
