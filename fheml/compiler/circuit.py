@@ -340,7 +340,7 @@ class ClientSpec:
                     or not 1 <= precision <= 62:
                 raise ValueError("precision must be an integer in 1..62")
             packed = PackedPlan.from_dict(header["packed"]) if "packed" in header else None
-            if packed is not None and packed.params.precision != precision:
+            if packed is not None and packed.precision != precision:
                 raise ValueError("the packed plan's precision differs from the circuit's")
             return cls(params, precision, _validate_io(header["inputs"], True),
                        _validate_io(header["outputs"]), _json_bool(header["multiple_outputs"]),
@@ -737,8 +737,9 @@ def _unpack_packed(kind, header, arrays, spec=None, key_id=None, limits=None):
             p = plan.params
             shape = [plan.groups(rows), plan.chunks]
             if (glwe.get("glwe_dimension"), glwe.get("polynomial_size"), glwe.get("shape"),
-                    glwe.get("coefficients")) != (p.glwe_dimension, p.polynomial_size, shape,
-                                                  list(plan.input_coefficients(rows))):
+                    glwe.get("coefficients"), glwe.get("carried"), glwe.get("word_bits")) != (
+                        p.glwe_dimension, p.polynomial_size, shape,
+                        list(plan.input_coefficients(rows)), plan.carried(rows), p.input_bits):
                 raise MismatchError(f"{kind}: the packed argument does not have this "
                                     f"circuit's layout for {rows} rows")
             if key_id is not None and glwe.get("key_id") != key_id:
@@ -877,7 +878,7 @@ class Client:
         else:
             error = ValueError
         if result.rows is not None:
-            return self._decrypt_packed(result)
+            return self._decrypt_packed(result, error)
         if len(result.values) != len(self.spec.outputs):
             raise error(f"expected {len(self.spec.outputs)} output(s), got "
                         f"{len(result.values)}")
@@ -896,13 +897,16 @@ class Client:
             outs.append(v if result.batched else v[0])
         return tuple(outs) if self.spec.multiple_outputs else outs[0]
 
-    def _decrypt_packed(self, result):
+    def _decrypt_packed(self, result, error):
         from fheml._core.glwe import GlweCiphertext
         if self.spec.packed is None:
-            raise ValueError("this circuit has no packed path")
+            raise error("this circuit has no packed path")
         if len(result.values) != 1 or not isinstance(result.values[0], GlweCiphertext):
-            raise ValueError("a packed result holds one GLWE ciphertext batch")
-        m = self.spec.packed.decrypt(self.packed_key(), result.values[0], result.rows)
+            raise error("a packed result holds one GLWE ciphertext batch")
+        try:
+            m = self.spec.packed.decrypt(self.packed_key(), result.values[0], result.rows)
+        except ValueError as exc:  # another key or layout
+            raise error(str(exc)) from None
         mod = 1 << (self.spec.precision + 1)
         outs, start = [], 0
         for spec in self.spec.outputs:
@@ -1122,7 +1126,9 @@ class Circuit:
         for spec, k in zip(output_specs, program.output_nodes):
             spec.setdefault("precision", program.nodes[k].precision)
         multiple = bool(getattr(graph, "multiple_outputs", False))
-        packed = plan_packing(program, p_error) if not params.has_bootstrap else None
+        packed = None
+        if not params.has_bootstrap and len(input_specs) == 1 and input_specs[0]["encrypted"]:
+            packed = plan_packing(program, p_error, input_specs[0]["hi"] - input_specs[0]["lo"])
         # In-process: the arguments come from this process, no limit applies.
         self.server = Server(ServerSpec(params, program, input_specs, output_specs, multiple,
                                         packed), ServerLimits(None, None, None))
@@ -1132,8 +1138,9 @@ class Circuit:
         self.statistics = statistics(program, params, p_error)
         self.statistics["packing"] = None if packed is None else {
             "polynomial_size": packed.params.polynomial_size, "rows_per_ciphertext":
-            packed.slots, "ciphertexts_per_row": packed.chunks, "upload_bytes_per_word":
-            packed.params.input_bytes, "result_bytes_per_word": packed.params.output_bytes}
+            packed.slots, "ciphertexts_per_row": packed.chunks, "weight_digits": packed.digits,
+            "upload_bits_per_word": packed.params.input_bits,
+            "result_bits_per_word": packed.params.output_bits}
         self._simulation_p_fail = {k: lookup_p_fail(program, n, params)
                                    for k, n in enumerate(program.nodes) if n.op == "tlu"}
 
