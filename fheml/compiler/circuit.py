@@ -1250,9 +1250,13 @@ class Circuit:
         result = self.server.run(encrypted, ek, n_jobs=self.n_jobs, verbose=verbose)
         return self.client.decrypt(result)
 
-    def bytes_per_row(self):
+    def bytes_per_row(self, packed=False):
         """Estimated peak memory of one row (sample) of an encrypted run, in bytes: every
-        encrypted value of the program as LWE ciphertexts, twice (temporaries)."""
+        encrypted value of the program as LWE ciphertexts, twice (temporaries); with
+        ``packed``, a row's share of the packed path's GLWE ciphertexts
+        (:meth:`~fheml.compiler.packed.PackedPlan.bytes_per_row`)."""
+        if packed:
+            return self.client.spec.packed.bytes_per_row()
         words = self.parameters.big_lwe_dimension + 1
         values = sum(int(np.prod(n.shape, dtype=np.int64)) for n in self.program.nodes
                      if n.encrypted)
@@ -1260,7 +1264,8 @@ class Circuit:
 
     def rows_per_chunk(self):
         """Rows of a batch encrypted and run together: as many as fit in
-        ``fheml.get_config()["working_memory"]`` MB (at least one).
+        ``fheml.get_config()["working_memory"]`` MB (at least one), on the packed path
+        (whole ciphertexts of rows) when a chunk of that size takes it.
 
         Returns
         -------
@@ -1268,4 +1273,10 @@ class Circuit:
         """
         from fheml._config import get_config
         budget = get_config()["working_memory"] * 2 ** 20
-        return max(1, int(budget // self.bytes_per_row()))
+        rows = max(1, int(budget // self.bytes_per_row()))
+        plan = self.client.spec.packed
+        if plan is not None:
+            packed = int(budget // self.bytes_per_row(packed=True)) // plan.slots * plan.slots
+            if packed > rows and self.client.uses_packing(packed):
+                return packed
+        return rows

@@ -284,6 +284,15 @@ class PackedPlan:
         result = -(-cts * B * p.output_bits // 8) + -(-cts * p.big_dimension * p.output_bits // 8)
         return upload, result
 
+    def bytes_per_row(self):
+        """Estimated peak memory of one row of a packed call, in bytes: its share of a
+        group's input ciphertexts (regenerated masks included) and of their server copy,
+        and of the ``O * D`` result ciphertexts on both sides, twice (temporaries)."""
+        p = self.params
+        words = (p.glwe_dimension + 1) * p.polynomial_size * 2 * (
+            self.chunks + self.outputs * self.digits)
+        return -(-2 * 8 * words // self.slots)
+
     def cost(self, rows):
         """Modelled time (ns) of a call: client encryption (one exact product per ciphertext),
         server products, client decryption (one exact product per result ciphertext) and
