@@ -734,18 +734,18 @@ def _unpack_packed(kind, header, arrays, spec=None, key_id=None, limits=None):
             if plan is None:
                 raise MismatchError(f"{kind}: this circuit has no packed path")
             limits.check_rows(rows)
-            p = plan.params
             shape = [plan.groups(rows), plan.chunks]
             if (glwe.get("glwe_dimension"), glwe.get("polynomial_size"), glwe.get("shape"),
                     glwe.get("coefficients"), glwe.get("carried"), glwe.get("word_bits")) != (
-                        p.glwe_dimension, p.polynomial_size, shape,
-                        list(plan.input_coefficients(rows)), plan.carried(rows), p.input_bits):
+                        plan.glwe_dimension, plan.polynomial_size, shape,
+                        list(plan.input_coefficients(rows)), plan.carried(rows),
+                        plan.input_bits):
                 raise MismatchError(f"{kind}: the packed argument does not have this "
                                     f"circuit's layout for {rows} rows")
             if key_id is not None and glwe.get("key_id") != key_id:
                 raise MismatchError(f"{kind}: the packed argument was encrypted under other "
                                     "keys than the evaluation keys")
-            max_words = math.prod(shape) * (p.glwe_dimension + 1) * p.polynomial_size
+            max_words = math.prod(shape) * (plan.glwe_dimension + 1) * plan.polynomial_size
             limits.check_expanded_bytes(8 * max_words)
         ct = GlweCiphertext.from_parts(glwe, arrays, max_words=max_words)
         return [ct], _json_bool(header["batched"]), rows

@@ -161,7 +161,83 @@ def _digit_norm(digits):
     return max(1.0, float(norms.max()))
 
 
-class PackedPlan:
+class _Layout:
+    """Rows laid out in GLWE coefficients (see the module doc): ``C`` chunks of ``Fc``
+    features, ``B`` rows per ciphertext, input words sent at ``input_bits`` bits."""
+
+    def __init__(self, glwe_dimension, polynomial_size, features, input_bits, precision):
+        N = polynomial_size
+        self.glwe_dimension = glwe_dimension
+        self.polynomial_size = N
+        self.features = _check_count("features", features, 1, _MAX_FEATURES)
+        self.input_bits = input_bits
+        self.input_precision = precision
+        self.chunks = -(-features // N)
+        self.chunk_size = -(-features // self.chunks)
+        self.slots = N // self.chunk_size
+
+    def groups(self, rows):
+        """Number of ciphertext groups for ``rows`` rows."""
+        return -(-rows // self.slots)
+
+    def slots_used(self, rows):
+        """Rows per ciphertext of a call: all ``B`` slots, or ``rows`` when fewer (a small
+        batch then sends only its own coefficients)."""
+        return max(1, min(self.slots, rows))
+
+    def input_coefficients(self, rows):
+        """Carried coefficients of the encrypted rows of a call."""
+        return (0, self.slots_used(rows) * self.chunk_size, 1)
+
+    def carried(self, rows):
+        """Input words that travel in a call: those of the rows (not the padding of a last,
+        partly filled ciphertext)."""
+        return rows * self.chunks * self.chunk_size
+
+    def result_coefficients(self, rows):
+        """Carried coefficients of a result: the dot product of each row."""
+        Fc = self.chunk_size
+        return (Fc - 1, self.slots_used(rows) * Fc, Fc)
+
+    def _products(self, ct, rows, polys, bias):
+        """``(G, R)`` GLWE ciphertexts: the argument times the reversed weight polynomials
+        ``polys`` (C, R, Fc), plus ``bias`` (R,) uint64 at each row's result coefficient."""
+        from fheml._core.glwe import glwe_add_plain, glwe_polynomial_matmul
+        expected = (self.glwe_dimension, self.polynomial_size, self.input_coefficients(rows),
+                    (self.groups(rows), self.chunks))
+        if (ct.glwe_dimension, ct.polynomial_size, ct.coefficients, ct.shape) != expected:
+            raise ValueError("the packed argument does not have the layout of this circuit "
+                             f"for {rows} rows")
+        out = glwe_polynomial_matmul(ct, polys)
+        start, stop, step = self.result_coefficients(rows)
+        plain = np.zeros((polys.shape[1], self.polynomial_size), dtype=np.uint64)
+        plain[:, start:stop:step] = bias[:, None]
+        return glwe_add_plain(out, plain)
+
+    def _reversed_chunks(self, weights):
+        """(C, R, Fc) int64: chunk ``c`` of column ``r`` of ``weights`` (F, R), reversed."""
+        F, R = weights.shape
+        padded = np.zeros((self.chunks * self.chunk_size, R), dtype=np.int64)
+        padded[:F] = weights
+        return np.ascontiguousarray(
+            padded.reshape(self.chunks, self.chunk_size, R)[:, ::-1].transpose(0, 2, 1))
+
+    # -- client --------------------------------------------------------------------------
+    def encrypt(self, key, u):
+        """Seeded GLWE encryption of rows ``u`` (int64 (rows, F), the shifted inputs)."""
+        from fheml._core import encode
+        from fheml._core.glwe import encrypt_glwe
+        rows = u.shape[0]
+        G, B, C, Fc = self.groups(rows), self.slots_used(rows), self.chunks, self.chunk_size
+        laid = np.zeros((G * B, C * Fc), dtype=np.int64)
+        laid[:rows, :self.features] = u
+        # (G, B, C, Fc) -> (G, C, B*Fc): chunk c of the B rows of group g, one after another
+        laid = laid.reshape(G, B, C, Fc).transpose(0, 2, 1, 3).reshape(G, C, B * Fc)
+        return encrypt_glwe(key, encode(laid, self.input_precision),
+                            word_bits=self.input_bits, carried=self.carried(rows))
+
+
+class PackedPlan(_Layout):
     """Layout, parameters and weights of a packed linear circuit (see the module doc).
 
     Parameters
@@ -184,9 +260,9 @@ class PackedPlan:
 
     def __init__(self, params, features, outputs, precision, input_max, digits=1,
                  digit_base_log=0, weights=None, bias=None):
-        N = params.polynomial_size
+        super().__init__(params.glwe_dimension, params.polynomial_size, features,
+                         params.input_bits, params.precision)
         self.params = params
-        self.features = _check_count("features", features, 1, _MAX_FEATURES)
         self.outputs = _check_count("outputs", outputs, 1, _MAX_FEATURES)
         self.precision = _check_count("precision", precision, params.precision, 62)
         self.input_max = _check_count("input_max", input_max, 0,
@@ -195,9 +271,6 @@ class PackedPlan:
         self.digit_base_log = _check_count("digit_base_log", digit_base_log,
                                            0 if digits == 1 else 1,
                                            0 if digits == 1 else _MAX_DIGIT_BASE_LOG)
-        self.chunks = -(-features // N)
-        self.chunk_size = -(-features // self.chunks)
-        self.slots = N // self.chunk_size
         self.weights = weights
         self.bias = bias
         if weights is not None:
@@ -213,11 +286,8 @@ class PackedPlan:
             self.precision + 1
         if bits != p.precision + 1 or _digit_norm(wd) > p.norm2 * (1 + 1e-9):
             raise ValueError("the packed parameters do not fit these weights")
-        padded = np.zeros((self.chunks * self.chunk_size, O, D), dtype=np.int64)
-        padded[:F] = wd.transpose(1, 2, 0)
         # (C, O*D, Fc): chunk c's digit j of output o (at o*D + j), reversed
-        self._polys = np.ascontiguousarray(
-            padded.reshape(self.chunks, self.chunk_size, O * D)[:, ::-1].transpose(0, 2, 1))
+        self._polys = self._reversed_chunks(wd.transpose(1, 2, 0).reshape(F, O * D))
         # (O*D,) digit biases, reduced modulo 2^M
         self._bias = np.mod(digit_bias(bias, wd, k, self.input_max).T.reshape(-1),
                             1 << (p.precision + 1))
@@ -252,29 +322,6 @@ class PackedPlan:
             raise ValueError("bad packed-plan description")
         return cls(GlweParameters.from_dict(data["params"]),
                    *(data[name] for name in cls._FIELDS[1:]))
-
-    def groups(self, rows):
-        """Number of ciphertext groups for ``rows`` rows."""
-        return -(-rows // self.slots)
-
-    def slots_used(self, rows):
-        """Rows per ciphertext of a call: all ``B`` slots, or ``rows`` when fewer (a small
-        batch then sends only its own coefficients)."""
-        return max(1, min(self.slots, rows))
-
-    def input_coefficients(self, rows):
-        """Carried coefficients of the encrypted rows of a call."""
-        return (0, self.slots_used(rows) * self.chunk_size, 1)
-
-    def carried(self, rows):
-        """Input words that travel in a call: those of the rows (not the padding of a last,
-        partly filled ciphertext)."""
-        return rows * self.chunks * self.chunk_size
-
-    def result_coefficients(self, rows):
-        """Carried coefficients of a result: the dot product of each row."""
-        Fc = self.chunk_size
-        return (Fc - 1, self.slots_used(rows) * Fc, Fc)
 
     def sizes(self, rows):
         """Bytes sent per call: ``(upload, result)`` (headers excluded)."""
@@ -321,19 +368,6 @@ class PackedPlan:
         return self.cost(rows) < lwe
 
     # -- client --------------------------------------------------------------------------
-    def encrypt(self, key, u):
-        """Seeded GLWE encryption of rows ``u`` (int64 (rows, F), the shifted inputs)."""
-        from fheml._core import encode
-        from fheml._core.glwe import encrypt_glwe
-        rows = u.shape[0]
-        G, B, C, Fc = self.groups(rows), self.slots_used(rows), self.chunks, self.chunk_size
-        laid = np.zeros((G * B, C * Fc), dtype=np.int64)
-        laid[:rows, :self.features] = u
-        # (G, B, C, Fc) -> (G, C, B*Fc): chunk c of the B rows of group g, one after another
-        laid = laid.reshape(G, B, C, Fc).transpose(0, 2, 1, 3).reshape(G, C, B * Fc)
-        return encrypt_glwe(key, encode(laid, self.params.precision),
-                            word_bits=self.params.input_bits, carried=self.carried(rows))
-
     def decrypt(self, key, ct, rows):
         """Messages (rows, O) in ``[0, 2^(P+1))`` of a result of :meth:`evaluate`."""
         from fheml._core import decode
@@ -355,19 +389,11 @@ class PackedPlan:
         (G, O*D) result ciphertexts of a call of ``rows`` rows (digit ``j`` of output ``o``
         at ``o*D + j``)."""
         from fheml._core import encode
-        from fheml._core.glwe import glwe_add_plain, glwe_polynomial_matmul, modulus_switch
+        from fheml._core.glwe import modulus_switch
         p = self.params
-        expected = (p.glwe_dimension, p.polynomial_size, self.input_coefficients(rows),
-                    (self.groups(rows), self.chunks))
-        if (ct.glwe_dimension, ct.polynomial_size, ct.coefficients, ct.shape) != expected:
-            raise ValueError("the packed argument does not have the layout of this circuit "
-                             f"for {rows} rows")
-        out = glwe_polynomial_matmul(ct, self._polys)
-        start, stop, step = self.result_coefficients(rows)
-        bias = np.zeros((self._bias.size, p.polynomial_size), dtype=np.uint64)
-        bias[:, start:stop:step] = encode(self._bias, p.precision)[:, None]
-        out = glwe_add_plain(out, bias)
-        return modulus_switch(out, word_bits=p.output_bits).with_coefficients(start, stop, step)
+        out = self._products(ct, rows, self._polys, encode(self._bias, p.precision))
+        return modulus_switch(out, word_bits=p.output_bits).with_coefficients(
+            *self.result_coefficients(rows))
 
 
 def plan_packing(program, p_error, input_max, polynomial_size=None, digits=None):
