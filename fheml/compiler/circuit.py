@@ -14,7 +14,13 @@ import numpy as np
 from fheml.compiler.graph import TracingError, range_bits
 from fheml.compiler.lowering import MAX_LOOKUP_BITS, too_wide_error
 from fheml._progress import progress
-from fheml.compiler.packed import PackedPlan, plan_packing
+from fheml.compiler.packed import (
+    FirstLayerPlan,
+    PackedPlan,
+    packed_plan_from_dict,
+    plan_first_layer,
+    plan_packing,
+)
 from fheml.compiler.program import (
     ClearBackend,
     InputRangeError,
@@ -304,7 +310,8 @@ def _params_from(header, kind):
 
 class ClientSpec:
     """What the client needs: parameters, precision, input ranges and output offsets, and
-    the layout of the packed path (``packed``, a weightless :class:`PackedPlan`) if any."""
+    the layout of the packed path (``packed``, a weightless :class:`PackedPlan` or
+    :class:`FirstLayerPlan`) if any."""
 
     def __init__(self, params, precision, inputs, outputs, multiple_outputs, packed=None):
         self.params = params
@@ -339,7 +346,8 @@ class ClientSpec:
             if isinstance(precision, bool) or not isinstance(precision, int) \
                     or not 1 <= precision <= 62:
                 raise ValueError("precision must be an integer in 1..62")
-            packed = PackedPlan.from_dict(header["packed"]) if "packed" in header else None
+            packed = packed_plan_from_dict(header["packed"], params) if "packed" in header \
+                else None
             if packed is not None and packed.precision != precision:
                 raise ValueError("the packed plan's precision differs from the circuit's")
             return cls(params, precision, _validate_io(header["inputs"], True),
@@ -397,8 +405,8 @@ class ServerSpec:
             _check_program_against_params(program, params)
             packed = None
             if "packed" in header:
-                packed = PackedPlan.with_weights_of(PackedPlan.from_dict(header["packed"]),
-                                                    program)
+                plan = packed_plan_from_dict(header["packed"], params)
+                packed = type(plan).with_weights_of(plan, program)
             return cls(params, program, inputs, outputs, _json_bool(header["multiple_outputs"]),
                        packed)
 
@@ -799,16 +807,21 @@ class Client:
         """The GLWE key of the packed path, or None without a packed path.
 
         Derived from the secret keys (:meth:`~fheml._core.SecretKeys.derived_glwe_key`):
-        same key id, nothing more to store, and no evaluation key is needed.
+        same key id, nothing more to store, and no evaluation key is needed; for a packed
+        first layer, the key set's own GLWE key (its extracted ciphertexts are under the
+        big key the bootstrap reads).
         """
         packed = self.spec.packed
         sk = self._keys()
         if packed is None:
             return None
         if self._packed_key is None or self._packed_key.key_id != sk.key_id:
-            p = packed.params
-            self._packed_key = sk.derived_glwe_key(p.glwe_dimension, p.polynomial_size,
-                                                   p.noise_std)
+            if isinstance(packed, FirstLayerPlan):  # extracts to LWE under the big key
+                self._packed_key = sk.glwe_secret_key()
+            else:
+                p = packed.params
+                self._packed_key = sk.derived_glwe_key(p.glwe_dimension, p.polynomial_size,
+                                                       p.noise_std)
         return self._packed_key
 
     def uses_packing(self, rows):
@@ -1001,7 +1014,7 @@ class Server:
                 encrypted_args, spec=self.spec, key_id=evaluation_keys.key_id,
                 limits=self.limits)
             if encrypted_args.rows is not None:
-                return self._run_packed(encrypted_args, evaluation_keys)
+                return self._run_packed(encrypted_args, evaluation_keys, n_jobs, verbose)
             try:
                 inputs = self._check_values(encrypted_args.values, evaluation_keys.key_id)
                 outs = run_encrypted(self.spec.program, inputs, evaluation_keys,
@@ -1011,7 +1024,7 @@ class Server:
                 from fheml._core.serialization import MismatchError
                 raise MismatchError(f"circuit-args: {exc}") from None
         elif encrypted_args.rows is not None:
-            return self._run_packed(encrypted_args, evaluation_keys)
+            return self._run_packed(encrypted_args, evaluation_keys, n_jobs, verbose)
         else:
             inputs = self._check_values(encrypted_args.values, evaluation_keys.key_id)
             outs = run_encrypted(self.spec.program, inputs, evaluation_keys, n_jobs=n_jobs,
@@ -1058,7 +1071,8 @@ class Server:
         self.limits.check_rows(batch or 0)
         return inputs
 
-    def _run_packed(self, encrypted_args, evaluation_keys):
+    def _run_packed(self, encrypted_args, evaluation_keys, n_jobs=1, verbose=None):
+        from fheml._core import LweCiphertext
         from fheml._core.glwe import GlweCiphertext
         packed = self.spec.packed
         if packed is None:
@@ -1075,6 +1089,12 @@ class Server:
                              f"groups; {encrypted_args.rows} rows need "
                              f"{packed.groups(encrypted_args.rows)}")
         self.limits.check_rows(encrypted_args.rows)
+        if isinstance(packed, FirstLayerPlan):
+            outs = run_encrypted(self.spec.program, [None], evaluation_keys, n_jobs=n_jobs,
+                                 verbose=verbose, precomputed=packed.evaluate(
+                                     ct, encrypted_args.rows), skip=packed.prefix)
+            return EncryptedResult([LweCiphertext(o, evaluation_keys.key_id) for o in outs],
+                                   encrypted_args.batched)
         return EncryptedResult([packed.evaluate(ct, encrypted_args.rows)],
                                encrypted_args.batched, encrypted_args.rows)
 
@@ -1127,20 +1147,23 @@ class Circuit:
             spec.setdefault("precision", program.nodes[k].precision)
         multiple = bool(getattr(graph, "multiple_outputs", False))
         packed = None
-        if not params.has_bootstrap and len(input_specs) == 1 and input_specs[0]["encrypted"]:
-            packed = plan_packing(program, p_error, input_specs[0]["hi"] - input_specs[0]["lo"])
+        if len(input_specs) == 1 and input_specs[0]["encrypted"]:
+            packed = plan_first_layer(program, params) if params.has_bootstrap else \
+                plan_packing(program, p_error, input_specs[0]["hi"] - input_specs[0]["lo"])
         # In-process: the arguments come from this process, no limit applies.
         self.server = Server(ServerSpec(params, program, input_specs, output_specs, multiple,
                                         packed), ServerLimits(None, None, None))
         self.client = Client(ClientSpec(params, program.precision, input_specs, output_specs,
-                                        multiple, packed and PackedPlan.from_dict(
-                                            packed.to_dict())))
+                                        multiple, packed and packed_plan_from_dict(
+                                            packed.to_dict(), params)))
         self.statistics = statistics(program, params, p_error)
         self.statistics["packing"] = None if packed is None else {
-            "polynomial_size": packed.params.polynomial_size, "rows_per_ciphertext":
-            packed.slots, "ciphertexts_per_row": packed.chunks, "weight_digits": packed.digits,
-            "upload_bits_per_word": packed.params.input_bits,
-            "result_bits_per_word": packed.params.output_bits}
+            "polynomial_size": packed.polynomial_size, "rows_per_ciphertext": packed.slots,
+            "ciphertexts_per_row": packed.chunks, "upload_bits_per_word": packed.input_bits,
+            "first_layer": isinstance(packed, FirstLayerPlan)}
+        if isinstance(packed, PackedPlan):
+            self.statistics["packing"].update(weight_digits=packed.digits,
+                                              result_bits_per_word=packed.params.output_bits)
         self._simulation_p_fail = {k: lookup_p_fail(program, n, params)
                                    for k, n in enumerate(program.nodes) if n.op == "tlu"}
 
@@ -1275,7 +1298,7 @@ class Circuit:
         budget = get_config()["working_memory"] * 2 ** 20
         rows = max(1, int(budget // self.bytes_per_row()))
         plan = self.client.spec.packed
-        if plan is not None:
+        if isinstance(plan, PackedPlan):
             packed = int(budget // self.bytes_per_row(packed=True)) // plan.slots * plan.slots
             if packed > rows and self.client.uses_packing(packed):
                 return packed

@@ -35,9 +35,10 @@ import math
 
 import numpy as np
 
-from fheml.compiler.program import ClearBackend, run_clear
+from fheml.compiler.program import ClearBackend, run_clear, run_linear
 
-__all__ = ["PackedPlan", "affine_map", "plan_packing"]
+__all__ = ["FirstLayerPlan", "PackedPlan", "affine_map", "first_layer", "packed_plan_from_dict",
+           "plan_first_layer", "plan_packing"]
 
 # Polynomial sizes tried: at least _SLACK * Fc so that at most 1/_SLACK of a ciphertext is
 # padding, at most _MAX_AUTO_POLYNOMIAL_SIZE (larger N only helps huge batches).
@@ -65,25 +66,21 @@ _NS_UPLOAD_BYTE = 800.0
 _NS_RESULT_BYTE = 80.0
 
 
-def affine_map(program):
-    """``(W, c)`` with ``program(lo + u) == u @ W + c`` for the single encrypted input.
-
-    Returns
-    -------
-    W : int64 array (F, O) or None
-        ``F`` = input size, ``O`` = total size of the outputs (flattened, concatenated);
-        None when the program is not such an affine map (lookups, clear runtime
-        arguments, several arguments).
-    c : int64 array (O,) or None
-    """
-    if program.lookups or len(program.input_nodes) != 1:
-        return None, None
+def _single_input(program):
+    """The node of the single encrypted argument (with its offset), or None."""
+    if len(program.input_nodes) != 1:
+        return None
     node = program.nodes[program.input_nodes[0]]
-    if not node.encrypted or "lo" not in node.attrs:
-        return None, None
+    if not node.encrypted or "lo" not in node.attrs \
+            or int(np.prod(node.shape, dtype=np.int64)) > _MAX_FEATURES:
+        return None
+    return node
+
+
+def _probe_affine(node, evaluate):
+    """``(W, c)`` with ``evaluate(lo + u) == u @ W + c`` (checked on a random ``u``), or
+    ``(None, None)``; ``evaluate`` maps input rows (b, *shape) to int64 (b, O)."""
     F = int(np.prod(node.shape, dtype=np.int64))
-    if F > _MAX_FEATURES:
-        return None, None
     lo = int(node.attrs["lo"])
     u = np.random.default_rng(0).integers(0, 2, F)
     rows = []
@@ -95,14 +92,82 @@ def affine_map(program):
         probe[np.flatnonzero(unit), idx[unit] - 1] += 1
         probe[idx == F + 1] += u
         with np.errstate(all="ignore"):
-            outs = run_clear(program, [probe.reshape((idx.size,) + node.shape)], ClearBackend())
-        rows.append(np.concatenate([np.asarray(o, dtype=np.int64).reshape(idx.size, -1)
-                                    for o in outs], axis=1))
+            rows.append(evaluate(probe.reshape((idx.size,) + node.shape)))
     y = np.concatenate(rows)
     bias, weights = y[0], y[1:F + 1] - y[0]
     if not np.array_equal(y[F + 1], bias + u @ weights):
         return None, None
     return weights, bias
+
+
+def affine_map(program):
+    """``(W, c)`` with ``program(lo + u) == u @ W + c`` for the single encrypted input.
+
+    Returns
+    -------
+    W : int64 array (F, O) or None
+        ``F`` = input size, ``O`` = total size of the outputs (flattened, concatenated);
+        None when the program is not such an affine map (lookups, clear runtime
+        arguments, several arguments).
+    c : int64 array (O,) or None
+    """
+    node = _single_input(program)
+    if program.lookups or node is None:
+        return None, None
+
+    def evaluate(x):
+        outs = run_clear(program, [x], ClearBackend())
+        return np.concatenate([np.asarray(o, dtype=np.int64).reshape(len(x), -1)
+                               for o in outs], axis=1)
+
+    return _probe_affine(node, evaluate)
+
+
+def first_layer(program):
+    """``(prefix, frontier)`` of a program with lookups whose single encrypted argument
+    feeds only linear operations (clear-weight dot products...), or None.
+
+    ``prefix``: the encrypted nodes computed from the argument alone without a lookup (an
+    affine map of it); ``frontier``: those of them read elsewhere (by lookups, by nodes
+    that also read a lookup's result, or as outputs), in node order.
+    """
+    node = _single_input(program)
+    if not program.lookups or node is None:
+        return None
+    nodes = program.nodes
+    prefix = {program.input_nodes[0]}
+    for k, n in enumerate(nodes):
+        enc = [i for i in n.inputs if nodes[i].encrypted]
+        if n.op != "tlu" and n.encrypted and enc and all(i in prefix for i in enc):
+            prefix.add(k)
+    read_outside = {i for k, n in enumerate(nodes) if k not in prefix for i in n.inputs}
+    frontier = [k for k in sorted(prefix)
+                if k in read_outside or k in program.output_nodes]
+    if program.input_nodes[0] in frontier:  # the argument itself feeds a lookup
+        return None
+    return prefix, frontier
+
+
+def frontier_map(program, prefix, frontier):
+    """``(W, c)``: the frontier's values (flattened, concatenated) as an affine map of the
+    shifted argument (see :func:`affine_map`), or ``(None, None)``."""
+    node = _single_input(program)
+    nodes = program.nodes
+    clear = ClearBackend()
+
+    def evaluate(x):
+        values = {}
+        for k, n in enumerate(nodes):
+            if k == program.input_nodes[0]:
+                values[k] = x[..., None]
+            elif k in prefix or (not n.encrypted and n.op != "clear_input"):
+                values[k] = run_linear(n, [values[i] for i in n.inputs],
+                                       [nodes[i] for i in n.inputs], clear)
+        return np.concatenate([np.broadcast_to(
+            values[k][..., 0], (len(x),) + nodes[k].shape).reshape(len(x), -1)
+            for k in frontier], axis=1).astype(np.int64)
+
+    return _probe_affine(node, evaluate)
 
 
 def _check_count(name, value, lo, hi):
@@ -447,3 +512,140 @@ def plan_packing(program, p_error, input_max, polynomial_size=None, digits=None)
         return None
     return PackedPlan(best.params, F, O, P, input_max, best.digits, best.digit_base_log,
                       weights, bias)
+
+
+class FirstLayerPlan(_Layout):
+    """The packed first layer of a circuit with lookups (see :func:`first_layer`).
+
+    The client encrypts rows as GLWE ciphertexts under the GLWE key of the bootstrapping
+    key set (:meth:`~fheml._core.SecretKeys.glwe_secret_key`), words whole (no rounding:
+    the noise of each frontier value is the LWE path's, ``nu^2 sigma^2`` with the same
+    ``sigma``); the server multiplies them by the frontier's reversed weight polynomials,
+    adds the biases and sample-extracts each row's value to an LWE ciphertext under the big
+    key, encoded as the LWE path's linear stage would have it, then runs the rest of the
+    circuit (keyswitch, bootstrap...) as usual.
+
+    Parameters
+    ----------
+    params : fheml._core.ParameterSet
+        The circuit's (bootstrapping) parameters.
+    features : int
+    precision : int
+        The circuit's precision.
+    input_precision : int
+        Encoding of the argument's partition (``2^(63 - p)`` per unit).
+    weights, bias : int64 arrays (F, R) and (R,), optional
+        The frontier's affine map (server only).
+    prefix : set of int, optional
+        From :func:`first_layer` (server only): nodes the server does not compute.
+    frontier : list of (int, tuple), optional
+        The frontier's nodes and shapes (server only), in the order of the weights.
+    """
+
+    def __init__(self, params, features, precision, input_precision, weights=None,
+                 bias=None, prefix=None, frontier=None):
+        super().__init__(params.glwe_dimension, params.polynomial_size, features, 64,
+                         _check_count("input_precision", input_precision, 1, 62))
+        self.params = params
+        self.precision = _check_count("precision", precision, input_precision, 62)
+        self.weights, self.bias = weights, bias
+        self.prefix, self.frontier = prefix, frontier
+        if weights is not None:
+            from fheml._core import encode
+            self._polys = self._reversed_chunks(weights)
+            self._bias = encode(np.mod(bias, 1 << (input_precision + 1)), input_precision)
+
+    @classmethod
+    def with_weights_of(cls, plan, program):
+        """``plan`` with the frontier's map read off ``program`` (the server's copy)."""
+        split = first_layer(program)
+        if split is None or plan.precision != program.precision:
+            raise ValueError("the packed plan does not match the program")
+        weights, bias = frontier_map(program, *split)
+        if weights is None or weights.shape[0] != plan.features:
+            raise ValueError("the packed plan does not match the program")
+        return cls(plan.params, plan.features, plan.precision, plan.input_precision,
+                   weights, bias, split[0], [(k, program.nodes[k].shape) for k in split[1]])
+
+    def to_dict(self):
+        """JSON-able description (no weights; the parameters are the circuit's)."""
+        return {"first_layer": True, "features": self.features, "precision": self.precision,
+                "input_precision": self.input_precision}
+
+    @classmethod
+    def from_dict(cls, data, params):
+        """Inverse of :meth:`to_dict` for a circuit of parameters ``params``."""
+        if not isinstance(data, dict) or set(data) != {"first_layer", "features", "precision",
+                                                       "input_precision"}:
+            raise ValueError("bad packed-plan description")
+        if not params.has_bootstrap:
+            raise ValueError("a packed first layer needs bootstrapping parameters")
+        return cls(params, data["features"], data["precision"], data["input_precision"])
+
+    def cheaper_than_lwe(self, rows, lwe_dimension):
+        """Whether the packed first layer beats one LWE ciphertext per input value.
+
+        Both send whole 64-bit words and then the same LWE values; the packed path costs
+        one exact product per ciphertext on the client and ``2 N Fc`` multiply-adds per
+        frontier value and ciphertext on the server, against ``F * (n + 1)`` mask words per
+        row and ``F * (n + 1)`` multiply-adds per frontier value and row.
+        """
+        N, G, R = self.polynomial_size, self.groups(rows), self.weights_count
+        d = lwe_dimension + 1
+        packed = G * self.chunks * (_NS_EXACT_PRODUCT * N * math.log2(N)
+                                    + _NS_MULTIPLY_ADD * 2 * N * self.chunk_size * R)
+        packed += _NS_LWE_MATMUL * rows * R * d   # sample extraction
+        lwe = rows * d * self.features * (_NS_LWE_MASK_WORD + R * _NS_LWE_MATMUL)
+        return packed < lwe
+
+    @property
+    def weights_count(self):
+        """Frontier values per row (an upper bound on the client, which has no weights)."""
+        return self.weights.shape[1] if self.weights is not None else self.features
+
+    def evaluate(self, ct, rows):
+        """The frontier's values of a call: {node: LWE data (rows, *shape, k N + 1)}."""
+        from fheml._core.glwe import sample_extract
+        out = self._products(ct, rows, self._polys, self._bias)
+        idx = np.arange(*self.result_coefficients(rows))
+        data = sample_extract(out, idx).data                  # (G, R, B, kN + 1)
+        data = data.transpose(0, 2, 1, 3).reshape(-1, *data.shape[1:2], data.shape[-1])
+        data = data[:rows]
+        values, start = {}, 0
+        for k, shape in self.frontier:
+            size = int(np.prod(shape, dtype=np.int64))
+            values[k] = np.ascontiguousarray(data[:, start:start + size]).reshape(
+                (rows,) + shape + (data.shape[-1],))
+            start += size
+        return values
+
+
+def plan_first_layer(program, params):
+    """The packed first layer of a finalized program with lookups, or None."""
+    split = first_layer(program)
+    if split is None or not params.has_bootstrap:
+        return None
+    prefix, frontier = split
+    weights, bias = frontier_map(program, prefix, frontier)
+    if weights is None:
+        return None
+    # the frontier's noise is nu^2 sigma^2 on both paths (the same linear combination of
+    # independent fresh noises); refuse a map whose norm exceeds the compiler's bound
+    nodes, start = program.nodes, 0
+    for k in frontier:
+        size = int(np.prod(nodes[k].shape, dtype=np.int64))
+        norms = np.sqrt((weights[:, start:start + size].astype(np.float64) ** 2).sum(axis=0))
+        if norms.size and norms.max() > max(nodes[k].nu, 1.0) * (1 + 1e-9):
+            return None
+        start += size
+    inp = nodes[program.input_nodes[0]]
+    return FirstLayerPlan(params, weights.shape[0], program.precision, inp.precision, weights,
+                          bias, prefix, [(k, nodes[k].shape) for k in frontier])
+
+
+def packed_plan_from_dict(data, params):
+    """A client's packed plan (:class:`PackedPlan` or :class:`FirstLayerPlan`) from its
+    description (ValueError on anything invalid)."""
+    if isinstance(data, dict) and data.get("first_layer") is True:
+        return FirstLayerPlan.from_dict(data, params)
+    return PackedPlan.from_dict(data)

@@ -632,7 +632,8 @@ def engine_tables(node, precision):
     return np.where(t >= mod // 2, t - mod, t)
 
 
-def run_encrypted(program, inputs, evaluation_keys, n_jobs=1, verbose=None):
+def run_encrypted(program, inputs, evaluation_keys, n_jobs=1, verbose=None, precomputed=None,
+                  skip=()):
     """Run a program on ciphertext data.
 
     Parameters
@@ -644,6 +645,11 @@ def run_encrypted(program, inputs, evaluation_keys, n_jobs=1, verbose=None):
     n_jobs : int, default=1
     verbose : bool, optional
         Progress report of the lookups (see :mod:`fheml._progress`).
+    precomputed : dict, optional
+        ``{node: ciphertext data}`` of nodes the caller computed (e.g. the packed first
+        layer, :class:`fheml.compiler.packed.FirstLayerPlan`).
+    skip : set of int, optional
+        Nodes not computed: only read by other skipped or precomputed nodes.
 
     Returns
     -------
@@ -662,11 +668,16 @@ def run_encrypted(program, inputs, evaluation_keys, n_jobs=1, verbose=None):
     nodes = program.nodes
     width = params.big_lwe_dimension + 1
     values = [None] * len(nodes)
+    precomputed = precomputed or {}
+    for k, v in precomputed.items():
+        values[k] = v
+    skip = set(skip) | set(precomputed)
     n_stages = program.assign_stages()
     by_stage = [[] for _ in range(n_stages + 1)]
     for k, node in enumerate(nodes):
         by_stage[node.stage].append(k)
-    batch = max((np.shape(v)[0] for v in inputs if np.ndim(v)), default=1)
+    batch = max((np.shape(v)[0] for v in list(inputs) + list(precomputed.values())
+                 if np.ndim(v)), default=1)
     total = batch * sum(int(np.prod(n.shape, dtype=np.int64)) for n in program.lookups)
     # Drop each value after the last level that reads it: memory follows the widest level,
     # not the whole program.
@@ -676,8 +687,8 @@ def run_encrypted(program, inputs, evaluation_keys, n_jobs=1, verbose=None):
             last_read[i] = max(last_read[i], node.stage)
     with progress(total, "Encrypted run", unit="lookup", verbose=verbose) as bar:
         for stage in range(n_stages + 1):
-            _run_stage(nodes, by_stage[stage], values, inputs, evaluation_keys, backend, width,
-                       n_jobs, bar)
+            _run_stage(nodes, [k for k in by_stage[stage] if k not in skip], values, inputs,
+                       evaluation_keys, backend, width, n_jobs, bar)
             for k in range(len(nodes)):
                 if last_read[k] <= stage:
                     values[k] = None

@@ -9,9 +9,16 @@ from sklearn.datasets import load_breast_cancer, make_classification, make_regre
 import fheml
 from fheml import linear_model
 from fheml._core.glwe import decrypt_glwe
+from fheml._core import LweCiphertext
 from fheml._core.keys import encode
 from fheml.compiler import EncryptedArgs, EncryptedResult
-from fheml.compiler.packed import affine_map, digit_bias, plan_packing, weight_digits
+from fheml.compiler.packed import (
+    FirstLayerPlan,
+    affine_map,
+    digit_bias,
+    plan_packing,
+    weight_digits,
+)
 
 from tests.compiler.conftest import use_cached_keys
 
@@ -343,3 +350,92 @@ def test_server_checks_packed_bytes_against_spec_and_limits():
     assert lwe_only.client.spec.packed is None
     with pytest.raises(SerializationError, match="no packed path"):
         lwe_only.server.run(data, lwe_only.client.evaluation_keys)
+
+
+# ------------------------------------------------------------ packed first layer ---------
+
+def _first_layer_circuit():
+    F, H = 8, 3
+    W = np.random.default_rng(3).integers(-1, 2, (F, H))
+
+    def f(x):
+        return np.maximum(x @ W + 2, 0) * 2 + (x.sum() - 3)  # lookups, then a linear mix
+
+    inputset = np.concatenate([rng.integers(0, 2, (40, F)), [np.zeros(F, int),
+                                                             np.ones(F, int)]])
+    return use_cached_keys(fheml.compile(f, inputset))
+
+
+def test_first_layer_packed_equals_lwe_equals_clear():
+    c = _first_layer_circuit()
+    plan = c.server.spec.packed
+    assert isinstance(plan, FirstLayerPlan) and c.statistics["packing"]["first_layer"]
+    assert [k for k, _ in plan.frontier] == [2, 6]  # x @ W + 2 and x.sum() - 3
+    X = rng.integers(0, 2, (40, 8))
+    X[:2] = [[0], [1]]
+    packed, lwe = _both_paths(c, X)  # through bytes below
+    np.testing.assert_array_equal(packed, c.run(X))
+    np.testing.assert_array_equal(lwe, packed)
+    args = c.client.encrypt(X, packing=True).to_bytes()
+    assert len(args) < 40 * 8 * 8 + 1024  # whole words: the LWE path's seeded upload
+    result = c.server.run(args, c.client.evaluation_keys.to_bytes())
+    np.testing.assert_array_equal(c.client.decrypt(result.to_bytes()), c.run(X))
+    one = c.client.decrypt(c.server.run(c.client.encrypt(X[3], packing=True),
+                                        c.client.evaluation_keys))
+    np.testing.assert_array_equal(one, c.run(X[3]))
+    client = fheml.compiler.Client.from_bytes(c.client.spec.to_bytes())
+    assert isinstance(client.spec.packed, FirstLayerPlan) and client.spec.packed.weights is None
+
+
+def test_first_layer_values_exact_with_the_lwe_noise():
+    c = _first_layer_circuit()
+    plan, sk = c.server.spec.packed, c.client.secret_keys
+    X = rng.integers(0, 2, (plan.slots * 8, 8))
+    u = X - c.client.spec.inputs[0]["lo"]
+    values = plan.evaluate(plan.encrypt(c.client.packed_key(), u), len(X))
+    P, start = plan.input_precision, 0
+    for k, shape in plan.frontier:
+        size = int(np.prod(shape, dtype=np.int64))
+        W = plan.weights[:, start:start + size]
+        want = u @ W + plan.bias[start:start + size]
+        ct = LweCiphertext(values[k].reshape(len(X), size, -1), sk.key_id)
+        np.testing.assert_array_equal(sk.decrypt(ct, precision=P), np.mod(want, 2 ** (P + 1)))
+        err = (sk.phase(ct) - encode(np.mod(want, 2 ** (P + 1)), P)).astype(np.int64) \
+            * 2.0**-64
+        model = np.linalg.norm(W, axis=0) ** 2 * c.parameters.big_noise_std ** 2
+        np.testing.assert_allclose(np.mean(err ** 2, axis=0) / model, 1, atol=0.2)
+        assert np.all(np.linalg.norm(W, axis=0) <= c.program.nodes[k].nu)
+        start += size
+
+
+def test_first_layer_only_for_linear_uses_of_the_input():
+    table_first = fheml.compile(lambda x: (x * x).sum(), rng.integers(0, 4, (20, 4)))
+    assert table_first.program.lookups and table_first.client.spec.packed is None
+    two = fheml.compile(lambda x, y: np.maximum(x - y, 0),
+                        [(r, r[::-1]) for r in rng.integers(0, 4, (20, 4))])
+    assert two.client.spec.packed is None
+
+
+def test_mlp_first_layer_is_packed_and_exact():
+    from fheml.neural_network import FHEMLPClassifier
+    X, y = load_breast_cancer(return_X_y=True)
+    X = (X - X.mean(axis=0)) / X.std(axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = FHEMLPClassifier((8,), max_iter=20, random_state=0).fit(X, y)
+    circuit = use_cached_keys(model.compile(X))
+    plan = circuit.server.spec.packed
+    assert isinstance(plan, FirstLayerPlan) and plan.weights.shape == (30, 8)
+    assert circuit.client.uses_packing(100)
+    q = model.quantize_input(X[:200]).reshape(200, -1)
+    u = q - circuit.client.spec.inputs[0]["lo"]
+    (k, shape), = plan.frontier
+    values = plan.evaluate(plan.encrypt(circuit.client.packed_key(), u), 200)
+    # the lookups read the accumulator's top bits: its error, not its low bits, is the
+    # point; the LWE path's, nu^2 sigma^2
+    sk, P = circuit.client.secret_keys, plan.input_precision
+    want = encode(np.mod(u @ plan.weights + plan.bias, 2 ** (P + 1)), P)
+    err = (sk.phase(LweCiphertext(values[k], sk.key_id)) - want).astype(np.int64) * 2.0**-64
+    model = np.linalg.norm(plan.weights, axis=0) ** 2 * circuit.parameters.big_noise_std ** 2
+    assert abs(np.mean(err ** 2 / model) - 1) < 0.1
+    assert abs(np.mean(err / np.sqrt(model))) < 0.1
