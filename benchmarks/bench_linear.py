@@ -95,6 +95,14 @@ def _peer(python, script, spec, timeout=3600):
         os.unlink(path)
 
 
+def _packed_description(plan):
+    if plan is None:
+        return None
+    digits = (f", {plan.digits} weight digits in base 2^{plan.digit_base_log}"
+              if plan.digits > 1 else ", one weight digit")
+    return f"{plan.params}{digits}"
+
+
 def bench_dataset(name, X_train, X_test, y_train, y_test, args):
     t = time.perf_counter()
     model, float_model = FHELogisticRegression(n_bits=args.n_bits).fit_benchmark(X_train, y_train)
@@ -110,8 +118,7 @@ def bench_dataset(name, X_train, X_test, y_train, y_test, args):
               "fit_s": fit_s, "compile_s": compile_s,
               "keygen_s": keygen_s + packed_keygen_s,
               "max_bit_width": circuit.max_bit_width, "lwe_parameters": str(circuit.parameters),
-              "packed_parameters": str(circuit.client.spec.packed.params)
-              if circuit.client.spec.packed else None,
+              "packed_parameters": _packed_description(circuit.client.spec.packed),
               "evaluation_key_bytes": len(eval_keys.to_bytes()), "batches": []}
     for b in args.batches:
         q = q_test[rng.integers(0, len(q_test), b)] if b > len(q_test) else q_test[:b]
