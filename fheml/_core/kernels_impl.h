@@ -330,6 +330,16 @@ static void FN(decompose_fold)(const fft_plan *p, uint64_t *restrict v, int base
     const uint64_t mask = ((uint64_t)1 << base_log) - 1;
     const uint64_t half = (uint64_t)1 << (base_log - 1);
     const double *restrict tr = p->twist_re, *restrict ti = p->twist_im;
+#if FHEML_IMPL_AVX512
+    if (M % 8 == 0) {
+        FN(decompose_fold_v8)(p, v, base_log, level, out);
+        return;
+    }
+#endif
+#if FHEML_IMPL_AVX2
+    FN(decompose_fold_v4)(p, v, base_log, level, out);
+    return;
+#endif
     if (total < 64) {
         const int rsh = 64 - total, rsh1 = 63 - total;
         for (int j = 0; j < N; j++)
@@ -392,7 +402,15 @@ static inline uint64_t FN(f64_to_torus)(double x)
 /* acc += x * 2^64 mod 2^64 */
 static void FN(add_f64_to_torus)(const double *restrict x, uint64_t *restrict acc, int n)
 {
-    for (int j = 0; j < n; j++)
+    int j = 0;
+#if FHEML_IMPL_AVX512
+    j = n - n % 8;
+    FN(add_f64_to_torus_v8)(x, acc, j);
+#elif FHEML_IMPL_AVX2
+    j = n - n % 4;
+    FN(add_f64_to_torus_v4)(x, acc, j);
+#endif
+    for (; j < n; j++)
         acc[j] += FN(f64_to_torus)(x[j]);
 }
 
@@ -402,6 +420,16 @@ static void FN(backward_add_torus)(const fft_plan *p, double *restrict re, doubl
 {
     const int M = p->M;
     FN(fft_inverse)(p, re, im);
+#if FHEML_IMPL_AVX512
+    if (M % 8 == 0) {
+        FN(untwist_add_torus_v8)(p, re, im, acc);
+        return;
+    }
+#endif
+#if FHEML_IMPL_AVX2
+    FN(untwist_add_torus_v4)(p, re, im, acc);
+    return;
+#endif
     const double *restrict ur = p->untwist_re, *restrict ui = p->untwist_im;
     uint64_t *restrict lo = acc, *restrict hi = acc + M;
     for (int j = 0; j < M; j++) {

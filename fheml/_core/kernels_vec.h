@@ -108,6 +108,136 @@ static inline void FN(VFN(dit4_block))(double *restrict ar, double *restrict ai,
     }
 }
 
+/* 64-bit integer lanes (decomposition) and the exact f64 -> torus conversion. */
+#if FHEML_VW == 4
+#define VI __m256i
+#define VILD(p) _mm256_loadu_si256((const __m256i *)(p))
+#define VIST(p, x) _mm256_storeu_si256((__m256i *)(p), x)
+#define VI1 _mm256_set1_epi64x
+#define VIADD _mm256_add_epi64
+#define VISUB _mm256_sub_epi64
+#define VIAND _mm256_and_si256
+#define VISRL(x, c) _mm256_srl_epi64(x, _mm_cvtsi32_si128(c))
+#define VISLL(x, c) _mm256_sll_epi64(x, _mm_cvtsi32_si128(c))
+/* |x| < 2^51 to double, exactly (no cvtqq2pd before AVX-512) */
+#define VI2D(x) _mm256_sub_pd(_mm256_castsi256_pd(_mm256_add_epi64(x, VI1(0x4338000000000000LL))), \
+                              _mm256_set1_pd(6755399441055744.0))
+#else
+#define VI __m512i
+#define VILD(p) _mm512_loadu_si512((const void *)(p))
+#define VIST(p, x) _mm512_storeu_si512((void *)(p), x)
+#define VI1 _mm512_set1_epi64
+#define VIADD _mm512_add_epi64
+#define VISUB _mm512_sub_epi64
+#define VIAND _mm512_and_si512
+#define VISRL(x, c) _mm512_srl_epi64(x, _mm_cvtsi32_si128(c))
+#define VISLL(x, c) _mm512_sll_epi64(x, _mm_cvtsi32_si128(c))
+#define VI2D(x) _mm512_cvtepi64_pd(x)
+#endif
+
+/* Decompose N torus values into `level` balanced digit polynomials and fold-twist each into
+ * the FFT input of out + l * N (see decompose_fold in kernels_impl.h: same digits, same
+ * arithmetic).  The running state stays in registers: v is read once.  M % FHEML_VW == 0. */
+static void FN(VFN(decompose_fold))(const fft_plan *p, const uint64_t *restrict v,
+                                    int base_log, int level, double *restrict out)
+{
+    const int M = p->M, total = base_log * level;
+    const int rsh = total < 64 ? 64 - total : 0;
+    const VI mask = VI1((long long)(((uint64_t)1 << base_log) - 1));
+    const VI one = VI1(1), halfm1 = VI1((long long)(((uint64_t)1 << (base_log - 1)) - 1));
+    const double *restrict tr = p->twist_re, *restrict ti = p->twist_im;
+    for (int j = 0; j < M; j += FHEML_VW) {
+        VI s0 = VILD(v + j), s1 = VILD(v + M + j);
+        if (rsh) {
+            /* round to the top `total` bits */
+            s0 = VIADD(VISRL(s0, rsh), VIAND(VISRL(s0, rsh - 1), one));
+            s1 = VIADD(VISRL(s1, rsh), VIAND(VISRL(s1, rsh - 1), one));
+        }
+        VD wr = VLD(tr + j), wi = VLD(ti + j);
+        for (int l = level - 1; l >= 0; l--) {
+            VI d0 = VIAND(s0, mask), d1 = VIAND(s1, mask);
+            s0 = VISRL(s0, base_log);
+            s1 = VISRL(s1, base_log);
+            /* carry when d > B/2, or d == B/2 and the rest is odd (branch-free) */
+            VI c0 = VISRL(VIADD(VIADD(d0, VIAND(s0, one)), halfm1), base_log);
+            VI c1 = VISRL(VIADD(VIADD(d1, VIAND(s1, one)), halfm1), base_log);
+            s0 = VIADD(s0, c0);
+            s1 = VIADD(s1, c1);
+            VD x = VI2D(VISUB(d0, VISLL(c0, base_log)));
+            VD y = VI2D(VISUB(d1, VISLL(c1, base_log)));
+            double *restrict re = out + (size_t)l * 2 * M + j;
+            VST(re, VFMSUB(x, wr, VMUL(y, wi)));
+            VST(re + M, VFMADD(x, wi, VMUL(y, wr)));
+        }
+    }
+}
+
+/* x * 2^64 mod 2^64 for each lane, rounded to nearest with ties away from zero: exactly the
+ * scalar f64_to_torus of kernels_impl.h.  The fraction f = x - round(x) is exact and
+ * |f| <= 1/2, so f * 2^64 fits in 64 bits (2^63 wraps to itself mod 2^64). */
+static inline VI FN(VFN(to_torus))(VD x)
+{
+#if FHEML_VW == 8
+    const int nearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    const int trunc = _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC;
+    VD y = VMUL(VSUB(x, _mm512_roundscale_pd(x, nearest)), _mm512_set1_pd(0x1p64));
+    VD t = _mm512_roundscale_pd(y, trunc);
+    VD d = VSUB(y, t);
+    VI r = _mm512_cvttpd_epi64(t);
+    r = _mm512_mask_add_epi64(r, _mm512_cmp_pd_mask(d, _mm512_set1_pd(0.5), _CMP_GE_OQ), r, _mm512_set1_epi64(1));
+    r = _mm512_mask_sub_epi64(r, _mm512_cmp_pd_mask(d, _mm512_set1_pd(-0.5), _CMP_LE_OQ), r, _mm512_set1_epi64(1));
+    return r;
+#else
+    const int nearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    const __m256d absmask = _mm256_castsi256_pd(VI1(0x7fffffffffffffffLL));
+    VD f = VSUB(x, _mm256_round_pd(x, nearest));
+    /* |f| * 2^64 = hi * 2^32 + lo with hi, lo < 2^32 + 1, both exact in doubles */
+    VD a = VMUL(_mm256_and_pd(f, absmask), _mm256_set1_pd(0x1p32));
+    VD hi = _mm256_floor_pd(a);
+    VD lo = _mm256_floor_pd(VFMADD(VSUB(a, hi), _mm256_set1_pd(0x1p32), _mm256_set1_pd(0.5)));
+    const VD magic = _mm256_set1_pd(0x1p52);
+    VI h = _mm256_sub_epi64(_mm256_castpd_si256(VADD(hi, magic)), _mm256_castpd_si256(magic));
+    VI l = _mm256_sub_epi64(_mm256_castpd_si256(VADD(lo, magic)), _mm256_castpd_si256(magic));
+    VI r = VIADD(_mm256_slli_epi64(h, 32), l);
+    VI neg = _mm256_cmpgt_epi64(_mm256_setzero_si256(), _mm256_castpd_si256(f));
+    return VISUB(_mm256_xor_si256(r, neg), neg);
+#endif
+}
+
+/* acc[j] += x[j] * 2^64 mod 2^64, n % FHEML_VW == 0 */
+static inline void FN(VFN(add_f64_to_torus))(const double *restrict x, uint64_t *restrict acc, int n)
+{
+    for (int j = 0; j < n; j += FHEML_VW)
+        VIST(acc + j, VIADD(VILD(acc + j), FN(VFN(to_torus))(VLD(x + j))));
+}
+
+/* Untwist (with the 1/M scale) the inverse transform (re, im) and add it to the torus
+ * polynomial acc (low half from the real parts, high half from the imaginary parts). */
+static void FN(VFN(untwist_add_torus))(const fft_plan *p, const double *restrict re,
+                                       const double *restrict im, uint64_t *restrict acc)
+{
+    const int M = p->M;
+    const double *restrict ur = p->untwist_re, *restrict ui = p->untwist_im;
+    uint64_t *restrict lo = acc, *restrict hi = acc + M;
+    for (int j = 0; j < M; j += FHEML_VW) {
+        VD xr = VLD(re + j), xi = VLD(im + j), wr = VLD(ur + j), wi = VLD(ui + j);
+        VD a = VFMSUB(xr, wr, VMUL(xi, wi)), b = VFMADD(xr, wi, VMUL(xi, wr));
+        VIST(lo + j, VIADD(VILD(lo + j), FN(VFN(to_torus))(a)));
+        VIST(hi + j, VIADD(VILD(hi + j), FN(VFN(to_torus))(b)));
+    }
+}
+
+#undef VI
+#undef VILD
+#undef VIST
+#undef VI1
+#undef VIADD
+#undef VISUB
+#undef VIAND
+#undef VISRL
+#undef VISLL
+#undef VI2D
+
 /* Multiply-accumulate of the external product in the Fourier domain for gb (<= 4)
  * ciphertexts sharing one GGSW: fa[g][q] = sum_r fd[g][r] * ggsw[r][q] (complex, pointwise),
  * q < K1, r < R.  Each GGSW vector is loaded once for the gb ciphertexts and the
