@@ -19,6 +19,8 @@ cdef extern from "kernels.h" nogil:
         int N, M, log2N
         const double *tw_re
         const double *tw_im
+        const double *tw3_re
+        const double *tw3_im
         const double *twist_re
         const double *twist_im
         const double *untwist_re
@@ -132,17 +134,24 @@ cdef class FourierPlan:
         pi = np.arctan(np.longdouble(1)) * 4
         tw = np.zeros(M, dtype=np.longdouble)
         tw_im = np.zeros(M, dtype=np.longdouble)
+        # tw3: the product of the twiddles of two consecutive stages (radix-4 passes)
+        tw3 = np.zeros(M, dtype=np.longdouble)
+        tw3_im = np.zeros(M, dtype=np.longdouble)
         h = 1
         while h < M:
             j = np.arange(h, dtype=np.longdouble)
             ang = pi * j / h
             tw[h:2 * h] = np.cos(ang)
             tw_im[h:2 * h] = np.sin(ang)
+            q = j[:h // 2]
+            tw3[h:h + h // 2] = np.cos(3 * pi * q / h)
+            tw3_im[h:h + h // 2] = np.sin(3 * pi * q / h)
             h *= 2
         j = np.arange(M, dtype=np.longdouble)
         ang = pi * j / N
         tables = {
             "tw_re": tw.astype(np.float64), "tw_im": tw_im.astype(np.float64),
+            "tw3_re": tw3.astype(np.float64), "tw3_im": tw3_im.astype(np.float64),
             "twist_re": np.cos(ang).astype(np.float64), "twist_im": np.sin(ang).astype(np.float64),
             "untwist_re": (np.cos(ang) / M).astype(np.float64),
             "untwist_im": (-np.sin(ang) / M).astype(np.float64),
@@ -155,6 +164,8 @@ cdef class FourierPlan:
         cdef double[::1] v
         v = tables["tw_re"]; self.plan.tw_re = &v[0]
         v = tables["tw_im"]; self.plan.tw_im = &v[0]
+        v = tables["tw3_re"]; self.plan.tw3_re = &v[0]
+        v = tables["tw3_im"]; self.plan.tw3_im = &v[0]
         v = tables["twist_re"]; self.plan.twist_re = &v[0]
         v = tables["twist_im"]; self.plan.twist_im = &v[0]
         v = tables["untwist_re"]; self.plan.untwist_re = &v[0]

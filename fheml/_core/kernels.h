@@ -22,6 +22,7 @@
 typedef struct {
     int N, M, log2N;
     const double *tw_re, *tw_im;           /* M entries: stage h uses [h, 2h) */
+    const double *tw3_re, *tw3_im;         /* M entries: [h, h + h/2) = tw[h + j] * tw[h/2 + j] */
     const double *twist_re, *twist_im;     /* M entries: exp(i*pi*j/N) */
     const double *untwist_re, *untwist_im; /* M entries: exp(-i*pi*j/N) / M */
 } fft_plan;

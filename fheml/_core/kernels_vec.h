@@ -31,75 +31,75 @@
 #endif
 #define VFN(name) FHEML_CAT(name, FHEML_CAT(_v, FHEML_VW))
 
-/* One block of two fused forward DIF stages (see dif4 in kernels_impl.h); Q % FHEML_VW == 0. */
+/* One radix-4 block of the forward DIF transform (see dif4 in kernels_impl.h): outputs
+ * a + b + c + d, (a + c - b - d) conj(v), (t1 + t3) conj(w), (t1 - t3) conj(w3) with
+ * t1 = a - c, t3 = -i (b - d): three complex multiplies.  Q % FHEML_VW == 0. */
 static inline void FN(VFN(dif4_block))(double *restrict ar, double *restrict ai,
                                        double *restrict br, double *restrict bi,
                                        double *restrict cr, double *restrict ci,
                                        double *restrict dr, double *restrict di,
                                        const double *restrict w1r, const double *restrict w1i,
                                        const double *restrict w2r, const double *restrict w2i,
+                                       const double *restrict w3r, const double *restrict w3i,
                                        int Q)
 {
     for (int j = 0; j < Q; j += FHEML_VW) {
-        VD wr = VLD(w1r + j), wi = VLD(w1i + j);
         VD Ar = VLD(ar + j), Ai = VLD(ai + j);
         VD Br = VLD(br + j), Bi = VLD(bi + j);
         VD Cr = VLD(cr + j), Ci = VLD(ci + j);
         VD Dr = VLD(dr + j), Di = VLD(di + j);
         VD a1r = VADD(Ar, Cr), a1i = VADD(Ai, Ci);
-        VD tr = VSUB(Ar, Cr), ti = VSUB(Ai, Ci);
-        VD c1r = VFMADD(tr, wr, VMUL(ti, wi));
-        VD c1i = VFMSUB(ti, wr, VMUL(tr, wi));
+        VD t1r = VSUB(Ar, Cr), t1i = VSUB(Ai, Ci);
         VD b1r = VADD(Br, Dr), b1i = VADD(Bi, Di);
-        VD ur = VSUB(Bi, Di), ui = VSUB(Dr, Br);
-        VD d1r = VFMADD(ur, wr, VMUL(ui, wi));
-        VD d1i = VFMSUB(ui, wr, VMUL(ur, wi));
-        VD vr = VLD(w2r + j), vi = VLD(w2i + j);
-        VD xr = VSUB(a1r, b1r), xi = VSUB(a1i, b1i);
+        VD t3r = VSUB(Bi, Di), t3i = VSUB(Dr, Br); /* -i (b - d) */
         VST(ar + j, VADD(a1r, b1r));
         VST(ai + j, VADD(a1i, b1i));
+        VD xr = VSUB(a1r, b1r), xi = VSUB(a1i, b1i);
+        VD vr = VLD(w2r + j), vi = VLD(w2i + j);
         VST(br + j, VFMADD(xr, vr, VMUL(xi, vi)));
         VST(bi + j, VFMSUB(xi, vr, VMUL(xr, vi)));
-        VD yr = VSUB(c1r, d1r), yi = VSUB(c1i, d1i);
-        VST(cr + j, VADD(c1r, d1r));
-        VST(ci + j, VADD(c1i, d1i));
-        VST(dr + j, VFMADD(yr, vr, VMUL(yi, vi)));
-        VST(di + j, VFMSUB(yi, vr, VMUL(yr, vi)));
+        VD pr = VADD(t1r, t3r), pi = VADD(t1i, t3i);
+        VD wr = VLD(w1r + j), wi = VLD(w1i + j);
+        VST(cr + j, VFMADD(pr, wr, VMUL(pi, wi)));
+        VST(ci + j, VFMSUB(pi, wr, VMUL(pr, wi)));
+        VD qr = VSUB(t1r, t3r), qi = VSUB(t1i, t3i);
+        VD ur = VLD(w3r + j), ui = VLD(w3i + j);
+        VST(dr + j, VFMADD(qr, ur, VMUL(qi, ui)));
+        VST(di + j, VFMSUB(qi, ur, VMUL(qr, ui)));
     }
 }
 
-/* One block of two fused inverse DIT stages (see dit4 in kernels_impl.h). */
+/* One radix-4 block of the inverse DIT transform (see dit4 in kernels_impl.h): with
+ * y = b v, x = c w, z = d w3: outputs a + y + (x + z), a - y + i (x - z), a + y - (x + z),
+ * a - y - i (x - z).  Three complex multiplies. */
 static inline void FN(VFN(dit4_block))(double *restrict ar, double *restrict ai,
                                        double *restrict br, double *restrict bi,
                                        double *restrict cr, double *restrict ci,
                                        double *restrict dr, double *restrict di,
                                        const double *restrict w1r, const double *restrict w1i,
                                        const double *restrict w2r, const double *restrict w2i,
+                                       const double *restrict w3r, const double *restrict w3i,
                                        int Q)
 {
     for (int j = 0; j < Q; j += FHEML_VW) {
-        VD vr = VLD(w2r + j), vi = VLD(w2i + j);
         VD Ar = VLD(ar + j), Ai = VLD(ai + j);
         VD Br = VLD(br + j), Bi = VLD(bi + j);
         VD Cr = VLD(cr + j), Ci = VLD(ci + j);
         VD Dr = VLD(dr + j), Di = VLD(di + j);
-        VD yr = VFMSUB(Br, vr, VMUL(Bi, vi));
-        VD yi = VFMADD(Br, vi, VMUL(Bi, vr));
+        VD vr = VLD(w2r + j), vi = VLD(w2i + j);
+        VD yr = VFMSUB(Br, vr, VMUL(Bi, vi)), yi = VFMADD(Br, vi, VMUL(Bi, vr));
+        VD wr = VLD(w1r + j), wi = VLD(w1i + j);
+        VD xr = VFMSUB(Cr, wr, VMUL(Ci, wi)), xi = VFMADD(Cr, wi, VMUL(Ci, wr));
+        VD ur = VLD(w3r + j), ui = VLD(w3i + j);
+        VD zr = VFMSUB(Dr, ur, VMUL(Di, ui)), zi = VFMADD(Dr, ui, VMUL(Di, ur));
         VD a1r = VADD(Ar, yr), a1i = VADD(Ai, yi);
         VD b1r = VSUB(Ar, yr), b1i = VSUB(Ai, yi);
-        VD zr = VFMSUB(Dr, vr, VMUL(Di, vi));
-        VD zi = VFMADD(Dr, vi, VMUL(Di, vr));
-        VD c1r = VADD(Cr, zr), c1i = VADD(Ci, zi);
-        VD d1r = VSUB(Cr, zr), d1i = VSUB(Ci, zi);
-        VD wr = VLD(w1r + j), wi = VLD(w1i + j);
-        VD ur = VFMSUB(c1r, wr, VMUL(c1i, wi));
-        VD ui = VFMADD(c1r, wi, VMUL(c1i, wr));
-        VST(ar + j, VADD(a1r, ur));
-        VST(ai + j, VADD(a1i, ui));
-        VST(cr + j, VSUB(a1r, ur));
-        VST(ci + j, VSUB(a1i, ui));
-        VD tr = VFMSUB(d1r, wr, VMUL(d1i, wi));
-        VD ti = VFMADD(d1r, wi, VMUL(d1i, wr));
+        VD sr = VADD(xr, zr), si = VADD(xi, zi);
+        VD tr = VSUB(xr, zr), ti = VSUB(xi, zi);
+        VST(ar + j, VADD(a1r, sr));
+        VST(ai + j, VADD(a1i, si));
+        VST(cr + j, VSUB(a1r, sr));
+        VST(ci + j, VSUB(a1i, si));
         /* times i: (-ti, tr) */
         VST(br + j, VSUB(b1r, ti));
         VST(bi + j, VADD(b1i, tr));
