@@ -509,25 +509,24 @@ static void FN(backward_f64)(const fft_plan *p, double *restrict re, double *res
     }
 }
 
-/* x * 2^64 mod 2^64, exactly, for a double holding a torus value in units of 1.
- * Reads the exponent and shifts the mantissa instead of x - round(x): exact, and only
- * integer operations, which AVX2 vectorizes. */
+/* x * 2^64 mod 2^64, exactly, rounded to nearest with ties to even, for a finite double
+ * holding a torus value in units of 1.  The fraction f = |x| - round(|x|) is exact and
+ * |f| <= 1/2, so z = f * 2^64 rounds to at most 2^63 (its own negative mod 2^64).  Adding 2^52
+ * rounds a magnitude below 2^52 to an integer, ties to even (not folded: no -ffast-math);
+ * from 2^52 on every double is an integer.  The two tests are almost always false
+ * (predictable); the signs, random, are applied without a branch.  The SIMD copies
+ * (to_torus in kernels_vec.h) compute the same. */
 static inline uint64_t FN(f64_to_torus)(double x)
 {
-    uint64_t bits;
-    memcpy(&bits, &x, 8);
-    int64_t e = (int64_t)((bits >> 52) & 0x7ff);
-    uint64_t mant = (bits & 0xfffffffffffffULL) | 0x10000000000000ULL;
-    int64_t s = e - 1011; /* x * 2^64 = mant * 2^s */
-    uint64_t r;
-    if (s >= 0) {
-        r = s < 64 ? mant << s : 0;
-    } else {
-        int64_t sh = -s - 1;
-        r = sh < 63 ? ((mant >> sh) + 1) >> 1 : 0;
-    }
-    r = e == 0 ? 0 : r;
-    return (bits >> 63) ? (uint64_t)0 - r : r;
+    double ax = fabs(x);
+    double f = ax < 0x1p52 ? ax - ((ax + 0x1p52) - 0x1p52) : 0.0;
+    double z = f * 0x1p64, az = fabs(z);
+    uint64_t u = (uint64_t)(az < 0x1p52 ? (az + 0x1p52) - 0x1p52 : az);
+    uint64_t xb, zb;
+    memcpy(&xb, &x, 8);
+    memcpy(&zb, &z, 8);
+    uint64_t neg = (uint64_t)0 - ((xb ^ zb) >> 63); /* all ones when x * z < 0 */
+    return (u ^ neg) - neg;
 }
 
 /* acc += x * 2^64 mod 2^64 */

@@ -172,32 +172,28 @@ static void FN(VFN(decompose_fold))(const fft_plan *p, const uint64_t *restrict 
     }
 }
 
-/* x * 2^64 mod 2^64 for each lane, rounded to nearest with ties away from zero: exactly the
- * scalar f64_to_torus of kernels_impl.h.  The fraction f = x - round(x) is exact and
- * |f| <= 1/2, so f * 2^64 fits in 64 bits (2^63 wraps to itself mod 2^64). */
+/* x * 2^64 mod 2^64 for each lane, rounded to nearest with ties to even: exactly the scalar
+ * f64_to_torus of kernels_impl.h.  The fraction f = x - round(x) is exact and |f| <= 1/2,
+ * so f * 2^64 fits in 64 bits (2^63 wraps to itself mod 2^64). */
 static inline VI FN(VFN(to_torus))(VD x)
 {
 #if FHEML_VW == 8
     const int nearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    const int trunc = _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC;
     VD y = VMUL(VSUB(x, _mm512_roundscale_pd(x, nearest)), _mm512_set1_pd(0x1p64));
-    VD t = _mm512_roundscale_pd(y, trunc);
-    VD d = VSUB(y, t);
-    VI r = _mm512_cvttpd_epi64(t);
-    r = _mm512_mask_add_epi64(r, _mm512_cmp_pd_mask(d, _mm512_set1_pd(0.5), _CMP_GE_OQ), r, _mm512_set1_epi64(1));
-    r = _mm512_mask_sub_epi64(r, _mm512_cmp_pd_mask(d, _mm512_set1_pd(-0.5), _CMP_LE_OQ), r, _mm512_set1_epi64(1));
-    return r;
+    return _mm512_cvt_roundpd_epi64(y, nearest);
 #else
     const int nearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
     const __m256d absmask = _mm256_castsi256_pd(VI1(0x7fffffffffffffffLL));
     VD f = VSUB(x, _mm256_round_pd(x, nearest));
-    /* |f| * 2^64 = hi * 2^32 + lo with hi, lo < 2^32 + 1, both exact in doubles */
+    /* |f| * 2^64 = hi * 2^32 + lo: hi an integer <= 2^31, lo < 2^32 (both exact); rounding
+     * lo (adding 2^52 rounds to an integer, ties to even) rounds the sum, hi * 2^32 being
+     * even */
     VD a = VMUL(_mm256_and_pd(f, absmask), _mm256_set1_pd(0x1p32));
     VD hi = _mm256_floor_pd(a);
-    VD lo = _mm256_floor_pd(VFMADD(VSUB(a, hi), _mm256_set1_pd(0x1p32), _mm256_set1_pd(0.5)));
     const VD magic = _mm256_set1_pd(0x1p52);
+    VD lo = VFMADD(VSUB(a, hi), _mm256_set1_pd(0x1p32), magic);
     VI h = _mm256_sub_epi64(_mm256_castpd_si256(VADD(hi, magic)), _mm256_castpd_si256(magic));
-    VI l = _mm256_sub_epi64(_mm256_castpd_si256(VADD(lo, magic)), _mm256_castpd_si256(magic));
+    VI l = _mm256_sub_epi64(_mm256_castpd_si256(lo), _mm256_castpd_si256(magic));
     VI r = VIADD(_mm256_slli_epi64(h, 32), l);
     VI neg = _mm256_cmpgt_epi64(_mm256_setzero_si256(), _mm256_castpd_si256(f));
     return VISUB(_mm256_xor_si256(r, neg), neg);

@@ -99,7 +99,8 @@ def test_simd_paths_agree(N):
 
 
 def test_add_f64_to_torus_is_exact_modular_conversion(simd):
-    x = np.concatenate([rng.normal(0, 1e6, 1000), rng.normal(0, 1e-6, 1000), [0.0, -0.0, 0.5, -0.25, 2.0**40 + 0.75]])
+    x = np.concatenate([rng.normal(0, 1e6, 1000), rng.normal(0, 1e-6, 1000), [0.0, -0.0, 0.5, -0.5, -0.25, 2.0**40 + 0.75, 2.0**51 + 0.5, -(2.0**52 + 1), 2.0**60,
+                        3 * 2.0**-65, 5 * 2.0**-65, -3 * 2.0**-65, 1 - 2.0**-53, 2.0**-1074]])
     acc = np.zeros(x.size, dtype=np.uint64)
     _kernels.add_f64_to_torus(x, acc)
     from fractions import Fraction
@@ -107,9 +108,8 @@ def test_add_f64_to_torus_is_exact_modular_conversion(simd):
     scaled = [Fraction(v) * 2**64 for v in x]
     got = [int(v) for v in acc]
     for g, f in zip(got, scaled):
-        # exact; a tie (fraction exactly 1/2, ~1 in 512 of the small values) rounds away
-        # from zero
-        expected = (abs(f) + Fraction(1, 2)).__floor__() * (1 if f >= 0 else -1)
+        # exact; a tie (fraction exactly 1/2, ~1 in 512 of the small values) rounds to even
+        expected = round(f)
         assert g == expected % 2**64, (f, g)
 
 
