@@ -392,10 +392,10 @@ cdef class PbsWorkspace:
             "diff": np.empty(N, np.uint64),
             "fdig": np.empty(group * (k + 1) * pbs_level * N, np.float64),
             "facc": np.empty(group * (k + 1) * N, np.float64),
-            "small": np.empty(group * (n + 1), np.uint32),
+            "small": np.empty(FHEML_MAX_GROUP * (n + 1), np.uint32),
             "abar": np.empty(group * n, np.int32),
             "acc": np.empty(group * (k + 1) * N, np.uint64),
-            "ks_digits": np.empty(group * max(ks_level, 1), np.int32),
+            "ks_digits": np.empty(FHEML_MAX_GROUP * max(ks_level, 1), np.int32),
         }
         self._keep = arrays
         cdef uint64_t[::1] u

@@ -18,6 +18,8 @@
 #include "cpu.h"
 
 #define FHEML_MAX_GROUP 16
+/* ciphertexts keyswitched together by pbs_range (<= FHEML_MAX_GROUP) */
+#define FHEML_KS_GROUP 8
 
 typedef struct {
     int N, M, log2N;
@@ -31,10 +33,10 @@ typedef struct {
     uint64_t *diff;     /* N */
     double *fdig;       /* group * (k+1) * pbs_level * N   (re/im blocks of N/2) */
     double *facc;       /* group * (k+1) * N */
-    uint32_t *small;    /* group * (n+1), top 32 bits of the torus */
+    uint32_t *small;    /* FHEML_MAX_GROUP * (n+1), top 32 bits of the torus */
     int32_t *abar;      /* group * n */
     uint64_t *acc;      /* group * (k+1) * N */
-    int32_t *ks_digits; /* group * ks_level */
+    int32_t *ks_digits; /* FHEML_MAX_GROUP * ks_level */
 } pbs_scratch;
 
 #define FHEML_CAT_(a, b) a##b

@@ -786,7 +786,9 @@ static void FN(sample_extract)(const uint64_t *restrict a, int k, int N, int c,
 }
 
 /* Full KS -> modulus switch -> blind rotation -> sample extraction for ciphertexts
- * [start, end) of a batch, G at a time.
+ * [start, end) of a batch.  Keyswitches run FHEML_KS_GROUP-ish ciphertexts at a time (each
+ * row of the keyswitching key, streamed from memory, serves all of them; their outputs are
+ * small), blind rotations `group` at a time.
  *   in      : (count, k*N + 1) u64
  *   out     : (count, n_extract, k*N + 1) u64: output i of input b is coefficient
  *             i * extract_stride of its rotated accumulator (several tables packed in one
@@ -802,40 +804,46 @@ static void FN(pbs_range)(const fft_plan *p, const uint32_t *ksk, int ks_base_lo
     const int N = p->N, K1 = k + 1, big = k * N;
     const int log2_2n = p->log2N + 1;
     const int in_dim = ksk ? big : n;
-    for (int64_t s = start; s < end; s += group) {
-        int G = (int)((end - s) < group ? (end - s) : group);
+    /* keyswitch chunk: a multiple of the rotation group, about FHEML_KS_GROUP */
+    const int chunk = group >= FHEML_KS_GROUP ? group : FHEML_KS_GROUP / group * group;
+    for (int64_t s = start; s < end; s += chunk) {
+        const int GK = (int)((end - s) < chunk ? (end - s) : chunk);
         const uint64_t *ins[FHEML_MAX_GROUP];
         uint32_t *smalls[FHEML_MAX_GROUP];
-        for (int g = 0; g < G; g++) {
+        for (int g = 0; g < GK; g++) {
             ins[g] = in + (size_t)(s + g) * (in_dim + 1);
             smalls[g] = sc->small + (size_t)g * (n + 1);
         }
         if (ksk) {
-            FN(keyswitch_group)(ksk, big, n, ks_base_log, ks_level, ins, G, smalls,
+            FN(keyswitch_group)(ksk, big, n, ks_base_log, ks_level, ins, GK, smalls,
                                 sc->ks_digits);
         } else {
-            for (int g = 0; g < G; g++)
+            for (int g = 0; g < GK; g++)
                 for (int j = 0; j <= n; j++)
                     smalls[g][j] = (uint32_t)((ins[g][j] + ((uint64_t)1 << 31)) >> 32);
         }
-        for (int g = 0; g < G; g++) {
-            /* modulus switch from 2^32 to 2N, round to nearest */
-            const uint32_t *c = smalls[g];
-            const int sh = 32 - log2_2n;
-            const uint32_t two_n_mask = ((uint32_t)1 << log2_2n) - 1;
-            for (int i = 0; i < n; i++)
-                sc->abar[(size_t)g * n + i] =
-                    (int32_t)((((c[i] >> (sh - 1)) + 1) >> 1) & two_n_mask);
-            int bbar = (int)((((c[n] >> (sh - 1)) + 1) >> 1) & two_n_mask);
-            uint64_t *a = sc->acc + (size_t)g * K1 * N;
-            memset(a, 0, (size_t)k * N * 8);
-            const uint64_t *lut = luts + (size_t)lut_index[s + g] * N;
-            FN(mul_xpow)(lut, a + (size_t)k * N, N, bbar == 0 ? 0 : 2 * N - bbar);
+        for (int s2 = 0; s2 < GK; s2 += group) {
+            const int G = GK - s2 < group ? GK - s2 : group;
+            for (int g = 0; g < G; g++) {
+                /* modulus switch from 2^32 to 2N, round to nearest */
+                const uint32_t *c = smalls[s2 + g];
+                const int sh = 32 - log2_2n;
+                const uint32_t two_n_mask = ((uint32_t)1 << log2_2n) - 1;
+                for (int i = 0; i < n; i++)
+                    sc->abar[(size_t)g * n + i] =
+                        (int32_t)((((c[i] >> (sh - 1)) + 1) >> 1) & two_n_mask);
+                int bbar = (int)((((c[n] >> (sh - 1)) + 1) >> 1) & two_n_mask);
+                uint64_t *a = sc->acc + (size_t)g * K1 * N;
+                memset(a, 0, (size_t)k * N * 8);
+                const uint64_t *lut = luts + (size_t)lut_index[s + s2 + g] * N;
+                FN(mul_xpow)(lut, a + (size_t)k * N, N, bbar == 0 ? 0 : 2 * N - bbar);
+            }
+            FN(blind_rotate_group)(p, bsk, n, k, pbs_base_log, pbs_level, sc->abar, G, sc->acc,
+                                   sc);
+            for (int g = 0; g < G; g++)
+                for (int i = 0; i < n_extract; i++)
+                    FN(sample_extract)(sc->acc + (size_t)g * K1 * N, k, N, i * extract_stride,
+                                       out + ((size_t)(s + s2 + g) * n_extract + i) * (big + 1));
         }
-        FN(blind_rotate_group)(p, bsk, n, k, pbs_base_log, pbs_level, sc->abar, G, sc->acc, sc);
-        for (int g = 0; g < G; g++)
-            for (int i = 0; i < n_extract; i++)
-                FN(sample_extract)(sc->acc + (size_t)g * K1 * N, k, N, i * extract_stride,
-                                   out + ((size_t)(s + g) * n_extract + i) * (big + 1));
     }
 }
