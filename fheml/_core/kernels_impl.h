@@ -249,15 +249,18 @@ static void FN(fft16_inverse)(const fft_plan *p, double *restrict re, double *re
 
 /* In-place decimation-in-frequency FFT, natural order in, bit-reversed out.
  * Twiddles for the stage of half-size h sit at tw[h .. 2h), value exp(+2*pi*i*j/(2h));
- * the forward transform uses their conjugate.  M >= 4.
- * Stages whose blocks are larger than FHEML_FFT_BLOCK sweep the whole array; then each block
- * runs all its remaining stages while it is in L1 (same arithmetic, cache-friendly order). */
-static void FN(fft_forward)(const fft_plan *p, double *restrict re, double *restrict im)
+ * the forward transform uses their conjugate.
+ * For M >= 64 the stages are grouped as: one radix-4 pass over the whole array (half-sizes
+ * M/2, M/4; fused with the decomposition in the bootstrap, see decompose_dif4), a radix-2
+ * stage M/8 when the number of stages is odd, radix-4 passes over the whole array while
+ * their blocks exceed FHEML_FFT_BLOCK, then each block runs all its remaining stages while
+ * it is in L1 (ending with half-sizes 8, 4, 2, 1).  fft_forward_rest is everything after
+ * the first pass. */
+static void FN(fft_forward_rest)(const fft_plan *p, double *restrict re, double *restrict im)
 {
     const int M = p->M;
-    int h = M >> 1;
-    /* stages h = M/2 .. 4, two at a time; an odd one out goes first */
-    if ((p->log2N - 1 - 2) & 1) {
+    int h = M >> 3;
+    if (!(p->log2N & 1)) { /* log2(M) odd */
         FN(dif2)(p, re, im, h, M);
         h >>= 1;
     }
@@ -269,15 +272,31 @@ static void FN(fft_forward)(const fft_plan *p, double *restrict re, double *rest
         for (; hh >= 32; hh >>= 2)
             FN(dif4)(p, re + b, im + b, hh, blk);
 #if FHEML_IMPL_AVX512
-        if (hh == 8) {
-            FN(fft16_forward)(p, re + b, im + b, blk);
-            continue;
-        }
-#endif
-        if (hh == 8)
-            FN(dif4)(p, re + b, im + b, hh, blk);
+        FN(fft16_forward)(p, re + b, im + b, blk);
+#else
+        FN(dif4)(p, re + b, im + b, 8, blk);
         FN(dif_last)(re + b, im + b, blk);
+#endif
     }
+}
+
+static void FN(fft_forward)(const fft_plan *p, double *restrict re, double *restrict im)
+{
+    const int M = p->M;
+    if (M >= 64) {
+        FN(dif4)(p, re, im, M >> 1, M);
+        FN(fft_forward_rest)(p, re, im);
+        return;
+    }
+    /* small sizes: radix-2 first when the stage count is odd, radix-4, the last two */
+    int h = M >> 1;
+    if ((p->log2N - 1 - 2) & 1) {
+        FN(dif2)(p, re, im, h, M);
+        h >>= 1;
+    }
+    for (; h >= 8; h >>= 2)
+        FN(dif4)(p, re, im, h, M);
+    FN(dif_last)(re, im, M);
 }
 
 /* Inverse DIT stage of half-size h (radix 2). */
@@ -379,32 +398,48 @@ static inline void FN(dit_first)(double *restrict re, double *restrict im, int M
 #endif
 }
 
-/* In-place decimation-in-time inverse FFT (unscaled), bit-reversed in, natural out: the
- * mirror of fft_forward (blocks in L1 first, then the large-stride stages). */
-static void FN(fft_inverse)(const fft_plan *p, double *restrict re, double *restrict im)
+/* Inverse DIT transform (unscaled), bit-reversed in, natural out, for M >= 64: the mirror
+ * of fft_forward except its last radix-4 pass (half-sizes M/4, M/2), which the caller runs
+ * (fused with the untwist and the conversion to the torus in the bootstrap). */
+static void FN(fft_inverse_head)(const fft_plan *p, double *restrict re, double *restrict im)
 {
     const int M = p->M;
-    /* h_top: half-size of the largest stage the forward transform ran per block */
-    int h_top = M >> 1;
-    if ((p->log2N - 1 - 2) & 1)
-        h_top >>= 1;
-    while (h_top >= 8 && 2 * h_top > FHEML_FFT_BLOCK)
+    /* h0: half-size of the first stage after the forward transform's first passes; h_top:
+     * of the largest one it ran per block */
+    const int h0 = (p->log2N & 1) ? M >> 3 : M >> 4;
+    int h_top = h0;
+    while (2 * h_top > FHEML_FFT_BLOCK)
         h_top >>= 2;
     const int blk = 2 * h_top < M ? 2 * h_top : M;
-    int h = 4;
+    int h = 16;
     for (int b = 0; b < M; b += blk) {
-        h = 4;
 #if FHEML_IMPL_AVX512
-        if (2 * h <= h_top) {
-            FN(fft16_inverse)(p, re + b, im + b, blk);
-            h <<= 2;
-        } else
+        FN(fft16_inverse)(p, re + b, im + b, blk);
+#else
+        FN(dit_first)(re + b, im + b, blk);
+        FN(dit4)(p, re + b, im + b, 8, blk);
 #endif
-            FN(dit_first)(re + b, im + b, blk);
-        for (; 2 * h <= h_top; h <<= 2)
+        for (h = 16; 2 * h <= h_top; h <<= 2)
             FN(dit4)(p, re + b, im + b, 2 * h, blk);
     }
     /* large-stride stages over the whole array */
+    for (; 2 * h <= h0; h <<= 2)
+        FN(dit4)(p, re, im, 2 * h, M);
+    if (!(p->log2N & 1))
+        FN(dit2)(p, re, im, h, M);
+}
+
+/* In-place inverse DIT transform (unscaled), bit-reversed in, natural out. */
+static void FN(fft_inverse)(const fft_plan *p, double *restrict re, double *restrict im)
+{
+    const int M = p->M;
+    if (M >= 64) {
+        FN(fft_inverse_head)(p, re, im);
+        FN(dit4)(p, re, im, M >> 1, M);
+        return;
+    }
+    FN(dit_first)(re, im, M);
+    int h = 4;
     for (; 4 * h <= M; h <<= 2)
         FN(dit4)(p, re, im, 2 * h, M);
     if (h < M)
@@ -495,6 +530,30 @@ static void FN(decompose_fold)(const fft_plan *p, uint64_t *restrict v, int base
     }
 }
 
+/* Decompose N torus values (v, overwritten) into `level` digit polynomials and transform
+ * each: polynomial l at out + l * N.  The SIMD copies fuse the decomposition with the first
+ * FFT pass (one pass over the data instead of three). */
+static void FN(forward_digits)(const fft_plan *p, uint64_t *restrict v, int base_log, int level,
+                               double *restrict out)
+{
+    const int M = p->M;
+#if FHEML_IMPL_AVX2
+    if (M >= 64) {
+#if FHEML_IMPL_AVX512
+        FN(decompose_dif4_v8)(p, v, base_log, level, out);
+#else
+        FN(decompose_dif4_v4)(p, v, base_log, level, out);
+#endif
+        for (int l = 0; l < level; l++)
+            FN(fft_forward_rest)(p, out + (size_t)l * 2 * M, out + (size_t)l * 2 * M + M);
+        return;
+    }
+#endif
+    FN(decompose_fold)(p, v, base_log, level, out);
+    for (int l = 0; l < level; l++)
+        FN(fft_forward)(p, out + (size_t)l * 2 * M, out + (size_t)l * 2 * M + M);
+}
+
 /* Inverse FFT then untwist (includes the 1/M scale) into N doubles. */
 static void FN(backward_f64)(const fft_plan *p, double *restrict re, double *restrict im,
                              double *restrict out)
@@ -549,6 +608,18 @@ static void FN(backward_add_torus)(const fft_plan *p, double *restrict re, doubl
                                    uint64_t *restrict acc)
 {
     const int M = p->M;
+#if FHEML_IMPL_AVX2
+    if (M >= 64) {
+        /* the last FFT pass fused with the untwist and the conversion */
+        FN(fft_inverse_head)(p, re, im);
+#if FHEML_IMPL_AVX512
+        FN(dit4_untwist_add_v8)(p, re, im, acc);
+#else
+        FN(dit4_untwist_add_v4)(p, re, im, acc);
+#endif
+        return;
+    }
+#endif
     FN(fft_inverse)(p, re, im);
 #if FHEML_IMPL_AVX512
     if (M % 8 == 0) {
@@ -716,9 +787,7 @@ static void FN(blind_rotate_group)(const fft_plan *p, const double *restrict bsk
             for (int q = 0; q < K1; q++) {
                 double *f = fd + (size_t)q * level * 2 * M;
                 FN(rotate_minus_self)(a + (size_t)q * N, sc->diff, N, e);
-                FN(decompose_fold)(p, sc->diff, base_log, level, f);
-                for (int l = 0; l < level; l++)
-                    FN(fft_forward)(p, f + (size_t)l * 2 * M, f + (size_t)l * 2 * M + M);
+                FN(forward_digits)(p, sc->diff, base_log, level, f);
             }
         }
         /* multiply-accumulate with the GGSW rows in the Fourier domain */

@@ -31,9 +31,32 @@
 #endif
 #define VFN(name) FHEML_CAT(name, FHEML_CAT(_v, FHEML_VW))
 
-/* One radix-4 block of the forward DIF transform (see dif4 in kernels_impl.h): outputs
- * a + b + c + d, (a + c - b - d) conj(v), (t1 + t3) conj(w), (t1 - t3) conj(w3) with
- * t1 = a - c, t3 = -i (b - d): three complex multiplies.  Q % FHEML_VW == 0. */
+/* The radix-4 butterfly of the forward DIF transform on one vector of each of the four
+ * quarters a, b, c, d (see dif4 in kernels_impl.h): outputs a + b + c + d,
+ * (a + c - b - d) conj(v), (t1 + t3) conj(w), (t1 - t3) conj(w3) with t1 = a - c,
+ * t3 = -i (b - d): three complex multiplies.  o[0..7]: out a re, im, b re, im, ... */
+static inline __attribute__((always_inline)) void
+FN(VFN(dif4_core))(VD Ar, VD Ai, VD Br, VD Bi, VD Cr, VD Ci, VD Dr, VD Di, VD wr, VD wi, VD vr,
+                   VD vi, VD ur, VD ui, double *const o[8], int j)
+{
+    VD a1r = VADD(Ar, Cr), a1i = VADD(Ai, Ci);
+    VD t1r = VSUB(Ar, Cr), t1i = VSUB(Ai, Ci);
+    VD b1r = VADD(Br, Dr), b1i = VADD(Bi, Di);
+    VD t3r = VSUB(Bi, Di), t3i = VSUB(Dr, Br); /* -i (b - d) */
+    VST(o[0] + j, VADD(a1r, b1r));
+    VST(o[1] + j, VADD(a1i, b1i));
+    VD xr = VSUB(a1r, b1r), xi = VSUB(a1i, b1i);
+    VST(o[2] + j, VFMADD(xr, vr, VMUL(xi, vi)));
+    VST(o[3] + j, VFMSUB(xi, vr, VMUL(xr, vi)));
+    VD pr = VADD(t1r, t3r), pi = VADD(t1i, t3i);
+    VST(o[4] + j, VFMADD(pr, wr, VMUL(pi, wi)));
+    VST(o[5] + j, VFMSUB(pi, wr, VMUL(pr, wi)));
+    VD qr = VSUB(t1r, t3r), qi = VSUB(t1i, t3i);
+    VST(o[6] + j, VFMADD(qr, ur, VMUL(qi, ui)));
+    VST(o[7] + j, VFMSUB(qi, ur, VMUL(qr, ui)));
+}
+
+/* One radix-4 block of the forward DIF transform, in place.  Q % FHEML_VW == 0. */
 static inline void FN(VFN(dif4_block))(double *restrict ar, double *restrict ai,
                                        double *restrict br, double *restrict bi,
                                        double *restrict cr, double *restrict ci,
@@ -43,35 +66,39 @@ static inline void FN(VFN(dif4_block))(double *restrict ar, double *restrict ai,
                                        const double *restrict w3r, const double *restrict w3i,
                                        int Q)
 {
-    for (int j = 0; j < Q; j += FHEML_VW) {
-        VD Ar = VLD(ar + j), Ai = VLD(ai + j);
-        VD Br = VLD(br + j), Bi = VLD(bi + j);
-        VD Cr = VLD(cr + j), Ci = VLD(ci + j);
-        VD Dr = VLD(dr + j), Di = VLD(di + j);
-        VD a1r = VADD(Ar, Cr), a1i = VADD(Ai, Ci);
-        VD t1r = VSUB(Ar, Cr), t1i = VSUB(Ai, Ci);
-        VD b1r = VADD(Br, Dr), b1i = VADD(Bi, Di);
-        VD t3r = VSUB(Bi, Di), t3i = VSUB(Dr, Br); /* -i (b - d) */
-        VST(ar + j, VADD(a1r, b1r));
-        VST(ai + j, VADD(a1i, b1i));
-        VD xr = VSUB(a1r, b1r), xi = VSUB(a1i, b1i);
-        VD vr = VLD(w2r + j), vi = VLD(w2i + j);
-        VST(br + j, VFMADD(xr, vr, VMUL(xi, vi)));
-        VST(bi + j, VFMSUB(xi, vr, VMUL(xr, vi)));
-        VD pr = VADD(t1r, t3r), pi = VADD(t1i, t3i);
-        VD wr = VLD(w1r + j), wi = VLD(w1i + j);
-        VST(cr + j, VFMADD(pr, wr, VMUL(pi, wi)));
-        VST(ci + j, VFMSUB(pi, wr, VMUL(pr, wi)));
-        VD qr = VSUB(t1r, t3r), qi = VSUB(t1i, t3i);
-        VD ur = VLD(w3r + j), ui = VLD(w3i + j);
-        VST(dr + j, VFMADD(qr, ur, VMUL(qi, ui)));
-        VST(di + j, VFMSUB(qi, ur, VMUL(qr, ui)));
-    }
+    double *const o[8] = {ar, ai, br, bi, cr, ci, dr, di};
+    for (int j = 0; j < Q; j += FHEML_VW)
+        FN(VFN(dif4_core))(VLD(ar + j), VLD(ai + j), VLD(br + j), VLD(bi + j), VLD(cr + j),
+                           VLD(ci + j), VLD(dr + j), VLD(di + j), VLD(w1r + j), VLD(w1i + j),
+                           VLD(w2r + j), VLD(w2i + j), VLD(w3r + j), VLD(w3i + j), o, j);
 }
 
-/* One radix-4 block of the inverse DIT transform (see dit4 in kernels_impl.h): with
- * y = b v, x = c w, z = d w3: outputs a + y + (x + z), a - y + i (x - z), a + y - (x + z),
- * a - y - i (x - z).  Three complex multiplies. */
+/* The radix-4 butterfly of the inverse DIT transform (see dit4 in kernels_impl.h): with
+ * y = b v, x = c w, z = d w3, outputs a + y + (x + z), a - y + i (x - z), a + y - (x + z),
+ * a - y - i (x - z) into r[0..7] (a re, im, b re, im, ...).  Three complex multiplies. */
+static inline __attribute__((always_inline)) void
+FN(VFN(dit4_core))(VD Ar, VD Ai, VD Br, VD Bi, VD Cr, VD Ci, VD Dr, VD Di, VD wr, VD wi, VD vr,
+                   VD vi, VD ur, VD ui, VD r[8])
+{
+    VD yr = VFMSUB(Br, vr, VMUL(Bi, vi)), yi = VFMADD(Br, vi, VMUL(Bi, vr));
+    VD xr = VFMSUB(Cr, wr, VMUL(Ci, wi)), xi = VFMADD(Cr, wi, VMUL(Ci, wr));
+    VD zr = VFMSUB(Dr, ur, VMUL(Di, ui)), zi = VFMADD(Dr, ui, VMUL(Di, ur));
+    VD a1r = VADD(Ar, yr), a1i = VADD(Ai, yi);
+    VD b1r = VSUB(Ar, yr), b1i = VSUB(Ai, yi);
+    VD sr = VADD(xr, zr), si = VADD(xi, zi);
+    VD tr = VSUB(xr, zr), ti = VSUB(xi, zi);
+    r[0] = VADD(a1r, sr);
+    r[1] = VADD(a1i, si);
+    r[4] = VSUB(a1r, sr);
+    r[5] = VSUB(a1i, si);
+    /* times i: (-ti, tr) */
+    r[2] = VSUB(b1r, ti);
+    r[3] = VADD(b1i, tr);
+    r[6] = VADD(b1r, ti);
+    r[7] = VSUB(b1i, tr);
+}
+
+/* One radix-4 block of the inverse DIT transform, in place. */
 static inline void FN(VFN(dit4_block))(double *restrict ar, double *restrict ai,
                                        double *restrict br, double *restrict bi,
                                        double *restrict cr, double *restrict ci,
@@ -81,30 +108,14 @@ static inline void FN(VFN(dit4_block))(double *restrict ar, double *restrict ai,
                                        const double *restrict w3r, const double *restrict w3i,
                                        int Q)
 {
+    double *const o[8] = {ar, ai, br, bi, cr, ci, dr, di};
     for (int j = 0; j < Q; j += FHEML_VW) {
-        VD Ar = VLD(ar + j), Ai = VLD(ai + j);
-        VD Br = VLD(br + j), Bi = VLD(bi + j);
-        VD Cr = VLD(cr + j), Ci = VLD(ci + j);
-        VD Dr = VLD(dr + j), Di = VLD(di + j);
-        VD vr = VLD(w2r + j), vi = VLD(w2i + j);
-        VD yr = VFMSUB(Br, vr, VMUL(Bi, vi)), yi = VFMADD(Br, vi, VMUL(Bi, vr));
-        VD wr = VLD(w1r + j), wi = VLD(w1i + j);
-        VD xr = VFMSUB(Cr, wr, VMUL(Ci, wi)), xi = VFMADD(Cr, wi, VMUL(Ci, wr));
-        VD ur = VLD(w3r + j), ui = VLD(w3i + j);
-        VD zr = VFMSUB(Dr, ur, VMUL(Di, ui)), zi = VFMADD(Dr, ui, VMUL(Di, ur));
-        VD a1r = VADD(Ar, yr), a1i = VADD(Ai, yi);
-        VD b1r = VSUB(Ar, yr), b1i = VSUB(Ai, yi);
-        VD sr = VADD(xr, zr), si = VADD(xi, zi);
-        VD tr = VSUB(xr, zr), ti = VSUB(xi, zi);
-        VST(ar + j, VADD(a1r, sr));
-        VST(ai + j, VADD(a1i, si));
-        VST(cr + j, VSUB(a1r, sr));
-        VST(ci + j, VSUB(a1i, si));
-        /* times i: (-ti, tr) */
-        VST(br + j, VSUB(b1r, ti));
-        VST(bi + j, VADD(b1i, tr));
-        VST(dr + j, VADD(b1r, ti));
-        VST(di + j, VSUB(b1i, tr));
+        VD r[8];
+        FN(VFN(dit4_core))(VLD(ar + j), VLD(ai + j), VLD(br + j), VLD(bi + j), VLD(cr + j),
+                           VLD(ci + j), VLD(dr + j), VLD(di + j), VLD(w1r + j), VLD(w1i + j),
+                           VLD(w2r + j), VLD(w2i + j), VLD(w3r + j), VLD(w3i + j), r);
+        for (int t = 0; t < 8; t++)
+            VST(o[t] + j, r[t]);
     }
 }
 
@@ -220,6 +231,89 @@ static void FN(VFN(untwist_add_torus))(const fft_plan *p, const double *restrict
         VD a = VFMSUB(xr, wr, VMUL(xi, wi)), b = VFMADD(xr, wi, VMUL(xi, wr));
         VIST(lo + j, VIADD(VILD(lo + j), FN(VFN(to_torus))(a)));
         VIST(hi + j, VIADD(VILD(hi + j), FN(VFN(to_torus))(b)));
+    }
+}
+
+/* One digit of each value of a vector pair (low half s0, high half s1 of a polynomial),
+ * least significant level first (see decompose_fold in kernels_impl.h), folded and twisted
+ * into one complex point. */
+static inline __attribute__((always_inline)) void
+FN(VFN(digit_point))(VI *s0, VI *s1, VI mask, VI one, VI halfm1, int base_log, VD tr, VD ti,
+                     VD *re, VD *im)
+{
+    VI d0 = VIAND(*s0, mask), d1 = VIAND(*s1, mask);
+    *s0 = VISRL(*s0, base_log);
+    *s1 = VISRL(*s1, base_log);
+    VI c0 = VISRL(VIADD(VIADD(d0, VIAND(*s0, one)), halfm1), base_log);
+    VI c1 = VISRL(VIADD(VIADD(d1, VIAND(*s1, one)), halfm1), base_log);
+    *s0 = VIADD(*s0, c0);
+    *s1 = VIADD(*s1, c1);
+    VD x = VI2D(VISUB(d0, VISLL(c0, base_log)));
+    VD y = VI2D(VISUB(d1, VISLL(c1, base_log)));
+    *re = VFMSUB(x, tr, VMUL(y, ti));
+    *im = VFMADD(x, ti, VMUL(y, tr));
+}
+
+/* Decompose N torus values into `level` digit polynomials, fold and twist them and run the
+ * first radix-4 pass of the forward FFT (half-sizes M/2, M/4) on each, in one pass over v:
+ * the digit polynomial l goes to out + l * N ready for fft_forward_rest.  Same arithmetic as
+ * decompose_fold then dif4.  M % (4 * FHEML_VW) == 0. */
+static inline void FN(VFN(decompose_dif4))(const fft_plan *p, const uint64_t *restrict v, int base_log,
+                                    int level, double *restrict out)
+{
+    const int M = p->M, H = M / 2, Q = M / 4, total = base_log * level;
+    const int rsh = total < 64 ? 64 - total : 0;
+    const VI mask = VI1((long long)(((uint64_t)1 << base_log) - 1));
+    const VI one = VI1(1), halfm1 = VI1((long long)(((uint64_t)1 << (base_log - 1)) - 1));
+    for (int j = 0; j < Q; j += FHEML_VW) {
+        VI s0[4], s1[4];
+        for (int t = 0; t < 4; t++) {
+            s0[t] = VILD(v + t * Q + j);
+            s1[t] = VILD(v + M + t * Q + j);
+            if (rsh) {
+                s0[t] = VIADD(VISRL(s0[t], rsh), VIAND(VISRL(s0[t], rsh - 1), one));
+                s1[t] = VIADD(VISRL(s1[t], rsh), VIAND(VISRL(s1[t], rsh - 1), one));
+            }
+        }
+        const VD wr = VLD(p->tw_re + H + j), wi = VLD(p->tw_im + H + j);
+        const VD vr = VLD(p->tw_re + Q + j), vi = VLD(p->tw_im + Q + j);
+        const VD ur = VLD(p->tw3_re + H + j), ui = VLD(p->tw3_im + H + j);
+        for (int l = level - 1; l >= 0; l--) {
+            VD pr[4], pi[4];
+            for (int t = 0; t < 4; t++)
+                FN(VFN(digit_point))(&s0[t], &s1[t], mask, one, halfm1, base_log,
+                                     VLD(p->twist_re + t * Q + j), VLD(p->twist_im + t * Q + j),
+                                     &pr[t], &pi[t]);
+            double *re = out + (size_t)l * 2 * M, *im = re + M;
+            double *const o[8] = {re, im, re + Q, im + Q, re + H, im + H, re + H + Q, im + H + Q};
+            FN(VFN(dif4_core))(pr[0], pi[0], pr[1], pi[1], pr[2], pi[2], pr[3], pi[3], wr, wi, vr,
+                               vi, ur, ui, o, j);
+        }
+    }
+}
+
+/* The last radix-4 pass of the inverse FFT (half-sizes M/4, M/2), the untwist and
+ * acc += result (mod 2^64) in one pass (same arithmetic as dit4 then untwist_add_torus).
+ * M % (4 * FHEML_VW) == 0. */
+static inline void FN(VFN(dit4_untwist_add))(const fft_plan *p, const double *restrict re,
+                                      const double *restrict im, uint64_t *restrict acc)
+{
+    const int M = p->M, H = M / 2, Q = M / 4;
+    for (int j = 0; j < Q; j += FHEML_VW) {
+        VD r[8];
+        FN(VFN(dit4_core))(VLD(re + j), VLD(im + j), VLD(re + Q + j), VLD(im + Q + j),
+                           VLD(re + H + j), VLD(im + H + j), VLD(re + H + Q + j),
+                           VLD(im + H + Q + j), VLD(p->tw_re + H + j), VLD(p->tw_im + H + j),
+                           VLD(p->tw_re + Q + j), VLD(p->tw_im + Q + j),
+                           VLD(p->tw3_re + H + j), VLD(p->tw3_im + H + j), r);
+        for (int t = 0; t < 4; t++) {
+            const int c = t * Q + j;
+            VD wr = VLD(p->untwist_re + c), wi = VLD(p->untwist_im + c);
+            VD xr = r[2 * t], xi = r[2 * t + 1];
+            VD a = VFMSUB(xr, wr, VMUL(xi, wi)), b = VFMADD(xr, wi, VMUL(xi, wr));
+            VIST(acc + c, VIADD(VILD(acc + c), FN(VFN(to_torus))(a)));
+            VIST(acc + M + c, VIADD(VILD(acc + M + c), FN(VFN(to_torus))(b)));
+        }
     }
 }
 
