@@ -27,9 +27,12 @@ def step_us(N, k, level, rng, repeat=3):
     R, K1 = (k + 1) * level, k + 1
     n = int(np.clip(8e6 // (R * K1 * N * 8), 8, 256))
     plan = _kernels.FourierPlan(N)
-    bsk = rng.uniform(-0.5, 0.5, (n, R, K1, N)) * 1e-3
+    # aligned like the engine's keys and workspaces
+    bsk = _kernels.aligned_empty((n, R, K1, N), np.float64)
+    bsk[...] = rng.uniform(-0.5, 0.5, bsk.shape) * 1e-3
     abar = rng.integers(1, 2 * N, (GROUP, n)).astype(np.int32)
-    acc = rng.integers(0, 2**64, (GROUP, K1, N), dtype=np.uint64)
+    acc = _kernels.aligned_empty((GROUP, K1, N), np.uint64)
+    acc[...] = rng.integers(0, 2**64, acc.shape, dtype=np.uint64)
     base_log = min(23, 60 // level)
     ws = _kernels.PbsWorkspace(n, k, N, level, 1, GROUP)
     best = np.inf

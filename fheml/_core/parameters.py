@@ -170,7 +170,7 @@ def var_keyswitch(input_dimension, ks_base_log, ks_level, ksk_variance):
 # rounding) and 1.23 on AVX2; AVX-512 is bit-identical to AVX2.  Each path's factor is its
 # largest measured ratio plus ~10 % (statistics and the spread between sets);
 # tests/_core/test_noise.py re-measures them.
-FFT_NOISE_FACTORS = {"portable": 1.5, "avx2": 1.35, "avx512": 1.35}
+FFT_NOISE_FACTORS = {"portable": 1.35, "avx2": 1.2, "avx512": 1.2}
 # A server need not have the client's CPU: selection covers every path that may run the
 # circuit, so the model uses the largest factor.  Sets are never less conservative than
 # shared/tools/pfail.py (which uses 1).

@@ -117,3 +117,17 @@ def test_plan_rejects_bad_sizes():
     for N in (100, 4, 1 << 18):
         with pytest.raises(ValueError):
             _kernels.FourierPlan(N)
+
+
+def test_plan_tables_and_transforms_are_cache_line_aligned():
+    """Large numpy arrays start 16 bytes into a page; the kernels' 64-byte loads would then
+    straddle cache lines (~20 % slower bootstraps), so the arrays they stream are aligned."""
+    plan = _kernels.FourierPlan(4096)
+    for table in plan.tables.values():
+        assert table.ctypes.data % _kernels.ALIGNMENT == 0 and table.dtype == np.float64
+    f = _kernels.fft_forward_torus(plan, rng.integers(0, 2**64, (3, 4096), dtype=np.uint64))
+    assert f.ctypes.data % _kernels.ALIGNMENT == 0 and f.flags.c_contiguous
+    for shape, dtype in (((5, 3, 1000), np.float64), ((7,), np.uint32), ((0, 4), np.uint64)):
+        a = _kernels.aligned_empty(shape, dtype)
+        assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
+        assert a.ctypes.data % _kernels.ALIGNMENT == 0 or a.size == 0
