@@ -166,10 +166,11 @@ def var_keyswitch(input_dimension, ks_base_log, ks_level, ksk_variance):
 # The FFT term of TFHE.md is calibrated for tfhe-rs's FFT.  fheml's kernels were measured
 # against it, per kernel path (benchmarks/fft_noise.py: one CMux step on uniform data against
 # the exact integer result, phase variance under a binary key, at the sets selected for
-# p = 1..8 at 2^-40): the largest ratio was 1.36 on the portable path (no FMA: more
-# rounding) and 1.23 on AVX2; AVX-512 is bit-identical to AVX2.  Each path's factor is its
-# largest measured ratio plus ~10 % (statistics and the spread between sets);
-# tests/_core/test_noise.py re-measures them.
+# p = 1..8 at 2^-40, 16 steps up to N=8192): the largest ratio is 1.22 on the portable path
+# (no FMA: more rounding) and 1.10 on AVX2, both at p=4; AVX-512 is bit-identical to AVX2.
+# (Before the radix-4 passes took the product twiddles from a table they were 1.36 and
+# 1.23.)  Each path's factor is its largest measured ratio plus ~10 % (statistics and the
+# spread between sets); tests/_core/test_noise.py re-measures them.
 FFT_NOISE_FACTORS = {"portable": 1.35, "avx2": 1.2, "avx512": 1.2}
 # A server need not have the client's CPU: selection covers every path that may run the
 # circuit, so the model uses the largest factor.  Sets are never less conservative than
@@ -393,23 +394,23 @@ def cost_ks(input_dimension, output_dimension, ks_level):
 #     (k+1)·l·A_N + (k+1)·B_N + (k+1)²·l·C_N   microseconds
 # (A: decomposition and forward FFT of one digit polynomial; B: rotation, inverse FFT and
 # conversion of one output polynomial; C: multiply-accumulate per GGSW row and column),
-# fitted by benchmarks/pbs_cost_table.py (two runs pooled, fit within ~10 %: the machine was
-# shared) on one thread of the AVX-512 kernels (Xeon of the development machine); N = 65536
-# is extrapolated (x2.2 per doubling, as 16384 -> 32768).
+# fitted by benchmarks/pbs_cost_table.py (fit within ~5 % from N=1024 on, 13 % at 256; the
+# machine was shared) on one thread of the AVX-512 kernels (Xeon of the development
+# machine); N = 65536 is extrapolated (x2.2 per doubling, as 16384 -> 32768).
 # The keyswitch costs _KS_COST_US per multiply-subtract (n_in·l·(n+1) of them), keyswitched
 # eight at a time.  Only ratios matter to the selector.
 _STEP_COST_US = {
-    256: (0.256, 0.163, 0.089),
-    512: (0.579, 0.503, 0.146),
-    1024: (1.33, 1.319, 0.232),
-    2048: (1.936, 3.378, 0.714),
-    4096: (3.597, 7.852, 1.852),
-    8192: (14.954, 15.958, 2.527),
-    16384: (26.468, 35.768, 9.455),
-    32768: (64.546, 78.768, 21.976),
+    256: (0.239, 0.254, 0.035),
+    512: (0.472, 0.605, 0.075),
+    1024: (0.947, 1.322, 0.13),
+    2048: (1.681, 2.71, 0.395),
+    4096: (4.052, 5.411, 1.072),
+    8192: (7.805, 9.6, 3.877),
+    16384: (23.165, 19.21, 10.494),
+    32768: (35.428, 61.344, 25.301),
 }
 _STEP_COST_US[65536] = tuple(2.2 * c for c in _STEP_COST_US[32768])
-_KS_COST_US = 9.2e-5
+_KS_COST_US = 9.4e-5
 
 
 def time_pbs(lwe_dimension, glwe_dimension, polynomial_size, pbs_level):
