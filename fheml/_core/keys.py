@@ -786,7 +786,7 @@ class EvaluationKeys:
         if self._ksk_bodies.shape != (kN, L) or self._bsk_bodies.shape != (n, R, N):
             raise ValueError("evaluation key bodies do not match the parameters")
         # The kernel keeps the top 32 bits of the keyswitching key (see kernels_impl.h).
-        ksk = np.empty((kN, L, n + 1), dtype=np.uint32)
+        ksk = _kernels.aligned_empty((kN, L, n + 1), np.uint32)
         flat = ksk.reshape(kN * L, n + 1)
         chunk = max(1, (1 << 22) // n)
         for r0 in range(0, kN * L, chunk):
@@ -794,7 +794,7 @@ class EvaluationKeys:
             flat[r0:r1, :n] = _top32(_ksk_masks(p, self.mask_seed, r0, r1))
         flat[:, n] = _top32(self._ksk_bodies.reshape(-1))
         plan = _fourier_plan(N)
-        bsk = np.empty((n, R, k + 1, N), dtype=np.float64)
+        bsk = _kernels.aligned_empty((n, R, k + 1, N), np.float64)
         ggsw = np.empty((R, k + 1, N), dtype=np.uint64)
         for i in range(n):
             ggsw[:, :k, :] = _bsk_masks(p, self.mask_seed, i)
