@@ -920,7 +920,7 @@ class Client:
             m = self.spec.packed.decrypt(self.packed_key(), result.values[0], result.rows)
         except ValueError as exc:  # another key or layout
             raise error(str(exc)) from None
-        mod = 1 << (self.spec.precision + 1)
+        mod = 1 << self.spec.precision  # every output spans fewer values (see PackedPlan)
         outs, start = [], 0
         for spec in self.spec.outputs:
             size = int(np.prod(spec["shape"], dtype=np.int64))

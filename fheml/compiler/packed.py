@@ -20,11 +20,11 @@ and the rounding of the input words are multiplied by it) and with the bits of t
 decrypted value.  With ``D > 1`` digits the weights are split in base ``2^k``:
 ``W = sum_j 2^(j k) W_j``, the lower digits balanced in ``[-2^(k-1), 2^(k-1))``, the top one
 the rest.  The server computes every digit's product ``m_j = u @ W_j + c_j`` from the same
-uploaded ciphertext and the client forms ``y = sum_j 2^(j k) m_j`` modulo ``2^(P+1)``
+uploaded ciphertext and the client forms ``y = sum_j 2^(j k) m_j`` modulo ``2^P``
 (``P`` the circuit's precision).  Each digit is decrypted modulo ``2^M``: a lower digit
 exactly (its bias ``c_j`` shifts it into ``[0, 2^M)``, for every input in ``[0, U]^F``),
-the top one modulo ``2^M >= 2^(P + 1 - (D-1) k)``, all that ``y`` needs of it; ``M`` can be
-well below ``P + 1`` and the noise grows with the largest digit norm only, so the words
+the top one modulo ``2^M >= 2^(P - (D-1) k)``, all that ``y`` needs of it; ``M`` can be
+well below ``P`` and the noise grows with the largest digit norm only, so the words
 travel with fewer bits, for ``D`` times the server work and result.
 
 The number of digits is chosen at compile time by :meth:`PackedPlan.cost`; the client picks
@@ -210,14 +210,14 @@ def digit_bias(bias, digits, base_log, input_max):
 
 def _modulus_bits(digits, base_log, input_max, precision):
     """``M``: bits every digit is decrypted at (the module doc), or None when above
-    ``precision + 1`` (no gain)."""
+    ``precision`` (no gain)."""
     D = digits.shape[0]
-    need = [precision + 1 - (D - 1) * base_log, int(input_max).bit_length()]
+    need = [precision - (D - 1) * base_log, int(input_max).bit_length(), 2]
     for j in range(D - 1):
         top = int(_lower_digit_span(digits[j:j + 1], input_max).max()) + (1 << base_log) - 1
         need.append(top.bit_length())
     bits = max(need)
-    return bits if bits <= precision + 1 else None
+    return bits if bits <= precision else None
 
 
 def _digit_norm(digits):
@@ -314,7 +314,9 @@ class PackedPlan(_Layout):
     outputs : int
         ``O``, the flattened total output size.
     precision : int
-        ``P``, the circuit's precision: results are computed modulo ``2^(P+1)``.
+        ``P``, the circuit's precision: results are computed modulo ``2^P``, which holds
+        every output (the compiler's worst-case bounds of each output span fewer than
+        ``2^P`` values).
     input_max : int
         ``U``: the shifted inputs lie in ``[0, U]``.
     digits, digit_base_log : int, default=1, 0
@@ -348,7 +350,7 @@ class PackedPlan(_Layout):
         wd = weight_digits(weights, D, k)
         p = self.params
         bits = _modulus_bits(wd, k, self.input_max, self.precision) if D > 1 else \
-            self.precision + 1
+            max(2, self.precision)
         if bits != p.precision + 1 or _digit_norm(wd) > p.norm2 * (1 + 1e-9):
             raise ValueError("the packed parameters do not fit these weights")
         # (C, O*D, Fc): chunk c's digit j of output o (at o*D + j), reversed
@@ -434,7 +436,8 @@ class PackedPlan(_Layout):
 
     # -- client --------------------------------------------------------------------------
     def decrypt(self, key, ct, rows):
-        """Messages (rows, O) in ``[0, 2^(P+1))`` of a result of :meth:`evaluate`."""
+        """Messages (rows, O) in ``[0, 2^P)`` (the outputs modulo ``2^P``) of a result of
+        :meth:`evaluate`."""
         from fheml._core import decode
         from fheml._core.glwe import decrypt_glwe
         O, D = self.outputs, self.digits
@@ -445,7 +448,7 @@ class PackedPlan(_Layout):
         m = decode(decrypt_glwe(key, ct), self.params.precision)     # (G, O*D, B)
         m = m.reshape(m.shape[0], O, D, -1)
         shifts = (np.arange(D, dtype=np.int64) * self.digit_base_log)[None, None, :, None]
-        y = np.mod((m << shifts).sum(axis=2), 1 << (self.precision + 1))   # (G, O, B)
+        y = np.mod((m << shifts).sum(axis=2), 1 << self.precision)   # (G, O, B)
         return y.transpose(0, 2, 1).reshape(-1, O)[:rows]
 
     # -- server --------------------------------------------------------------------------
@@ -469,7 +472,8 @@ def plan_packing(program, p_error, input_max, polynomial_size=None, digits=None)
     program : Program
         Finalized (``precision`` set).
     p_error : float
-        Failure probability of each decrypted value (of each digit).
+        Failure probability of each decrypted output (``p_error / D`` for each of its
+        ``D`` digits).
     input_max : int
         ``U``: the shifted input values lie in ``[0, U]`` (``hi - lo`` of its spec).
     polynomial_size : int, optional
@@ -496,11 +500,12 @@ def plan_packing(program, p_error, input_max, polynomial_size=None, digits=None)
     best = None
     for D, k in choices:
         wd = weight_digits(weights, D, k)
-        bits = _modulus_bits(wd, k, input_max, P) if D > 1 else P + 1
+        bits = _modulus_bits(wd, k, input_max, P) if D > 1 else max(2, P)
         if bits is None:
             continue
         try:
-            params = select_glwe_parameters(bits - 1, p_error, _digit_norm(wd), min_size)
+            # the output fails if any of its D digits does: p_error / D each
+            params = select_glwe_parameters(bits - 1, p_error / D, _digit_norm(wd), min_size)
         except ValueError:
             continue
         if polynomial_size is not None and params.polynomial_size != polynomial_size:

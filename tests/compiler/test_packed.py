@@ -129,7 +129,7 @@ def test_more_features_than_coefficients():
     ct = plan.encrypt(key, X - lo)
     assert ct.shape == (3, 2)
     m = plan.decrypt(key, plan.evaluate(ct, 3), 3)
-    mod = 1 << (c.program.precision + 1)
+    mod = 1 << c.program.precision
     lo_out = c.client.spec.outputs[0]["lo"]
     np.testing.assert_array_equal(lo_out + np.mod(m - lo_out, mod), X @ W - 4)
 
@@ -201,7 +201,7 @@ def test_packed_noise_matches_model(digits):
     result = plan.evaluate(plan.encrypt(key, u), len(X))
     np.testing.assert_array_equal(plan.decrypt(key, result, len(X)),
                                   np.mod(u @ plan.weights + plan.bias,
-                                         1 << (c.program.precision + 1)))
+                                         1 << c.program.precision))
     # every digit's phase against its exact value and the noise model at its own norm
     D, M = plan.digits, plan.params.precision + 1
     wd = weight_digits(plan.weights, D, plan.digit_base_log)
@@ -250,8 +250,8 @@ def test_digits_exact_at_every_digit_extreme(digits):
     key = c.client.packed_key()
     u = X - spec["lo"]
     got = plan.decrypt(key, plan.evaluate(plan.encrypt(key, u), len(X)), len(X))
-    np.testing.assert_array_equal(got, np.mod(X @ W - 12345, 1 << (c.program.precision + 1)))
-    assert plan.params.precision < c.program.precision  # fewer bits decrypted per digit
+    np.testing.assert_array_equal(got, np.mod(X @ W - 12345, 1 << c.program.precision))
+    assert plan.params.precision + 1 < c.program.precision  # fewer bits decrypted per digit
 
 
 def test_300_features_upload_under_1kb():
