@@ -126,6 +126,30 @@ def _rounding_lsbs(q_weights, input_max, n_accum_bits):
     return lsbs, starts
 
 
+def _tie_offsets(q_weights, lsbs):
+    """Per neuron, an offset added to the accumulator before its rounding that changes no
+    rounded value but keeps every value away from the rounding ties.
+
+    Encrypted, a value exactly half-way between two multiples of ``2**lsbs`` rounds
+    either way (the noise decides).  A neuron's accumulator only takes multiples of the
+    power of two ``p`` dividing all its weights (times ``2**(top - lsbs)`` once its
+    weights are lifted to the layer's widest rounding, ``top``): ties are then frequent
+    (one value in ``2**lsbs / p``).  Adding ``p / 2`` puts every value half a grid step
+    from the boundaries, and rounds each value as before (ties were rounded upward).
+    Without room for it (``p == 1`` and no lift) the offset is 0.
+
+    Returns
+    -------
+    ndarray of float
+        The offsets, in units of the (unlifted) accumulator.
+    """
+    g = np.gcd.reduce(np.abs(q_weights).astype(np.int64), axis=0)
+    p = (g & -g).astype(np.float64)  # largest power of two dividing the weights (0: none)
+    lift = 2.0 ** (lsbs.max() - lsbs)
+    room = (p > 0) & (p < 2.0 ** lsbs) & (p * lift >= 2)
+    return np.where(room, p / 2, 0.0)
+
+
 # ------------------------------------------------------------------ the network --------
 
 class _QATNetwork:
@@ -223,6 +247,7 @@ class _QATNetwork:
                 return scale * acc + constant, cache
             lsbs, _ = _rounding_lsbs(q, input_max, self.n_accum_bits)
             step = 2.0 ** lsbs
+            acc = acc + _tie_offsets(q, lsbs)
             if rng is not None:
                 acc = acc + rng.normal(0.0, _ROUNDING_NOISE, acc.shape) * step
             z = scale * (_round_half_up(acc / step) * step) + constant
@@ -279,7 +304,7 @@ class _QuantizedMLP:
             a_scale, a_lo = network._activation_affine(i)
             self.hidden.append({
                 "weights": (q * lift).astype(np.int64),
-                "bias": (-starts * lift).astype(np.int64),
+                "bias": ((_tie_offsets(q, lsbs) - starts) * lift).astype(np.int64),
                 "lsbs": top,
                 "back": starts * lift,
                 "multiplier": scale / lift,
@@ -734,7 +759,7 @@ class _FHEMLPBase(BaseFHEEstimator):
                 UserWarning, stacklevel=3)
 
     # -- compilation -------------------------------------------------------------------------
-    def compile(self, X=None):
+    def compile(self, X=None, *, p_error=None, global_p_error=None, verbose=None):
         """Compile the quantized network to an FHE circuit (one lookup per hidden neuron).
 
         Parameters
@@ -742,13 +767,18 @@ class _FHEMLPBase(BaseFHEEstimator):
         X : array-like of shape (n_samples, n_features), default=None
             Representative inputs added to the inputset (besides the rows reaching every
             first-layer accumulator's bounds and a sample of the training data).
+        p_error, global_p_error : float, optional
+            Failure probabilities of this circuit (default: the estimator's parameters).
+        verbose : bool, optional
+            As for every FHE estimator's ``compile``.
 
         Returns
         -------
         fheml.Circuit
         """
         try:
-            return super().compile(X)
+            return super().compile(X, p_error=p_error, global_p_error=global_p_error,
+                                   verbose=verbose)
         except ValueError as exc:
             if "norm2" in str(exc) and self.quantized_.hidden:
                 norms = [np.sqrt((layer["weights"] ** 2).sum(axis=0)).max()
