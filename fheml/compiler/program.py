@@ -597,7 +597,9 @@ def _noisy_indices(node, x, idx, std, rng):
     ``Phi(-d / std)``, and symmetrically downward.  Without ``round_bit_pattern``
     (``shift == 0``) both distances are half a unit: the lookup's failure probability.
     With it, values near a rounding tie move often (the encrypted rounding is
-    approximate) and values far from it almost never.
+    approximate) and values far from it almost never; the encrypted run adds half a unit
+    first (:func:`run_encrypted`), so that a tie sits half a unit inside the box it
+    rounds to rather than on the boundary.
     """
     from scipy.special import ndtr
 
@@ -605,7 +607,7 @@ def _noisy_indices(node, x, idx, std, rng):
     width = float(1 << shift)
     # position in the box, in [-width/2, width/2): 0 at its centre
     position = (x.astype(np.int64) - np.int64(node.attrs["lo"]) - (idx << shift)).astype(
-        np.float64)
+        np.float64) + (0.5 if shift else 0.0)
     up = ndtr(-(width / 2 - position) / std)
     down = ndtr(-(width / 2 + position) / std)
     u = rng.random(idx.shape)
@@ -722,7 +724,12 @@ def _run_stage(nodes, stage_nodes, values, inputs, evaluation_keys, backend, wid
             node = nodes[k]
             x = values[node.inputs[0]]
             x = np.array(x)  # own copy: offsets are applied in place
-            x[..., -1] -= backend(node.inputs[0]).encode(node.attrs["lo"])
+            encoding = backend(node.inputs[0])
+            x[..., -1] -= encoding.encode(node.attrs["lo"])
+            if node.attrs["shift"]:
+                # half a unit up: a rounding tie (rounded upward in the clear) is then
+                # half a unit above its box boundary instead of on it (see _noisy_indices)
+                x[..., -1] += encoding.delta >> np.uint64(1)
             premul = node.attrs["premul"]
             if premul != 1:
                 x *= np.uint64(premul)
