@@ -27,7 +27,7 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
-from scipy.special import expit, softmax
+from scipy.special import erfcinv, expit, softmax
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
@@ -49,11 +49,17 @@ from fheml.quantization import UniformQuantizer
 
 __all__ = ["FHEMLPClassifier", "FHEMLPRegressor"]
 
-# Standard deviation of the encrypted rounding before a lookup, in units of the rounding
-# step (2**lsbs): about what the cheapest parameter sets at p_error 2**-40 give (the
-# decision noise is 1/7 of half a step).  Injected during training so that the network
-# does not rely on which side of a tie a value rounds to.
-_ROUNDING_NOISE = 0.07
+def _rounding_noise(p_error, global_p_error, lookups):
+    """Standard deviation of the encrypted rounding before a lookup, in units of the
+    rounding step (a box of the lookup): the parameters are selected so that the noise
+    exceeds half a box with probability ``p_error`` (they meet it within a fraction of a
+    bit), e.g. 0.070 at ``2**-40`` and 0.049 at ``2**-80``.  Injected during training
+    (see :meth:`_QATNetwork.forward`) so that the network learns the margins the
+    encrypted rounding needs."""
+    p = 2.0 ** -40 if p_error is None else p_error
+    if global_p_error is not None:
+        p = min(p, -np.expm1(np.log1p(-global_p_error) / max(1, lookups)))
+    return 0.5 / (np.sqrt(2.0) * erfcinv(p))
 
 # Quantile of a ReLU / identity layer's outputs that sets its activation range (the rest
 # saturates): the maximum alone would spend the few activation levels on outliers.
@@ -165,6 +171,12 @@ class _QATNetwork:
     n_w_bits, n_a_bits, n_accum_bits : int
     ranges : list of (float, float) or None
         Activation range of every hidden layer (calibrated during training when None).
+
+    Attributes
+    ----------
+    rounding_noise : float
+        Noise of the encrypted rounding in training mode, in rounding steps (set from
+        the estimator's ``p_error``, see :func:`_rounding_noise`).
     """
 
     def __init__(self, coefs, intercepts, activation, input_quantizer, n_w_bits, n_a_bits,
@@ -178,6 +190,7 @@ class _QATNetwork:
         self.n_accum_bits = n_accum_bits
         fixed = _ACTIVATIONS[activation][2]
         self.ranges = list(ranges) if ranges is not None else [fixed] * (len(coefs) - 1)
+        self.rounding_noise = _rounding_noise(None, None, 1)
 
     def _input_affine(self):
         """``x = scale * q + offset`` for the quantized inputs."""
@@ -253,7 +266,7 @@ class _QATNetwork:
             lift = 2.0 ** (lsbs.max() - lsbs)
             acc = acc + _tie_offsets(q, lsbs) + (0.5 / lift if lsbs.max() else 0.0)
             if rng is not None:
-                acc = acc + rng.normal(0.0, _ROUNDING_NOISE, acc.shape) * step
+                acc = acc + rng.normal(0.0, self.rounding_noise, acc.shape) * step
             z = scale * (_round_half_up(acc / step) * step) + constant
             y = fn(z)
             if calibrate or self.ranges[i] is None:
@@ -663,6 +676,8 @@ class _FHEMLPBase(BaseFHEEstimator):
         network = _QATNetwork(coefs, intercepts, self.activation, quantizer, self.n_w_bits,
                               self.n_a_bits, self.n_accum_bits, ranges)
         q_x = quantizer.quant(X, warn=False)
+        network.rounding_noise = _rounding_noise(self.p_error, self.global_p_error,
+                                                 sum(self._sizes))
         _train(self, network, q_x, target, sample_weight, self._loss_name(),
                self._validation_score_fn(target), rng)
         self._set_network(network, q_x)
