@@ -830,7 +830,8 @@ class _FHEMLPBase(BaseFHEEstimator):
                 f"{q.out_weights.shape[1]} scores) cannot be decrypted exactly with these "
                 f"parameters: its scores span too many bits for the noise of the lookups "
                 f"before it ({exc}); lower n_w_bits or n_a_bits, or the size of the last "
-                f"hidden layer (hidden_layer_sizes[-1]={self._sizes[-1]})") from None
+                f"hidden layer (hidden_layer_sizes[-1]={self._sizes[-1]}), or raise "
+                f"p_error (now {self.p_error if p_error is None else p_error!r})") from None
 
 
 def _calibrated_ranges(model, X):

@@ -102,6 +102,7 @@ def test_accuracy_within_two_points_of_float(loader, hidden, extra):
         X_test, y_test)
     model = FHEMLPClassifier(hidden, **QAT, **extra).fit(X_train, y_train)  # defaults
     assert model.score(X_test, y_test) >= float_accuracy - 0.02
+    model.compile(X_train)  # the default configuration compiles
     # Every hidden neuron is one lookup of at most n_accum_bits bits: checked on the bounds
     # of the integer program, whatever the input (no compilation needed here).
     for layer in model.quantized_.hidden:
@@ -122,6 +123,7 @@ def test_regression_within_0_02_r2_of_float():
     # the regressor's defaults: finer activations and lookups than the classifier's
     model = FHEMLPRegressor(hidden_layer_sizes=(32, 16), **QAT).fit(X_train, y_train)
     assert model.score(X_test, y_test) >= float_r2 - 0.02
+    assert model.compile(X_train).statistics["lookup_precision"] == 5
 
 
 # ------------------------------------------------------------ integer program ------------
