@@ -14,7 +14,13 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from fheml.neural_network import FHEMLPClassifier, FHEMLPRegressor, _QATNetwork
+from fheml.neural_network import (
+    FHEMLPClassifier,
+    FHEMLPRegressor,
+    _QATNetwork,
+    _rounding_lsbs,
+    _tie_offsets,
+)
 from tests.compiler.conftest import use_cached_keys
 
 # The defaults are the quantization-aware training settings (see the docstring).
@@ -137,6 +143,25 @@ def test_integer_program_is_the_trained_network(cancer_model, cancer):
     trained, _ = network.forward(q)
     program = cancer_model.dequantize_output(cancer_model.quantized_.program(q))
     np.testing.assert_allclose(program, trained, rtol=1e-12, atol=1e-9)
+
+
+def test_tie_offsets_keep_the_rounding_and_leave_the_ties():
+    rng = np.random.default_rng(0)
+    q = rng.integers(-3, 4, (12, 40)) * 2 ** rng.integers(0, 4, 40)  # shared powers of two
+    lsbs, _ = _rounding_lsbs(q, 7, 4)
+    offsets = _tie_offsets(q, lsbs)
+    x = rng.integers(0, 8, (2000, 12))
+    acc = x @ q
+    step = 2.0 ** lsbs
+    np.testing.assert_array_equal(np.floor((acc + offsets) / step + 0.5),
+                                  np.floor(acc / step + 0.5))
+    # with room (an offset), no value is closer than the offset to a rounding boundary
+    distance = np.abs((acc + offsets + step / 2) % step)
+    distance = np.minimum(distance, step - distance)
+    room = offsets > 0
+    assert room.any() and (distance[:, room] >= offsets[room]).all()
+    tie = (acc % step == step / 2) & (lsbs > 0)
+    assert tie[:, room].any()  # these ties were on a boundary before the offsets
 
 
 def test_one_narrow_lookup_per_hidden_neuron(cancer_model, cancer):
