@@ -268,6 +268,17 @@ def test_verbose_early_stopping_and_warm_start(cancer, capsys):
     assert max(np.abs(a - b).max() for a, b in zip(first, model.coefs_)) < 0.1
 
 
+def test_quantile_calibration_narrows_the_input_ranges(cancer):
+    X, _, y, _ = cancer
+    ranges = {}
+    for calibration in ("minmax", "quantile"):
+        model = FHEMLPClassifier((4,), max_iter=2, calibration=calibration,
+                                 random_state=0).fit(X, y)
+        ranges[calibration] = model.input_quantizer_.scale_
+    assert (ranges["quantile"] <= ranges["minmax"]).all()
+    assert (ranges["quantile"] < ranges["minmax"]).any()
+
+
 def test_max_iter_warns_like_scikit_learn(cancer):
     X, _, y, _ = cancer
     with pytest.warns(ConvergenceWarning, match="Maximum iterations"):
