@@ -106,7 +106,10 @@ def _estimator_signature(cls):
     """``__init__`` signature of an FHE estimator: the wrapped class's parameters (names,
     defaults and kinds of the installed scikit-learn), then the FHE ones, keyword-only."""
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    params += _wrapped_parameters(cls._sklearn_estimator_class, cls._sklearn_params_exclude)
+    overrides = cls._sklearn_default_overrides
+    params += [p.replace(default=overrides[p.name]) if p.name in overrides else p
+               for p in _wrapped_parameters(cls._sklearn_estimator_class,
+                                            cls._sklearn_params_exclude)]
     taken = {p.name for p in params}
     params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
                for name, default in cls._fhe_params.items() if name not in taken]
@@ -155,7 +158,8 @@ def _parameters_doc(cls):
     sk_name = cls._sklearn_estimator_class.__name__
     lines = []
     for name, param in list(_estimator_signature(cls).parameters.items())[1:]:
-        entry = fhe.get(name) if name in cls._fhe_params else None
+        entry = fhe.get(name) if name in cls._fhe_params or \
+            name in cls._sklearn_default_overrides else None
         entry = entry or wrapped.get(name) or (
             f"{name} : default={param.default!r}\n    See ``{sk_name}``.")
         lines.append(entry)
@@ -217,8 +221,9 @@ class BaseFHEEstimator(BaseEstimator):
 
     A subclass sets ``_sklearn_estimator_class`` and writes no ``__init__``: its parameters
     are those of the wrapped scikit-learn class *in the installed version* (same names,
-    defaults and order, less ``_sklearn_params_exclude``), then its FHE parameters
-    ``_fhe_params`` (name -> default, keyword-only, constrained by
+    defaults and order, less ``_sklearn_params_exclude``; a default listed in
+    ``_sklearn_default_overrides`` is replaced, documented by the subclass), then its FHE
+    parameters ``_fhe_params`` (name -> default, keyword-only, constrained by
     ``_fhe_parameter_constraints``).  ``__init__``, its signature,
     ``_parameter_constraints`` and the Parameters section of the docstring (where the
     class docstring holds ``{parameters}``) are generated when the class is defined.
@@ -261,6 +266,9 @@ class BaseFHEEstimator(BaseEstimator):
     _sklearn_estimator_class = None
     # Wrapped parameters an FHE estimator does not expose (documented by the subclass).
     _sklearn_params_exclude = ()
+    # Wrapped parameters whose default the FHE estimator changes (name -> default; the
+    # subclass documents them in ``_fhe_params_doc`` with the reason).
+    _sklearn_default_overrides = {}
     # FHE parameters and their defaults, after the wrapped ones; their constraints and docs.
     _fhe_params = {"n_bits": 8, "p_error": None, "global_p_error": None, "n_jobs": None,
                    "calibration": "minmax"}

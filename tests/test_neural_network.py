@@ -14,11 +14,17 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from fheml.neural_network import FHEMLPClassifier, FHEMLPRegressor, _QATNetwork
+from fheml.neural_network import (
+    FHEMLPClassifier,
+    FHEMLPRegressor,
+    _QATNetwork,
+    _rounding_lsbs,
+    _tie_offsets,
+)
 from tests.compiler.conftest import use_cached_keys
 
-# Quantization-aware training needs more epochs than float training (see the docstring).
-QAT = {"learning_rate_init": 3e-3, "n_iter_no_change": 1000, "random_state": 0}
+# The defaults are the quantization-aware training settings (see the docstring).
+QAT = {"random_state": 0}
 
 # ------------------------------------------------------------- scikit-learn checks ---------
 
@@ -50,14 +56,22 @@ def test_parameters_are_the_wrapped_ones_less_the_solver_specific():
         theirs = dict(inspect.signature(sk).parameters)
         excluded = {"solver", "learning_rate", "power_t", "momentum", "nesterovs_momentum",
                     "max_fun"}
+        # documented changes for quantization-aware training (see the class docstring)
+        changed = {"learning_rate_init": 3e-3, "max_iter": 400, "n_iter_no_change": 1000}
         for name, p in theirs.items():
             if name in excluded:
                 assert name not in ours
+            elif name in changed:
+                assert ours[name].default == changed[name] != p.default, name
+                assert f"{name} : int, default={changed[name]}" in cls.__doc__ or \
+                    f"{name} : float, default={changed[name]}" in cls.__doc__
             else:
                 assert ours[name].default == p.default, name
-        assert {"n_bits", "n_w_bits", "n_a_bits", "n_accum_bits"} <= set(ours)
+        assert {"n_bits", "n_w_bits", "n_a_bits", "n_accum_bits", "alpha_l1"} <= set(ours)
         for name in excluded:
             assert f"``{name}``" in cls.__doc__
+    assert FHEMLPRegressor().n_accum_bits == 5 and FHEMLPClassifier().n_accum_bits == 4
+    assert "n_accum_bits : int, default=5" in FHEMLPRegressor.__doc__
 
 
 # ----------------------------------------------------------------------- data ------------
@@ -78,7 +92,7 @@ def cancer():
 @pytest.fixture(scope="module")
 def cancer_model(cancer):
     X_train, _, y_train, _ = cancer
-    return FHEMLPClassifier((30, 20), max_iter=300, **QAT).fit(X_train, y_train)
+    return FHEMLPClassifier((30, 20), **QAT).fit(X_train, y_train)
 
 
 # ---------------------------------------------------------------- acceptance -------------
@@ -92,8 +106,9 @@ def test_accuracy_within_two_points_of_float(loader, hidden, extra):
     X_train, X_test, y_train, y_test = _split(loader)
     float_accuracy = MLPClassifier(hidden, random_state=0).fit(X_train, y_train).score(
         X_test, y_test)
-    model = FHEMLPClassifier(hidden, max_iter=400, **QAT, **extra).fit(X_train, y_train)
+    model = FHEMLPClassifier(hidden, **QAT, **extra).fit(X_train, y_train)  # defaults
     assert model.score(X_test, y_test) >= float_accuracy - 0.02
+    model.compile(X_train)  # the default configuration compiles
     # Every hidden neuron is one lookup of at most n_accum_bits bits: checked on the bounds
     # of the integer program, whatever the input (no compilation needed here).
     for layer in model.quantized_.hidden:
@@ -111,10 +126,10 @@ def test_regression_within_0_02_r2_of_float():
     X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
     float_r2 = MLPRegressor(hidden_layer_sizes=(32, 16), max_iter=500, random_state=0).fit(
         X_train, y_train).score(X_test, y_test)
-    # Regression needs finer activations and lookups than classification (documented).
-    model = FHEMLPRegressor(hidden_layer_sizes=(32, 16), max_iter=500, n_accum_bits=6,
-                            n_a_bits=4, n_w_bits=4, **QAT).fit(X_train, y_train)
+    # the regressor's defaults: finer activations and lookups than the classifier's
+    model = FHEMLPRegressor(hidden_layer_sizes=(32, 16), **QAT).fit(X_train, y_train)
     assert model.score(X_test, y_test) >= float_r2 - 0.02
+    assert model.compile(X_train).statistics["lookup_precision"] == 5
 
 
 # ------------------------------------------------------------ integer program ------------
@@ -130,6 +145,25 @@ def test_integer_program_is_the_trained_network(cancer_model, cancer):
     np.testing.assert_allclose(program, trained, rtol=1e-12, atol=1e-9)
 
 
+def test_tie_offsets_keep_the_rounding_and_leave_the_ties():
+    rng = np.random.default_rng(0)
+    q = rng.integers(-3, 4, (12, 40)) * 2 ** rng.integers(0, 4, 40)  # shared powers of two
+    lsbs, _ = _rounding_lsbs(q, 7, 4)
+    offsets = _tie_offsets(q, lsbs)
+    x = rng.integers(0, 8, (2000, 12))
+    acc = x @ q
+    step = 2.0 ** lsbs
+    np.testing.assert_array_equal(np.floor((acc + offsets) / step + 0.5),
+                                  np.floor(acc / step + 0.5))
+    # with room (an offset), no value is closer than the offset to a rounding boundary
+    distance = np.abs((acc + offsets + step / 2) % step)
+    distance = np.minimum(distance, step - distance)
+    room = offsets > 0
+    assert room.any() and (distance[:, room] >= offsets[room]).all()
+    tie = (acc % step == step / 2) & (lsbs > 0)
+    assert tie[:, room].any()  # these ties were on a boundary before the offsets
+
+
 def test_one_narrow_lookup_per_hidden_neuron(cancer_model, cancer):
     X_train, X_test, _, _ = cancer
     circuit = cancer_model.compile(X_train)
@@ -138,11 +172,13 @@ def test_one_narrow_lookup_per_hidden_neuron(cancer_model, cancer):
     assert set(stats["lookups_by_precision"]) <= {1, 2, 3, 4}
     assert stats["lookup_precision"] <= cancer_model.n_accum_bits
     assert stats["levels"] == 2
-    # the clear circuit is the integer program; simulation agrees on nearly every row
+    # the clear circuit is the integer program
     q = cancer_model.quantize_input(X_test)
     np.testing.assert_array_equal(circuit.run(q), cancer_model.quantized_.program(q))
+    # simulation draws the encrypted rounding flips: a few rows near the decision
+    # boundary may change (measured 1-3 % on this split), most do not
     clear = cancer_model.predict(X_test)
-    assert np.mean(cancer_model.predict(X_test, fhe="simulate") == clear) >= 0.99
+    assert np.mean(cancer_model.predict(X_test, fhe="simulate") == clear) >= 0.95
 
 
 def test_encrypted_batch_matches_the_clear_program(cancer_model, cancer):
@@ -159,12 +195,14 @@ def test_encrypted_batch_matches_the_clear_program(cancer_model, cancer):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loader, hidden, rows", [(load_breast_cancer, (30, 20), 143),
-                                                  (load_digits, (64, 32), 100)],
-                         ids=["breast_cancer", "digits"])
-def test_encrypted_equals_clear_on_99_percent(loader, hidden, rows):
+@pytest.mark.parametrize("loader, hidden, rows, extra", [
+    (load_iris, (30, 20), 38, {"batch_size": 32}),
+    (load_breast_cancer, (30, 20), 143, {}),
+    (load_digits, (64, 32), 100, {}),
+], ids=["iris", "breast_cancer", "digits"])
+def test_encrypted_equals_clear_on_99_percent(loader, hidden, rows, extra):
     X_train, X_test, y_train, _ = _split(loader)
-    model = FHEMLPClassifier(hidden, max_iter=400, **QAT).fit(X_train, y_train)
+    model = FHEMLPClassifier(hidden, **QAT, **extra).fit(X_train, y_train)
     model.compile(X_train)
     encrypted = model.predict(X_test[:rows], fhe="execute")
     assert np.mean(encrypted == model.predict(X_test[:rows])) >= 0.99
@@ -230,10 +268,25 @@ def test_verbose_early_stopping_and_warm_start(cancer, capsys):
     assert max(np.abs(a - b).max() for a, b in zip(first, model.coefs_)) < 0.1
 
 
+def test_quantile_calibration_narrows_the_input_ranges(cancer):
+    X, _, y, _ = cancer
+    ranges = {}
+    for calibration in ("minmax", "quantile"):
+        model = FHEMLPClassifier((4,), max_iter=2, calibration=calibration,
+                                 random_state=0).fit(X, y)
+        ranges[calibration] = model.input_quantizer_.scale_
+    assert (ranges["quantile"] <= ranges["minmax"]).all()
+    assert (ranges["quantile"] < ranges["minmax"]).any()
+
+
 def test_max_iter_warns_like_scikit_learn(cancer):
     X, _, y, _ = cancer
     with pytest.warns(ConvergenceWarning, match="Maximum iterations"):
-        FHEMLPClassifier((4,), max_iter=2, random_state=0).fit(X, y)
+        FHEMLPClassifier((4,), max_iter=3, n_iter_no_change=2, random_state=0).fit(X, y)
+    # n_iter_no_change >= max_iter (the default) asks for max_iter epochs: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        assert FHEMLPClassifier((4,), max_iter=2, random_state=0).fit(X, y).n_iter_ == 2
 
 
 # -------------------------------------------------------- post-training quantization -----

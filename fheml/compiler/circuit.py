@@ -178,22 +178,37 @@ def _fed_by_fresh_encryptions(program, lookup):
     return program.nodes[lookup.inputs[0]].stage == 0
 
 
-def lookup_p_fail(program, lookup, params):
-    """Modelled failure probability of one element of ``lookup`` under ``params``.
+def lookup_noise_std(program, lookup, params):
+    """Standard deviation (torus units) of the noise at the decision of ``lookup``.
 
     The input's noise is ν·premul times a bootstrap output's noise, or times the noise
     of a fresh encryption when only fresh encryptions feed it; the keyswitch and the
     modulus switch add theirs.
     """
-    from fheml._core.parameters import log2_p_fail
-
     norm = program.nodes[lookup.inputs[0]].nu * lookup.attrs["premul"]
-    pin = lookup.attrs["pin"]
     if _fed_by_fresh_encryptions(program, lookup):
         variance = ((norm * params.big_noise_std) ** 2 + params.variance_ks
                     + params.variance_ms)
-        return 2.0 ** log2_p_fail(variance, pin)
-    return params.p_fail(pin, norm)
+    else:
+        variance = params.variance_at_lookup(norm)
+    return math.sqrt(variance)
+
+
+def lookup_p_fail(program, lookup, params):
+    """Modelled failure probability of one element of ``lookup`` under ``params`` (noise
+    of :func:`lookup_noise_std` beyond half a box of its read precision)."""
+    from fheml._core.parameters import log2_p_fail
+
+    return 2.0 ** log2_p_fail(lookup_noise_std(program, lookup, params) ** 2,
+                              lookup.attrs["pin"])
+
+
+def simulation_noise(program, params):
+    """``{lookup node: noise std in units of its input message}`` for simulation: a box of
+    the lookup (``2**-(pin + 1)`` of the torus) spans ``2**shift`` input units."""
+    return {k: lookup_noise_std(program, n, params) * 2.0 ** (n.attrs["pin"] + 1
+                                                               + n.attrs["shift"])
+            for k, n in enumerate(program.nodes) if n.op == "tlu"}
 
 
 def statistics(program, params, p_error):
@@ -1164,8 +1179,7 @@ class Circuit:
         if isinstance(packed, PackedPlan):
             self.statistics["packing"].update(weight_digits=packed.digits,
                                               result_bits_per_word=packed.params.output_bits)
-        self._simulation_p_fail = {k: lookup_p_fail(program, n, params)
-                                   for k, n in enumerate(program.nodes) if n.op == "tlu"}
+        self._simulation_noise = simulation_noise(program, params)
 
     @property
     def max_bit_width(self):
@@ -1214,16 +1228,19 @@ class Circuit:
         return checked
 
     def simulate(self, *args, seed=None):
-        """Evaluate in the clear, each lookup reading a neighbouring table entry with its
-        modelled failure probability (``parameters.p_fail`` at its precision and ν).
+        """Evaluate in the clear, each lookup reading a neighbouring table entry with the
+        probability its modelled noise gives at its input: the lookup's failure probability
+        (``parameters.p_fail`` at its precision and ν), and for a lookup reading through
+        :func:`fheml.round_bit_pattern` the approximate encrypted rounding (a value near a
+        rounding tie may round either way).
 
         Parameters
         ----------
         seed : int, optional
-            Seed of the failure draws.
+            Seed of the noise draws (``None``: fresh entropy).
         """
         arrays, batched = _check_args(self.client.spec.inputs, args)
-        backend = ClearBackend(np.random.default_rng(seed), self._simulation_p_fail)
+        backend = ClearBackend(np.random.default_rng(seed), self._simulation_noise)
         return self._outputs(self._run_clear(arrays, backend), batched)
 
     def keygen(self, force=False, verbose=None):

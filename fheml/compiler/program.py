@@ -7,8 +7,8 @@ and lookups (``"tlu"``).  The same program runs three ways:
 - clear (``"disable"``): an encrypted tensor is an ``int64`` array ``(b, *shape, 1)``
   holding the message itself (scale 1, no mask), so every linear operation goes through
   the code used on real ciphertexts;
-- simulation: the same, and each lookup reads a wrong neighbouring table entry with its
-  modelled failure probability;
+- simulation: the same, and each lookup reads a neighbouring table entry with the
+  probability its modelled noise gives at that input (see :func:`_noisy_indices`);
 - encrypted: an encrypted tensor is the ``uint64`` data ``(b, *shape, dimension + 1)`` of a
   batch of LWE ciphertexts; all lookups of one level go to the engine in one call.
 """
@@ -443,9 +443,11 @@ class ClearBackend:
     delta = np.int64(1)
     width = 1
 
-    def __init__(self, rng=None, p_fail=None):
+    def __init__(self, rng=None, noise=None):
         self.rng = rng
-        self.p_fail = p_fail  # {node index: probability} for simulation
+        # simulation: {lookup node index: standard deviation of the noise at its decision,
+        # in units of its input message}
+        self.noise = noise
 
     def encode(self, values):
         return np.asarray(values).astype(np.int64)
@@ -577,22 +579,40 @@ def run_lookup_clear(node, x, backend, index=None):
     idx = lookup_indices(node, x)
     tables = node.attrs["tables"]
     ti = node.attrs.get("table_index")
-    p_fail = 0.0 if backend.p_fail is None else backend.p_fail.get(index, 0.0)
-    shift = node.attrs["shift"]
-    if backend.p_fail is not None and shift:
-        # A value half-way between two multiples of 2^shift sits on the boundary of two
-        # boxes of the bootstrap: the noise decides the rounding direction.
-        tie = ((x.astype(np.int64) - node.attrs["lo"]) & ((1 << shift) - 1)) == (1 << (shift - 1))
-        idx = np.where(tie & (backend.rng.random(idx.shape) < 0.5), idx - 1, idx)
-    if p_fail > 0.0:
-        pin = node.attrs["pin"]
-        tables = padded_tables(node, pin)
-        fail = backend.rng.random(idx.shape) < p_fail
-        step = np.where(backend.rng.random(idx.shape) < 0.5, -1, 1)
-        idx = np.clip(np.where(fail, idx + step, idx), 0, (1 << pin) - 1)
+    std = None if backend.noise is None else backend.noise.get(index)
+    if std:
+        idx = _noisy_indices(node, x, idx, std, backend.rng)
+        tables = padded_tables(node, node.attrs["pin"])
     if ti is None:
         return tables[0][idx]
     return tables[np.broadcast_to(ti, idx.shape), idx]
+
+
+def _noisy_indices(node, x, idx, std, rng):
+    """Table indices an encrypted lookup reads: the noise at the decision (``std``, in
+    units of the input message) moves a value across the boundary of its box.
+
+    The lookup's box ``i`` holds the messages rounding to ``i * 2**shift`` (ties upward),
+    so a message ``d`` units below the upper boundary reads box ``i + 1`` with probability
+    ``Phi(-d / std)``, and symmetrically downward.  Without ``round_bit_pattern``
+    (``shift == 0``) both distances are half a unit: the lookup's failure probability.
+    With it, values near a rounding tie move often (the encrypted rounding is
+    approximate) and values far from it almost never; the encrypted run adds half a unit
+    first (:func:`run_encrypted`), so that a tie sits half a unit inside the box it
+    rounds to rather than on the boundary.
+    """
+    from scipy.special import ndtr
+
+    shift = node.attrs["shift"]
+    width = float(1 << shift)
+    # position in the box, in [-width/2, width/2): 0 at its centre
+    position = (x.astype(np.int64) - np.int64(node.attrs["lo"]) - (idx << shift)).astype(
+        np.float64) + (0.5 if shift else 0.0)
+    up = ndtr(-(width / 2 - position) / std)
+    down = ndtr(-(width / 2 + position) / std)
+    u = rng.random(idx.shape)
+    moved = idx + (u < up) - (u > 1.0 - down)
+    return np.clip(moved, 0, (1 << node.attrs["pin"]) - 1)
 
 
 def run_clear(program, inputs, backend):
@@ -715,7 +735,12 @@ def _run_stage(nodes, stage_nodes, values, inputs, evaluation_keys, backend, wid
             node = nodes[k]
             x = values[node.inputs[0]]
             x = np.array(x)  # own copy: offsets are applied in place
-            x[..., -1] -= backend(node.inputs[0]).encode(node.attrs["lo"])
+            encoding = backend(node.inputs[0])
+            x[..., -1] -= encoding.encode(node.attrs["lo"])
+            if node.attrs["shift"]:
+                # half a unit up: a rounding tie (rounded upward in the clear) is then
+                # half a unit above its box boundary instead of on it (see _noisy_indices)
+                x[..., -1] += encoding.delta >> np.uint64(1)
             premul = node.attrs["premul"]
             if premul != 1:
                 x *= np.uint64(premul)
