@@ -578,23 +578,29 @@ static void FN(backward_f64)(const fft_plan *p, double *restrict re, double *res
  * 1/2: the result is 2^63 when its 1/2 bit is set, else 0 (the two tests are predictable:
  * bootstrap values stay far below 2^51).  The SIMD copies (to_torus in kernels_vec.h)
  * compute the same. */
-static inline uint64_t FN(f64_to_torus)(double x)
+static inline uint64_t FN(f64_to_torus_small)(double x)
 {
+    /* |x| < 2^51 */
     const double magic = 0x1.8p52;
     const uint64_t magic_bits = 0x4338000000000000ULL;
-    double ax = fabs(x);
-    double xs = ax < 0x1p51 ? x : 0.0;
-    double f = xs - ((xs + magic) - magic);
+    double f = x - ((x + magic) - magic);
     double a = f * 0x1p32;
     double hi = a + magic;
     double lo = (a - (hi - magic)) * 0x1p32 + magic;
-    uint64_t hb, lb, xb;
+    uint64_t hb, lb;
     memcpy(&hb, &hi, 8);
     memcpy(&lb, &lo, 8);
+    return ((hb - magic_bits) << 32) + (lb - magic_bits);
+}
+
+static inline uint64_t FN(f64_to_torus)(double x)
+{
+    double ax = fabs(x);
+    if (ax < 0x1p51)
+        return FN(f64_to_torus_small)(x);
+    uint64_t xb;
     memcpy(&xb, &x, 8);
-    uint64_t small = ((hb - magic_bits) << 32) + (lb - magic_bits);
-    uint64_t large = ax < 0x1p52 ? (xb & 1) << 63 : 0;
-    return ax < 0x1p51 ? small : large;
+    return ax < 0x1p52 ? (xb & 1) << 63 : 0;
 }
 
 /* acc += x * 2^64 mod 2^64 */
@@ -642,9 +648,11 @@ static void FN(backward_add_torus)(const fft_plan *p, double *restrict re, doubl
 #endif
     const double *restrict ur = p->untwist_re, *restrict ui = p->untwist_im;
     uint64_t *restrict lo = acc, *restrict hi = acc + M;
+    /* bootstrap values stay below 2^48 in magnitude: (k+1)·l·N terms of a digit (|d| <= B/2)
+     * times a key coefficient (<= 1/2), with k·N <= 2^17 and l·B <= 2^32 */
     for (int j = 0; j < M; j++) {
-        lo[j] += FN(f64_to_torus)(re[j] * ur[j] - im[j] * ui[j]);
-        hi[j] += FN(f64_to_torus)(re[j] * ui[j] + im[j] * ur[j]);
+        lo[j] += FN(f64_to_torus_small)(re[j] * ur[j] - im[j] * ui[j]);
+        hi[j] += FN(f64_to_torus_small)(re[j] * ui[j] + im[j] * ur[j]);
     }
 }
 
