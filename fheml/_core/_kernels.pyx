@@ -538,6 +538,48 @@ cdef extern from "glwe_kernels.h" nogil:
     void fheml_glwe_poly_matmul(int level, const uint64_t *a, int64_t G, int C, int R, int N,
                                 const int *lengths, const int64_t *w, int O, int S,
                                 uint64_t *out)
+    void fheml_pack_top_bits(const uint64_t *w, int64_t n, int bits, uint8_t *out)
+    int fheml_unpack_top_bits(const uint8_t *data, int64_t n, int bits, uint64_t *w)
+
+
+def pack_top_bits(words, int bits):
+    """Top ``bits`` bits (1..64) of each uint64 word, most significant first, concatenated
+    into ``ceil(n * bits / 8)`` bytes (the last one padded with zero bits)."""
+    if not 1 <= bits <= 64:
+        raise ValueError(f"bits must be in 1..64, got {bits}")
+    w = np.ascontiguousarray(words, dtype=np.uint64).reshape(-1)
+    cdef int64_t n = w.shape[0]
+    out = np.zeros((n * bits + 7) // 8, dtype=np.uint8)
+    if n == 0:
+        return out
+    cdef uint64_t[::1] wv = w
+    cdef uint8_t[::1] ov = out
+    with nogil:
+        fheml_pack_top_bits(&wv[0], n, bits, &ov[0])
+    return out
+
+
+def unpack_top_bits(data, Py_ssize_t count, int bits):
+    """Inverse of :func:`pack_top_bits`: ``count`` uint64 words (low bits zero).
+
+    Raises ValueError unless ``data`` is exactly the ``ceil(count * bits / 8)`` bytes of a
+    canonical stream (zero padding bits)."""
+    if not 1 <= bits <= 64 or count < 0:
+        raise ValueError(f"bits must be in 1..64 and count >= 0, got {bits}, {count}")
+    d = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
+    if d.shape[0] != (count * bits + 7) // 8:
+        raise ValueError(f"{d.shape[0]} bytes do not hold {count} words of {bits} bits")
+    out = np.empty(count, dtype=np.uint64)
+    if count == 0:
+        return out
+    cdef const uint8_t[::1] dv = d
+    cdef uint64_t[::1] ov = out
+    cdef int padding
+    with nogil:
+        padding = fheml_unpack_top_bits(&dv[0], count, bits, &ov[0])
+    if padding:
+        raise ValueError("non-zero padding bits after the last word")
+    return out
 
 
 def glwe_poly_matmul(polys, lengths, weights):

@@ -1103,9 +1103,9 @@ class GlweParameters:
     """Parameters of a packed linear circuit on GLWE ciphertexts (no bootstrap).
 
     The client encrypts coefficient vectors (seeded GLWE, bodies sent as their top
-    ``input_bytes`` bytes); the server multiplies by clear integer polynomials whose
+    ``input_bits`` bits); the server multiplies by clear integer polynomials whose
     coefficients have 2-norm at most ``norm2`` and switches the result to its top
-    ``output_bytes`` bytes; the client decrypts at ``precision`` bits (plus padding).
+    ``output_bits`` bits; the client decrypts at ``precision`` bits (plus padding).
 
     Parameters
     ----------
@@ -1115,8 +1115,9 @@ class GlweParameters:
         ``k`` and ``N`` (a power of two in 2048..65536).
     noise_std : float
         Encryption noise, at least the 128-bit minimum for ``k * N``.
-    input_bytes, output_bytes : int
-        Bytes kept per word of the upload (bodies) and of the result (masks and bodies).
+    input_bits, output_bits : int
+        Bits kept per word of the upload (bodies) and of the result (masks and bodies),
+        1..64; words travel bit-packed.
     p_error : float
         Failure probability of one decrypted value the set was selected for.
     norm2 : float
@@ -1127,14 +1128,14 @@ class GlweParameters:
     glwe_dimension: int
     polynomial_size: int
     noise_std: float
-    input_bytes: int
-    output_bytes: int
+    input_bits: int
+    output_bits: int
     p_error: float
     norm2: float
 
     def __post_init__(self):
-        for name in ("precision", "glwe_dimension", "polynomial_size", "input_bytes",
-                     "output_bytes"):
+        for name in ("precision", "glwe_dimension", "polynomial_size", "input_bits",
+                     "output_bits"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise TypeError(f"{name} must be an integer, got {value!r}")
@@ -1154,9 +1155,10 @@ class GlweParameters:
                              f"{_GLWE_POLYNOMIAL_SIZES[0]}..{_MAX_POLYNOMIAL_SIZE}, got {size}")
         if not 1 <= self.glwe_dimension * size <= _SEARCH_MAX_BIG_DIMENSION:
             raise ValueError(f"glwe_dimension must be in 1..{_SEARCH_MAX_BIG_DIMENSION // size}")
-        for name in ("input_bytes", "output_bytes"):
-            if not 1 <= getattr(self, name) <= 8:
-                raise ValueError(f"{name} must be in 1..8, got {getattr(self, name)}")
+        for name in ("input_bits", "output_bits"):
+            if not 1 <= getattr(self, name) <= _TORUS_BITS:
+                raise ValueError(f"{name} must be in 1..{_TORUS_BITS}, got "
+                                 f"{getattr(self, name)}")
         if not 0.0 < self.p_error < 1.0 or not self.norm2 > 0.0:
             raise ValueError("p_error must be in (0, 1) and norm2 > 0")
         if not self.noise_std < 2.0**-4:
@@ -1178,8 +1180,8 @@ class GlweParameters:
             2-norm ν of the weights; defaults to ``self.norm2``.
         """
         nu = self.norm2 if norm2 is None else float(norm2)
-        return (nu * nu * (self.noise_std**2 + var_rounding(0, 8 * self.input_bytes))
-                + var_rounding(self.big_dimension, 8 * self.output_bytes))
+        return (nu * nu * (self.noise_std**2 + var_rounding(0, self.input_bits))
+                + var_rounding(self.big_dimension, self.output_bits))
 
     def log2_p_fail(self, norm2=None):
         """Modelled log2 failure probability of one decrypted value."""
@@ -1209,7 +1211,7 @@ def select_glwe_parameters(precision, p_error=2.0**-40, norm2=1.0, min_polynomia
     ``norm2`` at ``precision`` bits with failure probability at most ``p_error``.
 
     ``N`` is the smallest power of two ``>= min_polynomial_size`` whose secure noise fits;
-    then the fewest upload bytes per word, then the fewest result bytes.
+    then the fewest upload bits per word, then the fewest result bits.
 
     Parameters
     ----------
@@ -1238,12 +1240,15 @@ def select_glwe_parameters(precision, p_error=2.0**-40, norm2=1.0, min_polynomia
         if size < min_polynomial_size:
             continue
         std = math.sqrt(var_min(size))
-        for in_bytes in range(1, 9):
-            for out_bytes in range(1, 9):
-                params = GlweParameters(precision, 1, size, std, in_bytes, out_bytes, p_error,
-                                        norm2)
-                if params.variance() <= max_variance:
-                    return params
+
+        def fits(in_bits, out_bits):
+            params = GlweParameters(precision, 1, size, std, in_bits, out_bits, p_error, norm2)
+            return params if params.variance() <= max_variance else None
+
+        bits = range(1, _TORUS_BITS + 1)
+        in_bits = next((b for b in bits if fits(b, _TORUS_BITS)), None)
+        if in_bits is not None:
+            return next(p for p in map(lambda b: fits(in_bits, b), bits) if p is not None)
     raise ValueError(f"no packed GLWE parameters decrypt a product of 2-norm {norm2:g} at "
                      f"{precision} bits with p_error={p_error:.3g}; lower the bit widths")
 
