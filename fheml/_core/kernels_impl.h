@@ -518,8 +518,9 @@ static void FN(decompose_fold)(const fft_plan *p, uint64_t *restrict v, int base
             uint64_t s0 = v0[j], s1 = v1[j];
             uint64_t d0 = s0 & mask, d1 = s1 & mask;
             uint64_t r0 = s0 >> base_log, r1 = s1 >> base_log;
-            uint64_t c0 = (d0 > half) | ((d0 == half) & r0);
-            uint64_t c1 = (d1 > half) | ((d1 == half) & r1);
+            /* carry when d > B/2, or d == B/2 and the rest is odd: adds and shifts only */
+            uint64_t c0 = (d0 + (r0 & 1) + half - 1) >> base_log;
+            uint64_t c1 = (d1 + (r1 & 1) + half - 1) >> base_log;
             v0[j] = r0 + c0;
             v1[j] = r1 + c1;
             double x = FN(i64_to_f64)((int64_t)d0 - (int64_t)(c0 << base_log));
@@ -569,23 +570,37 @@ static void FN(backward_f64)(const fft_plan *p, double *restrict re, double *res
 }
 
 /* x * 2^64 mod 2^64, exactly, rounded to nearest with ties to even, for a finite double
- * holding a torus value in units of 1.  The fraction f = |x| - round(|x|) is exact and
- * |f| <= 1/2, so z = f * 2^64 rounds to at most 2^63 (its own negative mod 2^64).  Adding 2^52
- * rounds a magnitude below 2^52 to an integer, ties to even (not folded: no -ffast-math);
- * from 2^52 on every double is an integer.  The two tests are almost always false
- * (predictable); the signs, random, are applied without a branch.  The SIMD copies
- * (to_torus in kernels_vec.h) compute the same. */
+ * holding a torus value in units of 1.  Adding 1.5 * 2^52 rounds a value of magnitude
+ * <= 2^51 to an integer (ties to even) and leaves it, as two's complement, in the low bits
+ * of the sum (not folded: no -ffast-math).  So for |x| < 2^51: f = x - round(x) is exact,
+ * |f| <= 1/2, and f * 2^64 = hi * 2^32 + lo with hi = round(f * 2^32) and lo the exact
+ * rest; rounding lo rounds the whole (hi * 2^32 is even).  From 2^51 on, x is a multiple of
+ * 1/2: the result is 2^63 when its 1/2 bit is set, else 0 (the two tests are predictable:
+ * bootstrap values stay far below 2^51).  The SIMD copies (to_torus in kernels_vec.h)
+ * compute the same. */
+static inline uint64_t FN(f64_to_torus_small)(double x)
+{
+    /* |x| < 2^51 */
+    const double magic = 0x1.8p52;
+    const uint64_t magic_bits = 0x4338000000000000ULL;
+    double f = x - ((x + magic) - magic);
+    double a = f * 0x1p32;
+    double hi = a + magic;
+    double lo = (a - (hi - magic)) * 0x1p32 + magic;
+    uint64_t hb, lb;
+    memcpy(&hb, &hi, 8);
+    memcpy(&lb, &lo, 8);
+    return ((hb - magic_bits) << 32) + (lb - magic_bits);
+}
+
 static inline uint64_t FN(f64_to_torus)(double x)
 {
     double ax = fabs(x);
-    double f = ax < 0x1p52 ? ax - ((ax + 0x1p52) - 0x1p52) : 0.0;
-    double z = f * 0x1p64, az = fabs(z);
-    uint64_t u = (uint64_t)(az < 0x1p52 ? (az + 0x1p52) - 0x1p52 : az);
-    uint64_t xb, zb;
+    if (ax < 0x1p51)
+        return FN(f64_to_torus_small)(x);
+    uint64_t xb;
     memcpy(&xb, &x, 8);
-    memcpy(&zb, &z, 8);
-    uint64_t neg = (uint64_t)0 - ((xb ^ zb) >> 63); /* all ones when x * z < 0 */
-    return (u ^ neg) - neg;
+    return ax < 0x1p52 ? (xb & 1) << 63 : 0;
 }
 
 /* acc += x * 2^64 mod 2^64 */
@@ -633,9 +648,11 @@ static void FN(backward_add_torus)(const fft_plan *p, double *restrict re, doubl
 #endif
     const double *restrict ur = p->untwist_re, *restrict ui = p->untwist_im;
     uint64_t *restrict lo = acc, *restrict hi = acc + M;
+    /* bootstrap values stay below 2^48 in magnitude: (k+1)·l·N terms of a digit (|d| <= B/2)
+     * times a key coefficient (<= 1/2), with k·N <= 2^17 and l·B <= 2^32 */
     for (int j = 0; j < M; j++) {
-        lo[j] += FN(f64_to_torus)(re[j] * ur[j] - im[j] * ui[j]);
-        hi[j] += FN(f64_to_torus)(re[j] * ui[j] + im[j] * ur[j]);
+        lo[j] += FN(f64_to_torus_small)(re[j] * ur[j] - im[j] * ui[j]);
+        hi[j] += FN(f64_to_torus_small)(re[j] * ui[j] + im[j] * ur[j]);
     }
 }
 

@@ -194,20 +194,17 @@ static inline VI FN(VFN(to_torus))(VD x)
     return _mm512_cvt_roundpd_epi64(y, nearest);
 #else
     const int nearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    const __m256d absmask = _mm256_castsi256_pd(VI1(0x7fffffffffffffffLL));
-    VD f = VSUB(x, _mm256_round_pd(x, nearest));
-    /* |f| * 2^64 = hi * 2^32 + lo: hi an integer <= 2^31, lo < 2^32 (both exact); rounding
-     * lo (adding 2^52 rounds to an integer, ties to even) rounds the sum, hi * 2^32 being
-     * even */
-    VD a = VMUL(_mm256_and_pd(f, absmask), _mm256_set1_pd(0x1p32));
-    VD hi = _mm256_floor_pd(a);
-    const VD magic = _mm256_set1_pd(0x1p52);
-    VD lo = VFMADD(VSUB(a, hi), _mm256_set1_pd(0x1p32), magic);
-    VI h = _mm256_sub_epi64(_mm256_castpd_si256(VADD(hi, magic)), _mm256_castpd_si256(magic));
-    VI l = _mm256_sub_epi64(_mm256_castpd_si256(lo), _mm256_castpd_si256(magic));
-    VI r = VIADD(_mm256_slli_epi64(h, 32), l);
-    VI neg = _mm256_cmpgt_epi64(_mm256_setzero_si256(), _mm256_castpd_si256(f));
-    return VISUB(_mm256_xor_si256(r, neg), neg);
+    /* f * 2^64 = hi * 2^32 + lo: hi = round(f * 2^32), lo the exact rest; adding
+     * 1.5 * 2^52 rounds each (ties to even) into the low bits as two's complement, and
+     * rounding lo rounds the sum (hi * 2^32 is even) */
+    const VD magic = _mm256_set1_pd(0x1.8p52);
+    const VI magic_bits = VI1(0x4338000000000000LL);
+    VD a = VMUL(VSUB(x, _mm256_round_pd(x, nearest)), _mm256_set1_pd(0x1p32));
+    VD hi = VADD(a, magic);
+    VD lo = VFMADD(VSUB(a, VSUB(hi, magic)), _mm256_set1_pd(0x1p32), magic);
+    VI h = VISUB(_mm256_castpd_si256(hi), magic_bits);
+    VI l = VISUB(_mm256_castpd_si256(lo), magic_bits);
+    return VIADD(_mm256_slli_epi64(h, 32), l);
 #endif
 }
 
