@@ -499,6 +499,8 @@ class TreeCircuitPlan:
         if self.n_lookups == 0:
             raise ValueError("every leaf of every tree holds the same value: the model is "
                              "constant and there is nothing to compute under encryption")
+        from fheml._core import select_parameters
+
         best = None
         counts = sorted({1, 2, 4, 8, 16, 32, self.n_trees} & set(range(1, self.n_trees + 1)))
         for n_groups in counts:
@@ -509,11 +511,15 @@ class TreeCircuitPlan:
                 params, per_lookup = finalize(program, spec, p_error, global_p_error)
             except ValueError:
                 continue
-            key = (params.cost, n_groups)
+            key = (params.cost, params.seeded_bsk_bytes + params.seeded_ksk_bytes, n_groups)
             if best is None or key < best[0]:
                 best = (key, program, params, per_lookup, spec)
-            if params.precision <= max(self.bits, 1):
-                break  # the cheapest sets for these lookups: more groups cannot help
+            # The cheapest set for these lookups (bootstrap outputs of norm 1 read at the
+            # lookup width, outputs unconstrained): more groups cannot do better.  The
+            # lookup width alone is no test: finalize may keep it and pay for the output
+            # noise with a second bootstrap level instead.
+            if params.cost <= select_parameters(params.precision, per_lookup, 1.0).cost:
+                break
         if best is None:
             raise ValueError("no parameters decrypt the ensemble's outputs; lower n_bits")
         _, program, params, per_lookup, spec = best

@@ -284,6 +284,30 @@ def test_acceptance_regression(cls, params):
     np.testing.assert_allclose(model.predict(X_test, fhe="simulate"), model.predict(X_test))
 
 
+def test_ensembles_get_the_cheapest_parameters():
+    """The output grouping never pays for the outputs' noise with a costlier set (a second
+    bootstrap level) when more groups keep the cheapest set for the lookups; failure
+    probabilities stay within p_error per lookup."""
+    from fheml._core import select_parameters
+
+    X_train, _, y_train, _ = _split(load_breast_cancer)
+    cases = [(FHEDecisionTreeClassifier, {"max_depth": 5, "random_state": 0}),
+             (FHERandomForestClassifier, {"n_estimators": 20, "max_depth": 4,
+                                          "random_state": 0}),
+             (FHEGradientBoostingClassifier, {"n_estimators": 20, "max_depth": 3,
+                                              "random_state": 0})]
+    cases += [(cls, {"n_estimators": 20, "max_depth": 3, "n_jobs": 1}) for cls in OPTIONAL
+              if cls.__name__ == "FHEXGBClassifier"]
+    for cls, params in cases:
+        model = cls(**params).fit(X_train, y_train)
+        circuit = model.compile()
+        stats = circuit.statistics
+        cheapest = select_parameters(stats["lookup_precision"], stats["p_error"], 1.0)
+        assert circuit.parameters.cost == cheapest.cost, (cls.__name__, circuit.parameters)
+        assert circuit.parameters.pbs_level == 1
+        assert stats["global_p_error"] <= stats["lookups"] * stats["p_error"] * (1 + 1e-9)
+
+
 # -------------------------------------------------------------------- encrypted -----------
 
 @pytest.mark.parametrize("cls,params,loader", [
