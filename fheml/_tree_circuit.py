@@ -1,4 +1,4 @@
-"""Encrypted evaluation of tree ensembles: unary input bits, leaf blocks, one lookup each.
+"""Encrypted evaluation of tree ensembles: unary input bits, a few small lookups per tree.
 
 The shared machinery of :mod:`fheml.tree` and :mod:`fheml.ensemble` (see docs/trees.md).
 
@@ -12,17 +12,16 @@ Nodes.  A split of feature ``f`` at threshold ``t`` goes right iff ``x_f > t``; 
 to the nearest edge ``edges[f][j]`` and the test becomes the encrypted bit ``[q_f > j]``: no
 lookup.  Going right is the literal ``b``, going left ``1 - b``.
 
-Blocks.  The internal nodes of a tree are partitioned into *blocks*: connected sets ``S`` of
-``m`` internal nodes rooted at a node ``u`` of depth ``k``.  With ``s`` the sum of the ``k``
-literals on the path to ``u`` (``s == k`` iff ``u`` is reached) and ``b_0 .. b_{m-1}`` the bits
-of the nodes of ``S``, the integer ``s * 2**m + sum_i b_i 2**i`` (``(k + 1) 2**m`` values) tells
-whether ``u`` is reached and, if so, where the walk through ``S`` leaves it.  One lookup on it
-returns the value of the leaf reached when that exit is a leaf, 0 otherwise.  Exactly one
-leaf of a tree is reached, so the tree's output is the sum of its blocks' lookups; ensemble
-sums are linear.  Leaf values are quantized on a common step and shifted by the most
-common value of their tree (added back in the clear), so blocks whose leaves all hold that
-value need no lookup.  Blocks are chosen by dynamic programming to minimise lookups under
-a lookup precision ``B`` (3 to 8 bits).
+Lookups.  Each tree's output is the value of its root plus a sum of lookups (see
+:func:`plan_lookups`): an *edge* lookup reads the sum of the ``L`` literals on the path to
+a node, which is ``L`` iff the node is reached (``L + 1`` values); a *block* lookup covers a
+connected set ``S`` of ``m`` internal nodes rooted at a node ``u`` of depth ``k``: with ``s``
+the sum of the ``k`` literals on the path to ``u`` and ``b_0 .. b_{m-1}`` the bits of the
+nodes of ``S``, the integer ``s * 2**m + sum_i b_i 2**i`` (``(k + 1) 2**m`` values) tells
+whether ``u`` is reached and, if so, where the walk leaves ``S``.  The tables hold value
+differences between nodes (0 where nothing is reached), internal nodes get the values
+that leave the fewest non-zero differences, and a dynamic program picks the fewest
+lookups of a precision ``B`` (3 to 8 bits).  Ensemble sums are linear.
 """
 
 from dataclasses import dataclass
@@ -201,7 +200,7 @@ class ThermometerQuantizer:
 # ------------------------------------------------------------- quantization --------------
 
 def quantize_ensemble(trees, n_bits):
-    """Integer leaf values on one common step, shifted by each tree's most common value.
+    """Integer leaf values on one common step.
 
     Parameters
     ----------
@@ -213,33 +212,36 @@ def quantize_ensemble(trees, n_bits):
     Returns
     -------
     step : float
-    shifted : list of ndarray of int64 (n_nodes, n_outputs)
-        Quantized leaf values minus their tree's mode (0 where no lookup is needed).
-    offset : ndarray of int64 (n_outputs,)
-        Sum of the modes: ``raw = bias + step * (offset + sum of shifted leaves reached)``.
+    quantized : list of ndarray of int64 (n_nodes, n_outputs)
+        ``rint(value / step)`` at the leaves, 0 at internal nodes.
     """
     spans = [np.ptp(t.value[t.is_leaf], axis=0).max() for t in trees]
     span = max(spans, default=0.0)
     levels = (1 << n_bits) - 2
     step = span / levels if span > 0 else 1.0
-    n_out = trees[0].value.shape[1]
-    offset = np.zeros(n_out, dtype=np.int64)
-    shifted = []
+    quantized = []
     for t in trees:
         q = np.rint(t.value / step).astype(np.int64)
         q[~t.is_leaf] = 0
-        mode = np.zeros(n_out, dtype=np.int64)
-        for o in range(n_out):
-            vals, counts = np.unique(q[t.is_leaf, o], return_counts=True)
-            mode[o] = vals[np.argmax(counts)]
-        s = q - mode
-        s[~t.is_leaf] = 0
-        shifted.append(s)
-        offset += mode
-    return step, shifted, offset
+        quantized.append(q)
+    return step, quantized
 
 
-# ------------------------------------------------------------------- blocks --------------
+# ------------------------------------------------------------------- lookups -------------
+#
+# Telescoping.  Give every node u a value V(u), V(leaf) = its leaf value.  The walk from the
+# root to the reached leaf crosses edges whose differences V(child) - V(parent) sum to
+# V(leaf) - V(root); V(root) is a constant (added on the client), each non-zero difference
+# must come from a lookup, and the internal values are free: they are chosen so that as
+# few lookups as possible remain.  A lookup is either
+#   - an *edge* u -> c: the sum of the literals on the path to c equals its length L iff c
+#     is reached (L + 1 values), the table holds the difference there, 0 elsewhere; or
+#   - a *block* S rooted at u (depth k, m nodes, (k + 1) 2**m values, see the module
+#     docstring): one table entry per exit e of S, V(e) - V(parent of the block).
+# A dynamic program over (node, value passed down) finds the fewest lookups.
+
+_INF = 1 << 60
+
 
 def _rooted_subsets(tree, u, budget):
     """Connected sets of internal nodes rooted at ``u`` with at most ``budget`` nodes."""
@@ -259,48 +261,82 @@ def _exits(tree, block):
     return [c for v in block for c in (tree.left[v], tree.right[v]) if c not in inside]
 
 
-def _block_outputs(tree, shifted, block):
-    """Outputs for which some leaf exit of ``block`` has a non-zero shifted value."""
-    leaves = [c for c in _exits(tree, block) if tree.is_leaf[c]]
-    if not leaves:
-        return []
-    return [int(o) for o in np.flatnonzero(np.any(shifted[leaves] != 0, axis=0))]
+def plan_lookups(tree, values, bits):
+    """Fewest lookups of at most ``bits`` bits giving one output of ``tree``.
 
-
-def plan_blocks(tree, shifted, bits):
-    """Blocks of ``tree`` minimising the number of lookups of at most ``bits`` bits.
+    Parameters
+    ----------
+    tree : Tree
+    values : ndarray of int64 (n_nodes,)
+        Quantized leaf values (internal rows ignored).
+    bits : int
 
     Returns
     -------
-    list of (root, block) or None
-        ``block`` is the tuple of its internal nodes (root first); ``None`` when a node is
-        too deep for ``bits``.
+    root_value : int
+        ``V(root)``: the tree's output is it plus the lookups.
+    lookups : list of tuple
+        ``("edge", child, difference)`` or ``("block", block, {exit: difference})``.
+    None when a leaf is too deep for ``bits``.
     """
     depth = tree.depths()
-    best = {}
-    for u in reversed(range(len(tree.feature))):
+    size = 1 << bits
+    n = len(tree.feature)
+    below = [None] * n   # distinct leaf values under each node
+    best = [None] * n    # node -> {value passed down (None: any other): (cost, choice)}
+    cheapest = [0] * n   # node -> min over values of the cost; value reached
+    chosen = [None] * n
+    for u in reversed(range(n)):
+        if tree.is_leaf[u]:
+            below[u] = {int(values[u])}
+            best[u] = {int(values[u]): (0, None), None: (_INF, None)}
+            cheapest[u], chosen[u] = 0, int(values[u])
+            continue
+        children = (tree.left[u], tree.right[u])
+        below[u] = below[children[0]] | below[children[1]]
+        budget = max((m for m in range(bits + 1) if (depth[u] + 1) << m <= size), default=0)
+        block = (_INF, None)
+        for nodes in _rooted_subsets(tree, u, budget):
+            inner = [e for e in _exits(tree, nodes) if not tree.is_leaf[e]]
+            cost = 1 + sum(cheapest[e] for e in inner)
+            if cost < block[0]:
+                block = (cost, nodes)
+        options = {}
+        for v in sorted(below[u]) + [None]:
+            cost, plan = 0, []
+            for c in children:
+                keep = best[c].get(v, best[c][None])[0]
+                jump = 1 + cheapest[c] if depth[c] + 1 <= size else _INF
+                cost += min(keep, jump)
+                plan.append(keep <= jump)
+            options[v] = (cost, ("edges", plan)) if cost <= block[0] else \
+                (block[0], ("block", block[1]))
+        best[u] = options
+        cheapest[u], chosen[u] = min((c, v) for v, (c, _) in options.items() if v is not None)
+        if cheapest[u] >= _INF:
+            return None
+    lookups = []
+    stack = [(0, chosen[0])]
+    while stack:
+        u, v = stack.pop()
         if tree.is_leaf[u]:
             continue
-        # largest m with (k + 1) * 2**m <= 2**bits
-        budget = max(m for m in range(0, bits + 1) if (depth[u] + 1) << m <= 1 << bits)
-        if budget < 1:
-            return None
-        choice = None
-        for block in _rooted_subsets(tree, u, budget):
-            cost = len(_block_outputs(tree, shifted, block))
-            sub = [best[c] for c in _exits(tree, block) if not tree.is_leaf[c]]
-            cost += sum(s[0] for s in sub)
-            if choice is None or cost < choice[0]:
-                choice = (cost, block, sub)
-        best[u] = choice
-    if tree.is_leaf[0]:
-        return []
-    blocks, stack = [], [best[0]]
-    while stack:
-        cost, block, sub = stack.pop()
-        blocks.append(block)
-        stack.extend(sub)
-    return blocks
+        _, (kind, data) = best[u].get(v, best[u][None])
+        if kind == "block":
+            differences = {}
+            for e in _exits(tree, data):
+                differences[e] = chosen[e] - v
+                stack.append((e, chosen[e]))
+            lookups.append(("block", data, differences))
+            continue
+        for c, keep in zip((tree.left[u], tree.right[u]), data):
+            if keep:
+                stack.append((c, v))
+            else:
+                lookups.append(("edge", c, chosen[c] - v))
+                stack.append((c, chosen[c]))
+    return chosen[0], [lk for lk in lookups if lk[0] == "block"
+                       and any(lk[2].values()) or lk[0] == "edge" and lk[2]]
 
 
 def _path_literals(tree):
@@ -316,20 +352,22 @@ def _path_literals(tree):
 # -------------------------------------------------------------------- plan ----------------
 
 class TreeCircuitPlan:
-    """The lookups of a quantized ensemble: one per (block, output) with a non-zero leaf.
+    """The lookups of a quantized ensemble (see :func:`plan_lookups`).
 
     Parameters
     ----------
     trees : list of Tree
-    shifted : list of ndarray (n_nodes, n_outputs)
-        From :func:`quantize_ensemble`.
-    columns : list of ndarray of object
+    values : list of ndarray of int64 (n_nodes, n_outputs)
+        Quantized leaf values, from :func:`quantize_ensemble`.
+    columns : list of list
         Per tree and node: the bit column of its test (None for constant features).
     bits : int
-        Lookup precision the blocks are planned for.
+        Lookup precision the lookups are planned for.
 
     Attributes
     ----------
+    offset : ndarray of int64 (n_outputs,)
+        Sum of the trees' root values: an output is it plus the sum of the lookups.
     used_columns : ndarray of int64
         Encoded bits the server reads (sorted); the circuit input is these bits.
     cols, coefs : ndarray of int64, shape (n_lookups, n_terms)
@@ -338,31 +376,34 @@ class TreeCircuitPlan:
     tables : ndarray of int64 (n_lookups, n_index)
     tree_of, output_of : ndarray of int64 (n_lookups,)
     ranges : ndarray of int64 (n_trees, n_outputs, 2)
-        Smallest and largest shifted value of each tree (the reached leaf's value).
+        Smallest and largest contribution of each tree (reached leaf minus root value).
     """
 
-    def __init__(self, trees, shifted, columns, bits):
+    def __init__(self, trees, values, columns, bits):
         self.bits = bits
         self.n_trees = len(trees)
-        self.n_outputs = shifted[0].shape[1] if shifted else 1
+        self.n_outputs = values[0].shape[1] if values else 1
         rows, tree_of, output_of, tables = [], [], [], []
         self.ranges = np.zeros((len(trees), self.n_outputs, 2), dtype=np.int64)
-        for t_index, (tree, values, cols) in enumerate(zip(trees, shifted, columns)):
+        self.offset = np.zeros(self.n_outputs, dtype=np.int64)
+        for t_index, (tree, q, cols) in enumerate(zip(trees, values, columns)):
             leaves = np.flatnonzero(tree.is_leaf)
-            self.ranges[t_index, :, 0] = values[leaves].min(axis=0)
-            self.ranges[t_index, :, 1] = values[leaves].max(axis=0)
-            blocks = plan_blocks(tree, values, bits)
-            if blocks is None:
-                raise ValueError(f"a tree is too deep for {bits}-bit lookups")
             paths = _path_literals(tree)
-            for block in blocks:
-                outputs = _block_outputs(tree, values, block)
-                if not outputs:
-                    continue
-                terms, const, table_rows = self._block(tree, values, cols, paths, block)
-                for o in outputs:
+            for o in range(self.n_outputs):
+                planned = plan_lookups(tree, q[:, o], bits)
+                if planned is None:
+                    raise ValueError(f"a tree is too deep for {bits}-bit lookups")
+                root_value, lookups = planned
+                self.offset[o] += root_value
+                self.ranges[t_index, o] = (q[leaves, o].min() - root_value,
+                                           q[leaves, o].max() - root_value)
+                for kind, data, difference in lookups:
+                    if kind == "edge":
+                        terms, const, table = self._edge(cols, paths, data, difference)
+                    else:
+                        terms, const, table = self._block(tree, cols, paths, data, difference)
                     rows.append((terms, const))
-                    tables.append(table_rows[:, o])
+                    tables.append(table)
                     tree_of.append(t_index)
                     output_of.append(o)
         self.tree_of = np.asarray(tree_of, dtype=np.int64)
@@ -389,37 +430,42 @@ class TreeCircuitPlan:
     def n_lookups(self):
         return len(self.consts)
 
-    def _block(self, tree, values, cols, paths, block):
+    @staticmethod
+    def _literals(cols, path, weight):
+        """Linear form of ``weight`` times the sum of the literals of ``path`` (b going
+        right, 1 - b going left; a constant feature's bit is 0)."""
+        terms, const = {}, 0
+        for parent, went_right in path:
+            if not went_right:
+                const += weight
+            c = cols[parent]
+            if c is not None:
+                terms[c] = terms.get(c, 0) + (weight if went_right else -weight)
+        return terms, const
+
+    def _edge(self, cols, paths, child, difference):
+        """Sum of the literals of the path to ``child``: ``difference`` iff it is complete."""
+        terms, const = self._literals(cols, paths[child], 1)
+        table = np.zeros(len(paths[child]) + 1, dtype=np.int64)
+        table[-1] = difference
+        return {c: w for c, w in terms.items() if w}, const, table
+
+    def _block(self, tree, cols, paths, block, differences):
         """Linear form and table of one block (see the module docstring)."""
         root = block[0]
         k, m = len(paths[root]), len(block)
-        terms, const = {}, 0
-
-        def add(node, coef):
-            c = cols[node]
-            if c is None:  # constant feature: the bit is known to be 0
-                return
-            terms[c] = terms.get(c, 0) + coef
-
-        for parent, went_right in paths[root]:
-            if went_right:
-                add(parent, 1 << m)
-            else:
-                add(parent, -(1 << m))
-                const += 1 << m
+        terms, const = self._literals(cols, paths[root], 1 << m)
         for i, node in enumerate(block):
-            add(node, 1 << i)
-        terms = {c: w for c, w in terms.items() if w}
-        # Constant-feature tests on the path are always "left" (the bit is 0): fold them.
+            if cols[node] is not None:
+                terms[cols[node]] = terms.get(cols[node], 0) + (1 << i)
         position = {node: i for i, node in enumerate(block)}
-        table = np.zeros(((k + 1) << m, values.shape[1]), dtype=np.int64)
+        table = np.zeros((k + 1) << m, dtype=np.int64)
         for bits in range(1 << m):
             node = root
             while node in position:
                 node = tree.right[node] if (bits >> position[node]) & 1 else tree.left[node]
-            if tree.is_leaf[node]:
-                table[(k << m) + bits] = values[node]
-        return terms, const, table
+            table[(k << m) + bits] = differences[node]
+        return {c: w for c, w in terms.items() if w}, const, table
 
     # -- clear evaluation (reference of the circuit) ----------------------------------------
     def lookup_inputs(self, bits_used):

@@ -65,22 +65,37 @@ def _sigmoid(z):
     return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def _plan(trees, shifted, columns, p_error):
-    """Blocks for the lookup precision with the lowest estimated cost: the narrowest one
-    the deepest tree allows, or one bit more (fewer, larger blocks)."""
+def _plan(trees, values, columns, p_error, global_p_error):
+    """Lookups for the lookup width with the lowest cost: lookups per sample times the cost
+    of one lookup with the parameters the compiler selects for them (output grouping
+    included).  Widths from the narrowest the deepest leaf allows (edges of ``L`` literals
+    need ``L + 1`` values) to two bits more (fewer, larger blocks)."""
+    depth = max((int(t.depths().max(initial=0)) for t in trees), default=0)
+    narrowest = max(MIN_LOOKUP_BITS, int(np.ceil(np.log2(depth + 1))))
+    if narrowest > MAX_LOOKUP_BITS:
+        raise ValueError(f"a tree of depth {depth} needs lookups wider than "
+                         f"{MAX_LOOKUP_BITS} bits; limit max_depth")
     from fheml._core import select_parameters
 
-    depth = max((int(t.depths()[~t.is_leaf].max(initial=0)) for t in trees), default=0)
-    narrowest = max(MIN_LOOKUP_BITS, int(np.ceil(np.log2(2 * (depth + 1)))))
-    if narrowest > MAX_LOOKUP_BITS:
-        raise ValueError(f"a tree of depth {depth + 1} needs lookups wider than "
-                         f"{MAX_LOOKUP_BITS} bits; limit max_depth")
+    # a per-lookup failure probability at least the compiler's: the floor below is a bound
+    loosest = next((p for p in (p_error, global_p_error) if p is not None), 2.0 ** -40)
     best = None
-    for bits in range(narrowest, min(narrowest + 1, MAX_LOOKUP_BITS) + 1):
-        plan = TreeCircuitPlan(trees, shifted, columns, bits)
-        cost = plan.n_lookups * select_parameters(bits, p_error, 1.0).cost
+    for bits in range(narrowest, min(narrowest + 2, MAX_LOOKUP_BITS) + 1):
+        plan = TreeCircuitPlan(trees, values, columns, bits)
+        if plan.n_lookups == 0:
+            return plan
+        floor = plan.n_lookups * select_parameters(bits, loosest).cost
+        if best is not None and floor >= best[0]:
+            continue  # even the cheapest set for these lookups costs more
+        try:
+            circuit, _ = plan.compile(p_error, global_p_error)
+        except ValueError:
+            continue
+        cost = plan.n_lookups * circuit.parameters.cost
         if best is None or cost < best[0]:
             best = (cost, plan)
+    if best is None:  # nothing decrypts: let compile() say why
+        return TreeCircuitPlan(trees, values, columns, narrowest)
     return best[1]
 
 
@@ -107,7 +122,7 @@ _ATTRIBUTES_DOC = """Attributes
     input_quantizer_ : fheml._tree_circuit.ThermometerQuantizer
         Cut points of each feature (from the training data only: the client artifact).
     circuit_plan_ : fheml._tree_circuit.TreeCircuitPlan
-        The lookups (one per block of leaves and output), their tables and linear forms.
+        The lookups (edges and blocks of each tree and output), their tables and linear forms.
     leaf_step_, leaf_offset_, bias_
         Raw output = ``bias_ + leaf_step_ * (leaf_offset_ + decrypted sum)``.
     n_output_groups_ : int or None
@@ -164,11 +179,10 @@ class _FHETreeModel(BaseFHEEstimator):
         rows = X[:_BIAS_ROWS]
         in_trees = sum(t.value[t.leaf_index(rows)] for t in trees)
         self.bias_ = np.median(self._raw_float(model, rows) - in_trees, axis=0)
-        self.leaf_step_, shifted, self.leaf_offset_ = quantize_ensemble(
-            trees, self.n_bits_weights_)
+        self.leaf_step_, values = quantize_ensemble(trees, self.n_bits_weights_)
         columns = quantizer.columns(trees, X)
-        self.circuit_plan_ = _plan(trees, shifted, columns,
-                                   2.0 ** -40 if self.p_error is None else self.p_error)
+        self.circuit_plan_ = _plan(trees, values, columns, self.p_error, self.global_p_error)
+        self.leaf_offset_ = self.circuit_plan_.offset
         self.n_output_groups_ = None
         for name in ("classes_", "n_classes_", "n_outputs_", "n_estimators_", "n_iter_"):
             if hasattr(model, name):

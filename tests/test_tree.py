@@ -194,20 +194,21 @@ def test_blocks_equal_walking_the_trees(depth, n_outputs):
         inner = t.feature >= 0
         t.threshold[inner] = [quantizer.edges_[f][np.abs(quantizer.edges_[f] - v).argmin()]
                               for f, v in zip(t.feature[inner], t.threshold[inner])]
-    step, shifted, offset = quantize_ensemble(trees, 6)
+    step, values = quantize_ensemble(trees, 6)
     columns = quantizer.columns(trees, X)
-    expected = sum(s[t.leaf_index(X)] for t, s in zip(trees, shifted))
+    expected = sum(q[t.leaf_index(X)] for t, q in zip(trees, values))
     bits = quantizer.encode(quantizer.quant(X))
-    widths = [b for b in range(3, 9) if (depth + 1) * 2 <= 1 << b]
+    widths = [b for b in range(3, 9) if depth + 1 <= 1 << b]
     counts = []
     for b in widths[:3]:
-        plan = TreeCircuitPlan(trees, shifted, columns, b)
-        np.testing.assert_array_equal(plan.evaluate(bits[:, plan.used_columns]), expected)
+        plan = TreeCircuitPlan(trees, values, columns, b)
+        np.testing.assert_array_equal(plan.evaluate(bits[:, plan.used_columns]) + plan.offset,
+                                      expected)
         assert plan.lookup_inputs(bits[:, plan.used_columns]).max() < 1 << b
         counts.append(plan.n_lookups)
     assert counts == sorted(counts, reverse=True)  # wider lookups never need more
     leaves = sum(int(t.is_leaf.sum()) for t in trees)
-    assert counts[0] < leaves
+    assert counts[0] < leaves * n_outputs
 
 
 def test_client_artifact_does_not_depend_on_the_model():
