@@ -534,45 +534,177 @@ class TreeCircuitPlan:
         prog.output_nodes = [out]
         return prog
 
-    def compile(self, p_error=None, global_p_error=None, n_jobs=1):
-        """The cheapest circuit over output groupings (more groups: less output noise).
+    def compile(self, n_levels, p_error=None, global_p_error=None, n_jobs=1):
+        """The cheapest circuit over output groupings (more groups: less output noise) and
+        input roundings, then the fewest bytes on the wire.
+
+        Parameters
+        ----------
+        n_levels : int
+            Bits the client encrypts per sample.
+        p_error, global_p_error : float or None
+        n_jobs : int
 
         Returns
         -------
         circuit : Circuit
+            ``circuit.program.input_variance`` is the rounding noise of the input words.
         n_groups : int
+        word_bytes : int
+            Bytes per input bit on the wire (see :func:`encrypt_unary`).
         """
         if self.n_lookups == 0:
             raise ValueError("every leaf of every tree holds the same value: the model is "
                              "constant and there is nothing to compute under encryption")
+        # Among the roundings that keep the cheapest parameters for these lookups, the
+        # fewest bytes on the wire per sample (input bits up, output groups down); else
+        # exact words.
+        best = None
+        for word_bytes in INPUT_WORD_BYTES:
+            found = self._cheapest_grouping(p_error, global_p_error, word_bytes)
+            if found is None or not (found[-1] or word_bytes == 8 and best is None):
+                continue
+            program, params = found[:2]
+            outputs = program.nodes[program.output_nodes[0]].shape[0]
+            wire = word_bytes * n_levels + outputs * (params.big_lwe_dimension + 1) * 8
+            if best is None or wire < best[0]:
+                best = (wire, word_bytes, found)
+        if best is None:
+            raise ValueError("no parameters decrypt the ensemble's outputs; lower n_bits")
+        _, word_bytes, (program, params, per_lookup, spec, _) = best
+        out = program.nodes[program.output_nodes[0]]
+        outputs = [{"shape": list(out.shape), "lo": int(out.safe_bounds[0])}]
+        circuit = Circuit(None, program, params, per_lookup, spec, outputs, n_jobs)
+        return circuit, out.shape[0] // self.n_outputs, word_bytes
+
+    def _cheapest_grouping(self, p_error, global_p_error, word_bytes):
+        """(program, params, per_lookup, spec, floor reached) of the cheapest output
+        grouping with inputs rounded to ``word_bytes``, or None."""
         from fheml._core import select_parameters
 
         best = None
         counts = sorted({1, 2, 4, 8, 16, 32, self.n_trees} & set(range(1, self.n_trees + 1)))
         for n_groups in counts:
             program = self.program(n_groups)
+            program.input_variance = rounding_variance(word_bytes)
             spec = [{"name": "bits", "encrypted": True, "shape": [len(self.used_columns)],
                      "lo": 0, "hi": 1}]
             try:
                 params, per_lookup = finalize(program, spec, p_error, global_p_error)
             except ValueError:
                 continue
-            key = (params.cost, params.seeded_bsk_bytes + params.seeded_ksk_bytes, n_groups)
-            if best is None or key < best[0]:
-                best = (key, program, params, per_lookup, spec)
             # The cheapest set for these lookups (bootstrap outputs of norm 1 read at the
             # lookup width, outputs unconstrained): more groups cannot do better.  The
             # lookup width alone is no test: finalize may keep it and pay for the output
             # noise with a second bootstrap level instead.
-            if params.cost <= select_parameters(params.precision, per_lookup, 1.0).cost:
+            floor = params.cost <= select_parameters(params.precision, per_lookup, 1.0).cost
+            key = (params.cost, params.seeded_bsk_bytes + params.seeded_ksk_bytes, n_groups)
+            if best is None or key < best[0]:
+                best = (key, (program, params, per_lookup, spec, floor))
+            if floor:
                 break
-        if best is None:
-            raise ValueError("no parameters decrypt the ensemble's outputs; lower n_bits")
-        _, program, params, per_lookup, spec = best
-        out = program.nodes[program.output_nodes[0]]
-        outputs = [{"shape": list(out.shape), "lo": int(out.safe_bounds[0])}]
-        circuit = Circuit(None, program, params, per_lookup, spec, outputs, n_jobs)
-        return circuit, out.shape[0] // self.n_outputs
+        return None if best is None else best[1]
+
+
+# --------------------------------------------------------------- client bits ---------------
+
+# Bytes per encrypted bit tried, fewest first (8: exact words).
+INPUT_WORD_BYTES = (2, 3, 4, 8)
+
+
+def rounding_variance(word_bytes):
+    """Error variance of a torus word rounded to its top ``word_bytes`` bytes (uniform)."""
+    return 0.0 if word_bytes >= 8 else 2.0 ** (-16 * word_bytes) / 12
+
+
+def unary_layout(n_levels, polynomial_size):
+    """``(polynomials, coefficients)`` per sample: the fewest polynomials of ``N``
+    coefficients holding ``n_levels`` bits, each filled to the same count."""
+    polys = max(1, -(-n_levels // polynomial_size))
+    return polys, max(1, -(-n_levels // polys))
+
+
+def encrypt_unary(secret_keys, bits, precision, word_bytes):
+    """Client side: the unary bits of every sample packed in seeded GLWE ciphertexts.
+
+    Parameters
+    ----------
+    secret_keys : fheml._core.SecretKeys
+        The circuit's keys: the GLWE key under which sample extraction gives LWE
+        ciphertexts under the bootstrapping input key.
+    bits : ndarray of uint8 (n_samples, n_levels)
+    precision : int
+        Encoding precision of the circuit's input.
+    word_bytes : int
+        Bodies travel rounded to their top bytes.
+
+    Returns
+    -------
+    fheml._core.GlweCiphertext of shape (n_samples, polynomials)
+        Bit ``j`` of a sample is coefficient ``j % count`` of its polynomial
+        ``j // count`` (see :func:`unary_layout`); the masks are a seed.
+    """
+    from fheml._core import encode
+    from fheml._core.glwe import encrypt_glwe
+
+    key = secret_keys.glwe_secret_key()
+    rows, n_levels = bits.shape
+    polys, count = unary_layout(n_levels, key.polynomial_size)
+    plain = np.zeros((rows, polys * count), dtype=np.uint64)
+    plain[:, :n_levels] = encode(np.asarray(bits, dtype=np.int64), precision)
+    return encrypt_glwe(key, plain.reshape(rows, polys, count), word_bytes=word_bytes)
+
+
+def check_unary(ct, n_levels, params):
+    """Raise :class:`~fheml._core.serialization.MismatchError` unless ``ct`` holds
+    ``n_levels`` bits per sample encrypted for ``params`` (see :func:`encrypt_unary`)."""
+    from fheml._core.glwe import GlweCiphertext
+    from fheml._core.serialization import MismatchError
+
+    if not isinstance(ct, GlweCiphertext):
+        raise TypeError(f"expected the GlweCiphertext made by encrypt_input, got "
+                        f"{type(ct).__name__}")
+    k, N = params.glwe_dimension, params.polynomial_size
+    if (ct.glwe_dimension, ct.polynomial_size) != (k, N):
+        raise MismatchError(f"the encrypted input is for GLWE (k={ct.glwe_dimension}, "
+                            f"N={ct.polynomial_size}); this model's keys have (k={k}, N={N})")
+    polys, count = unary_layout(n_levels, N)
+    start, stop, step = ct.coefficients
+    if len(ct.shape) != 2 or ct.shape[1] != polys or (start, stop, step) != (0, count, 1):
+        got = ct.shape[1] * (stop - start) // step if len(ct.shape) == 2 else None
+        raise MismatchError(f"the encrypted input has {got} bits per sample in "
+                            f"{ct.shape[1:]} polynomials; this model encodes {n_levels} "
+                            f"bits ({polys} polynomials of {count})")
+
+
+def extract_unary(ct, columns, n_levels, max_words=1 << 23):
+    """Server side: LWE ciphertexts of the bits ``columns`` of every sample.
+
+    Only the used coefficients are extracted (masks regenerated from the seed), a few
+    rows at a time so that the work arrays stay below ``max_words`` words.
+
+    Returns
+    -------
+    fheml._core.LweCiphertext of shape (n_samples, len(columns))
+    """
+    from fheml._core import LweCiphertext
+    from fheml._core.glwe import GlweCiphertext, sample_extract
+
+    rows = ct.shape[0]
+    k, N = ct.glwe_dimension, ct.polynomial_size
+    _, count = unary_layout(n_levels, N)
+    poly, coef = np.divmod(np.asarray(columns, dtype=np.int64), count)
+    out = np.empty((rows, poly.size, k * N + 1), dtype=np.uint64)
+    step = max(1, max_words // max(1, poly.size * k * N))
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        masks = ct.masks[r0:r1]
+        for p in np.unique(poly):
+            where = np.flatnonzero(poly == p)
+            part = GlweCiphertext(np.ascontiguousarray(ct.bodies[r0:r1, p]), ct.key_id,
+                                  masks=np.ascontiguousarray(masks[:, p]))
+            out[r0:r1, where] = sample_extract(part, coef[where]).data
+    return LweCiphertext(out, ct.key_id)
 
 
 def _adder(prog):

@@ -23,6 +23,9 @@ from fheml._tree_circuit import (
     MIN_LOOKUP_BITS,
     ThermometerQuantizer,
     TreeCircuitPlan,
+    check_unary,
+    encrypt_unary,
+    extract_unary,
     quantize_ensemble,
     topological,
 )
@@ -65,7 +68,7 @@ def _sigmoid(z):
     return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def _plan(trees, values, columns, p_error, global_p_error):
+def _plan(trees, values, columns, n_levels, p_error, global_p_error):
     """Lookups for the lookup width with the lowest cost: lookups per sample times the cost
     of one lookup with the parameters the compiler selects for them (output grouping
     included).  Widths from the narrowest the deepest leaf allows (edges of ``L`` literals
@@ -88,7 +91,7 @@ def _plan(trees, values, columns, p_error, global_p_error):
         if best is not None and floor >= best[0]:
             continue  # even the cheapest set for these lookups costs more
         try:
-            circuit, _ = plan.compile(p_error, global_p_error)
+            circuit = plan.compile(n_levels, p_error, global_p_error)[0]
         except ValueError:
             continue
         cost = plan.n_lookups * circuit.parameters.cost
@@ -128,6 +131,9 @@ _ATTRIBUTES_DOC = """Attributes
     n_output_groups_ : int or None
         Encrypted outputs per model output (partial sums, added on the client), set by
         ``compile``.
+    input_word_bytes_ : int or None
+        Bytes per encrypted input bit on the wire (the fewest that keep the cheapest
+        parameters, the rounding noise charged), set by ``compile``.
     fhe_circuit : fheml.Circuit or None
         Set by ``compile`` (or the first encrypted predict); not pickled.
     n_features_in_ : int
@@ -181,9 +187,10 @@ class _FHETreeModel(BaseFHEEstimator):
         self.bias_ = np.median(self._raw_float(model, rows) - in_trees, axis=0)
         self.leaf_step_, values = quantize_ensemble(trees, self.n_bits_weights_)
         columns = quantizer.columns(trees, X)
-        self.circuit_plan_ = _plan(trees, values, columns, self.p_error, self.global_p_error)
+        self.circuit_plan_ = _plan(trees, values, columns, quantizer.n_levels, self.p_error,
+                                   self.global_p_error)
         self.leaf_offset_ = self.circuit_plan_.offset
-        self.n_output_groups_ = None
+        self.n_output_groups_ = self.input_word_bytes_ = None
         for name in ("classes_", "n_classes_", "n_outputs_", "n_estimators_", "n_iter_"):
             if hasattr(model, name):
                 setattr(self, name, getattr(model, name))
@@ -204,57 +211,64 @@ class _FHETreeModel(BaseFHEEstimator):
             and their precision.
         """
         check_is_fitted(self)
-        circuit, groups = self.circuit_plan_.compile(
-            p_error=self.p_error, global_p_error=self.global_p_error,
+        circuit, groups, word_bytes = self.circuit_plan_.compile(
+            self.input_quantizer_.n_levels, p_error=self.p_error, global_p_error=self.global_p_error,
             n_jobs=1 if self.n_jobs is None else self.n_jobs)
         self._fhe_circuit = circuit
         self.n_output_groups_ = groups
+        self.input_word_bytes_ = word_bytes
         return circuit
 
     def encrypt_input(self, X):
-        """Client side: quantize ``X`` and encrypt every unary bit (seeded, bodies only).
+        """Client side: quantize ``X`` and encrypt every unary bit, packed in seeded GLWE
+        ciphertexts (one coefficient per bit, bodies rounded to ``input_word_bytes_``).
 
         Keys are generated on first use.  The result reveals nothing of the model: every
         level of every feature is encrypted.
 
         Returns
         -------
-        fheml._core.SeededLweCiphertext of shape (n_samples, n_levels)
+        fheml._core.GlweCiphertext of shape (n_samples, polynomials)
         """
         circuit = self.fhe_circuit if self.fhe_circuit is not None else self.compile()
         circuit.keygen()
-        bits = self.input_quantizer_.encode(self.quantize_input(X))
-        client = circuit.client
-        return client.secret_keys.encrypt_seeded(bits, precision=client.spec.precision,
-                                                 n_jobs=self.n_jobs)
+        return self._encrypt_bits(circuit, self.input_quantizer_.encode(self.quantize_input(X)))
 
-    def run_encrypted(self, seeded, evaluation_keys=None):
-        """Server side: regenerate the masks of the bits the trees read and run the circuit.
+    def _encrypt_bits(self, circuit, bits):
+        client = circuit.client
+        return encrypt_unary(client.secret_keys, bits, client.spec.precision,
+                             self.input_word_bytes_)
+
+    def run_encrypted(self, encrypted, evaluation_keys=None):
+        """Server side: extract the bits the trees read and run the circuit.
 
         Parameters
         ----------
-        seeded : fheml._core.SeededLweCiphertext or bytes
+        encrypted : fheml._core.GlweCiphertext or bytes
+            From :meth:`encrypt_input`.
         evaluation_keys : EvaluationKeys or bytes, default=the circuit client's
 
         Returns
         -------
         fheml.compiler.EncryptedResult
+
+        Raises
+        ------
+        fheml._core.MismatchError
+            If the ciphertext does not hold this model's bits per sample (or is for other
+            parameters).
         """
-        from fheml._core import SeededLweCiphertext
+        from fheml._core import GlweCiphertext
         from fheml.compiler import EncryptedArgs
 
         circuit = self.fhe_circuit if self.fhe_circuit is not None else self.compile()
         if evaluation_keys is None:
             evaluation_keys = circuit.keygen()
-        if isinstance(seeded, (bytes, bytearray, memoryview)):
-            seeded = SeededLweCiphertext.from_bytes(
-                bytes(seeded), expected_dimension=circuit.parameters.big_lwe_dimension)
-        if not isinstance(seeded, SeededLweCiphertext):
-            raise TypeError("expected the SeededLweCiphertext made by encrypt_input")
-        if seeded.shape[1] != self.input_quantizer_.n_levels:
-            raise ValueError(f"the encrypted input has {seeded.shape[1]} bits per sample; "
-                             f"this model encodes {self.input_quantizer_.n_levels}")
-        selected = seeded.select(self.circuit_plan_.used_columns)
+        if isinstance(encrypted, (bytes, bytearray, memoryview)):
+            encrypted = GlweCiphertext.from_bytes(bytes(encrypted))
+        n_levels = self.input_quantizer_.n_levels
+        check_unary(encrypted, n_levels, circuit.parameters)
+        selected = extract_unary(encrypted, self.circuit_plan_.used_columns, n_levels)
         return circuit.server.run(EncryptedArgs([selected], True), evaluation_keys,
                                   n_jobs=circuit.n_jobs)
 
@@ -276,11 +290,10 @@ class _FHETreeModel(BaseFHEEstimator):
             return plan.evaluate(bits[:, plan.used_columns]) + self.leaf_offset_
         circuit = self.fhe_circuit if self.fhe_circuit is not None else self.compile()
         if fhe == "execute":
-            client = circuit.client
             evaluation_keys = circuit.keygen()
-            seeded = client.secret_keys.encrypt_seeded(bits, precision=client.spec.precision,
-                                                       n_jobs=self.n_jobs)
-            return self._sum_groups(client.decrypt(self.run_encrypted(seeded, evaluation_keys)))
+            encrypted = self._encrypt_bits(circuit, bits)
+            return self._sum_groups(circuit.client.decrypt(
+                self.run_encrypted(encrypted, evaluation_keys)))
         used = bits[:, plan.used_columns]
         out = circuit.run(used) if fhe == "disable" else circuit.simulate(used)
         return self._sum_groups(out)

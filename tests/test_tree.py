@@ -346,28 +346,44 @@ def test_encrypted_acceptance_slow(loader, cls, params):
 
 
 def test_encrypted_parts_client_server():
-    """The client sends seeded bits (8 bytes each, all levels); the server expands only the
-    bits the trees read; results are bytes the client decrypts."""
-    from fheml._core import SeededLweCiphertext
+    """The client packs every bit (all levels) in seeded GLWE ciphertexts, a few bytes per
+    bit; the server extracts only the bits the trees read; results are bytes the client
+    decrypts."""
+    from fheml._core import GlweCiphertext, MismatchError
+    from fheml._tree_circuit import extract_unary, rounding_variance
 
     X, y = load_breast_cancer(return_X_y=True)
     model = FHEDecisionTreeClassifier(max_depth=3, random_state=0).fit(X, y)
-    seeded = model.encrypt_input(X[:3])
-    data = seeded.to_bytes()
-    assert len(data) < 8 * 3 * model.input_quantizer_.n_levels + 1024
-    result = model.run_encrypted(SeededLweCiphertext.from_bytes(data))
+    encrypted = model.encrypt_input(X[:3])
+    data = encrypted.to_bytes()
+    n_levels = model.input_quantizer_.n_levels
+    assert model.input_word_bytes_ < 8
+    assert len(data) < model.input_word_bytes_ * 3 * n_levels + 2048
+    # the rounding of the words is charged to the lookups
+    assert model.fhe_circuit.program.input_variance == rounding_variance(model.input_word_bytes_)
+    stats = model.fhe_circuit.statistics
+    assert stats["global_p_error"] <= stats["lookups"] * stats["p_error"] * (1 + 1e-9)
+    result = model.run_encrypted(GlweCiphertext.from_bytes(data))
     raw = model.decrypt_output(result.to_bytes())
     # the server side loads from bytes (validated spec) and gives the same result
     from fheml.compiler import EncryptedArgs, Server
 
     server = Server.from_bytes(model.fhe_circuit.server.to_bytes())
     keys = model.fhe_circuit.client.evaluation_keys.to_bytes()
-    selected = SeededLweCiphertext.from_bytes(data).select(model.circuit_plan_.used_columns)
+    selected = extract_unary(GlweCiphertext.from_bytes(data), model.circuit_plan_.used_columns,
+                             n_levels)
     again = server.run(EncryptedArgs([selected], True).to_bytes(), keys)
     np.testing.assert_array_equal(model.decrypt_output(again), raw)
     np.testing.assert_array_equal(raw, model._dequantize(
         model._run_integer(model.quantize_input(X[:3]), "disable")))
-    with pytest.raises(ValueError, match="bits per sample"):
+    # extraction reads the bits the client encrypted, for any column
+    sk = model.fhe_circuit.client.secret_keys
+    bits = model.input_quantizer_.encode(model.quantize_input(X[:3]))
+    columns = np.array([0, 1, n_levels // 2, n_levels - 1])
+    extracted = extract_unary(encrypted, columns, n_levels, max_words=3 * 4096)
+    precision = model.fhe_circuit.client.spec.precision
+    np.testing.assert_array_equal(sk.decrypt(extracted, precision), bits[:, columns])
+    with pytest.raises(MismatchError, match="bits per sample"):
         other = FHEDecisionTreeClassifier(max_depth=3).fit(X[:, :5], y)
         model.run_encrypted(other.encrypt_input(X[:1, :5]))
 

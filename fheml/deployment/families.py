@@ -301,14 +301,17 @@ class LinearFamily(Family):
 # ------------------------------------------------------------ trees and ensembles -------
 
 class TreeClientModel(ClientModel):
-    """Client side of a tree model: bins, unary bits encrypted seeded, leaf sums decoded.
+    """Client side of a tree model: bins, unary bits packed in seeded GLWE ciphertexts,
+    leaf sums decoded.
 
     The post-processing calls the estimators' own functions (``_sum_groups``,
     ``_dequantize``, ``_proba``) on the saved attributes, so it is theirs exactly.
     """
 
-    def __init__(self, quantizer, n_features, attrs, *, classifier, link, decision):
+    def __init__(self, quantizer, n_features, attrs, *, classifier, link, decision,
+                 word_bytes):
         self.quantizer = quantizer
+        self.word_bytes = word_bytes
         self.n_features = n_features
         self.attrs = attrs  # what the estimator's post-processing functions read
         self.classifier = classifier
@@ -324,8 +327,11 @@ class TreeClientModel(ClientModel):
         return (self.quantizer.encode(self.quantizer.quant(_check_features(X, self.n_features))),)
 
     def encrypt(self, client, X):
+        from fheml._tree_circuit import encrypt_unary
+
         (bits,) = self.encode(X)
-        return client.secret_keys.encrypt_seeded(bits, precision=client.spec.precision).to_bytes()
+        return encrypt_unary(client.secret_keys, bits, client.spec.precision,
+                             self.word_bytes).to_bytes()
 
     def postprocess(self, method, outputs):
         from fheml.tree import _FHETreeClassifier, _FHETreeModel
@@ -344,29 +350,31 @@ class TreeClientModel(ClientModel):
 
 
 class TreeServerModel(ServerModel):
-    """Server side of a tree model: regenerates the masks of the bits the trees read only."""
+    """Server side of a tree model: extracts the bits the trees read only."""
 
     def __init__(self, used_columns, n_levels):
         self.used_columns = used_columns
         self.n_levels = n_levels
 
     def run(self, server, data, keys, n_jobs, verbose=None):
-        from fheml._core import SeededLweCiphertext
+        from fheml._core import GlweCiphertext
         from fheml._core.serialization import MismatchError
+        from fheml._tree_circuit import check_unary, extract_unary
         from fheml.compiler import EncryptedArgs
 
-        seeded = SeededLweCiphertext.from_bytes(
-            data, expected_key_id=keys.key_id,
-            expected_dimension=server.spec.params.big_lwe_dimension)
-        if seeded.shape[1] != self.n_levels:
-            raise MismatchError(f"the encrypted input has {seeded.shape[1]} bits per sample; "
-                                f"this model encodes {self.n_levels}")
-        rows = seeded.shape[0]
+        limit = server.limits.max_expanded_bytes
+        encrypted = GlweCiphertext.from_bytes(
+            data, max_words=1 << 62 if limit is None else max(1, limit // 8))
+        if encrypted.key_id != keys.key_id:
+            raise MismatchError("ciphertext was encrypted under other keys than expected")
+        check_unary(encrypted, self.n_levels, server.spec.params)
+        rows = encrypted.shape[0]
         server.limits.check_rows(rows)
         server.limits.check_expanded_bytes(
-            rows * self.used_columns.size * (seeded.dimension + 1) * 8)
-        return server.run(EncryptedArgs([seeded.select(self.used_columns)], True), keys,
-                          n_jobs=n_jobs, verbose=verbose)
+            rows * self.used_columns.size * (server.spec.params.big_lwe_dimension + 1) * 8)
+        selected = extract_unary(encrypted, self.used_columns, self.n_levels)
+        return server.run(EncryptedArgs([selected], True), keys, n_jobs=n_jobs,
+                          verbose=verbose)
 
 
 def _tree_link(model):
@@ -407,6 +415,7 @@ class TreeFamily(Family):
         classifier = isinstance(model, _FHETreeClassifier)
         state = {"n_features": int(model.n_features_in_), "float32": quantizer.float32,
                  "n_bits": quantizer.n_bits, "n_output_groups": int(model.n_output_groups_),
+                 "word_bytes": int(model.input_word_bytes_),
                  "n_outputs": int(model.circuit_plan_.n_outputs), "classifier": classifier,
                  "raw_kind": model._raw_kind if classifier else None,
                  "decision": bool(classifier and _has_decision_function(model)),
@@ -445,8 +454,12 @@ class TreeFamily(Family):
             leaf_step_=arrays["leaf_step"], leaf_offset_=arrays["leaf_offset"],
             _raw_kind=state["raw_kind"],
             classes_=_labels_from_state(state["classes"]) if classifier else None)
+        word_bytes = state["word_bytes"]
+        if isinstance(word_bytes, bool) or word_bytes not in range(1, 9):
+            raise ValueError(f"bytes per input word must be 1 to 8, got {word_bytes!r}")
         return TreeClientModel(quantizer, n_features, attrs, classifier=classifier,
-                               link=state["link"], decision=bool(state["decision"]))
+                               link=state["link"], decision=bool(state["decision"]),
+                               word_bytes=int(word_bytes))
 
     def export_server(self, model):
         return ({"n_levels": int(model.input_quantizer_.n_levels)},
