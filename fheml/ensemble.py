@@ -8,6 +8,7 @@ per block of leaves) and the sum over trees is linear; averaging, sigmoid and so
 on the client after decryption.  See docs/trees.md for the method and the lookup count.
 """
 
+import importlib
 import json
 
 import numpy as np
@@ -368,141 +369,93 @@ def _check_identity_objective(objective):
                                   f"(supported: {', '.join(_IDENTITY_OBJECTIVES)})")
 
 
-try:
-    import xgboost
-except ImportError:  # optional extra: fheml[xgboost]
-    xgboost = None
+class _BoostingPackageModel:
+    """Boosting from an optional package, read through the entries of :data:`_PACKAGES`:
+    ``_read_trees(model, n_outputs)``, ``_raw_scores(model, X)`` and ``_objective_attr``
+    (the fitted objective a regressor checks).  Tree ``i`` adds to output
+    ``i % n_outputs``; raw scores are margins (sigmoid / softmax on the client)."""
 
-if xgboost is not None:
-    class FHEXGBClassifier(_FHETreeClassifier):
-        """XGBoost classifier predicting on encrypted data (``pip install fheml[xgboost]``).
-
-        Wraps :class:`xgboost.XGBClassifier` (same parameters and defaults) plus
-        ``n_bits``, ``p_error``, ``global_p_error`` and ``n_jobs``.
-
-        {parameters}
-
-        {attributes}
-
-
-        Examples
-        --------
-        >>> from sklearn.datasets import load_breast_cancer
-        >>> from fheml.ensemble import FHEXGBClassifier
-        >>> X, y = load_breast_cancer(return_X_y=True)
-        >>> model = FHEXGBClassifier(n_estimators=20, max_depth=3).fit(X, y)
-        >>> y_enc = model.predict(X[:20], fhe="execute")
-        """
-
-        _sklearn_estimator_class = xgboost.XGBClassifier
-        _raw_kind = "logit"
-
-        def _trees(self, model):
+    def _trees(self, model):
+        if isinstance(self, _FHETreeClassifier):
             n_classes = len(model.classes_)
-            return _xgboost_trees(model, 1 if n_classes == 2 else n_classes)
+            return type(self)._read_trees(model, 1 if n_classes == 2 else n_classes)
+        _check_identity_objective(getattr(model, self._objective_attr))
+        return type(self)._read_trees(model, 1)
 
-        def _raw_float(self, model, X):
-            return _raw_2d(model.predict(X, output_margin=True), X.shape[0])
-
-    class FHEXGBRegressor(_FHETreeRegressor):
-        """XGBoost regressor predicting on encrypted data (``pip install fheml[xgboost]``).
-
-        Wraps :class:`xgboost.XGBRegressor` (same parameters and defaults) plus ``n_bits``,
-        ``p_error``, ``global_p_error`` and ``n_jobs``; objectives with an identity link.
-
-        {parameters}
-
-        {attributes}
+    def _raw_float(self, model, X):
+        return _raw_2d(type(self)._raw_scores(model, X), X.shape[0])
 
 
-        Examples
-        --------
-        >>> from sklearn.datasets import load_diabetes
-        >>> from fheml.ensemble import FHEXGBRegressor
-        >>> X, y = load_diabetes(return_X_y=True)
-        >>> model = FHEXGBRegressor(n_estimators=20, max_depth=3).fit(X, y)
-        >>> y_enc = model.predict(X[:20], fhe="execute")
-        """
+_PACKAGE_DOC = """{title} {kind} predicting on encrypted data (``pip install fheml[{package}]``).
 
-        _sklearn_estimator_class = xgboost.XGBRegressor
+    Wraps :class:`{package}.{wrapped}` (same parameters and defaults) plus ``n_bits``,
+    ``p_error``, ``global_p_error`` and ``n_jobs``.{note}
 
-        def _trees(self, model):
-            _check_identity_objective(model.objective)
-            return _xgboost_trees(model, 1)
+    {{parameters}}
 
-        def _raw_float(self, model, X):
-            return _raw_2d(model.predict(X, output_margin=True), X.shape[0])
-
-    __all__ += ["FHEXGBClassifier", "FHEXGBRegressor"]
-
-try:
-    import lightgbm
-except ImportError:  # optional extra: fheml[lightgbm]
-    lightgbm = None
-
-if lightgbm is not None:
-    class FHELGBMClassifier(_FHETreeClassifier):
-        """LightGBM classifier predicting on encrypted data (``pip install fheml[lightgbm]``).
-
-        Wraps :class:`lightgbm.LGBMClassifier` (same parameters and defaults) plus
-        ``n_bits``, ``p_error``, ``global_p_error`` and ``n_jobs``.
-
-        {parameters}
-
-        {attributes}
+    {{attributes}}
 
 
-        Examples
-        --------
-        >>> from sklearn.datasets import load_breast_cancer
-        >>> from fheml.ensemble import FHELGBMClassifier
-        >>> X, y = load_breast_cancer(return_X_y=True)
-        >>> model = FHELGBMClassifier(n_estimators=20, max_depth=3, verbose=-1).fit(X, y)
-        >>> y_enc = model.predict(X[:20], fhe="execute")
-        """
+    Examples
+    --------
+    >>> from sklearn.datasets import {dataset}
+    >>> from fheml.ensemble import FHE{wrapped}
+    >>> X, y = {dataset}(return_X_y=True)
+    >>> model = FHE{wrapped}(n_estimators=20, max_depth=3{example}).fit(X, y)
+    >>> y_enc = model.predict(X[:20], fhe="execute")
+    """
 
-        _sklearn_estimator_class = lightgbm.LGBMClassifier
-        _float32_inputs = False
-        _sklearn_params_exclude = ("kwargs",)
-        _raw_kind = "logit"
-
-        def _trees(self, model):
-            n_classes = len(model.classes_)
-            return _lightgbm_trees(model, 1 if n_classes == 2 else n_classes)
-
-        def _raw_float(self, model, X):
-            return _raw_2d(model.predict(X, raw_score=True), X.shape[0])
-
-    class FHELGBMRegressor(_FHETreeRegressor):
-        """LightGBM regressor predicting on encrypted data (``pip install fheml[lightgbm]``).
-
-        Wraps :class:`lightgbm.LGBMRegressor` (same parameters and defaults) plus
-        ``n_bits``, ``p_error``, ``global_p_error`` and ``n_jobs``; objectives with an
-        identity link.
-
-        {parameters}
-
-        {attributes}
+# package -> how its fitted models are read (see _BoostingPackageModel).
+_PACKAGES = {
+    "xgboost": {"title": "XGBoost", "prefix": "XGB", "read_trees": _xgboost_trees,
+                "raw_scores": lambda model, X: model.predict(X, output_margin=True),
+                "objective_attr": "objective", "example": "", "attrs": {}},
+    "lightgbm": {"title": "LightGBM", "prefix": "LGBM", "read_trees": _lightgbm_trees,
+                 "raw_scores": lambda model, X: model.predict(X, raw_score=True),
+                 "objective_attr": "objective_", "example": ", verbose=-1",
+                 # LightGBM bins and predicts in float64; parameters it takes only
+                 # through **kwargs (e.g. verbose) are not exposed
+                 "attrs": {"_float32_inputs": False, "_sklearn_params_exclude": ("kwargs",)}},
+}
 
 
-        Examples
-        --------
-        >>> from sklearn.datasets import load_diabetes
-        >>> from fheml.ensemble import FHELGBMRegressor
-        >>> X, y = load_diabetes(return_X_y=True)
-        >>> model = FHELGBMRegressor(n_estimators=20, max_depth=3, verbose=-1).fit(X, y)
-        >>> y_enc = model.predict(X[:20], fhe="execute")
-        """
+def _package_estimators(package, module):
+    """``FHE<prefix>Classifier`` and ``FHE<prefix>Regressor`` of an installed package."""
+    entry = _PACKAGES[package]
+    classes = {}
+    for kind, base, dataset, note in (
+            ("classifier", _FHETreeClassifier, "load_breast_cancer", ""),
+            ("regressor", _FHETreeRegressor, "load_diabetes",
+             "  Objectives with an identity link only.")):
+        wrapped = f"{entry['prefix']}{kind.capitalize()}"
+        namespace = {
+            "__module__": __name__, "__qualname__": f"FHE{wrapped}",
+            "__doc__": _PACKAGE_DOC.format(title=entry["title"], kind=kind, package=package,
+                                           wrapped=wrapped, note=note, dataset=dataset,
+                                           example=entry["example"]),
+            "_sklearn_estimator_class": getattr(module, wrapped),
+            "_read_trees": staticmethod(entry["read_trees"]),
+            "_raw_scores": staticmethod(entry["raw_scores"]),
+            "_objective_attr": entry["objective_attr"], **entry["attrs"]}
+        if base is _FHETreeClassifier:
+            namespace["_raw_kind"] = "logit"
+        classes[f"FHE{wrapped}"] = type(f"FHE{wrapped}", (_BoostingPackageModel, base),
+                                        namespace)
+    return classes
 
-        _sklearn_estimator_class = lightgbm.LGBMRegressor
-        _float32_inputs = False
-        _sklearn_params_exclude = ("kwargs",)
 
-        def _trees(self, model):
-            _check_identity_objective(model.objective_)
-            return _lightgbm_trees(model, 1)
+def _installed_package_estimators():
+    """The classes of every optional package that imports (fheml[xgboost], fheml[lightgbm])."""
+    classes = {}
+    for package in _PACKAGES:
+        try:
+            module = importlib.import_module(package)
+        except ImportError:
+            continue
+        classes.update(_package_estimators(package, module))
+    return classes
 
-        def _raw_float(self, model, X):
-            return _raw_2d(model.predict(X, raw_score=True), X.shape[0])
 
-    __all__ += ["FHELGBMClassifier", "FHELGBMRegressor"]
+_OPTIONAL_ESTIMATORS = _installed_package_estimators()
+globals().update(_OPTIONAL_ESTIMATORS)
+__all__ += sorted(_OPTIONAL_ESTIMATORS)
