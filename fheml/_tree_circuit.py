@@ -43,7 +43,8 @@ MIN_LOOKUP_BITS = 3
 class Tree:
     """One binary decision tree as arrays (node 0 is the root).
 
-    A node goes right iff ``x[feature] > threshold``; leaves have ``left == right == -1``.
+    A node goes right iff ``x[feature] > threshold``, a missing value (NaN) iff
+    ``missing_right``; leaves have ``left == right == -1``.
 
     Attributes
     ----------
@@ -52,6 +53,7 @@ class Tree:
     value : ndarray of float64, shape (n_nodes, n_outputs)
         Contribution of each leaf to the model's raw outputs (rows of internal nodes are
         ignored).
+    missing_right : ndarray of bool, shape (n_nodes,)
     """
 
     feature: np.ndarray
@@ -59,18 +61,21 @@ class Tree:
     left: np.ndarray
     right: np.ndarray
     value: np.ndarray
+    missing_right: np.ndarray
 
     @property
     def is_leaf(self):
         return self.left < 0
 
     def leaf_index(self, X):
-        """Leaf reached by each row of ``X`` (float), right iff ``x > threshold``."""
+        """Leaf reached by each row of ``X`` (float), right iff ``x > threshold``, NaN
+        as ``missing_right``."""
         node = np.zeros(X.shape[0], dtype=np.int64)
         active = ~self.is_leaf[node]
         while active.any():
             n = node[active]
-            go_right = X[np.flatnonzero(active), self.feature[n]] > self.threshold[n]
+            x = X[np.flatnonzero(active), self.feature[n]]
+            go_right = np.where(np.isnan(x), self.missing_right[n], x > self.threshold[n])
             node[active] = np.where(go_right, self.right[n], self.left[n])
             active = ~self.is_leaf[node]
         return node
@@ -84,8 +89,9 @@ class Tree:
         return depth
 
 
-def topological(feature, threshold, left, right, value):
-    """A :class:`Tree` renumbered so that parents precede children (breadth first)."""
+def topological(feature, threshold, left, right, value, missing_right=None):
+    """A :class:`Tree` renumbered so that parents precede children (breadth first);
+    missing values go left unless ``missing_right`` says otherwise."""
     order, position = [0], {0: 0}
     for u in order:
         if left[u] >= 0:
@@ -97,9 +103,12 @@ def topological(feature, threshold, left, right, value):
     remap[order] = np.arange(len(order))
     new_left = np.where(left[order] >= 0, remap[np.maximum(left[order], 0)], -1)
     new_right = np.where(right[order] >= 0, remap[np.maximum(right[order], 0)], -1)
+    if missing_right is None:
+        missing_right = np.zeros(len(feature), dtype=bool)
     return Tree(np.asarray(feature, dtype=np.int64)[order],
                 np.asarray(threshold, dtype=np.float64)[order], new_left, new_right,
-                np.asarray(value, dtype=np.float64)[order])
+                np.asarray(value, dtype=np.float64)[order],
+                np.asarray(missing_right, dtype=bool)[order] & (new_left >= 0))
 
 
 # ---------------------------------------------------------------- inputs -----------------
@@ -114,6 +123,9 @@ class ThermometerQuantizer:
     float32 : bool, default=False
         Read values as float32 first, as models that fit and predict in float32 do
         (scikit-learn's trees, XGBoost): their thresholds are then cut points exactly.
+    missing : bool, default=False
+        Missing values (NaN) are allowed: each feature has one more bit, ``[x_f is NaN]``
+        (its unary bits are then all 0), after all the levels.
 
     Attributes
     ----------
@@ -124,9 +136,10 @@ class ThermometerQuantizer:
         Column of the first bit of each feature in the encoded vector.
     """
 
-    def __init__(self, n_bits, float32=False):
+    def __init__(self, n_bits, float32=False, missing=False):
         self.n_bits = int(n_bits)
         self.float32 = bool(float32)
+        self.missing = bool(missing)
 
     def _values(self, X):
         X = np.asarray(X, dtype=np.float32 if self.float32 else np.float64)
@@ -136,6 +149,7 @@ class ThermometerQuantizer:
         max_levels = (1 << self.n_bits) - 1
         self.edges_ = []
         for column in self._values(X).T:
+            column = column[~np.isnan(column)]
             distinct = np.unique(column)
             if distinct.size - 1 <= max_levels:
                 edges = (distinct[:-1] + distinct[1:]) / 2
@@ -150,40 +164,54 @@ class ThermometerQuantizer:
     @property
     def n_levels(self):
         """Total number of encoded bits per sample."""
-        return int(self.offsets_[-1])
+        return int(self.offsets_[-1]) + (len(self.edges_) if self.missing else 0)
+
+    def missing_column(self, f):
+        """Column of the bit ``[x_f is NaN]`` (None without missing values)."""
+        return int(self.offsets_[-1]) + f if self.missing else None
 
     def quant(self, X):
-        """Bin index of every value: the number of cut points it exceeds."""
+        """Bin index of every value: the number of cut points it exceeds (-1: NaN)."""
         X = self._values(X)
-        return np.stack([np.searchsorted(e, X[:, f], side="left")
-                         for f, e in enumerate(self.edges_)], axis=1).astype(np.int64)
+        q = np.stack([np.searchsorted(e, X[:, f], side="left")
+                      for f, e in enumerate(self.edges_)], axis=1).astype(np.int64)
+        if self.missing:
+            q[np.isnan(X)] = -1
+        return q
 
     def encode(self, q):
-        """Unary bits ``[q_f > j]`` of bin indices, shape (n_samples, n_levels), uint8."""
+        """Unary bits ``[q_f > j]`` of bin indices (and ``[q_f == -1]`` with missing values),
+        shape (n_samples, n_levels), uint8."""
         q = np.asarray(q, dtype=np.int64)
         bits = np.zeros((q.shape[0], self.n_levels), dtype=np.uint8)
         for f, edges in enumerate(self.edges_):
             levels = np.arange(edges.size)
             bits[:, self.offsets_[f]:self.offsets_[f + 1]] = q[:, f:f + 1] > levels
+        if self.missing:
+            bits[:, self.offsets_[-1]:] = q < 0
         return bits
 
     def columns(self, trees, X):
-        """Per tree and node: the bit column standing for ``x[feature] > threshold``.
+        """Per tree and node: the bit columns whose sum is the node's "go right" bit.
 
-        On the training values the split separates the values ``<= threshold`` from the
-        others: the column is the cut point between the largest of the first and the
-        smallest of the second, so the test is exact on every training value when each has
-        its own bin (quantile bins: the nearest cut point).  ``None`` for leaves and for a
-        feature without cut points (constant in ``X``: the test is then ``False``).
+        A value goes right iff ``x[feature] > threshold``: on the training values the split
+        separates the values ``<= threshold`` from the others, and the column is the cut
+        point between the largest of the first and the smallest of the second, so the test
+        is exact on every training value when each has its own bin (quantile bins: the
+        nearest cut point).  A missing value's unary bits are 0, so the node also reads the
+        feature's missing bit when missing values go right.  Empty for leaves; a feature
+        without cut points (constant in ``X``) has no unary bit (its test is ``False``).
         """
         X = self._values(X)
-        distinct = [np.unique(column) for column in X.T]
+        distinct = [np.unique(column[~np.isnan(column)]) for column in X.T]
         out = []
         for tree in trees:
             cols = []
-            for f, t in zip(tree.feature, tree.threshold):
+            for f, t, right in zip(tree.feature, tree.threshold, tree.missing_right):
+                missing = (self.missing_column(f),) if f >= 0 and right and self.missing \
+                    else ()
                 if f < 0 or self.edges_[f].size == 0:
-                    cols.append(None)
+                    cols.append(missing)
                     continue
                 edges = self.edges_[f]
                 if edges.size == distinct[f].size - 1:  # one bin per training value
@@ -192,7 +220,7 @@ class ThermometerQuantizer:
                     below = int(np.searchsorted(edges, t, side="left"))
                     near = [k for k in (below - 1, below) if 0 <= k < edges.size]
                     j = min(near, key=lambda k: abs(edges[k] - t))
-                cols.append(int(self.offsets_[f] + np.clip(j, 0, edges.size - 1)))
+                cols.append((int(self.offsets_[f] + np.clip(j, 0, edges.size - 1)),) + missing)
             out.append(cols)
         return out
 
@@ -359,8 +387,9 @@ class TreeCircuitPlan:
     trees : list of Tree
     values : list of ndarray of int64 (n_nodes, n_outputs)
         Quantized leaf values, from :func:`quantize_ensemble`.
-    columns : list of list
-        Per tree and node: the bit column of its test (None for constant features).
+    columns : list of list of tuple
+        Per tree and node: the bit columns whose sum is its test (see
+        :meth:`ThermometerQuantizer.columns`).
     bits : int
         Lookup precision the lookups are planned for.
 
@@ -433,13 +462,12 @@ class TreeCircuitPlan:
     @staticmethod
     def _literals(cols, path, weight):
         """Linear form of ``weight`` times the sum of the literals of ``path`` (b going
-        right, 1 - b going left; a constant feature's bit is 0)."""
+        right, 1 - b going left; ``b`` the sum of the node's columns, 0 when none)."""
         terms, const = {}, 0
         for parent, went_right in path:
             if not went_right:
                 const += weight
-            c = cols[parent]
-            if c is not None:
+            for c in cols[parent]:
                 terms[c] = terms.get(c, 0) + (weight if went_right else -weight)
         return terms, const
 
@@ -456,8 +484,8 @@ class TreeCircuitPlan:
         k, m = len(paths[root]), len(block)
         terms, const = self._literals(cols, paths[root], 1 << m)
         for i, node in enumerate(block):
-            if cols[node] is not None:
-                terms[cols[node]] = terms.get(cols[node], 0) + (1 << i)
+            for c in cols[node]:
+                terms[c] = terms.get(c, 0) + (1 << i)
         position = {node: i for i, node in enumerate(block)}
         table = np.zeros((k + 1) << m, dtype=np.int64)
         for bits in range(1 << m):

@@ -83,17 +83,18 @@ def _hist_gradient_boosting_trees(model):
                 np.where(leaf, -1, nodes["feature_idx"]), nodes["num_threshold"],
                 np.where(leaf, -1, nodes["left"].astype(np.int64)),
                 np.where(leaf, -1, nodes["right"].astype(np.int64)),
-                values))
+                values, ~nodes["missing_go_to_left"].astype(bool)))
     return trees
 
 
-def _nested_tree(root, n_out, k, split, threshold, children, leaf_value):
+def _nested_tree(root, n_out, k, split, threshold, children, leaf_value, missing_right):
     """Tree from a nested dict format (XGBoost / LightGBM dumps).
 
     ``split(node)`` -> feature index or None for a leaf; ``threshold(node)`` -> t with
-    "right iff x > t"; ``children(node)`` -> (left, right); ``leaf_value(node)``.
+    "right iff x > t"; ``children(node)`` -> (left, right); ``leaf_value(node)``;
+    ``missing_right(node)`` -> whether a missing value goes right.
     """
-    feature, thresholds, left, right, values = [], [], [], [], []
+    feature, thresholds, left, right, values, missing = [], [], [], [], [], []
     stack = [(root, -1, False)]
     while stack:
         node, parent, is_right = stack.pop()
@@ -104,6 +105,7 @@ def _nested_tree(root, n_out, k, split, threshold, children, leaf_value):
         value = np.zeros(n_out)
         feature.append(-1 if f is None else f)
         thresholds.append(0.0 if f is None else threshold(node))
+        missing.append(f is not None and missing_right(node))
         left.append(-1)
         right.append(-1)
         if f is None:
@@ -114,14 +116,18 @@ def _nested_tree(root, n_out, k, split, threshold, children, leaf_value):
             stack.append((lo, index, False))
         values.append(value)
     return topological(np.asarray(feature), np.asarray(thresholds), np.asarray(left),
-                       np.asarray(right), np.asarray(values))
+                       np.asarray(right), np.asarray(values), np.asarray(missing))
 
 
 def _xgboost_trees(model, n_out):
     """Trees of an XGBoost model; tree ``i`` adds to output ``i % n_out``.
 
-    XGBoost goes left iff ``float32(x) < t``: right iff ``x > nextafter(t, -inf)``.
+    XGBoost goes left iff ``float32(x) < t``: right iff ``x > nextafter(t, -inf)``; a
+    missing value (NaN) to the node's ``missing`` child.
     """
+    if model.missing is not None and not np.isnan(model.missing):
+        raise NotImplementedError(f"missing={model.missing!r} (a number standing for missing "
+                                  "values) is not supported under encryption; use NaN")
     booster = model.get_booster()
     names = booster.feature_names
     index = {name: i for i, name in enumerate(names)} if names else None
@@ -142,23 +148,37 @@ def _xgboost_trees(model, n_out):
 
     dumps = booster.get_dump(dump_format="json")
     return [_nested_tree(json.loads(d), n_out, i % n_out, split, threshold, children,
-                         lambda node: node["leaf"]) for i, d in enumerate(dumps)]
+                         lambda node: node["leaf"], lambda node: node["missing"] == node["no"])
+            for i, d in enumerate(dumps)]
 
 
 def _lightgbm_trees(model, n_out):
-    """Trees of a LightGBM model (numerical ``<=`` splits; tree ``i`` -> output ``i % n_out``)."""
+    """Trees of a LightGBM model (numerical ``<=`` splits; tree ``i`` -> output ``i % n_out``).
+
+    A missing value (NaN) goes the default way where the split saw missing values
+    (``missing_type`` "NaN"), else it is read as 0 ("None").
+    """
     def split(node):
         if "leaf_value" in node:
             return None
         if node.get("decision_type", "<=") != "<=":
             raise NotImplementedError("categorical splits are not supported under encryption")
+        if node.get("missing_type", "None") not in ("None", "NaN"):
+            raise NotImplementedError("zero_as_missing is not supported under encryption "
+                                      "(zeros would leave their bin)")
         return int(node["split_feature"])
+
+    def missing_right(node):
+        if node.get("missing_type", "None") == "NaN":
+            return not node["default_left"]
+        return 0.0 > float(node["threshold"])
 
     info = model.booster_.dump_model()["tree_info"]
     return [_nested_tree(t["tree_structure"], n_out, i % n_out, split,
                          lambda node: float(node["threshold"]),
                          lambda node: (node["left_child"], node["right_child"]),
-                         lambda node: node["leaf_value"]) for i, t in enumerate(info)]
+                         lambda node: node["leaf_value"], missing_right)
+            for i, t in enumerate(info)]
 
 
 def _raw_2d(raw, n_samples):
@@ -401,7 +421,7 @@ _PACKAGE_DOC = """{title} {kind} predicting on encrypted data (``pip install fhe
     >>> from sklearn.datasets import {dataset}
     >>> from fheml.ensemble import FHE{wrapped}
     >>> X, y = {dataset}(return_X_y=True)
-    >>> model = FHE{wrapped}(n_estimators=20, max_depth=3{example}).fit(X, y)
+    >>> model = FHE{wrapped}(n_estimators=20, max_depth=3).fit(X, y)
     >>> y_enc = model.predict(X[:20], fhe="execute")
     """
 
@@ -409,10 +429,10 @@ _PACKAGE_DOC = """{title} {kind} predicting on encrypted data (``pip install fhe
 _PACKAGES = {
     "xgboost": {"title": "XGBoost", "prefix": "XGB", "read_trees": _xgboost_trees,
                 "raw_scores": lambda model, X: model.predict(X, output_margin=True),
-                "objective_attr": "objective", "example": "", "attrs": {}},
+                "objective_attr": "objective", "attrs": {}},
     "lightgbm": {"title": "LightGBM", "prefix": "LGBM", "read_trees": _lightgbm_trees,
                  "raw_scores": lambda model, X: model.predict(X, raw_score=True),
-                 "objective_attr": "objective_", "example": ", verbose=-1",
+                 "objective_attr": "objective_",
                  # LightGBM bins and predicts in float64; parameters it takes only
                  # through **kwargs (e.g. verbose) are not exposed
                  "attrs": {"_float32_inputs": False, "_sklearn_params_exclude": ("kwargs",)}},
@@ -431,8 +451,7 @@ def _package_estimators(package, module):
         namespace = {
             "__module__": __name__, "__qualname__": f"FHE{wrapped}",
             "__doc__": _PACKAGE_DOC.format(title=entry["title"], kind=kind, package=package,
-                                           wrapped=wrapped, note=note, dataset=dataset,
-                                           example=entry["example"]),
+                                           wrapped=wrapped, note=note, dataset=dataset),
             "_sklearn_estimator_class": getattr(module, wrapped),
             "_read_trees": staticmethod(entry["read_trees"]),
             "_raw_scores": staticmethod(entry["raw_scores"]),

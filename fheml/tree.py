@@ -47,8 +47,10 @@ _BIAS_ROWS = 32
 def sklearn_tree(tree_, values):
     """:class:`~fheml._tree_circuit.Tree` of a fitted scikit-learn ``tree_`` with the
     given per-node values (n_nodes, n_outputs)."""
+    go_left = getattr(tree_, "missing_go_to_left", None)  # scikit-learn >= 1.3
     return topological(tree_.feature, tree_.threshold, tree_.children_left,
-                       tree_.children_right, values)
+                       tree_.children_right, values,
+                       None if go_left is None else ~np.asarray(go_left, dtype=bool))
 
 
 def class_fractions(tree_):
@@ -159,7 +161,9 @@ class _FHETreeModel(BaseFHEEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False  # missing values are refused, not routed
+        # missing values are routed as the wrapped model routes them, where it can
+        tags.input_tags.allow_nan = self._make_sklearn_model().__sklearn_tags__() \
+            .input_tags.allow_nan
         return tags
 
     def _start_fit(self):
@@ -174,7 +178,9 @@ class _FHETreeModel(BaseFHEEstimator):
 
     def _set_quantized(self, model, X):
         self.sklearn_model_ = model
-        quantizer = ThermometerQuantizer(self.n_bits_inputs_, self._float32_inputs).fit(X)
+        missing = model.__sklearn_tags__().input_tags.allow_nan
+        quantizer = ThermometerQuantizer(self.n_bits_inputs_, self._float32_inputs,
+                                         missing).fit(X)
         edges = self._input_edges(model)
         if edges is not None:
             quantizer.edges_ = [np.asarray(e, dtype=np.float64) for e in edges]

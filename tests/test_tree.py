@@ -5,7 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
-from sklearn.base import clone
+from sklearn.base import ClassifierMixin, clone
 from sklearn.datasets import (
     load_breast_cancer,
     load_diabetes,
@@ -66,8 +66,6 @@ def _small(cls, **extra):
 
 _MULTI_OUTPUT = ("multi-output classification (y with several columns) is refused: the "
                  "client would need one probability table per output")
-_NAN = ("missing values are refused with a clear error instead of being routed: the unary "
-        "encoding has no bit for 'missing'")
 _WEIGHT_EQUIVALENCE = ("the wrapped estimator fails it too (scikit-learn marks it as an expected "
                        "failure): its randomness does not make weights equivalent to repeats")
 EXPECTED_FAILED_CHECKS = {
@@ -396,16 +394,61 @@ def test_bad_inputs_and_unfitted():
         FHEDecisionTreeClassifier().predict(X)
     model = FHEDecisionTreeClassifier(max_depth=3).fit(X, y)
     bad = X[:3].copy()
-    bad[0, 0] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
-        model.predict(bad)
     bad[0, 0] = np.inf
     with pytest.raises(ValueError, match="infinity"):
         model.predict(bad)
+    # a wrapped model without missing-value support: NaN is refused clearly
+    boosting = FHEGradientBoostingClassifier(n_estimators=2, max_depth=2).fit(X, y)
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        boosting.predict(bad)
+    with pytest.raises(ValueError, match="NaN"):
+        FHEGradientBoostingClassifier(n_estimators=2).fit(bad, y[:3])
     with pytest.raises(ValueError, match="features"):
         model.predict(X[:, :5])
     with pytest.raises(ValueError, match="multi-output"):
         FHEDecisionTreeClassifier().fit(X, np.column_stack([y, y]))
+
+
+MISSING_CASES = [(FHEDecisionTreeClassifier, {"max_depth": 5, "random_state": 0}),
+                 (FHERandomForestRegressor, {"n_estimators": 5, "max_depth": 4,
+                                             "random_state": 0}),
+                 (FHEHistGradientBoostingClassifier, {"max_iter": 10, "max_depth": 3})] + \
+    [(cls, {"n_estimators": 10, "max_depth": 3, "n_jobs": 1}) for cls in OPTIONAL]
+
+
+@pytest.mark.parametrize("cls,params", MISSING_CASES, ids=lambda v: v.__name__
+                         if isinstance(v, type) else "")
+def test_missing_values_are_routed_like_the_wrapped_model(cls, params):
+    """NaN (in training and prediction) takes the branch the fitted model sends it to,
+    through one encrypted 'missing' bit per feature."""
+    X, y = load_breast_cancer(return_X_y=True)
+    X, y = X[:250], y[:250]  # fewer distinct values than levels: one bin per value
+    if not issubclass(cls, ClassifierMixin):
+        y = X[:, 0] + 10 * X[:, 1]
+    X[np.random.default_rng(0).random(X.shape) < 0.1] = np.nan
+    model = cls(**params).fit(X, y)
+    assert model.input_quantizer_.missing
+    assert model.input_quantizer_.n_levels == model.input_quantizer_.offsets_[-1] + X.shape[1]
+    # every tree walked on the encoded training rows reaches the fitted model's leaf: the
+    # raw outputs differ by the leaf quantization only
+    raw = model._raw(X, False, "disable")
+    reference = model._raw_float(model.sklearn_model_, X)
+    tolerance = 0.5 * model.leaf_step_ * len(model._trees(model.sklearn_model_)) + 1e-6
+    np.testing.assert_allclose(raw, reference, atol=tolerance)
+    missing_rows = np.isnan(X).any(axis=1)
+    simulated = model._raw(X[missing_rows][:50], False, "simulate")
+    np.testing.assert_array_equal(simulated, raw[missing_rows][:50])
+
+
+def test_missing_values_encrypted():
+    X, y = load_breast_cancer(return_X_y=True)
+    X = X.copy()
+    X[np.random.default_rng(1).random(X.shape) < 0.2] = np.nan
+    model = FHEDecisionTreeClassifier(max_depth=4, random_state=0).fit(X, y)
+    rows = X[np.isnan(X).any(axis=1)][:3]
+    np.testing.assert_array_equal(model.predict_proba(rows, fhe="execute"),
+                                  model.predict_proba(rows, fhe="disable"))
 
 
 def test_values_beyond_the_training_range_need_no_clipping():

@@ -184,8 +184,9 @@ def _quantizer_load(state, arrays, n_features):
     return quantizer
 
 
-def _check_features(X, n_features):
-    X = check_array(X, dtype=[np.float64, np.float32])
+def _check_features(X, n_features, allow_nan=False):
+    X = check_array(X, dtype=[np.float64, np.float32],
+                    ensure_all_finite="allow-nan" if allow_nan else True)
     if X.shape[1] != n_features:
         raise ValueError(f"X has {X.shape[1]} features, but the model expects {n_features}")
     return X
@@ -324,7 +325,8 @@ class TreeClientModel(ClientModel):
             self.methods, self.default_method = ("predict",), "predict"
 
     def encode(self, X):
-        return (self.quantizer.encode(self.quantizer.quant(_check_features(X, self.n_features))),)
+        X = _check_features(X, self.n_features, allow_nan=self.quantizer.missing)
+        return (self.quantizer.encode(self.quantizer.quant(X)),)
 
     def encrypt(self, client, X):
         from fheml._tree_circuit import encrypt_unary
@@ -414,6 +416,7 @@ class TreeFamily(Family):
         quantizer = model.input_quantizer_
         classifier = isinstance(model, _FHETreeClassifier)
         state = {"n_features": int(model.n_features_in_), "float32": quantizer.float32,
+                 "missing": quantizer.missing,
                  "n_bits": quantizer.n_bits, "n_output_groups": int(model.n_output_groups_),
                  "word_bytes": int(model.input_word_bytes_),
                  "n_outputs": int(model.circuit_plan_.n_outputs), "classifier": classifier,
@@ -439,7 +442,8 @@ class TreeFamily(Family):
         if offsets.shape != (n_features + 1,) or offsets[0] != 0 \
                 or np.any(np.diff(offsets) < 0) or offsets[-1] != edges.size:
             raise ValueError("bin offsets do not match the edges")
-        quantizer = ThermometerQuantizer(int(state["n_bits"]), bool(state["float32"]))
+        quantizer = ThermometerQuantizer(int(state["n_bits"]), bool(state["float32"]),
+                                         bool(state["missing"]))
         quantizer.edges_ = [edges[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
         quantizer.offsets_ = offsets
         n_outputs = int(state["n_outputs"])
