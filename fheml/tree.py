@@ -265,13 +265,16 @@ class _FHETreeModel(BaseFHEEstimator):
             parameters).
         """
         from fheml._core import GlweCiphertext
-        from fheml.compiler import EncryptedArgs
+        from fheml.compiler import EncryptedArgs, ServerLimits
 
         circuit = self.fhe_circuit if self.fhe_circuit is not None else self.compile()
         if evaluation_keys is None:
             evaluation_keys = circuit.keygen()
         if isinstance(encrypted, (bytes, bytearray, memoryview)):
-            encrypted = GlweCiphertext.from_bytes(bytes(encrypted))
+            # a sample's polynomials expand far beyond its few bytes per bit: the bound is
+            # a server's default memory limit, not a multiple of the payload
+            encrypted = GlweCiphertext.from_bytes(
+                bytes(encrypted), max_words=ServerLimits().max_expanded_bytes // 8)
         n_levels = self.input_quantizer_.n_levels
         check_unary(encrypted, n_levels, circuit.parameters)
         selected = extract_unary(encrypted, self.circuit_plan_.used_columns, n_levels)
