@@ -3,8 +3,8 @@
 Each class wraps the estimator of the same name (without ``FHE``): scikit-learn's
 ``RandomForest*``, ``GradientBoosting*`` and ``HistGradientBoosting*``, and, when the
 optional packages are installed (``pip install fheml[xgboost]`` / ``fheml[lightgbm]``),
-``XGB*`` and ``LGBM*``.  Every tree is evaluated as in :mod:`fheml.tree` (one small lookup
-per block of leaves) and the sum over trees is linear; averaging, sigmoid and softmax run
+``XGB*`` and ``LGBM*``.  Every tree is evaluated as in :mod:`fheml.tree` (a few small
+lookups per tree) and the sum over trees is linear; averaging, sigmoid and softmax run
 on the client after decryption.  See docs/trees.md for the method and the lookup count.
 """
 

@@ -2,8 +2,8 @@
 
 Each class wraps the scikit-learn estimator of the same name (without ``FHE``): ``fit``
 trains it in the clear; the client then encrypts unary bits of its binned input and the
-server evaluates every tree with one small lookup per *block* of leaves (see
-docs/trees.md and :mod:`fheml._tree_circuit`).  The input binning comes from the training
+server evaluates every tree with a few small lookups, one per path ("edge") or group of
+nodes ("block") whose leaves differ (see docs/trees.md and :mod:`fheml._tree_circuit`).  The input binning comes from the training
 data alone, so the client artifact does not reveal the tree.
 
 The machinery shared with :mod:`fheml.ensemble` lives in the private base classes below:
