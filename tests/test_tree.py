@@ -209,6 +209,24 @@ def test_blocks_equal_walking_the_trees(depth, n_outputs):
     assert counts[0] < leaves * n_outputs
 
 
+@pytest.mark.parametrize("depth,expected", [(3, [4, 2, 2]), (4, [8, 8, 4]), (5, [24, 16, 8])])
+def test_lookup_counts_of_complete_trees(depth, expected):
+    """The counts docs/trees.md gives for complete trees with distinct leaves (widths 3, 4,
+    5); node values are free: half the leaves holding one value (the root's) cost
+    nothing."""
+    from fheml._tree_circuit import plan_lookups, topological
+
+    n = 2 ** (depth + 1) - 1
+    left = np.array([2 * i + 1 if 2 * i + 1 < n else -1 for i in range(n)])
+    right = np.array([2 * i + 2 if 2 * i + 2 < n else -1 for i in range(n)])
+    values = 3 * np.arange(n)
+    tree = topological(np.where(left >= 0, 0, -1), np.zeros(n), left, right, values[:, None])
+    assert [len(plan_lookups(tree, values, b)[1]) for b in (3, 4, 5)] == expected
+    same = values.copy()
+    same[2 ** depth - 1 + 2 ** (depth - 1):] = 7  # the right half of the leaves: one value
+    assert len(plan_lookups(tree, same, 3)[1]) == expected[0] // 2
+
+
 def test_client_artifact_does_not_depend_on_the_model():
     """The client's encoding (cut points) comes from the data only: two different trees
     fitted on the same data give the same artifact."""
