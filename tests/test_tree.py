@@ -355,7 +355,7 @@ def test_encrypted_equals_clear(cls, params, loader):
                          ids=["breast_cancer", "wine", "digits"])
 def test_encrypted_acceptance_slow(loader, cls, params):
     X_train, X_test, y_train, _ = _split(loader)
-    model = cls(n_jobs=2, **params).fit(X_train, y_train)
+    model = cls(**{**params, "n_jobs": 2}).fit(X_train, y_train)
     rows = X_test[:20]
     encrypted = model.predict(rows, fhe="execute")
     assert np.mean(encrypted == model.predict(rows)) >= 0.995
