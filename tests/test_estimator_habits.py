@@ -201,10 +201,18 @@ def test_chunked_encrypted_run_gives_the_same_results(cancer):
     whole = circuit.encrypt_run_decrypt(q, batch_size=50)
     np.testing.assert_array_equal(circuit.encrypt_run_decrypt(q, batch_size=7), whole)
     np.testing.assert_array_equal(whole, circuit.run(q))
-    row_mb = circuit.bytes_per_row() / 2 ** 20
-    with fheml.config_context(working_memory=3 * row_mb):
-        assert circuit.rows_per_chunk() == 3
-        np.testing.assert_array_equal(model.predict(X[:50], fhe="execute"), model.predict(X[:50]))
+    # chunks of whole packed ciphertexts (a row's share of them is far below an LWE row)
+    plan = circuit.client.spec.packed
+    assert 20 * circuit.bytes_per_row(packed=True) < circuit.bytes_per_row()
+    group_mb = plan.slots * circuit.bytes_per_row(packed=True) / 2 ** 20
+    with fheml.config_context(working_memory=3.5 * group_mb):
+        assert circuit.rows_per_chunk() == 3 * plan.slots
+        np.testing.assert_array_equal(model.predict(X[:500], fhe="execute"),
+                                      model.predict(X[:500]))
+    # a budget below one packed ciphertext of rows: one row at a time
+    with fheml.config_context(working_memory=group_mb / 2):
+        assert circuit.rows_per_chunk() == 1
+        np.testing.assert_array_equal(model.predict(X[:3], fhe="execute"), model.predict(X[:3]))
     with pytest.raises(ValueError, match="batch_size"):
         circuit.encrypt_run_decrypt(q, batch_size=0)
 

@@ -19,6 +19,8 @@ cdef extern from "kernels.h" nogil:
         int N, M, log2N
         const double *tw_re
         const double *tw_im
+        const double *tw3_re
+        const double *tw3_im
         const double *twist_re
         const double *twist_im
         const double *untwist_re
@@ -117,6 +119,21 @@ def _simd_level_from_env():
 set_simd_level(_simd_level_from_env())
 
 
+# Cache-line (and AVX-512 vector) alignment of the arrays the kernels stream through: an
+# unaligned 64-byte load straddles two cache lines (large numpy arrays start 16 bytes into
+# a page).
+ALIGNMENT = 64
+
+
+def aligned_empty(shape, dtype):
+    """An uninitialised C-contiguous array whose data starts on a 64-byte boundary."""
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    raw = np.empty(count * dtype.itemsize + ALIGNMENT, dtype=np.uint8)
+    start = -raw.ctypes.data % ALIGNMENT
+    return raw[start:start + count * dtype.itemsize].view(dtype).reshape(shape)
+
+
 cdef class FourierPlan:
     """Twiddle and twist tables of the negacyclic FFT for polynomials of size N."""
     cdef fft_plan plan
@@ -132,21 +149,29 @@ cdef class FourierPlan:
         pi = np.arctan(np.longdouble(1)) * 4
         tw = np.zeros(M, dtype=np.longdouble)
         tw_im = np.zeros(M, dtype=np.longdouble)
+        # tw3: the product of the twiddles of two consecutive stages (radix-4 passes)
+        tw3 = np.zeros(M, dtype=np.longdouble)
+        tw3_im = np.zeros(M, dtype=np.longdouble)
         h = 1
         while h < M:
             j = np.arange(h, dtype=np.longdouble)
             ang = pi * j / h
             tw[h:2 * h] = np.cos(ang)
             tw_im[h:2 * h] = np.sin(ang)
+            q = j[:h // 2]
+            tw3[h:h + h // 2] = np.cos(3 * pi * q / h)
+            tw3_im[h:h + h // 2] = np.sin(3 * pi * q / h)
             h *= 2
         j = np.arange(M, dtype=np.longdouble)
         ang = pi * j / N
         tables = {
-            "tw_re": tw.astype(np.float64), "tw_im": tw_im.astype(np.float64),
-            "twist_re": np.cos(ang).astype(np.float64), "twist_im": np.sin(ang).astype(np.float64),
-            "untwist_re": (np.cos(ang) / M).astype(np.float64),
-            "untwist_im": (-np.sin(ang) / M).astype(np.float64),
+            "tw_re": tw, "tw_im": tw_im, "tw3_re": tw3, "tw3_im": tw3_im,
+            "twist_re": np.cos(ang), "twist_im": np.sin(ang),
+            "untwist_re": np.cos(ang) / M, "untwist_im": -np.sin(ang) / M,
         }
+        for name, table in tables.items():
+            tables[name] = aligned_empty(M, np.float64)
+            tables[name][:] = table
         self.tables = tables
         self.polynomial_size = N
         self.plan.N = N
@@ -155,6 +180,8 @@ cdef class FourierPlan:
         cdef double[::1] v
         v = tables["tw_re"]; self.plan.tw_re = &v[0]
         v = tables["tw_im"]; self.plan.tw_im = &v[0]
+        v = tables["tw3_re"]; self.plan.tw3_re = &v[0]
+        v = tables["tw3_im"]; self.plan.tw3_im = &v[0]
         v = tables["twist_re"]; self.plan.twist_re = &v[0]
         v = tables["twist_im"]; self.plan.twist_im = &v[0]
         v = tables["untwist_re"]; self.plan.untwist_re = &v[0]
@@ -202,7 +229,7 @@ def fft_forward_torus(FourierPlan plan, a):
 cdef object _forward(FourierPlan plan, a, bint torus):
     cdef int N = plan.polynomial_size, M = N // 2
     _check_rows(a, N, "a")
-    out = np.empty(a.shape, dtype=np.float64)
+    out = aligned_empty(a.shape, np.float64)
     cdef double[:, ::1] ov = out
     cdef const int32_t[:, ::1] iv
     cdef const uint64_t[:, ::1] tv
@@ -378,13 +405,13 @@ cdef class PbsWorkspace:
             raise ValueError(f"bad workspace dimensions {(n, k, N, pbs_level, ks_level)}")
         self.shape = (n, k, N, pbs_level, ks_level, group)
         arrays = {
-            "diff": np.empty(N, np.uint64),
-            "fdig": np.empty(group * (k + 1) * pbs_level * N, np.float64),
-            "facc": np.empty(group * (k + 1) * N, np.float64),
-            "small": np.empty(group * (n + 1), np.uint32),
+            "diff": aligned_empty(N, np.uint64),
+            "fdig": aligned_empty(group * (k + 1) * pbs_level * N, np.float64),
+            "facc": aligned_empty(group * (k + 1) * N, np.float64),
+            "small": aligned_empty(FHEML_MAX_GROUP * (n + 1), np.uint32),
             "abar": np.empty(group * n, np.int32),
-            "acc": np.empty(group * (k + 1) * N, np.uint64),
-            "ks_digits": np.empty(group * max(ks_level, 1), np.int32),
+            "acc": aligned_empty(group * (k + 1) * N, np.uint64),
+            "ks_digits": np.empty(FHEML_MAX_GROUP * max(ks_level, 1), np.int32),
         }
         self._keep = arrays
         cdef uint64_t[::1] u
@@ -511,6 +538,48 @@ cdef extern from "glwe_kernels.h" nogil:
     void fheml_glwe_poly_matmul(int level, const uint64_t *a, int64_t G, int C, int R, int N,
                                 const int *lengths, const int64_t *w, int O, int S,
                                 uint64_t *out)
+    void fheml_pack_top_bits(const uint64_t *w, int64_t n, int bits, uint8_t *out)
+    int fheml_unpack_top_bits(const uint8_t *data, int64_t n, int bits, uint64_t *w)
+
+
+def pack_top_bits(words, int bits):
+    """Top ``bits`` bits (1..64) of each uint64 word, most significant first, concatenated
+    into ``ceil(n * bits / 8)`` bytes (the last one padded with zero bits)."""
+    if not 1 <= bits <= 64:
+        raise ValueError(f"bits must be in 1..64, got {bits}")
+    w = np.ascontiguousarray(words, dtype=np.uint64).reshape(-1)
+    cdef int64_t n = w.shape[0]
+    out = np.zeros((n * bits + 7) // 8, dtype=np.uint8)
+    if n == 0:
+        return out
+    cdef uint64_t[::1] wv = w
+    cdef uint8_t[::1] ov = out
+    with nogil:
+        fheml_pack_top_bits(&wv[0], n, bits, &ov[0])
+    return out
+
+
+def unpack_top_bits(data, Py_ssize_t count, int bits):
+    """Inverse of :func:`pack_top_bits`: ``count`` uint64 words (low bits zero).
+
+    Raises ValueError unless ``data`` is exactly the ``ceil(count * bits / 8)`` bytes of a
+    canonical stream (zero padding bits)."""
+    if not 1 <= bits <= 64 or count < 0:
+        raise ValueError(f"bits must be in 1..64 and count >= 0, got {bits}, {count}")
+    d = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
+    if d.shape[0] != (count * bits + 7) // 8:
+        raise ValueError(f"{d.shape[0]} bytes do not hold {count} words of {bits} bits")
+    out = np.empty(count, dtype=np.uint64)
+    if count == 0:
+        return out
+    cdef const uint8_t[::1] dv = d
+    cdef uint64_t[::1] ov = out
+    cdef int padding
+    with nogil:
+        padding = fheml_unpack_top_bits(&dv[0], count, bits, &ov[0])
+    if padding:
+        raise ValueError("non-zero padding bits after the last word")
+    return out
 
 
 def glwe_poly_matmul(polys, lengths, weights):

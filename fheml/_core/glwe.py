@@ -13,8 +13,9 @@ Fresh encryptions are *seeded*: the masks are ChaCha20 output of a fresh public 
 seed, so only the seed and the bodies travel, and the server regenerates the masks.  Only
 the coefficients that carry data (``coefficients``, a slice) are encrypted and sent; the
 others of the body are zero and meaningless, and so is every coefficient of a product that
-depends on them.  Words may travel as their top ``word_bytes`` bytes (rounded to nearest),
-which adds uniform rounding noise of variance ``2^(-16 word_bytes) / 12`` per word.
+depends on them.  Words may travel as their top ``word_bits`` bits (rounded to nearest,
+bit-packed), which adds uniform rounding noise of variance ``2^(-2 word_bits) / 12`` per
+word.
 """
 
 import os
@@ -61,24 +62,28 @@ def _check_polynomial_size(N):
     return N
 
 
-def round_words(words, word_bytes):
-    """Round torus words to their top ``word_bytes`` bytes (to nearest; the low bits are 0)."""
-    if word_bytes == 8:
+def _word_bits(word_bytes, word_bits):
+    """Bits kept per word from the ``word_bytes`` / ``word_bits`` arguments (default 64)."""
+    if word_bytes is not None and word_bits is not None:
+        raise ValueError("give at most one of word_bytes and word_bits")
+    if word_bytes is not None:
+        return 8 * _check_int(word_bytes, "word_bytes", 1, 8)
+    return 64 if word_bits is None else _check_int(word_bits, "word_bits", 1, 64)
+
+
+def round_words(words, word_bytes=None, *, word_bits=None):
+    """Round torus words to their top ``word_bytes`` bytes or ``word_bits`` bits (to
+    nearest; the low bits are 0)."""
+    bits = _word_bits(word_bytes, word_bits)
+    if bits == 64:
         return words
-    shift = np.uint64(64 - 8 * word_bytes)
+    shift = np.uint64(64 - bits)
     return ((words + (np.uint64(1) << (shift - np.uint64(1)))) >> shift) << shift
 
 
-def _top_bytes(words, word_bytes):
-    """uint8 (..., word_bytes): the top bytes of words whose low bits are already zero."""
-    w = np.ascontiguousarray(words, dtype="<u8")
-    return w.view(np.uint8).reshape(w.shape + (8,))[..., 8 - word_bytes:]
-
-
-def _from_top_bytes(top, word_bytes):
-    full = np.zeros(top.shape[:-1] + (8,), dtype=np.uint8)
-    full[..., 8 - word_bytes:] = top
-    return full.view("<u8").reshape(top.shape[:-1]).astype(np.uint64)
+def _packed_words(count, word_bits):
+    """Bytes of ``count`` words bit-packed at ``word_bits`` bits."""
+    return (count * word_bits + 7) // 8
 
 
 def _glwe_masks(seed, count, k, N):
@@ -102,15 +107,20 @@ class GlweCiphertext:
         ``k``; required with ``mask_seed``.
     coefficients : tuple (start, stop, step), optional
         Body coefficients that carry data (default: all ``N``).
-    word_bytes : int, default=8
-        Words travel as their top bytes (they must already be rounded to them).
+    word_bytes, word_bits : int, optional
+        Words travel as their top bytes or bits (they must already be rounded to them,
+        see :func:`round_words`); default: whole words.
+    carried : int, optional
+        Only the first ``carried`` body words at ``coefficients`` of the flattened batch
+        carry data and travel (e.g. a last ciphertext only partly filled); the others are
+        zero once received.  Default: all.
     """
 
     __slots__ = ("bodies", "_masks", "mask_seed", "key_id", "glwe_dimension", "coefficients",
-                 "word_bytes")
+                 "word_bits", "carried")
 
     def __init__(self, bodies, key_id, *, masks=None, mask_seed=None, glwe_dimension=None,
-                 coefficients=None, word_bytes=8):
+                 coefficients=None, word_bytes=None, word_bits=None, carried=None):
         bodies = np.asarray(bodies)
         if bodies.dtype != np.uint64 or bodies.ndim < 1:
             raise TypeError("GLWE bodies must be a uint64 array (*shape, N)")
@@ -135,7 +145,9 @@ class GlweCiphertext:
         if not (0 <= start < N and start < stop <= N and step >= 1):
             raise ValueError(f"coefficients {coefficients} is not a slice of [0, {N})")
         self.coefficients = (start, stop, step)
-        self.word_bytes = _check_int(word_bytes, "word_bytes", 1, 8)
+        self.word_bits = _word_bits(word_bytes, word_bits)
+        total = int(np.prod(bodies.shape[:-1], dtype=np.int64)) * len(range(start, stop, step))
+        self.carried = total if carried is None else _check_int(carried, "carried", 0, total)
         self.bodies = bodies
         self._masks = masks
         self.mask_seed = mask_seed
@@ -176,21 +188,24 @@ class GlweCiphertext:
         seeded = self.mask_seed is not None
         return GlweCiphertext(self.bodies, self.key_id, masks=None if seeded else self._masks,
                               mask_seed=self.mask_seed, glwe_dimension=self.glwe_dimension,
-                              coefficients=(start, stop, step), word_bytes=self.word_bytes)
+                              coefficients=(start, stop, step), word_bits=self.word_bits)
 
     # -- bytes ---------------------------------------------------------------------------
     def to_parts(self):
         """(JSON-able header, arrays): seed + bodies (fresh encryption) or masks + bodies,
-        each word as its top ``word_bytes`` bytes, bodies only at ``coefficients``."""
+        each word as its top ``word_bits`` bits (bit-packed, see
+        :func:`fheml._core._kernels.pack_top_bits`), bodies only at ``coefficients``."""
         start, stop, step = self.coefficients
         header = {"key_id": self.key_id, "glwe_dimension": self.glwe_dimension,
                   "polynomial_size": self.polynomial_size, "shape": list(self.shape),
-                  "coefficients": [start, stop, step], "word_bytes": self.word_bytes}
-        arrays = [_top_bytes(self.bodies[..., start:stop:step], self.word_bytes)]
+                  "coefficients": [start, stop, step], "word_bits": self.word_bits,
+                  "carried": self.carried}
+        bodies = np.ascontiguousarray(self.bodies[..., start:stop:step]).reshape(-1)
+        arrays = [_kernels.pack_top_bits(bodies[:self.carried], self.word_bits)]
         if self.mask_seed is not None:
             header["mask_seed"] = self.mask_seed.hex()
         else:
-            arrays.append(_top_bytes(self._masks, self.word_bytes))
+            arrays.append(_kernels.pack_top_bits(self._masks, self.word_bits))
         return header, arrays
 
     @classmethod
@@ -210,7 +225,7 @@ class GlweCiphertext:
             shape = tuple(_check_int(s, "shape", 0, 2**40) for s in header["shape"])
             start, stop, step = (_check_int(c, "coefficients", 0, N) for c in
                                  header["coefficients"])
-            wb = _check_int(header["word_bytes"], "word_bytes", 1, 8)
+            wb = _check_int(header["word_bits"], "word_bits", 1, 64)
             key_id = str(header["key_id"])
             seed = bytes.fromhex(header["mask_seed"]) if "mask_seed" in header else None
             if step < 1 or not start < stop:
@@ -221,17 +236,23 @@ class GlweCiphertext:
                 raise ValueError(f"{words} words exceed the limit of {max_words}")
             if len(arrays) != (1 if seed is not None else 2):
                 raise ValueError("unexpected number of arrays")
-            if arrays[0].dtype != np.uint8 or arrays[0].shape != shape + (count, wb):
+            groups = int(np.prod(shape, dtype=np.int64))
+            carried = _check_int(header["carried"], "carried", 0, groups * count)
+            if arrays[0].dtype != np.uint8 or arrays[0].shape != (_packed_words(carried, wb),):
                 raise ValueError("bodies do not match the header")
+            flat = np.zeros(groups * count, dtype=np.uint64)
+            flat[:carried] = _kernels.unpack_top_bits(arrays[0], carried, wb)
             bodies = np.zeros(shape + (N,), dtype=np.uint64)
-            bodies[..., start:stop:step] = _from_top_bytes(arrays[0], wb)
+            bodies[..., start:stop:step] = flat.reshape(shape + (count,))
             masks = None
             if seed is None:
-                if arrays[1].dtype != np.uint8 or arrays[1].shape != shape + (k, N, wb):
+                if arrays[1].dtype != np.uint8 or arrays[1].shape != (
+                        _packed_words(groups * k * N, wb),):
                     raise ValueError("masks do not match the header")
-                masks = _from_top_bytes(arrays[1], wb)
+                masks = _kernels.unpack_top_bits(arrays[1], groups * k * N, wb).reshape(
+                    shape + (k, N))
             return cls(bodies, key_id, masks=masks, mask_seed=seed, glwe_dimension=k,
-                       coefficients=(start, stop, step), word_bytes=wb)
+                       coefficients=(start, stop, step), word_bits=wb, carried=carried)
         except (KeyError, TypeError, ValueError) as exc:
             raise SerializationError(f"glwe-ciphertext: {exc}") from None
 
@@ -324,9 +345,10 @@ class GlweSecretKey:
     def __reduce__(self):
         raise TypeError("a GlweSecretKey cannot be pickled; use to_bytes() and keep it private")
 
-    def encrypt(self, plaintexts, *, word_bytes=8):
+    def encrypt(self, plaintexts, *, word_bytes=None, word_bits=None, carried=None):
         """Seeded encryption of plaintext coefficients, see :func:`encrypt_glwe`."""
-        return encrypt_glwe(self, plaintexts, word_bytes=word_bytes)
+        return encrypt_glwe(self, plaintexts, word_bytes=word_bytes, word_bits=word_bits,
+                            carried=carried)
 
     def decrypt(self, ct):
         """Phases at the ciphertext's coefficients, see :func:`decrypt_glwe`."""
@@ -362,7 +384,7 @@ def _key_times_masks(key, masks):
     return acc
 
 
-def encrypt_glwe(secret_key, plaintexts, *, word_bytes=8):
+def encrypt_glwe(secret_key, plaintexts, *, word_bytes=None, word_bits=None, carried=None):
     """Seeded GLWE encryption of plaintext coefficients.
 
     Parameters
@@ -371,8 +393,12 @@ def encrypt_glwe(secret_key, plaintexts, *, word_bytes=8):
     plaintexts : uint64 array (*shape, L), L <= N
         Torus plaintexts of coefficients ``0 .. L-1`` of each ciphertext (see
         :func:`fheml._core.encode`); the other coefficients are not encrypted nor sent.
-    word_bytes : int, default=8
-        Bodies are rounded to their top bytes (smaller upload, more noise).
+    word_bytes, word_bits : int, optional
+        Bodies are rounded to their top bytes or bits (smaller upload, more noise; default:
+        whole words).
+    carried : int, optional
+        Only the first ``carried`` plaintexts of the flattened batch carry data (the others
+        are padding, sent as zeros); default: all.
 
     Returns
     -------
@@ -389,16 +415,16 @@ def encrypt_glwe(secret_key, plaintexts, *, word_bytes=8):
     L = plain.shape[-1]
     if not 1 <= L <= N:
         raise ValueError(f"plaintexts have {L} coefficients; a ciphertext holds 1 to {N}")
-    word_bytes = _check_int(word_bytes, "word_bytes", 1, 8)
+    word_bits = _word_bits(word_bytes, word_bits)
     shape = plain.shape[:-1]
     G = int(np.prod(shape, dtype=np.int64))
     seed = os.urandom(_SEED_BYTES)
     bodies = _key_times_masks(secret_key.key, _glwe_masks(seed, G, k, N))
     bodies[:, :L] += plain.reshape(G, L) + Csprng().gaussian_torus((G, L), secret_key.noise_std)
     bodies[:, L:] = 0
-    return GlweCiphertext(round_words(bodies, word_bytes).reshape(shape + (N,)),
+    return GlweCiphertext(round_words(bodies, word_bits=word_bits).reshape(shape + (N,)),
                           secret_key.key_id, mask_seed=seed, glwe_dimension=k,
-                          coefficients=(0, L, 1), word_bytes=word_bytes)
+                          coefficients=(0, L, 1), word_bits=word_bits, carried=carried)
 
 
 def _check_ct(ct):
@@ -485,14 +511,15 @@ def glwe_add_plain(ct, plaintexts):
                           coefficients=ct.coefficients)
 
 
-def modulus_switch(ct, word_bytes):
-    """Round masks and bodies to their top ``word_bytes`` bytes (a smaller result to send;
-    adds rounding noise, see :func:`fheml._core.parameters.var_rounding`)."""
+def modulus_switch(ct, word_bytes=None, *, word_bits=None):
+    """Round masks and bodies to their top ``word_bytes`` bytes or ``word_bits`` bits (a
+    smaller result to send; adds rounding noise, see
+    :func:`fheml._core.parameters.var_rounding`)."""
     _check_ct(ct)
-    word_bytes = _check_int(word_bytes, "word_bytes", 1, 8)
-    return GlweCiphertext(round_words(ct.bodies, word_bytes), ct.key_id,
-                          masks=round_words(ct.masks, word_bytes),
-                          coefficients=ct.coefficients, word_bytes=word_bytes)
+    bits = _word_bits(word_bytes, word_bits)
+    return GlweCiphertext(round_words(ct.bodies, word_bits=bits), ct.key_id,
+                          masks=round_words(ct.masks, word_bits=bits),
+                          coefficients=ct.coefficients, word_bits=bits)
 
 
 def sample_extract(ct, indices):

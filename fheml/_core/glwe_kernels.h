@@ -114,4 +114,59 @@ static inline void fheml_glwe_poly_matmul(int level, FHEML_GLWE_MATMUL_ARGS)
     fheml_glwe_poly_matmul_generic(a, G, C, R, N, lengths, w, O, S, out);
 }
 
+/* Bit packing of torus words that travel as their top `bits` bits (1..64): the top bits of
+ * each word, most significant first, one after another in a byte stream (the last byte
+ * padded with zero bits).  out: ceil(n * bits / 8) bytes. */
+static inline void fheml_store_be64(uint8_t *p, uint64_t x, int nbytes)
+{
+    for (int b = 0; b < nbytes; b++)
+        p[b] = (uint8_t)(x >> (56 - 8 * b));
+}
+
+static void fheml_pack_top_bits(const uint64_t *restrict w, int64_t n, int bits,
+                                uint8_t *restrict out)
+{
+    uint64_t acc = 0; /* `have` pending bits, most significant first */
+    int have = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const uint64_t v = w[i] >> (64 - bits);
+        const int room = 64 - have;
+        if (bits < room) {
+            acc |= v << (room - bits);
+            have += bits;
+        } else {
+            const int spill = bits - room; /* bits of v left for the next accumulator */
+            acc |= spill ? v >> spill : v;
+            fheml_store_be64(out, acc, 8);
+            out += 8;
+            acc = spill ? v << (64 - spill) : 0;
+            have = spill;
+        }
+    }
+    fheml_store_be64(out, acc, (have + 7) / 8);
+}
+
+/* Inverse of fheml_pack_top_bits: words with their top `bits` bits read from `in` (exactly
+ * ceil(n * bits / 8) bytes) and the low bits zero.  Returns the padding bits of the last
+ * byte (0 in a canonical stream). */
+static int fheml_unpack_top_bits(const uint8_t *restrict in, int64_t n, int bits,
+                                 uint64_t *restrict w)
+{
+    const int64_t len = (n * bits + 7) / 8;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t off = i * bits;
+        const int64_t byte = off >> 3;
+        const int r = (int)(off & 7);
+        uint64_t x = 0;
+        for (int b = 0; b < 8; b++)
+            x = (x << 8) | (byte + b < len ? in[byte + b] : 0);
+        x <<= r;
+        if (r && bits + r > 64)
+            x |= (uint64_t)in[byte + 8] >> (8 - r);
+        w[i] = bits == 64 ? x : (x >> (64 - bits)) << (64 - bits);
+    }
+    const int used = (int)((n * bits) & 7);
+    return used ? in[len - 1] & ((1 << (8 - used)) - 1) : 0;
+}
+
 #endif

@@ -18,10 +18,13 @@
 #include "cpu.h"
 
 #define FHEML_MAX_GROUP 16
+/* ciphertexts keyswitched together by pbs_range (<= FHEML_MAX_GROUP) */
+#define FHEML_KS_GROUP 8
 
 typedef struct {
     int N, M, log2N;
     const double *tw_re, *tw_im;           /* M entries: stage h uses [h, 2h) */
+    const double *tw3_re, *tw3_im;         /* M entries: [h, h + h/2) = tw[h + j] * tw[h/2 + j] */
     const double *twist_re, *twist_im;     /* M entries: exp(i*pi*j/N) */
     const double *untwist_re, *untwist_im; /* M entries: exp(-i*pi*j/N) / M */
 } fft_plan;
@@ -30,10 +33,10 @@ typedef struct {
     uint64_t *diff;     /* N */
     double *fdig;       /* group * (k+1) * pbs_level * N   (re/im blocks of N/2) */
     double *facc;       /* group * (k+1) * N */
-    uint32_t *small;    /* group * (n+1), top 32 bits of the torus */
+    uint32_t *small;    /* FHEML_MAX_GROUP * (n+1), top 32 bits of the torus */
     int32_t *abar;      /* group * n */
     uint64_t *acc;      /* group * (k+1) * N */
-    int32_t *ks_digits; /* group * ks_level */
+    int32_t *ks_digits; /* FHEML_MAX_GROUP * ks_level */
 } pbs_scratch;
 
 #define FHEML_CAT_(a, b) a##b

@@ -43,14 +43,17 @@ static inline void FN(dif2)(const fft_plan *p, double *restrict re, double *rest
     }
 }
 
-/* Two forward DIF stages fused (half-sizes H then H/2): one pass over the data instead of
- * two, same output order as the radix-2 stages. */
+/* Two forward DIF stages fused as one radix-4 pass (half-sizes H then H/2): one pass over
+ * the data instead of two and three complex multiplies per four points instead of four (the
+ * product of the two stages' twiddles comes from tw3); same output order as the radix-2
+ * stages. */
 static inline void FN(dif4)(const fft_plan *p, double *restrict re, double *restrict im, int H,
                             int M)
 {
     const int Q = H / 2;
     const double *restrict w1r = p->tw_re + H, *restrict w1i = p->tw_im + H;
     const double *restrict w2r = p->tw_re + Q, *restrict w2i = p->tw_im + Q;
+    const double *restrict w3r = p->tw3_re + H, *restrict w3i = p->tw3_im + H;
     for (int s = 0; s < M; s += 2 * H) {
         double *restrict ar = re + s, *restrict ai = im + s;
         double *restrict br = re + s + Q, *restrict bi = im + s + Q;
@@ -60,32 +63,28 @@ static inline void FN(dif4)(const fft_plan *p, double *restrict re, double *rest
         /* GCC does not vectorize this loop by itself; Q >= 4 here. */
 #if FHEML_IMPL_AVX512
         if (Q >= 8)
-            FN(dif4_block_v8)(ar, ai, br, bi, cr, ci, dr, di, w1r, w1i, w2r, w2i, Q);
+            FN(dif4_block_v8)(ar, ai, br, bi, cr, ci, dr, di, w1r, w1i, w2r, w2i, w3r, w3i, Q);
         else
 #endif
-            FN(dif4_block_v4)(ar, ai, br, bi, cr, ci, dr, di, w1r, w1i, w2r, w2i, Q);
+            FN(dif4_block_v4)(ar, ai, br, bi, cr, ci, dr, di, w1r, w1i, w2r, w2i, w3r, w3i, Q);
 #else
         for (int j = 0; j < Q; j++) {
-            double wr = w1r[j], wi = w1i[j];
-            /* stage H: (a, c) with conj(w), (b, d) with conj(i w) = -i conj(w) */
+            /* a1 = a + c, b1 = b + d, t1 = a - c, t3 = -i (b - d) */
             double a1r = ar[j] + cr[j], a1i = ai[j] + ci[j];
-            double tr = ar[j] - cr[j], ti = ai[j] - ci[j];
-            double c1r = tr * wr + ti * wi, c1i = ti * wr - tr * wi;
+            double t1r = ar[j] - cr[j], t1i = ai[j] - ci[j];
             double b1r = br[j] + dr[j], b1i = bi[j] + di[j];
-            double ur = bi[j] - di[j], ui = dr[j] - br[j]; /* -i (b - d) */
-            double d1r = ur * wr + ui * wi, d1i = ui * wr - ur * wi;
-            /* stage H/2: (a1, b1) and (c1, d1) with conj(v) */
-            double vr = w2r[j], vi = w2i[j];
-            double xr = a1r - b1r, xi = a1i - b1i;
+            double t3r = bi[j] - di[j], t3i = dr[j] - br[j];
             ar[j] = a1r + b1r;
             ai[j] = a1i + b1i;
-            br[j] = xr * vr + xi * vi;
+            double xr = a1r - b1r, xi = a1i - b1i, vr = w2r[j], vi = w2i[j];
+            br[j] = xr * vr + xi * vi; /* times conj(v) */
             bi[j] = xi * vr - xr * vi;
-            double yr = c1r - d1r, yi = c1i - d1i;
-            cr[j] = c1r + d1r;
-            ci[j] = c1i + d1i;
-            dr[j] = yr * vr + yi * vi;
-            di[j] = yi * vr - yr * vi;
+            double pr = t1r + t3r, pi = t1i + t3i, wr = w1r[j], wi = w1i[j];
+            cr[j] = pr * wr + pi * wi;
+            ci[j] = pi * wr - pr * wi;
+            double qr = t1r - t3r, qi = t1i - t3i, ur = w3r[j], ui = w3i[j];
+            dr[j] = qr * ur + qi * ui;
+            di[j] = qi * ur - qr * ui;
         }
 #endif
     }
@@ -126,20 +125,142 @@ static inline void FN(dif_last)(double *restrict re, double *restrict im, int M)
 #endif
 }
 
+#if FHEML_IMPL_AVX512
+/* Twiddle vectors of the last 16-point blocks: [1 | w] and [v | w3] of the radix-4 pass of
+ * half-size 8 (w = tw[8..12), v = tw[4..8), w3 = tw3[8..12)). */
+typedef struct {
+    __m512d fr, fi, gr, gi;
+} FN(tw16);
+
+static inline FN(tw16) FN(tw16_load)(const fft_plan *p)
+{
+    FN(tw16) t;
+    t.fr = _mm512_insertf64x4(_mm512_set1_pd(1.0), _mm256_loadu_pd(p->tw_re + 8), 1);
+    t.fi = _mm512_insertf64x4(_mm512_setzero_pd(), _mm256_loadu_pd(p->tw_im + 8), 1);
+    t.gr = _mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_loadu_pd(p->tw_re + 4)),
+                              _mm256_loadu_pd(p->tw3_re + 8), 1);
+    t.gi = _mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_loadu_pd(p->tw_im + 4)),
+                              _mm256_loadu_pd(p->tw3_im + 8), 1);
+    return t;
+}
+
+static inline __m512d FN(neg8)(__m512d x)
+{
+    return _mm512_castsi512_pd(
+        _mm512_xor_si512(_mm512_castpd_si512(x), _mm512_set1_epi64((long long)0x8000000000000000ULL)));
+}
+
+/* The last four forward stages (half-sizes 8, 4, 2, 1: the radix-4 pass dif4(8) then
+ * dif_last) of each block of 16 points in registers: 16 lane permutes per block instead of
+ * the 32 of dif_last at 256 bits.  The arithmetic is that of dif4_block and dif_last (the
+ * twiddles of the last two stages are +-1, +-i, exact), so the results are those of the AVX2
+ * copy up to the sign of zeros. */
+static void FN(fft16_forward)(const fft_plan *p, double *restrict re, double *restrict im, int M)
+{
+    const FN(tw16) t = FN(tw16_load)(p);
+    const __m512i fix0 = _mm512_setr_epi64(0, 8, 1, 9, 4, 12, 5, 13);
+    const __m512i fix1 = _mm512_setr_epi64(2, 10, 3, 11, 6, 14, 7, 15);
+    for (int s = 0; s < M; s += 16) {
+        __m512d Ur = _mm512_loadu_pd(re + s), Vr = _mm512_loadu_pd(re + s + 8);
+        __m512d Ui = _mm512_loadu_pd(im + s), Vi = _mm512_loadu_pd(im + s + 8);
+        /* radix-4 of half-size 8: a | b = U, c | d = V */
+        __m512d Sr = _mm512_add_pd(Ur, Vr), Si = _mm512_add_pd(Ui, Vi); /* a1 | b1 */
+        __m512d Dr = _mm512_sub_pd(Ur, Vr), Di = _mm512_sub_pd(Ui, Vi); /* t1 | b - d */
+        __m512d R1r = _mm512_shuffle_f64x2(Sr, Dr, 0x44), R1i = _mm512_shuffle_f64x2(Si, Di, 0x44);
+        __m512d R2r = _mm512_shuffle_f64x2(Sr, Dr, 0xEE), R2i = _mm512_shuffle_f64x2(Si, Di, 0xEE);
+        /* b1 | t3 = -i (b - d) */
+        __m512d T2r = _mm512_mask_blend_pd(0xF0, R2r, R2i);
+        __m512d T2i = _mm512_mask_blend_pd(0xF0, R2i, FN(neg8)(R2r));
+        __m512d Fr = _mm512_add_pd(R1r, T2r), Fi = _mm512_add_pd(R1i, T2i); /* a1 + b1 | t1 + t3 */
+        __m512d Gr = _mm512_sub_pd(R1r, T2r), Gi = _mm512_sub_pd(R1i, T2i); /* a1 - b1 | t1 - t3 */
+        /* times conj([1 | w]) and conj([v | w3]): positions 0-3 | 8-11 and 4-7 | 12-15 */
+        __m512d F2r = _mm512_fmadd_pd(Fr, t.fr, _mm512_mul_pd(Fi, t.fi));
+        __m512d F2i = _mm512_fmsub_pd(Fi, t.fr, _mm512_mul_pd(Fr, t.fi));
+        __m512d G2r = _mm512_fmadd_pd(Gr, t.gr, _mm512_mul_pd(Gi, t.gi));
+        __m512d G2i = _mm512_fmsub_pd(Gi, t.gr, _mm512_mul_pd(Gr, t.gi));
+        /* half-size 2: P = positions 0 1 8 9 4 5 12 13, Q = the same + 2 */
+        __m512d Pr = _mm512_shuffle_f64x2(F2r, G2r, 0x88), Pi = _mm512_shuffle_f64x2(F2i, G2i, 0x88);
+        __m512d Qr = _mm512_shuffle_f64x2(F2r, G2r, 0xDD), Qi = _mm512_shuffle_f64x2(F2i, G2i, 0xDD);
+        __m512d Yr = _mm512_add_pd(Pr, Qr), Yi = _mm512_add_pd(Pi, Qi);
+        __m512d Er = _mm512_sub_pd(Pr, Qr), Ei = _mm512_sub_pd(Pi, Qi);
+        /* odd lanes times -i */
+        __m512d Hr = _mm512_mask_blend_pd(0xAA, Er, Ei);
+        __m512d Hi = _mm512_mask_blend_pd(0xAA, Ei, FN(neg8)(Er));
+        /* half-size 1 */
+        __m512d Lr = _mm512_unpacklo_pd(Yr, Hr), Li = _mm512_unpacklo_pd(Yi, Hi);
+        __m512d Or = _mm512_unpackhi_pd(Yr, Hr), Oi = _mm512_unpackhi_pd(Yi, Hi);
+        __m512d Zpr = _mm512_add_pd(Lr, Or), Zpi = _mm512_add_pd(Li, Oi);
+        __m512d Zmr = _mm512_sub_pd(Lr, Or), Zmi = _mm512_sub_pd(Li, Oi);
+        _mm512_storeu_pd(re + s, _mm512_permutex2var_pd(Zpr, fix0, Zmr));
+        _mm512_storeu_pd(re + s + 8, _mm512_permutex2var_pd(Zpr, fix1, Zmr));
+        _mm512_storeu_pd(im + s, _mm512_permutex2var_pd(Zpi, fix0, Zmi));
+        _mm512_storeu_pd(im + s + 8, _mm512_permutex2var_pd(Zpi, fix1, Zmi));
+    }
+}
+
+/* The first four inverse stages (dit_first then the radix-4 pass dit4(8)) of each block of
+ * 16 points in registers: the mirror of fft16_forward. */
+static void FN(fft16_inverse)(const fft_plan *p, double *restrict re, double *restrict im, int M)
+{
+    const FN(tw16) t = FN(tw16_load)(p);
+    const __m512i even = _mm512_setr_epi64(0, 2, 8, 10, 4, 6, 12, 14);
+    const __m512i odd = _mm512_setr_epi64(1, 3, 9, 11, 5, 7, 13, 15);
+    const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+    const __m512i hi = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+    for (int s = 0; s < M; s += 16) {
+        __m512d Ar = _mm512_loadu_pd(re + s), Br = _mm512_loadu_pd(re + s + 8);
+        __m512d Ai = _mm512_loadu_pd(im + s), Bi = _mm512_loadu_pd(im + s + 8);
+        /* half-size 1: pairs (4b, 4b+1) and (4b+2, 4b+3) */
+        __m512d Zpr = _mm512_permutex2var_pd(Ar, even, Br), Zpi = _mm512_permutex2var_pd(Ai, even, Bi);
+        __m512d Zmr = _mm512_permutex2var_pd(Ar, odd, Br), Zmi = _mm512_permutex2var_pd(Ai, odd, Bi);
+        __m512d Er = _mm512_add_pd(Zpr, Zmr), Ei = _mm512_add_pd(Zpi, Zmi); /* a0 | b0 */
+        __m512d Or = _mm512_sub_pd(Zpr, Zmr), Oi = _mm512_sub_pd(Zpi, Zmi); /* a1 | b1 */
+        /* half-size 2: (a0, b0) and (a1, i b1) */
+        __m512d Pr = _mm512_unpacklo_pd(Er, Or), Pi = _mm512_unpacklo_pd(Ei, Oi);
+        __m512d Qr = _mm512_unpackhi_pd(Er, Or), Qi = _mm512_unpackhi_pd(Ei, Oi);
+        __m512d Tr = _mm512_mask_blend_pd(0xAA, Qr, FN(neg8)(Qi));
+        __m512d Ti = _mm512_mask_blend_pd(0xAA, Qi, Qr);
+        __m512d Sr = _mm512_add_pd(Pr, Tr), Si = _mm512_add_pd(Pi, Ti); /* positions 0 1 8 9 4 5 12 13 */
+        __m512d Dr = _mm512_sub_pd(Pr, Tr), Di = _mm512_sub_pd(Pi, Ti); /* the same + 2 */
+        /* radix-4 of half-size 8: K = a | c, L = b | d */
+        __m512d Kr = _mm512_permutex2var_pd(Sr, lo, Dr), Ki = _mm512_permutex2var_pd(Si, lo, Di);
+        __m512d Lr = _mm512_permutex2var_pd(Sr, hi, Dr), Li = _mm512_permutex2var_pd(Si, hi, Di);
+        __m512d K2r = _mm512_fmsub_pd(Kr, t.fr, _mm512_mul_pd(Ki, t.fi)); /* a | x = c w */
+        __m512d K2i = _mm512_fmadd_pd(Kr, t.fi, _mm512_mul_pd(Ki, t.fr));
+        __m512d L2r = _mm512_fmsub_pd(Lr, t.gr, _mm512_mul_pd(Li, t.gi)); /* y = b v | z = d w3 */
+        __m512d L2i = _mm512_fmadd_pd(Lr, t.gi, _mm512_mul_pd(Li, t.gr));
+        __m512d Xr = _mm512_add_pd(K2r, L2r), Xi = _mm512_add_pd(K2i, L2i); /* a1 | s */
+        __m512d Yr = _mm512_sub_pd(K2r, L2r), Yi = _mm512_sub_pd(K2i, L2i); /* b1 | t */
+        __m512d X1r = _mm512_shuffle_f64x2(Xr, Yr, 0x44), X1i = _mm512_shuffle_f64x2(Xi, Yi, 0x44);
+        __m512d X2r = _mm512_shuffle_f64x2(Xr, Yr, 0xEE), X2i = _mm512_shuffle_f64x2(Xi, Yi, 0xEE);
+        /* s | i t */
+        __m512d W2r = _mm512_mask_blend_pd(0xF0, X2r, FN(neg8)(X2i));
+        __m512d W2i = _mm512_mask_blend_pd(0xF0, X2i, X2r);
+        _mm512_storeu_pd(re + s, _mm512_add_pd(X1r, W2r));
+        _mm512_storeu_pd(im + s, _mm512_add_pd(X1i, W2i));
+        _mm512_storeu_pd(re + s + 8, _mm512_sub_pd(X1r, W2r));
+        _mm512_storeu_pd(im + s + 8, _mm512_sub_pd(X1i, W2i));
+    }
+}
+#endif
+
 /* Points per block that stays in L1 (re + im: 16 KB). */
 #define FHEML_FFT_BLOCK 1024
 
 /* In-place decimation-in-frequency FFT, natural order in, bit-reversed out.
  * Twiddles for the stage of half-size h sit at tw[h .. 2h), value exp(+2*pi*i*j/(2h));
- * the forward transform uses their conjugate.  M >= 4.
- * Stages whose blocks are larger than FHEML_FFT_BLOCK sweep the whole array; then each block
- * runs all its remaining stages while it is in L1 (same arithmetic, cache-friendly order). */
-static void FN(fft_forward)(const fft_plan *p, double *restrict re, double *restrict im)
+ * the forward transform uses their conjugate.
+ * For M >= 64 the stages are grouped as: one radix-4 pass over the whole array (half-sizes
+ * M/2, M/4; fused with the decomposition in the bootstrap, see decompose_dif4), a radix-2
+ * stage M/8 when the number of stages is odd, radix-4 passes over the whole array while
+ * their blocks exceed FHEML_FFT_BLOCK, then each block runs all its remaining stages while
+ * it is in L1 (ending with half-sizes 8, 4, 2, 1).  fft_forward_rest is everything after
+ * the first pass. */
+static void FN(fft_forward_rest)(const fft_plan *p, double *restrict re, double *restrict im)
 {
     const int M = p->M;
-    int h = M >> 1;
-    /* stages h = M/2 .. 4, two at a time; an odd one out goes first */
-    if ((p->log2N - 1 - 2) & 1) {
+    int h = M >> 3;
+    if (!(p->log2N & 1)) { /* log2(M) odd */
         FN(dif2)(p, re, im, h, M);
         h >>= 1;
     }
@@ -147,10 +268,35 @@ static void FN(fft_forward)(const fft_plan *p, double *restrict re, double *rest
         FN(dif4)(p, re, im, h, M);
     const int blk = 2 * h < M ? 2 * h : M;
     for (int b = 0; b < M; b += blk) {
-        for (int hh = h; hh >= 8; hh >>= 2)
+        int hh = h;
+        for (; hh >= 32; hh >>= 2)
             FN(dif4)(p, re + b, im + b, hh, blk);
+#if FHEML_IMPL_AVX512
+        FN(fft16_forward)(p, re + b, im + b, blk);
+#else
+        FN(dif4)(p, re + b, im + b, 8, blk);
         FN(dif_last)(re + b, im + b, blk);
+#endif
     }
+}
+
+static void FN(fft_forward)(const fft_plan *p, double *restrict re, double *restrict im)
+{
+    const int M = p->M;
+    if (M >= 64) {
+        FN(dif4)(p, re, im, M >> 1, M);
+        FN(fft_forward_rest)(p, re, im);
+        return;
+    }
+    /* small sizes: radix-2 first when the stage count is odd, radix-4, the last two */
+    int h = M >> 1;
+    if ((p->log2N - 1 - 2) & 1) {
+        FN(dif2)(p, re, im, h, M);
+        h >>= 1;
+    }
+    for (; h >= 8; h >>= 2)
+        FN(dif4)(p, re, im, h, M);
+    FN(dif_last)(re, im, M);
 }
 
 /* Inverse DIT stage of half-size h (radix 2). */
@@ -173,13 +319,15 @@ static inline void FN(dit2)(const fft_plan *p, double *restrict re, double *rest
     }
 }
 
-/* Two inverse DIT stages fused (half-sizes H/2 then H). */
+/* Two inverse DIT stages fused as one radix-4 pass (half-sizes H/2 then H), three complex
+ * multiplies per four points (see dif4). */
 static inline void FN(dit4)(const fft_plan *p, double *restrict re, double *restrict im, int H,
                             int M)
 {
     const int Q = H / 2;
     const double *restrict w1r = p->tw_re + H, *restrict w1i = p->tw_im + H;
     const double *restrict w2r = p->tw_re + Q, *restrict w2i = p->tw_im + Q;
+    const double *restrict w3r = p->tw3_re + H, *restrict w3i = p->tw3_im + H;
     for (int s = 0; s < M; s += 2 * H) {
         double *restrict ar = re + s, *restrict ai = im + s;
         double *restrict br = re + s + Q, *restrict bi = im + s + Q;
@@ -188,32 +336,27 @@ static inline void FN(dit4)(const fft_plan *p, double *restrict re, double *rest
 #if FHEML_IMPL_AVX2
 #if FHEML_IMPL_AVX512
         if (Q >= 8)
-            FN(dit4_block_v8)(ar, ai, br, bi, cr, ci, dr, di, w1r, w1i, w2r, w2i, Q);
+            FN(dit4_block_v8)(ar, ai, br, bi, cr, ci, dr, di, w1r, w1i, w2r, w2i, w3r, w3i, Q);
         else
 #endif
-            FN(dit4_block_v4)(ar, ai, br, bi, cr, ci, dr, di, w1r, w1i, w2r, w2i, Q);
+            FN(dit4_block_v4)(ar, ai, br, bi, cr, ci, dr, di, w1r, w1i, w2r, w2i, w3r, w3i, Q);
 #else
         for (int j = 0; j < Q; j++) {
-            /* stage H/2: (a, b) and (c, d) with v */
-            double vr = w2r[j], vi = w2i[j];
+            double vr = w2r[j], vi = w2i[j], wr = w1r[j], wi = w1i[j], ur = w3r[j], ui = w3i[j];
             double yr = br[j] * vr - bi[j] * vi, yi = br[j] * vi + bi[j] * vr;
+            double xr = cr[j] * wr - ci[j] * wi, xi = cr[j] * wi + ci[j] * wr;
+            double zr = dr[j] * ur - di[j] * ui, zi = dr[j] * ui + di[j] * ur;
             double a1r = ar[j] + yr, a1i = ai[j] + yi, b1r = ar[j] - yr, b1i = ai[j] - yi;
-            double zr = dr[j] * vr - di[j] * vi, zi = dr[j] * vi + di[j] * vr;
-            double c1r = cr[j] + zr, c1i = ci[j] + zi, d1r = cr[j] - zr, d1i = ci[j] - zi;
-            /* stage H: (a1, c1) with w, (b1, d1) with i w */
-            double wr = w1r[j], wi = w1i[j];
-            double ur = c1r * wr - c1i * wi, ui = c1r * wi + c1i * wr;
-            ar[j] = a1r + ur;
-            ai[j] = a1i + ui;
-            cr[j] = a1r - ur;
-            ci[j] = a1i - ui;
-            double tr = d1r * wr - d1i * wi, ti = d1r * wi + d1i * wr;
+            double sr = xr + zr, si = xi + zi, tr = xr - zr, ti = xi - zi;
+            ar[j] = a1r + sr;
+            ai[j] = a1i + si;
+            cr[j] = a1r - sr;
+            ci[j] = a1i - si;
             /* times i */
-            double sr = -ti, si = tr;
-            br[j] = b1r + sr;
-            bi[j] = b1i + si;
-            dr[j] = b1r - sr;
-            di[j] = b1i - si;
+            br[j] = b1r - ti;
+            bi[j] = b1i + tr;
+            dr[j] = b1r + ti;
+            di[j] = b1i - tr;
         }
 #endif
     }
@@ -255,25 +398,48 @@ static inline void FN(dit_first)(double *restrict re, double *restrict im, int M
 #endif
 }
 
-/* In-place decimation-in-time inverse FFT (unscaled), bit-reversed in, natural out: the
- * mirror of fft_forward (blocks in L1 first, then the large-stride stages). */
-static void FN(fft_inverse)(const fft_plan *p, double *restrict re, double *restrict im)
+/* Inverse DIT transform (unscaled), bit-reversed in, natural out, for M >= 64: the mirror
+ * of fft_forward except its last radix-4 pass (half-sizes M/4, M/2), which the caller runs
+ * (fused with the untwist and the conversion to the torus in the bootstrap). */
+static void FN(fft_inverse_head)(const fft_plan *p, double *restrict re, double *restrict im)
 {
     const int M = p->M;
-    /* h_top: half-size of the largest stage the forward transform ran per block */
-    int h_top = M >> 1;
-    if ((p->log2N - 1 - 2) & 1)
-        h_top >>= 1;
-    while (h_top >= 8 && 2 * h_top > FHEML_FFT_BLOCK)
+    /* h0: half-size of the first stage after the forward transform's first passes; h_top:
+     * of the largest one it ran per block */
+    const int h0 = (p->log2N & 1) ? M >> 3 : M >> 4;
+    int h_top = h0;
+    while (2 * h_top > FHEML_FFT_BLOCK)
         h_top >>= 2;
     const int blk = 2 * h_top < M ? 2 * h_top : M;
-    int h = 4;
+    int h = 16;
     for (int b = 0; b < M; b += blk) {
+#if FHEML_IMPL_AVX512
+        FN(fft16_inverse)(p, re + b, im + b, blk);
+#else
         FN(dit_first)(re + b, im + b, blk);
-        for (h = 4; 2 * h <= h_top; h <<= 2)
+        FN(dit4)(p, re + b, im + b, 8, blk);
+#endif
+        for (h = 16; 2 * h <= h_top; h <<= 2)
             FN(dit4)(p, re + b, im + b, 2 * h, blk);
     }
     /* large-stride stages over the whole array */
+    for (; 2 * h <= h0; h <<= 2)
+        FN(dit4)(p, re, im, 2 * h, M);
+    if (!(p->log2N & 1))
+        FN(dit2)(p, re, im, h, M);
+}
+
+/* In-place inverse DIT transform (unscaled), bit-reversed in, natural out. */
+static void FN(fft_inverse)(const fft_plan *p, double *restrict re, double *restrict im)
+{
+    const int M = p->M;
+    if (M >= 64) {
+        FN(fft_inverse_head)(p, re, im);
+        FN(dit4)(p, re, im, M >> 1, M);
+        return;
+    }
+    FN(dit_first)(re, im, M);
+    int h = 4;
     for (; 4 * h <= M; h <<= 2)
         FN(dit4)(p, re, im, 2 * h, M);
     if (h < M)
@@ -330,6 +496,16 @@ static void FN(decompose_fold)(const fft_plan *p, uint64_t *restrict v, int base
     const uint64_t mask = ((uint64_t)1 << base_log) - 1;
     const uint64_t half = (uint64_t)1 << (base_log - 1);
     const double *restrict tr = p->twist_re, *restrict ti = p->twist_im;
+#if FHEML_IMPL_AVX512
+    if (M % 8 == 0) {
+        FN(decompose_fold_v8)(p, v, base_log, level, out);
+        return;
+    }
+#endif
+#if FHEML_IMPL_AVX2
+    FN(decompose_fold_v4)(p, v, base_log, level, out);
+    return;
+#endif
     if (total < 64) {
         const int rsh = 64 - total, rsh1 = 63 - total;
         for (int j = 0; j < N; j++)
@@ -354,6 +530,30 @@ static void FN(decompose_fold)(const fft_plan *p, uint64_t *restrict v, int base
     }
 }
 
+/* Decompose N torus values (v, overwritten) into `level` digit polynomials and transform
+ * each: polynomial l at out + l * N.  The SIMD copies fuse the decomposition with the first
+ * FFT pass (one pass over the data instead of three). */
+static void FN(forward_digits)(const fft_plan *p, uint64_t *restrict v, int base_log, int level,
+                               double *restrict out)
+{
+    const int M = p->M;
+#if FHEML_IMPL_AVX2
+    if (M >= 64) {
+#if FHEML_IMPL_AVX512
+        FN(decompose_dif4_v8)(p, v, base_log, level, out);
+#else
+        FN(decompose_dif4_v4)(p, v, base_log, level, out);
+#endif
+        for (int l = 0; l < level; l++)
+            FN(fft_forward_rest)(p, out + (size_t)l * 2 * M, out + (size_t)l * 2 * M + M);
+        return;
+    }
+#endif
+    FN(decompose_fold)(p, v, base_log, level, out);
+    for (int l = 0; l < level; l++)
+        FN(fft_forward)(p, out + (size_t)l * 2 * M, out + (size_t)l * 2 * M + M);
+}
+
 /* Inverse FFT then untwist (includes the 1/M scale) into N doubles. */
 static void FN(backward_f64)(const fft_plan *p, double *restrict re, double *restrict im,
                              double *restrict out)
@@ -368,31 +568,38 @@ static void FN(backward_f64)(const fft_plan *p, double *restrict re, double *res
     }
 }
 
-/* x * 2^64 mod 2^64, exactly, for a double holding a torus value in units of 1.
- * Reads the exponent and shifts the mantissa instead of x - round(x): exact, and only
- * integer operations, which AVX2 vectorizes. */
+/* x * 2^64 mod 2^64, exactly, rounded to nearest with ties to even, for a finite double
+ * holding a torus value in units of 1.  The fraction f = |x| - round(|x|) is exact and
+ * |f| <= 1/2, so z = f * 2^64 rounds to at most 2^63 (its own negative mod 2^64).  Adding 2^52
+ * rounds a magnitude below 2^52 to an integer, ties to even (not folded: no -ffast-math);
+ * from 2^52 on every double is an integer.  The two tests are almost always false
+ * (predictable); the signs, random, are applied without a branch.  The SIMD copies
+ * (to_torus in kernels_vec.h) compute the same. */
 static inline uint64_t FN(f64_to_torus)(double x)
 {
-    uint64_t bits;
-    memcpy(&bits, &x, 8);
-    int64_t e = (int64_t)((bits >> 52) & 0x7ff);
-    uint64_t mant = (bits & 0xfffffffffffffULL) | 0x10000000000000ULL;
-    int64_t s = e - 1011; /* x * 2^64 = mant * 2^s */
-    uint64_t r;
-    if (s >= 0) {
-        r = s < 64 ? mant << s : 0;
-    } else {
-        int64_t sh = -s - 1;
-        r = sh < 63 ? ((mant >> sh) + 1) >> 1 : 0;
-    }
-    r = e == 0 ? 0 : r;
-    return (bits >> 63) ? (uint64_t)0 - r : r;
+    double ax = fabs(x);
+    double f = ax < 0x1p52 ? ax - ((ax + 0x1p52) - 0x1p52) : 0.0;
+    double z = f * 0x1p64, az = fabs(z);
+    uint64_t u = (uint64_t)(az < 0x1p52 ? (az + 0x1p52) - 0x1p52 : az);
+    uint64_t xb, zb;
+    memcpy(&xb, &x, 8);
+    memcpy(&zb, &z, 8);
+    uint64_t neg = (uint64_t)0 - ((xb ^ zb) >> 63); /* all ones when x * z < 0 */
+    return (u ^ neg) - neg;
 }
 
 /* acc += x * 2^64 mod 2^64 */
 static void FN(add_f64_to_torus)(const double *restrict x, uint64_t *restrict acc, int n)
 {
-    for (int j = 0; j < n; j++)
+    int j = 0;
+#if FHEML_IMPL_AVX512
+    j = n - n % 8;
+    FN(add_f64_to_torus_v8)(x, acc, j);
+#elif FHEML_IMPL_AVX2
+    j = n - n % 4;
+    FN(add_f64_to_torus_v4)(x, acc, j);
+#endif
+    for (; j < n; j++)
         acc[j] += FN(f64_to_torus)(x[j]);
 }
 
@@ -401,7 +608,29 @@ static void FN(backward_add_torus)(const fft_plan *p, double *restrict re, doubl
                                    uint64_t *restrict acc)
 {
     const int M = p->M;
+#if FHEML_IMPL_AVX2
+    if (M >= 64) {
+        /* the last FFT pass fused with the untwist and the conversion */
+        FN(fft_inverse_head)(p, re, im);
+#if FHEML_IMPL_AVX512
+        FN(dit4_untwist_add_v8)(p, re, im, acc);
+#else
+        FN(dit4_untwist_add_v4)(p, re, im, acc);
+#endif
+        return;
+    }
+#endif
     FN(fft_inverse)(p, re, im);
+#if FHEML_IMPL_AVX512
+    if (M % 8 == 0) {
+        FN(untwist_add_torus_v8)(p, re, im, acc);
+        return;
+    }
+#endif
+#if FHEML_IMPL_AVX2
+    FN(untwist_add_torus_v4)(p, re, im, acc);
+    return;
+#endif
     const double *restrict ur = p->untwist_re, *restrict ui = p->untwist_im;
     uint64_t *restrict lo = acc, *restrict hi = acc + M;
     for (int j = 0; j < M; j++) {
@@ -558,9 +787,7 @@ static void FN(blind_rotate_group)(const fft_plan *p, const double *restrict bsk
             for (int q = 0; q < K1; q++) {
                 double *f = fd + (size_t)q * level * 2 * M;
                 FN(rotate_minus_self)(a + (size_t)q * N, sc->diff, N, e);
-                FN(decompose_fold)(p, sc->diff, base_log, level, f);
-                for (int l = 0; l < level; l++)
-                    FN(fft_forward)(p, f + (size_t)l * 2 * M, f + (size_t)l * 2 * M + M);
+                FN(forward_digits)(p, sc->diff, base_log, level, f);
             }
         }
         /* multiply-accumulate with the GGSW rows in the Fourier domain */
@@ -628,7 +855,9 @@ static void FN(sample_extract)(const uint64_t *restrict a, int k, int N, int c,
 }
 
 /* Full KS -> modulus switch -> blind rotation -> sample extraction for ciphertexts
- * [start, end) of a batch, G at a time.
+ * [start, end) of a batch.  Keyswitches run FHEML_KS_GROUP-ish ciphertexts at a time (each
+ * row of the keyswitching key, streamed from memory, serves all of them; their outputs are
+ * small), blind rotations `group` at a time.
  *   in      : (count, k*N + 1) u64
  *   out     : (count, n_extract, k*N + 1) u64: output i of input b is coefficient
  *             i * extract_stride of its rotated accumulator (several tables packed in one
@@ -644,40 +873,46 @@ static void FN(pbs_range)(const fft_plan *p, const uint32_t *ksk, int ks_base_lo
     const int N = p->N, K1 = k + 1, big = k * N;
     const int log2_2n = p->log2N + 1;
     const int in_dim = ksk ? big : n;
-    for (int64_t s = start; s < end; s += group) {
-        int G = (int)((end - s) < group ? (end - s) : group);
+    /* keyswitch chunk: a multiple of the rotation group, about FHEML_KS_GROUP */
+    const int chunk = group >= FHEML_KS_GROUP ? group : FHEML_KS_GROUP / group * group;
+    for (int64_t s = start; s < end; s += chunk) {
+        const int GK = (int)((end - s) < chunk ? (end - s) : chunk);
         const uint64_t *ins[FHEML_MAX_GROUP];
         uint32_t *smalls[FHEML_MAX_GROUP];
-        for (int g = 0; g < G; g++) {
+        for (int g = 0; g < GK; g++) {
             ins[g] = in + (size_t)(s + g) * (in_dim + 1);
             smalls[g] = sc->small + (size_t)g * (n + 1);
         }
         if (ksk) {
-            FN(keyswitch_group)(ksk, big, n, ks_base_log, ks_level, ins, G, smalls,
+            FN(keyswitch_group)(ksk, big, n, ks_base_log, ks_level, ins, GK, smalls,
                                 sc->ks_digits);
         } else {
-            for (int g = 0; g < G; g++)
+            for (int g = 0; g < GK; g++)
                 for (int j = 0; j <= n; j++)
                     smalls[g][j] = (uint32_t)((ins[g][j] + ((uint64_t)1 << 31)) >> 32);
         }
-        for (int g = 0; g < G; g++) {
-            /* modulus switch from 2^32 to 2N, round to nearest */
-            const uint32_t *c = smalls[g];
-            const int sh = 32 - log2_2n;
-            const uint32_t two_n_mask = ((uint32_t)1 << log2_2n) - 1;
-            for (int i = 0; i < n; i++)
-                sc->abar[(size_t)g * n + i] =
-                    (int32_t)((((c[i] >> (sh - 1)) + 1) >> 1) & two_n_mask);
-            int bbar = (int)((((c[n] >> (sh - 1)) + 1) >> 1) & two_n_mask);
-            uint64_t *a = sc->acc + (size_t)g * K1 * N;
-            memset(a, 0, (size_t)k * N * 8);
-            const uint64_t *lut = luts + (size_t)lut_index[s + g] * N;
-            FN(mul_xpow)(lut, a + (size_t)k * N, N, bbar == 0 ? 0 : 2 * N - bbar);
+        for (int s2 = 0; s2 < GK; s2 += group) {
+            const int G = GK - s2 < group ? GK - s2 : group;
+            for (int g = 0; g < G; g++) {
+                /* modulus switch from 2^32 to 2N, round to nearest */
+                const uint32_t *c = smalls[s2 + g];
+                const int sh = 32 - log2_2n;
+                const uint32_t two_n_mask = ((uint32_t)1 << log2_2n) - 1;
+                for (int i = 0; i < n; i++)
+                    sc->abar[(size_t)g * n + i] =
+                        (int32_t)((((c[i] >> (sh - 1)) + 1) >> 1) & two_n_mask);
+                int bbar = (int)((((c[n] >> (sh - 1)) + 1) >> 1) & two_n_mask);
+                uint64_t *a = sc->acc + (size_t)g * K1 * N;
+                memset(a, 0, (size_t)k * N * 8);
+                const uint64_t *lut = luts + (size_t)lut_index[s + s2 + g] * N;
+                FN(mul_xpow)(lut, a + (size_t)k * N, N, bbar == 0 ? 0 : 2 * N - bbar);
+            }
+            FN(blind_rotate_group)(p, bsk, n, k, pbs_base_log, pbs_level, sc->abar, G, sc->acc,
+                                   sc);
+            for (int g = 0; g < G; g++)
+                for (int i = 0; i < n_extract; i++)
+                    FN(sample_extract)(sc->acc + (size_t)g * K1 * N, k, N, i * extract_stride,
+                                       out + ((size_t)(s + s2 + g) * n_extract + i) * (big + 1));
         }
-        FN(blind_rotate_group)(p, bsk, n, k, pbs_base_log, pbs_level, sc->abar, G, sc->acc, sc);
-        for (int g = 0; g < G; g++)
-            for (int i = 0; i < n_extract; i++)
-                FN(sample_extract)(sc->acc + (size_t)g * K1 * N, k, N, i * extract_stride,
-                                   out + ((size_t)(s + g) * n_extract + i) * (big + 1));
     }
 }

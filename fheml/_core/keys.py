@@ -158,21 +158,23 @@ class LweCiphertext:
     decrypted or bootstrapped with someone else's keys by mistake.
 
     A fresh encryption draws its masks from a public 32-byte seed: serialized, it carries
-    only the seed and the bodies (``dimension + 1`` times smaller).  The seed is used only
-    while the masks are unchanged (checked by digest), so editing ``data`` in place falls
-    back to the full form; results of operations are always serialized in full.
+    only the seed and the bodies (``dimension + 1`` times smaller).  Its ``data`` is made
+    read-only so that the seed always stands for the masks (nothing is hashed per call); a
+    batch made writable again is serialized in full, and so are results of operations.
     """
 
-    __slots__ = ("data", "key_id", "_mask_seed", "_mask_digest")
+    __slots__ = ("data", "key_id", "_mask_seed")
 
     def __init__(self, data, key_id, *, mask_seed=None):
         data = np.asarray(data)
         if data.dtype != np.uint64 or data.ndim < 1:
             raise TypeError("ciphertext data must be a uint64 array with a last axis (mask, body)")
+        if mask_seed is not None:
+            # the masks are those of the seed: read-only from here on (a fresh array)
+            data.flags.writeable = False
         self.data = data
         self.key_id = str(key_id)
         self._mask_seed = mask_seed
-        self._mask_digest = _mask_digest(data) if mask_seed is not None else None
 
     @property
     def dimension(self):
@@ -224,7 +226,7 @@ class LweCiphertext:
     def to_parts(self):
         """(JSON-able header, arrays) of the compact serialized form (see the class doc)."""
         meta = {"key_id": self.key_id, "dimension": self.dimension}
-        if self._mask_seed is not None and _mask_digest(self.data) == self._mask_digest:
+        if self._mask_seed is not None and not self.data.flags.writeable:
             meta["mask_seed"] = self._mask_seed.hex()
             return meta, [np.ascontiguousarray(self.data[..., -1])]
         return meta, [self.data]
@@ -311,16 +313,6 @@ def _fill_ct_masks(seed, data):
         r1 = min(rows, r0 + step)
         data[r0:r1, :d] = keystream_u64(seed, _STREAM_CT_MASKS, r0 * d, (r1 - r0) * d) \
             .reshape(r1 - r0, d)
-
-
-def _mask_digest(data):
-    """SHA-256 of the masks, read a chunk of rows at a time (no copy of the whole batch)."""
-    rows = data.reshape(-1, data.shape[-1])
-    step = max(1, _MASK_CHUNK_WORDS // max(1, data.shape[-1]))
-    digest = hashlib.sha256()
-    for r0 in range(0, rows.shape[0], step):
-        digest.update(np.ascontiguousarray(rows[r0:r0 + step, :-1]))
-    return digest.digest()
 
 
 def _params_header(params):
@@ -635,7 +627,7 @@ class EvaluationKeys:
         if self._ksk_bodies.shape != (kN, L) or self._bsk_bodies.shape != (n, R, N):
             raise ValueError("evaluation key bodies do not match the parameters")
         # The kernel keeps the top 32 bits of the keyswitching key (see kernels_impl.h).
-        ksk = np.empty((kN, L, n + 1), dtype=np.uint32)
+        ksk = _kernels.aligned_empty((kN, L, n + 1), np.uint32)
         flat = ksk.reshape(kN * L, n + 1)
         chunk = max(1, (1 << 22) // n)
         for r0 in range(0, kN * L, chunk):
@@ -643,7 +635,7 @@ class EvaluationKeys:
             flat[r0:r1, :n] = _top32(_ksk_masks(p, self.mask_seed, r0, r1))
         flat[:, n] = _top32(self._ksk_bodies.reshape(-1))
         plan = _fourier_plan(N)
-        bsk = np.empty((n, R, k + 1, N), dtype=np.float64)
+        bsk = _kernels.aligned_empty((n, R, k + 1, N), np.float64)
         ggsw = np.empty((R, k + 1, N), dtype=np.uint64)
         for i in range(n):
             ggsw[:, :k, :] = _bsk_masks(p, self.mask_seed, i)

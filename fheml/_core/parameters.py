@@ -32,6 +32,8 @@ __all__ = [
     "ParameterSet",
     "cost_ks",
     "cost_pbs",
+    "time_ks",
+    "time_pbs",
     "log2_p_fail",
     "select_glwe_parameters",
     "select_parameters",
@@ -164,11 +166,12 @@ def var_keyswitch(input_dimension, ks_base_log, ks_level, ksk_variance):
 # The FFT term of TFHE.md is calibrated for tfhe-rs's FFT.  fheml's kernels were measured
 # against it, per kernel path (benchmarks/fft_noise.py: one CMux step on uniform data against
 # the exact integer result, phase variance under a binary key, at the sets selected for
-# p = 1..8 at 2^-40): the largest ratio was 1.36 on the portable path (no FMA: more
-# rounding) and 1.23 on AVX2; AVX-512 is bit-identical to AVX2.  Each path's factor is its
-# largest measured ratio plus ~10 % (statistics and the spread between sets);
-# tests/_core/test_noise.py re-measures them.
-FFT_NOISE_FACTORS = {"portable": 1.5, "avx2": 1.35, "avx512": 1.35}
+# p = 1..8 at 2^-40, 16 steps up to N=8192): the largest ratio is 1.22 on the portable path
+# (no FMA: more rounding) and 1.10 on AVX2, both at p=4; AVX-512 is bit-identical to AVX2.
+# (Before the radix-4 passes took the product twiddles from a table they were 1.36 and
+# 1.23.)  Each path's factor is its largest measured ratio plus ~10 % (statistics and the
+# spread between sets); tests/_core/test_noise.py re-measures them.
+FFT_NOISE_FACTORS = {"portable": 1.35, "avx2": 1.2, "avx512": 1.2}
 # A server need not have the client's CPU: selection covers every path that may run the
 # circuit, so the model uses the largest factor.  Sets are never less conservative than
 # shared/tools/pfail.py (which uses 1).
@@ -381,6 +384,70 @@ def cost_ks(input_dimension, output_dimension, ks_level):
     float or ndarray
     """
     return 2.0 * input_dimension * ks_level * (output_dimension + 1)
+
+
+# Measured cost (what the selector minimises).  The algorithmic cost above weighs an FFT,
+# a decomposition and a multiply-accumulate as the operation counts say; the kernels do not
+# (e.g. k=2, N=1024 costs 1.3x less per step than k=1, N=2048 at equal operation counts,
+# and large N pays for the cache).  One blind-rotation step of one accumulator (four
+# bootstrapped together, the key streamed from memory) costs
+#     (k+1)·l·A_N + (k+1)·B_N + (k+1)²·l·C_N   microseconds
+# (A: decomposition and forward FFT of one digit polynomial; B: rotation, inverse FFT and
+# conversion of one output polynomial; C: multiply-accumulate per GGSW row and column),
+# fitted by benchmarks/pbs_cost_table.py (fit within ~5 % from N=1024 on, 13 % at 256; the
+# machine was shared) on one thread of the AVX-512 kernels (Xeon of the development
+# machine); N = 65536 is extrapolated (x2.2 per doubling, as 16384 -> 32768).
+# The keyswitch costs _KS_COST_US per multiply-subtract (n_in·l·(n+1) of them), keyswitched
+# eight at a time.  Only ratios matter to the selector.
+_STEP_COST_US = {
+    256: (0.239, 0.254, 0.035),
+    512: (0.472, 0.605, 0.075),
+    1024: (0.947, 1.322, 0.13),
+    2048: (1.681, 2.71, 0.395),
+    4096: (4.052, 5.411, 1.072),
+    8192: (7.805, 9.6, 3.877),
+    16384: (23.165, 19.21, 10.494),
+    32768: (35.428, 61.344, 25.301),
+}
+_STEP_COST_US[65536] = tuple(2.2 * c for c in _STEP_COST_US[32768])
+_KS_COST_US = 9.4e-5
+
+
+def time_pbs(lwe_dimension, glwe_dimension, polynomial_size, pbs_level):
+    """Measured one-thread time of one programmable bootstrap, in seconds.
+
+    ``n`` blind-rotation steps of ``(k+1)·l·A_N + (k+1)·B_N + (k+1)²·l·C_N`` microseconds
+    (``_STEP_COST_US``, from ``benchmarks/pbs_cost_table.py``).
+
+    Parameters
+    ----------
+    lwe_dimension, glwe_dimension, pbs_level : int or ndarray
+        ``n``, ``k`` and the number of gadget levels.
+    polynomial_size : int
+        ``N``, a power of two in 256..65536.
+
+    Returns
+    -------
+    float or ndarray
+    """
+    a, b, c = _STEP_COST_US[int(polynomial_size)]
+    k1 = glwe_dimension + 1
+    return lwe_dimension * (k1 * pbs_level * a + k1 * b + k1 * k1 * pbs_level * c) * 1e-6
+
+
+def time_ks(input_dimension, output_dimension, ks_level):
+    """Measured one-thread time of one keyswitch, in seconds (see :func:`time_pbs`).
+
+    Parameters
+    ----------
+    input_dimension, output_dimension, ks_level : int or ndarray
+        ``k * N``, ``n`` and the number of decomposition levels.
+
+    Returns
+    -------
+    float or ndarray
+    """
+    return _KS_COST_US * 1e-6 * input_dimension * ks_level * (output_dimension + 1)
 
 
 # --------------------------------------------------------------------------------------
@@ -668,6 +735,18 @@ class ParameterSet:
         )
 
     @property
+    def time_estimate(self):
+        """float: measured one-thread time of one lookup (KS + PBS) in seconds, the cost
+        the selection minimises (:func:`time_pbs`, :func:`time_ks`); 0 without."""
+        if not self.has_bootstrap:
+            return 0.0
+        return float(
+            time_pbs(self.lwe_dimension, self.glwe_dimension, self.polynomial_size,
+                     self.pbs_level)
+            + time_ks(self.big_lwe_dimension, self.lwe_dimension, self.ks_level)
+        )
+
+    @property
     def bsk_bytes(self):
         """int: size of the bootstrapping key, ``n·(k+1)²·l·N`` u64 words."""
         if not self.has_bootstrap:
@@ -737,7 +816,8 @@ class ParameterSet:
             f"k={self.glwe_dimension}, N={self.polynomial_size}, "
             f"pbs=2^{self.pbs_base_log}x{self.pbs_level}, "
             f"ks=2^{self.ks_base_log}x{self.ks_level}, nu={self.norm2:g}, "
-            f"log2 p_fail={self.log2_p_fail():.1f}, cost={self.cost / 1e6:.0f} Mop, "
+            f"log2 p_fail={self.log2_p_fail():.1f}, cost={self.cost / 1e6:.0f} Mop "
+            f"(~{self.time_estimate * 1e3:.1f} ms), "
             f"BSK {self.bsk_bytes / 1e6:.0f} MB, KSK {self.ksk_bytes / 1e6:.0f} MB)"
         )
 
@@ -799,7 +879,7 @@ def _search_bootstrap(precision, max_variance, norm2, max_variance_pbs=math.inf)
     for k, size in _search_space():
         big = k * size
         # Smallest possible cost for this (k, N); it only grows with n and the levels.
-        if cost_pbs(n_min, k, size, 1) + cost_ks(big, n_min, 1) >= best_cost:
+        if time_pbs(n_min, k, size, 1) + time_ks(big, n_min, 1) >= best_cost:
             continue
         pbs_per_n, pbs_base = _pbs_table(k, size)
         variance = (
@@ -815,8 +895,8 @@ def _search_bootstrap(precision, max_variance, norm2, max_variance_pbs=math.inf)
         # Cost grows with n, so for each (pbs level, ks level) the first feasible n wins.
         first = np.argmax(feasible, axis=-1)
         n_at = dims[first]
-        costs = (cost_pbs(n_at, k, size, _SEARCH_PBS_LEVELS[:, None])
-                 + cost_ks(big, n_at, _SEARCH_KS_LEVELS[None, :]))
+        costs = (time_pbs(n_at, k, size, _SEARCH_PBS_LEVELS[:, None])
+                 + time_ks(big, n_at, _SEARCH_KS_LEVELS[None, :]))
         costs = np.where(found, costs, np.inf)
         i_pbs, i_ks = np.unravel_index(np.argmin(costs), costs.shape)
         if costs[i_pbs, i_ks] < best_cost:
@@ -913,8 +993,8 @@ def select_parameters(precision, p_error=2.0**-40, norm2=1.0, *, bootstrap=True,
     With ``bootstrap=True`` the search covers ``k`` in 1..6 with ``k*N <= 65536``, ``N``
     in 256..65536, ``n`` in 256..2048, 1..6 bootstrap levels, 1..20 keyswitch levels and
     every base with ``base_log * level <= 64``; noise is the secure minimum
-    ``sqrt(var_min(d))`` for each key. The returned set minimises the algorithmic cost
-    (KS + PBS) subject to ``p_fail <= p_error`` at a lookup of ``precision`` bits fed by a
+    ``sqrt(var_min(d))`` for each key. The returned set minimises the measured one-thread
+    time (KS + PBS, :attr:`ParameterSet.time_estimate`) subject to ``p_fail <= p_error`` at a lookup of ``precision`` bits fed by a
     linear combination of bootstrap outputs of 2-norm ``norm2``.
 
     With ``bootstrap=False`` it returns the smallest LWE dimension whose secure noise lets
@@ -1023,9 +1103,9 @@ class GlweParameters:
     """Parameters of a packed linear circuit on GLWE ciphertexts (no bootstrap).
 
     The client encrypts coefficient vectors (seeded GLWE, bodies sent as their top
-    ``input_bytes`` bytes); the server multiplies by clear integer polynomials whose
+    ``input_bits`` bits); the server multiplies by clear integer polynomials whose
     coefficients have 2-norm at most ``norm2`` and switches the result to its top
-    ``output_bytes`` bytes; the client decrypts at ``precision`` bits (plus padding).
+    ``output_bits`` bits; the client decrypts at ``precision`` bits (plus padding).
 
     Parameters
     ----------
@@ -1035,8 +1115,9 @@ class GlweParameters:
         ``k`` and ``N`` (a power of two in 2048..65536).
     noise_std : float
         Encryption noise, at least the 128-bit minimum for ``k * N``.
-    input_bytes, output_bytes : int
-        Bytes kept per word of the upload (bodies) and of the result (masks and bodies).
+    input_bits, output_bits : int
+        Bits kept per word of the upload (bodies) and of the result (masks and bodies),
+        1..64; words travel bit-packed.
     p_error : float
         Failure probability of one decrypted value the set was selected for.
     norm2 : float
@@ -1047,14 +1128,14 @@ class GlweParameters:
     glwe_dimension: int
     polynomial_size: int
     noise_std: float
-    input_bytes: int
-    output_bytes: int
+    input_bits: int
+    output_bits: int
     p_error: float
     norm2: float
 
     def __post_init__(self):
-        for name in ("precision", "glwe_dimension", "polynomial_size", "input_bytes",
-                     "output_bytes"):
+        for name in ("precision", "glwe_dimension", "polynomial_size", "input_bits",
+                     "output_bits"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise TypeError(f"{name} must be an integer, got {value!r}")
@@ -1074,9 +1155,10 @@ class GlweParameters:
                              f"{_GLWE_POLYNOMIAL_SIZES[0]}..{_MAX_POLYNOMIAL_SIZE}, got {size}")
         if not 1 <= self.glwe_dimension * size <= _SEARCH_MAX_BIG_DIMENSION:
             raise ValueError(f"glwe_dimension must be in 1..{_SEARCH_MAX_BIG_DIMENSION // size}")
-        for name in ("input_bytes", "output_bytes"):
-            if not 1 <= getattr(self, name) <= 8:
-                raise ValueError(f"{name} must be in 1..8, got {getattr(self, name)}")
+        for name in ("input_bits", "output_bits"):
+            if not 1 <= getattr(self, name) <= _TORUS_BITS:
+                raise ValueError(f"{name} must be in 1..{_TORUS_BITS}, got "
+                                 f"{getattr(self, name)}")
         if not 0.0 < self.p_error < 1.0 or not self.norm2 > 0.0:
             raise ValueError("p_error must be in (0, 1) and norm2 > 0")
         if not self.noise_std < 2.0**-4:
@@ -1098,8 +1180,8 @@ class GlweParameters:
             2-norm ν of the weights; defaults to ``self.norm2``.
         """
         nu = self.norm2 if norm2 is None else float(norm2)
-        return (nu * nu * (self.noise_std**2 + var_rounding(0, 8 * self.input_bytes))
-                + var_rounding(self.big_dimension, 8 * self.output_bytes))
+        return (nu * nu * (self.noise_std**2 + var_rounding(0, self.input_bits))
+                + var_rounding(self.big_dimension, self.output_bits))
 
     def log2_p_fail(self, norm2=None):
         """Modelled log2 failure probability of one decrypted value."""
@@ -1129,7 +1211,7 @@ def select_glwe_parameters(precision, p_error=2.0**-40, norm2=1.0, min_polynomia
     ``norm2`` at ``precision`` bits with failure probability at most ``p_error``.
 
     ``N`` is the smallest power of two ``>= min_polynomial_size`` whose secure noise fits;
-    then the fewest upload bytes per word, then the fewest result bytes.
+    then the fewest upload bits per word, then the fewest result bits.
 
     Parameters
     ----------
@@ -1158,12 +1240,15 @@ def select_glwe_parameters(precision, p_error=2.0**-40, norm2=1.0, min_polynomia
         if size < min_polynomial_size:
             continue
         std = math.sqrt(var_min(size))
-        for in_bytes in range(1, 9):
-            for out_bytes in range(1, 9):
-                params = GlweParameters(precision, 1, size, std, in_bytes, out_bytes, p_error,
-                                        norm2)
-                if params.variance() <= max_variance:
-                    return params
+
+        def fits(in_bits, out_bits):
+            params = GlweParameters(precision, 1, size, std, in_bits, out_bits, p_error, norm2)
+            return params if params.variance() <= max_variance else None
+
+        bits = range(1, _TORUS_BITS + 1)
+        in_bits = next((b for b in bits if fits(b, _TORUS_BITS)), None)
+        if in_bits is not None:
+            return next(p for p in map(lambda b: fits(in_bits, b), bits) if p is not None)
     raise ValueError(f"no packed GLWE parameters decrypt a product of 2-norm {norm2:g} at "
                      f"{precision} bits with p_error={p_error:.3g}; lower the bit widths")
 

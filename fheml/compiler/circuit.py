@@ -340,7 +340,7 @@ class ClientSpec:
                     or not 1 <= precision <= 62:
                 raise ValueError("precision must be an integer in 1..62")
             packed = PackedPlan.from_dict(header["packed"]) if "packed" in header else None
-            if packed is not None and packed.params.precision != precision:
+            if packed is not None and packed.precision != precision:
                 raise ValueError("the packed plan's precision differs from the circuit's")
             return cls(params, precision, _validate_io(header["inputs"], True),
                        _validate_io(header["outputs"]), _json_bool(header["multiple_outputs"]),
@@ -734,17 +734,18 @@ def _unpack_packed(kind, header, arrays, spec=None, key_id=None, limits=None):
             if plan is None:
                 raise MismatchError(f"{kind}: this circuit has no packed path")
             limits.check_rows(rows)
-            p = plan.params
             shape = [plan.groups(rows), plan.chunks]
             if (glwe.get("glwe_dimension"), glwe.get("polynomial_size"), glwe.get("shape"),
-                    glwe.get("coefficients")) != (p.glwe_dimension, p.polynomial_size, shape,
-                                                  list(plan.input_coefficients(rows))):
+                    glwe.get("coefficients"), glwe.get("carried"), glwe.get("word_bits")) != (
+                        plan.glwe_dimension, plan.polynomial_size, shape,
+                        list(plan.input_coefficients(rows)), plan.carried(rows),
+                        plan.input_bits):
                 raise MismatchError(f"{kind}: the packed argument does not have this "
                                     f"circuit's layout for {rows} rows")
             if key_id is not None and glwe.get("key_id") != key_id:
                 raise MismatchError(f"{kind}: the packed argument was encrypted under other "
                                     "keys than the evaluation keys")
-            max_words = math.prod(shape) * (p.glwe_dimension + 1) * p.polynomial_size
+            max_words = math.prod(shape) * (plan.glwe_dimension + 1) * plan.polynomial_size
             limits.check_expanded_bytes(8 * max_words)
         ct = GlweCiphertext.from_parts(glwe, arrays, max_words=max_words)
         return [ct], _json_bool(header["batched"]), rows
@@ -877,7 +878,7 @@ class Client:
         else:
             error = ValueError
         if result.rows is not None:
-            return self._decrypt_packed(result)
+            return self._decrypt_packed(result, error)
         if len(result.values) != len(self.spec.outputs):
             raise error(f"expected {len(self.spec.outputs)} output(s), got "
                         f"{len(result.values)}")
@@ -896,13 +897,16 @@ class Client:
             outs.append(v if result.batched else v[0])
         return tuple(outs) if self.spec.multiple_outputs else outs[0]
 
-    def _decrypt_packed(self, result):
+    def _decrypt_packed(self, result, error):
         from fheml._core.glwe import GlweCiphertext
         if self.spec.packed is None:
-            raise ValueError("this circuit has no packed path")
+            raise error("this circuit has no packed path")
         if len(result.values) != 1 or not isinstance(result.values[0], GlweCiphertext):
-            raise ValueError("a packed result holds one GLWE ciphertext batch")
-        m = self.spec.packed.decrypt(self.packed_key(), result.values[0], result.rows)
+            raise error("a packed result holds one GLWE ciphertext batch")
+        try:
+            m = self.spec.packed.decrypt(self.packed_key(), result.values[0], result.rows)
+        except ValueError as exc:  # another key or layout
+            raise error(str(exc)) from None
         mod = 1 << (self.spec.precision + 1)
         outs, start = [], 0
         for spec in self.spec.outputs:
@@ -1122,7 +1126,9 @@ class Circuit:
         for spec, k in zip(output_specs, program.output_nodes):
             spec.setdefault("precision", program.nodes[k].precision)
         multiple = bool(getattr(graph, "multiple_outputs", False))
-        packed = plan_packing(program, p_error) if not params.has_bootstrap else None
+        packed = None
+        if not params.has_bootstrap and len(input_specs) == 1 and input_specs[0]["encrypted"]:
+            packed = plan_packing(program, p_error, input_specs[0]["hi"] - input_specs[0]["lo"])
         # In-process: the arguments come from this process, no limit applies.
         self.server = Server(ServerSpec(params, program, input_specs, output_specs, multiple,
                                         packed), ServerLimits(None, None, None))
@@ -1132,8 +1138,9 @@ class Circuit:
         self.statistics = statistics(program, params, p_error)
         self.statistics["packing"] = None if packed is None else {
             "polynomial_size": packed.params.polynomial_size, "rows_per_ciphertext":
-            packed.slots, "ciphertexts_per_row": packed.chunks, "upload_bytes_per_word":
-            packed.params.input_bytes, "result_bytes_per_word": packed.params.output_bytes}
+            packed.slots, "ciphertexts_per_row": packed.chunks, "weight_digits": packed.digits,
+            "upload_bits_per_word": packed.params.input_bits,
+            "result_bits_per_word": packed.params.output_bits}
         self._simulation_p_fail = {k: lookup_p_fail(program, n, params)
                                    for k, n in enumerate(program.nodes) if n.op == "tlu"}
 
@@ -1243,9 +1250,13 @@ class Circuit:
         result = self.server.run(encrypted, ek, n_jobs=self.n_jobs, verbose=verbose)
         return self.client.decrypt(result)
 
-    def bytes_per_row(self):
+    def bytes_per_row(self, packed=False):
         """Estimated peak memory of one row (sample) of an encrypted run, in bytes: every
-        encrypted value of the program as LWE ciphertexts, twice (temporaries)."""
+        encrypted value of the program as LWE ciphertexts, twice (temporaries); with
+        ``packed``, a row's share of the packed path's GLWE ciphertexts
+        (:meth:`~fheml.compiler.packed.PackedPlan.bytes_per_row`)."""
+        if packed:
+            return self.client.spec.packed.bytes_per_row()
         words = self.parameters.big_lwe_dimension + 1
         values = sum(int(np.prod(n.shape, dtype=np.int64)) for n in self.program.nodes
                      if n.encrypted)
@@ -1253,7 +1264,8 @@ class Circuit:
 
     def rows_per_chunk(self):
         """Rows of a batch encrypted and run together: as many as fit in
-        ``fheml.get_config()["working_memory"]`` MB (at least one).
+        ``fheml.get_config()["working_memory"]`` MB (at least one), on the packed path
+        (whole ciphertexts of rows) when a chunk of that size takes it.
 
         Returns
         -------
@@ -1261,4 +1273,10 @@ class Circuit:
         """
         from fheml._config import get_config
         budget = get_config()["working_memory"] * 2 ** 20
-        return max(1, int(budget // self.bytes_per_row()))
+        rows = max(1, int(budget // self.bytes_per_row()))
+        plan = self.client.spec.packed
+        if plan is not None:
+            packed = int(budget // self.bytes_per_row(packed=True)) // plan.slots * plan.slots
+            if packed > rows and self.client.uses_packing(packed):
+                return packed
+        return rows

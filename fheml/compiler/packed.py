@@ -12,11 +12,23 @@ chunks of ``Fc = ceil(F/C) <= N``; ciphertext ``(g, c)`` holds chunk ``c`` of ro
 chunk weights of output ``o`` (degree ``Fc - 1``) and sums over ``c``: coefficient
 ``i*Fc + Fc - 1`` of the result is row ``i``'s dot product (it only reads row ``i``'s
 coefficients, so nothing wraps while ``B*Fc <= N``), to which the bias is added.  The result
-is switched to its top ``output_bytes`` bytes and only those ``B`` body coefficients travel
+is switched to its top ``output_bits`` bits and only those ``B`` body coefficients travel
 with the ``N`` mask coefficients; the client decrypts them all with one exact product.
 
-The client picks this path or the LWE one for each call by the cost model of
-:meth:`PackedPlan.cheaper_than_lwe`.
+Weight digits.  The upload's bits per word grow with the 2-norm of the weights (the noise
+and the rounding of the input words are multiplied by it) and with the bits of the
+decrypted value.  With ``D > 1`` digits the weights are split in base ``2^k``:
+``W = sum_j 2^(j k) W_j``, the lower digits balanced in ``[-2^(k-1), 2^(k-1))``, the top one
+the rest.  The server computes every digit's product ``m_j = u @ W_j + c_j`` from the same
+uploaded ciphertext and the client forms ``y = sum_j 2^(j k) m_j`` modulo ``2^(P+1)``
+(``P`` the circuit's precision).  Each digit is decrypted modulo ``2^M``: a lower digit
+exactly (its bias ``c_j`` shifts it into ``[0, 2^M)``, for every input in ``[0, U]^F``),
+the top one modulo ``2^M >= 2^(P + 1 - (D-1) k)``, all that ``y`` needs of it; ``M`` can be
+well below ``P + 1`` and the noise grows with the largest digit norm only, so the words
+travel with fewer bits, for ``D`` times the server work and result.
+
+The number of digits is chosen at compile time by :meth:`PackedPlan.cost`; the client picks
+the packed path or the LWE one for each call by :meth:`PackedPlan.cheaper_than_lwe`.
 """
 
 import math
@@ -35,15 +47,22 @@ _MAX_AUTO_POLYNOMIAL_SIZE = 16384
 # chunks of _PROBE_CHUNK rows).
 _MAX_FEATURES = 1 << 16
 _PROBE_CHUNK = 256
+# Weight digits tried: D in 1.._MAX_DIGITS, base 2^k for k in 1.._MAX_DIGIT_BASE_LOG.
+_MAX_DIGITS = 4
+_MAX_DIGIT_BASE_LOG = 8
 
-# Cost model of the path choice (ns per unit, measured once; only their ratios matter):
+# Cost model of the path and digit choices (ns per unit, measured on an AVX-512 Xeon):
 # exact negacyclic product by the binary key, per N log2 N (four limbs, forward + inverse
-# FFT); multiply-add of the packed server kernel; client work per LWE mask word (ChaCha20,
-# <mask, key>, seed bookkeeping: ~12 ns measured); server multiply-add per LWE word.
-_NS_EXACT_PRODUCT = 4.0
-_NS_MULTIPLY_ADD = 0.5
+# FFT: 1.65 ns); multiply-add of the packed server kernel (0.27-0.33 ns); client work per
+# LWE mask word (ChaCha20, <mask, key>: ~10 ns); server multiply-add per LWE word.
+_NS_EXACT_PRODUCT = 1.65
+_NS_MULTIPLY_ADD = 0.3
 _NS_LWE_MASK_WORD = 10.0
 _NS_LWE_MATMUL = 1.0
+# Bytes on the wire: a 10 Mbit/s upload and a 100 Mbit/s download (a client's link is
+# usually asymmetric; the upload is the scarce direction).
+_NS_UPLOAD_BYTE = 800.0
+_NS_RESULT_BYTE = 80.0
 
 
 def affine_map(program):
@@ -86,67 +105,76 @@ def affine_map(program):
     return weights, bias
 
 
-class PackedPlan:
-    """Layout, parameters and weights of a packed linear circuit (see the module doc).
+def _check_count(name, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
+    return value
 
-    Parameters
-    ----------
-    params : fheml._core.GlweParameters
-    features : int
-        ``F``, the flattened input size.
-    outputs : int
-        ``O``, the flattened total output size.
-    weights, bias : int64 arrays (F, O) and (O,), optional
-        The affine map; only the server needs them.
-    """
 
-    def __init__(self, params, features, outputs, weights=None, bias=None):
-        N = params.polynomial_size
-        for name, value in (("features", features), ("outputs", outputs)):
-            if isinstance(value, bool) or not isinstance(value, int) \
-                    or not 1 <= value <= _MAX_FEATURES:
-                raise ValueError(f"{name} must be an integer in 1..{_MAX_FEATURES}")
-        self.params = params
-        self.features = features
-        self.outputs = outputs
+def weight_digits(weights, digits, base_log):
+    """``(D, F, O)`` int64 digits with ``weights == sum_j 2^(j base_log) digits[j]``: the
+    lower ones balanced in ``[-2^(base_log-1), 2^(base_log-1))``, the top one the rest."""
+    rest = np.asarray(weights, dtype=np.int64)
+    out = np.empty((digits,) + rest.shape, dtype=np.int64)
+    half = 1 << max(base_log - 1, 0)
+    for j in range(digits - 1):
+        out[j] = ((rest + half) & ((1 << base_log) - 1)) - half
+        rest = (rest - out[j]) >> base_log
+    out[digits - 1] = rest
+    return out
+
+
+def _lower_digit_span(digits, input_max):
+    """Largest ``u @ W_j - min(u @ W_j)`` over inputs in ``[0, U]^F``, per digit and output."""
+    return input_max * np.abs(digits).sum(axis=1)
+
+
+def digit_bias(bias, digits, base_log, input_max):
+    """``(D, O)`` biases ``c_j`` with ``sum_j 2^(j base_log) c_j == bias`` placing every
+    lower digit's product in ``[0, U * sum|W_j| + 2^base_log)`` (see the module doc)."""
+    D = digits.shape[0]
+    rest = np.asarray(bias, dtype=np.int64)
+    out = np.empty((D,) + rest.shape, dtype=np.int64)
+    for j in range(D - 1):
+        base = -input_max * np.minimum(digits[j], 0).sum(axis=0)
+        out[j] = base + np.mod(rest - base, 1 << base_log)
+        rest = (rest - out[j]) >> base_log
+    out[D - 1] = rest
+    return out
+
+
+def _modulus_bits(digits, base_log, input_max, precision):
+    """``M``: bits every digit is decrypted at (the module doc), or None when above
+    ``precision + 1`` (no gain)."""
+    D = digits.shape[0]
+    need = [precision + 1 - (D - 1) * base_log, int(input_max).bit_length()]
+    for j in range(D - 1):
+        top = int(_lower_digit_span(digits[j:j + 1], input_max).max()) + (1 << base_log) - 1
+        need.append(top.bit_length())
+    bits = max(need)
+    return bits if bits <= precision + 1 else None
+
+
+def _digit_norm(digits):
+    """Largest 2-norm of one digit's weights of one output (at least 1: a fresh encryption)."""
+    norms = np.sqrt((digits.astype(np.float64) ** 2).sum(axis=1))
+    return max(1.0, float(norms.max()))
+
+
+class _Layout:
+    """Rows laid out in GLWE coefficients (see the module doc): ``C`` chunks of ``Fc``
+    features, ``B`` rows per ciphertext, input words sent at ``input_bits`` bits."""
+
+    def __init__(self, glwe_dimension, polynomial_size, features, input_bits, precision):
+        N = polynomial_size
+        self.glwe_dimension = glwe_dimension
+        self.polynomial_size = N
+        self.features = _check_count("features", features, 1, _MAX_FEATURES)
+        self.input_bits = input_bits
+        self.input_precision = precision
         self.chunks = -(-features // N)
         self.chunk_size = -(-features // self.chunks)
         self.slots = N // self.chunk_size
-        self.weights = weights
-        self.bias = bias
-        if weights is not None:
-            if weights.shape != (features, outputs) or bias.shape != (outputs,):
-                raise ValueError("weights and bias do not match the plan")
-            padded = np.zeros((self.chunks * self.chunk_size, outputs), dtype=np.int64)
-            padded[:features] = weights
-            # (C, O, Fc): chunk c's weights of output o, reversed
-            self._polys = np.ascontiguousarray(
-                padded.reshape(self.chunks, self.chunk_size, outputs)[:, ::-1].transpose(0, 2, 1))
-
-    @classmethod
-    def with_weights_of(cls, plan, program):
-        """``plan`` with the weights read off ``program`` (the server's copy), checking that
-        the program is the affine map the plan was made for."""
-        weights, bias = affine_map(program)
-        if weights is None or weights.shape != (plan.features, plan.outputs):
-            raise ValueError("the packed plan does not match the program")
-        if plan.params.precision != program.precision:
-            raise ValueError("the packed plan's precision does not match the program")
-        return cls(plan.params, plan.features, plan.outputs, weights, bias)
-
-    # -- description ---------------------------------------------------------------------
-    def to_dict(self):
-        """JSON-able description (what the client needs: no weights)."""
-        return {"params": self.params.to_dict(), "features": self.features,
-                "outputs": self.outputs}
-
-    @classmethod
-    def from_dict(cls, data):
-        """Inverse of :meth:`to_dict` (ValueError on anything invalid)."""
-        from fheml._core.parameters import GlweParameters
-        if not isinstance(data, dict) or set(data) != {"params", "features", "outputs"}:
-            raise ValueError("bad packed-plan description")
-        return cls(GlweParameters.from_dict(data["params"]), data["features"], data["outputs"])
 
     def groups(self, rows):
         """Number of ciphertext groups for ``rows`` rows."""
@@ -161,38 +189,38 @@ class PackedPlan:
         """Carried coefficients of the encrypted rows of a call."""
         return (0, self.slots_used(rows) * self.chunk_size, 1)
 
+    def carried(self, rows):
+        """Input words that travel in a call: those of the rows (not the padding of a last,
+        partly filled ciphertext)."""
+        return rows * self.chunks * self.chunk_size
+
     def result_coefficients(self, rows):
         """Carried coefficients of a result: the dot product of each row."""
         Fc = self.chunk_size
         return (Fc - 1, self.slots_used(rows) * Fc, Fc)
 
-    def sizes(self, rows):
-        """Bytes sent per call: ``(upload, result)`` (headers excluded)."""
-        p, G, B = self.params, self.groups(rows), self.slots_used(rows)
-        upload = G * self.chunks * B * self.chunk_size * p.input_bytes + 32
-        result = G * self.outputs * (p.big_dimension + B) * p.output_bytes
-        return upload, result
+    def _products(self, ct, rows, polys, bias):
+        """``(G, R)`` GLWE ciphertexts: the argument times the reversed weight polynomials
+        ``polys`` (C, R, Fc), plus ``bias`` (R,) uint64 at each row's result coefficient."""
+        from fheml._core.glwe import glwe_add_plain, glwe_polynomial_matmul
+        expected = (self.glwe_dimension, self.polynomial_size, self.input_coefficients(rows),
+                    (self.groups(rows), self.chunks))
+        if (ct.glwe_dimension, ct.polynomial_size, ct.coefficients, ct.shape) != expected:
+            raise ValueError("the packed argument does not have the layout of this circuit "
+                             f"for {rows} rows")
+        out = glwe_polynomial_matmul(ct, polys)
+        start, stop, step = self.result_coefficients(rows)
+        plain = np.zeros((polys.shape[1], self.polynomial_size), dtype=np.uint64)
+        plain[:, start:stop:step] = bias[:, None]
+        return glwe_add_plain(out, plain)
 
-    def cost(self, rows):
-        """Modelled time (ns) of a call: client encryption (one exact product per ciphertext),
-        server products, client decryption (one exact product per output ciphertext)."""
-        N, G = self.params.polynomial_size, self.groups(rows)
-        product = _NS_EXACT_PRODUCT * N * math.log2(N)
-        server = _NS_MULTIPLY_ADD * 2 * N * self.chunk_size * self.outputs * self.chunks
-        return G * (self.chunks * product + server + self.outputs * product)
-
-    def cheaper_than_lwe(self, rows, lwe_dimension):
-        """Whether packing beats one LWE ciphertext per value for a call of ``rows`` rows.
-
-        The LWE path generates and multiplies ``F * (n + 1)`` mask words per row on the
-        client, ``O`` multiply-adds per word on the server and decrypts ``O * (n + 1)``
-        words per row.  Constants measured on an AVX-512 Xeon: packing wins from one row
-        on for tens of features; small inputs with few rows stay on the LWE path.
-        """
-        d = lwe_dimension + 1
-        lwe = rows * d * (self.features * (_NS_LWE_MASK_WORD + self.outputs * _NS_LWE_MATMUL)
-                          + self.outputs * _NS_LWE_MATMUL)
-        return self.cost(rows) < lwe
+    def _reversed_chunks(self, weights):
+        """(C, R, Fc) int64: chunk ``c`` of column ``r`` of ``weights`` (F, R), reversed."""
+        F, R = weights.shape
+        padded = np.zeros((self.chunks * self.chunk_size, R), dtype=np.int64)
+        padded[:F] = weights
+        return np.ascontiguousarray(
+            padded.reshape(self.chunks, self.chunk_size, R)[:, ::-1].transpose(0, 2, 1))
 
     # -- client --------------------------------------------------------------------------
     def encrypt(self, key, u):
@@ -205,41 +233,170 @@ class PackedPlan:
         laid[:rows, :self.features] = u
         # (G, B, C, Fc) -> (G, C, B*Fc): chunk c of the B rows of group g, one after another
         laid = laid.reshape(G, B, C, Fc).transpose(0, 2, 1, 3).reshape(G, C, B * Fc)
-        return encrypt_glwe(key, encode(laid, self.params.precision),
-                            word_bytes=self.params.input_bytes)
+        return encrypt_glwe(key, encode(laid, self.input_precision),
+                            word_bits=self.input_bits, carried=self.carried(rows))
 
+
+class PackedPlan(_Layout):
+    """Layout, parameters and weights of a packed linear circuit (see the module doc).
+
+    Parameters
+    ----------
+    params : fheml._core.GlweParameters
+        ``params.precision + 1`` is the bits ``M`` every digit is decrypted at.
+    features : int
+        ``F``, the flattened input size.
+    outputs : int
+        ``O``, the flattened total output size.
+    precision : int
+        ``P``, the circuit's precision: results are computed modulo ``2^(P+1)``.
+    input_max : int
+        ``U``: the shifted inputs lie in ``[0, U]``.
+    digits, digit_base_log : int, default=1, 0
+        ``D`` weight digits in base ``2^k``.
+    weights, bias : int64 arrays (F, O) and (O,), optional
+        The affine map; only the server needs them.
+    """
+
+    def __init__(self, params, features, outputs, precision, input_max, digits=1,
+                 digit_base_log=0, weights=None, bias=None):
+        super().__init__(params.glwe_dimension, params.polynomial_size, features,
+                         params.input_bits, params.precision)
+        self.params = params
+        self.outputs = _check_count("outputs", outputs, 1, _MAX_FEATURES)
+        self.precision = _check_count("precision", precision, params.precision, 62)
+        self.input_max = _check_count("input_max", input_max, 0,
+                                      (1 << (params.precision + 1)) - 1)
+        self.digits = _check_count("digits", digits, 1, _MAX_DIGITS)
+        self.digit_base_log = _check_count("digit_base_log", digit_base_log,
+                                           0 if digits == 1 else 1,
+                                           0 if digits == 1 else _MAX_DIGIT_BASE_LOG)
+        self.weights = weights
+        self.bias = bias
+        if weights is not None:
+            self._set_weights(weights, bias)
+
+    def _set_weights(self, weights, bias):
+        F, O, D, k = self.features, self.outputs, self.digits, self.digit_base_log
+        if weights.shape != (F, O) or bias.shape != (O,):
+            raise ValueError("weights and bias do not match the plan")
+        wd = weight_digits(weights, D, k)
+        p = self.params
+        bits = _modulus_bits(wd, k, self.input_max, self.precision) if D > 1 else \
+            self.precision + 1
+        if bits != p.precision + 1 or _digit_norm(wd) > p.norm2 * (1 + 1e-9):
+            raise ValueError("the packed parameters do not fit these weights")
+        # (C, O*D, Fc): chunk c's digit j of output o (at o*D + j), reversed
+        self._polys = self._reversed_chunks(wd.transpose(1, 2, 0).reshape(F, O * D))
+        # (O*D,) digit biases, reduced modulo 2^M
+        self._bias = np.mod(digit_bias(bias, wd, k, self.input_max).T.reshape(-1),
+                            1 << (p.precision + 1))
+
+    @classmethod
+    def with_weights_of(cls, plan, program):
+        """``plan`` with the weights read off ``program`` (the server's copy), checking that
+        the program is the affine map the plan was made for."""
+        weights, bias = affine_map(program)
+        if weights is None or weights.shape != (plan.features, plan.outputs):
+            raise ValueError("the packed plan does not match the program")
+        if plan.precision != program.precision:
+            raise ValueError("the packed plan's precision does not match the program")
+        return cls(plan.params, plan.features, plan.outputs, plan.precision, plan.input_max,
+                   plan.digits, plan.digit_base_log, weights, bias)
+
+    # -- description ---------------------------------------------------------------------
+    _FIELDS = ("params", "features", "outputs", "precision", "input_max", "digits",
+               "digit_base_log")
+
+    def to_dict(self):
+        """JSON-able description (what the client needs: no weights)."""
+        out = {name: getattr(self, name) for name in self._FIELDS}
+        out["params"] = self.params.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data):
+        """Inverse of :meth:`to_dict` (ValueError on anything invalid)."""
+        from fheml._core.parameters import GlweParameters
+        if not isinstance(data, dict) or set(data) != set(cls._FIELDS):
+            raise ValueError("bad packed-plan description")
+        return cls(GlweParameters.from_dict(data["params"]),
+                   *(data[name] for name in cls._FIELDS[1:]))
+
+    def sizes(self, rows):
+        """Bytes sent per call: ``(upload, result)`` (headers excluded)."""
+        p, G, B = self.params, self.groups(rows), self.slots_used(rows)
+        upload = -(-self.carried(rows) * p.input_bits // 8) + 32
+        cts = G * self.outputs * self.digits
+        result = -(-cts * B * p.output_bits // 8) + -(-cts * p.big_dimension * p.output_bits // 8)
+        return upload, result
+
+    def bytes_per_row(self):
+        """Estimated peak memory of one row of a packed call, in bytes: its share of a
+        group's input ciphertexts (regenerated masks included) and of their server copy,
+        and of the ``O * D`` result ciphertexts on both sides, twice (temporaries)."""
+        p = self.params
+        words = (p.glwe_dimension + 1) * p.polynomial_size * 2 * (
+            self.chunks + self.outputs * self.digits)
+        return -(-2 * 8 * words // self.slots)
+
+    def cost(self, rows):
+        """Modelled time (ns) of a call: client encryption (one exact product per ciphertext),
+        server products, client decryption (one exact product per result ciphertext) and
+        the bytes sent both ways."""
+        N, G, D = self.params.polynomial_size, self.groups(rows), self.digits
+        product = _NS_EXACT_PRODUCT * N * math.log2(N)
+        server = _NS_MULTIPLY_ADD * 2 * N * self.chunk_size * self.outputs * self.chunks * D
+        upload, result = self.sizes(rows)
+        return (G * (self.chunks * product + server + self.outputs * D * product)
+                + _NS_UPLOAD_BYTE * upload + _NS_RESULT_BYTE * result)
+
+    def cheaper_than_lwe(self, rows, lwe_dimension):
+        """Whether packing beats one LWE ciphertext per value for a call of ``rows`` rows.
+
+        The LWE path generates and multiplies ``F * (n + 1)`` mask words per row on the
+        client, ``O`` multiply-adds per word on the server and decrypts ``O * (n + 1)``
+        words per row; it uploads ``F`` 8-byte bodies per row (and a seed) and returns
+        ``O * (n + 1)`` words.  Packing wins from one row on for tens of features; small
+        inputs with few rows stay on the LWE path.
+        """
+        d = lwe_dimension + 1
+        lwe = rows * d * (self.features * (_NS_LWE_MASK_WORD + self.outputs * _NS_LWE_MATMUL)
+                          + self.outputs * _NS_LWE_MATMUL)
+        lwe += (_NS_UPLOAD_BYTE * (8 * rows * self.features + 32)
+                + _NS_RESULT_BYTE * 8 * rows * self.outputs * d)
+        return self.cost(rows) < lwe
+
+    # -- client --------------------------------------------------------------------------
     def decrypt(self, key, ct, rows):
         """Messages (rows, O) in ``[0, 2^(P+1))`` of a result of :meth:`evaluate`."""
         from fheml._core import decode
         from fheml._core.glwe import decrypt_glwe
+        O, D = self.outputs, self.digits
         if (ct.coefficients != self.result_coefficients(rows) or len(ct.shape) != 2
-                or ct.shape != (self.groups(rows), self.outputs)):
+                or ct.shape != (self.groups(rows), O * D)):
             raise ValueError("the result does not have the layout of this circuit for "
                              f"{rows} rows")
-        m = decode(decrypt_glwe(key, ct), self.params.precision)     # (G, O, B)
-        return m.transpose(0, 2, 1).reshape(-1, self.outputs)[:rows]
+        m = decode(decrypt_glwe(key, ct), self.params.precision)     # (G, O*D, B)
+        m = m.reshape(m.shape[0], O, D, -1)
+        shifts = (np.arange(D, dtype=np.int64) * self.digit_base_log)[None, None, :, None]
+        y = np.mod((m << shifts).sum(axis=2), 1 << (self.precision + 1))   # (G, O, B)
+        return y.transpose(0, 2, 1).reshape(-1, O)[:rows]
 
     # -- server --------------------------------------------------------------------------
     def evaluate(self, ct, rows):
-        """Products by the weight polynomials, bias, modulus switch: the (G, O) result
-        ciphertexts of a call of ``rows`` rows."""
+        """Products by the weight digits' polynomials, biases, modulus switch: the
+        (G, O*D) result ciphertexts of a call of ``rows`` rows (digit ``j`` of output ``o``
+        at ``o*D + j``)."""
         from fheml._core import encode
-        from fheml._core.glwe import glwe_add_plain, glwe_polynomial_matmul, modulus_switch
+        from fheml._core.glwe import modulus_switch
         p = self.params
-        expected = (p.glwe_dimension, p.polynomial_size, self.input_coefficients(rows),
-                    (self.groups(rows), self.chunks))
-        if (ct.glwe_dimension, ct.polynomial_size, ct.coefficients, ct.shape) != expected:
-            raise ValueError("the packed argument does not have the layout of this circuit "
-                             f"for {rows} rows")
-        out = glwe_polynomial_matmul(ct, self._polys)
-        start, stop, step = self.result_coefficients(rows)
-        bias = np.zeros((self.outputs, p.polynomial_size), dtype=np.uint64)
-        bias[:, start:stop:step] = encode(self.bias, p.precision)[:, None]
-        out = glwe_add_plain(out, bias)
-        return modulus_switch(out, p.output_bytes).with_coefficients(start, stop, step)
+        out = self._products(ct, rows, self._polys, encode(self._bias, p.precision))
+        return modulus_switch(out, word_bits=p.output_bits).with_coefficients(
+            *self.result_coefficients(rows))
 
 
-def plan_packing(program, p_error, polynomial_size=None):
+def plan_packing(program, p_error, input_max, polynomial_size=None, digits=None):
     """The packed plan of a finalized program, or None when it is not a packed-linear one.
 
     Parameters
@@ -247,25 +404,46 @@ def plan_packing(program, p_error, polynomial_size=None):
     program : Program
         Finalized (``precision`` set).
     p_error : float
-        Failure probability of each decrypted value.
+        Failure probability of each decrypted value (of each digit).
+    input_max : int
+        ``U``: the shifted input values lie in ``[0, U]`` (``hi - lo`` of its spec).
     polynomial_size : int, optional
         Force ``N`` (tests); default: the smallest secure size of at least ``8 * F`` (up to
         16384) whose noise fits.
+    digits : tuple (D, k), optional
+        Force the weight digits (tests); default: the cheapest by :meth:`PackedPlan.cost`.
     """
     from fheml._core.parameters import select_glwe_parameters
     weights, bias = affine_map(program)
     if weights is None:
         return None
     F, O = weights.shape
-    norm2 = max(1.0, float(np.sqrt((weights.astype(np.float64) ** 2).sum(axis=0)).max()))
+    P = program.precision
     if polynomial_size is None:
         min_size = min(_MAX_AUTO_POLYNOMIAL_SIZE, 1 << max(0, (_SLACK * F - 1).bit_length()))
     else:
         min_size = polynomial_size
-    try:
-        params = select_glwe_parameters(program.precision, p_error, norm2, min_size)
-    except ValueError:
+    if digits is not None:
+        choices = [digits]
+    else:
+        choices = [(1, 0)] + [(D, k) for D in range(2, _MAX_DIGITS + 1)
+                              for k in range(1, _MAX_DIGIT_BASE_LOG + 1)]
+    best = None
+    for D, k in choices:
+        wd = weight_digits(weights, D, k)
+        bits = _modulus_bits(wd, k, input_max, P) if D > 1 else P + 1
+        if bits is None:
+            continue
+        try:
+            params = select_glwe_parameters(bits - 1, p_error, _digit_norm(wd), min_size)
+        except ValueError:
+            continue
+        if polynomial_size is not None and params.polynomial_size != polynomial_size:
+            continue
+        plan = PackedPlan(params, F, O, P, input_max, D, k)
+        if best is None or plan.cost(plan.slots) / plan.slots < best.cost(best.slots) / best.slots:
+            best = plan
+    if best is None:
         return None
-    if polynomial_size is not None and params.polynomial_size != polynomial_size:
-        return None
-    return PackedPlan(params, F, O, weights, bias)
+    return PackedPlan(best.params, F, O, P, input_max, best.digits, best.digit_base_log,
+                      weights, bias)

@@ -149,9 +149,14 @@ def test_edited_or_computed_ciphertexts_serialize_in_full():
     params, sk, _ = keys_for(4)
     m = rng.integers(0, 8, 5)
     ct = sk.encrypt(m)
-    ct.data[2, 7] += np.uint64(1)  # masks edited in place: the seed no longer describes them
+    with pytest.raises(ValueError, match="read-only"):
+        ct.data[2, 7] += np.uint64(1)  # the seed stands for the masks: no edit in place
+    assert len(ct.to_bytes()) < ct.data.nbytes
+    ct.data.flags.writeable = True
+    ct.data[2, 7] += np.uint64(1)  # made writable and edited: the seed no longer describes it
     back = LweCiphertext.from_bytes(ct.to_bytes())
     assert np.array_equal(back.data, ct.data)
+    assert not LweCiphertext.from_bytes(sk.encrypt(m).to_bytes()).data.flags.writeable
     total = sk.encrypt(m) + sk.encrypt(m)
     assert len(total.to_bytes()) > total.data.nbytes
     assert np.array_equal(sk.decrypt(LweCiphertext.from_bytes(total.to_bytes())), 2 * m)

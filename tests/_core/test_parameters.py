@@ -229,6 +229,27 @@ def test_cost_functions():
     assert P.cost_ks(k * N, n, lk) == 2 * k * N * lk * (n + 1)
 
 
+def test_measured_time_model():
+    """The time the selection minimises: n steps of the measured per-N step cost, plus the
+    keyswitch; grows with every dimension; ParameterSet.time_estimate adds the two."""
+    n, k, N, lp, lk = 833, 1, 2048, 1, 5
+    a, b, c = P._STEP_COST_US[N]
+    step = (k + 1) * lp * a + (k + 1) * b + (k + 1) ** 2 * lp * c
+    assert P.time_pbs(n, k, N, lp) == pytest.approx(n * step * 1e-6, rel=1e-12)
+    assert P.time_ks(k * N, n, lk) == pytest.approx(P._KS_COST_US * 1e-6 * k * N * lk * (n + 1))
+    assert set(P._STEP_COST_US) == set(2**e for e in range(8, 17))
+    for size in P._STEP_COST_US:
+        assert P.time_pbs(n + 1, k, size, lp) > P.time_pbs(n, k, size, lp)
+        assert P.time_pbs(n, k + 1, size, lp) > P.time_pbs(n, k, size, lp)
+        assert P.time_pbs(n, k, size, lp + 1) > P.time_pbs(n, k, size, lp)
+        if size > 256:
+            assert P.time_pbs(n, k, size, lp) > P.time_pbs(n, k, size // 2, lp)
+    params = _published_set(PUBLISHED_2M64[3])
+    assert params.time_estimate == pytest.approx(
+        P.time_pbs(n, k, N, lp) + P.time_ks(k * N, n, lk), rel=1e-12)
+    assert ParameterSet(**_no_bootstrap_kwargs()).time_estimate == 0.0
+
+
 def test_key_sizes_p4_set():
     params = _published_set(PUBLISHED_2M64[3])
     assert params.bsk_bytes == 833 * 4 * 1 * 2048 * 8
@@ -247,9 +268,11 @@ def test_selection_at_least_as_cheap_as_published(row):
     selected = select_parameters(precision, 2.0**-64, 1.0)
     published = _published_set(row)
     assert selected.log2_p_fail() <= -64.0
-    assert selected.cost <= published.cost
-    # The published sets were found by the same kind of search: we should be close.
-    assert selected.cost >= 0.9 * published.cost
+    # at least as cheap in the measured time the selection minimises ...
+    assert selected.time_estimate <= published.time_estimate
+    # ... and, the published sets being found by the same kind of search, close to them in
+    # operation count (the measured model trades a little work for faster kernels)
+    assert 0.9 * published.cost <= selected.cost <= 1.2 * published.cost
     assert selected.precision == precision
     assert selected.p_error == 2.0**-64 and selected.norm2 == 1.0
     assert selected.lwe_noise_std == pytest.approx(math.sqrt(P.var_min(selected.lwe_dimension)))
@@ -263,7 +286,9 @@ def test_selection_near_concrete_reference(ref):
     selected = select_parameters(precision, 2.0**-14, 1.0)
     assert (selected.glwe_dimension, selected.polynomial_size) == (k, N)
     assert selected.pbs_level == pbs_level
-    assert abs(selected.lwe_dimension - n) <= 0.05 * n
+    # (within 10 %: the measured time model trades a smaller n for keyswitch levels,
+    # which cost less in our kernels than in the reference's operation count)
+    assert abs(selected.lwe_dimension - n) <= 0.1 * n
     # Where the reference keyswitch level is not quoted, cost it at ours (PBS dominates).
     ref_cost = P.cost_pbs(n, k, N, pbs_level) + P.cost_ks(
         k * N, n, selected.ks_level if ks_level is None else ks_level)
@@ -300,7 +325,8 @@ def test_selected_set_is_locally_minimal(precision):
 
 @pytest.mark.parametrize("precision", [1, 4, 8])
 def test_stricter_p_error_never_cheaper(precision):
-    costs = [select_parameters(precision, 2.0**-e).cost for e in (10, 14, 20, 40, 64, 80, 128)]
+    costs = [select_parameters(precision, 2.0**-e).time_estimate
+             for e in (10, 14, 20, 40, 64, 80, 128)]
     assert costs == sorted(costs)
     assert costs[0] < costs[-1]
 
@@ -308,7 +334,7 @@ def test_stricter_p_error_never_cheaper(precision):
 @pytest.mark.parametrize("precision", [2, 6])
 def test_larger_norm2_never_cheaper(precision):
     sets = [select_parameters(precision, 2.0**-40, nu) for nu in (0.5, 1, 2, 8, 64, 512)]
-    costs = [s.cost for s in sets]
+    costs = [s.time_estimate for s in sets]
     assert costs == sorted(costs)
     assert costs[0] < costs[-1]
     for s in sets:
@@ -316,7 +342,7 @@ def test_larger_norm2_never_cheaper(precision):
 
 
 def test_higher_precision_never_cheaper():
-    costs = [select_parameters(p, 2.0**-40).cost for p in range(1, 9)]
+    costs = [select_parameters(p, 2.0**-40).time_estimate for p in range(1, 9)]
     assert costs == sorted(costs)
 
 

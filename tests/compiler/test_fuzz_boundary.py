@@ -20,6 +20,7 @@ import pytest
 
 import fheml
 from fheml._core import LweCiphertext, SecretKeys, SerializationError
+from fheml._core.glwe import GlweCiphertext
 from fheml._core.serialization import MAGIC, _PREFIX
 from fheml.compiler import Client, Server
 from tests.compiler.conftest import use_cached_keys
@@ -48,7 +49,7 @@ def targets():
         client.secret_keys, client.evaluation_keys = c.client.secret_keys, keys
         sample = (np.array([1, 2, 3, 0]), np.array([[1, 0], [0, 1], [1, 1], [0, 0]])) \
             if c is lookup else (np.arange(4),)
-        args = c.client.encrypt(*sample)
+        args = c.client.encrypt(*sample, packing=False)
         dim = c.parameters.big_lwe_dimension
         run = (lambda s, k: lambda b: s.run(b, k))(server, keys)
         out += [
@@ -63,6 +64,14 @@ def targets():
         ]
         if c is lookup:
             out.append(("evaluation-keys", keys.to_bytes(), server.load_keys, dim))
+        else:  # the packed GLWE path: arguments, result, ciphertext
+            packed = c.client.encrypt(np.arange(12).reshape(3, 4) % 4, packing=True)
+            out += [
+                ("circuit-args", packed.to_bytes(), run, dim),
+                ("circuit-result", server.run(packed, keys).to_bytes(), client.decrypt, dim),
+                ("glwe-ciphertext", packed.values[0].to_bytes(), GlweCiphertext.from_bytes,
+                 dim),
+            ]
     return out
 
 

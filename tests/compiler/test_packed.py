@@ -11,7 +11,7 @@ from fheml import linear_model
 from fheml._core.glwe import decrypt_glwe
 from fheml._core.keys import encode
 from fheml.compiler import EncryptedArgs, EncryptedResult
-from fheml.compiler.packed import affine_map, plan_packing
+from fheml.compiler.packed import affine_map, digit_bias, plan_packing, weight_digits
 
 from tests.compiler.conftest import use_cached_keys
 
@@ -112,7 +112,8 @@ def test_more_features_than_coefficients():
     F, O = 3000, 2
     W = rng.integers(-3, 4, (F, O))
     c = fheml.compile(_linear(W, -4), rng.integers(0, 4, (10, F)))
-    plan = plan_packing(c.program, c.p_error, polynomial_size=2048)
+    spec = c.client.spec.inputs[0]
+    plan = plan_packing(c.program, c.p_error, spec["hi"] - spec["lo"], polynomial_size=2048)
     assert plan.chunks == 2 and plan.chunk_size == 1500 and plan.slots == 1
     from fheml._core.glwe import GlweSecretKey
     key = GlweSecretKey.generate(1, 2048, plan.params.noise_std)
@@ -141,12 +142,17 @@ def test_largest_accumulator():
 
 def test_path_choice_by_cost():
     small = use_cached_keys(fheml.compile(_linear(np.array([[3], [-2]]), 0), _inputset(2)))
-    assert not small.client.uses_packing(1) and small.client.uses_packing(100)
-    assert small.client.encrypt(rng.integers(0, 256, (1, 2))).rows is None
+    assert small.client.uses_packing(100)
     assert small.client.encrypt(rng.integers(0, 256, (0, 2))).rows is None
     W = rng.integers(-127, 128, (30, 1))
     c = use_cached_keys(fheml.compile(_linear(W, 0), _inputset(30)))
     assert c.client.uses_packing(4) and c.client.uses_packing(100)
+    # one row of one wide feature: three weight digits, whose GLWE results are larger than
+    # the one LWE ciphertext
+    wide = use_cached_keys(fheml.compile(_linear(np.array([[4095]]), 0), _inputset(1)))
+    assert wide.client.spec.packed.digits > 1
+    assert not wide.client.uses_packing(1) and wide.client.encrypt([7]).rows is None
+    assert wide.client.uses_packing(100)
     assert c.client.encrypt(rng.integers(0, 256, (100, 30))).rows == 100
     upload, result = c.client.spec.packed.sizes(100)
     assert upload / 100 <= 1024
@@ -173,22 +179,86 @@ def test_server_checks_packed_arguments():
     assert client.spec.packed.weights is None
 
 
-def test_packed_noise_matches_model():
+@pytest.mark.parametrize("digits", [(1, 0), (2, 3), (3, 2)])
+def test_packed_noise_matches_model(digits):
     F, O = 30, 2
     W = rng.integers(-127, 128, (F, O))
     c = use_cached_keys(fheml.compile(_linear(W, 0), _inputset(F)))
-    plan = c.server.spec.packed
+    spec = c.client.spec.inputs[0]
+    plan = plan_packing(c.program, c.p_error, spec["hi"] - spec["lo"], digits=digits)
+    assert (plan.digits, plan.digit_base_log) == digits
     X = rng.integers(0, 256, (plan.slots * 40, F))
-    lo = c.client.spec.inputs[0]["lo"]
+    X[:plan.slots] = 255 * (W[:, 0] > 0)  # the largest first output
+    u = X - spec["lo"]
     key = c.client.packed_key()
-    result = plan.evaluate(plan.encrypt(key, X - lo), len(X))
-    phase = decrypt_glwe(key, result).transpose(0, 2, 1).reshape(-1, O)[:len(X)]
-    want = encode((X - lo) @ plan.weights + plan.bias, plan.params.precision)
-    err = (phase - want).astype(np.int64).astype(np.float64) * 2.0**-64
-    for o in range(O):
-        model = plan.params.variance(np.linalg.norm(W[:, o]))
-        assert abs(np.mean(err[:, o] ** 2) / model - 1) < 0.2
+    result = plan.evaluate(plan.encrypt(key, u), len(X))
+    np.testing.assert_array_equal(plan.decrypt(key, result, len(X)),
+                                  np.mod(u @ plan.weights + plan.bias,
+                                         1 << (c.program.precision + 1)))
+    # every digit's phase against its exact value and the noise model at its own norm
+    D, M = plan.digits, plan.params.precision + 1
+    wd = weight_digits(plan.weights, D, plan.digit_base_log)
+    bd = digit_bias(plan.bias, wd, plan.digit_base_log, plan.input_max)
+    phase = decrypt_glwe(key, result).reshape(-1, O, D, plan.slots)
+    phase = phase.transpose(0, 3, 1, 2).reshape(-1, O, D)[:len(X)]
+    for j in range(D):
+        exact = u @ wd[j] + bd[j]
+        if j < D - 1:  # lower digits exactly in [0, 2^M)
+            assert exact.min() >= 0 and exact.max() < 2**M
+        err = (phase[:, :, j] - encode(np.mod(exact, 2**M), M - 1)).astype(np.int64) * 2.0**-64
+        for o in range(O):
+            model = plan.params.variance(np.linalg.norm(wd[j][:, o]))
+            assert abs(np.mean(err[:, o] ** 2) / model - 1) < 0.2
     assert plan.params.log2_p_fail() <= np.log2(c.p_error)
+
+
+def test_weight_digits_and_biases_recompose():
+    W = np.concatenate([rng.integers(-3000, 3000, (40, 3)), [[-4096, 4095, 0]]])
+    b = np.array([-70001, 5, 123456])
+    for D, k in ((1, 0), (2, 3), (3, 2), (4, 1), (2, 8)):
+        wd = weight_digits(W, D, k)
+        bd = digit_bias(b, wd, k, 255)
+        shifts = (1 << (k * np.arange(D)))
+        np.testing.assert_array_equal(np.tensordot(shifts, wd, 1), W)
+        np.testing.assert_array_equal(shifts @ bd, b)
+        if D > 1:
+            assert wd[:-1].min() >= -(1 << (k - 1)) and wd[:-1].max() < 1 << (k - 1)
+            for j in range(D - 1):  # lower digits land in [0, U * sum|W_j| + 2^k)
+                assert np.all(bd[j] + 255 * np.minimum(wd[j], 0).sum(axis=0) >= 0)
+                assert np.all(bd[j] + 255 * np.maximum(wd[j], 0).sum(axis=0)
+                              < 255 * np.abs(wd[j]).sum(axis=0) + (1 << k))
+
+
+@pytest.mark.parametrize("digits", [(2, 3), (3, 2), (4, 1), (2, 7)])
+def test_digits_exact_at_every_digit_extreme(digits):
+    F, O = 40, 2
+    W = rng.integers(-2000, 2000, (F, O))
+    c = use_cached_keys(fheml.compile(_linear(W, -12345), _inputset(F)))
+    spec = c.client.spec.inputs[0]
+    plan = plan_packing(c.program, c.p_error, spec["hi"] - spec["lo"], digits=digits)
+    wd = weight_digits(plan.weights, *digits)
+    extremes = [255 * (wd[j][:, o] > s) for j in range(digits[0]) for o in range(O)
+                for s in (0, -1)]
+    X = np.concatenate([extremes, 255 - np.array(extremes), rng.integers(0, 256, (50, F))])
+    key = c.client.packed_key()
+    u = X - spec["lo"]
+    got = plan.decrypt(key, plan.evaluate(plan.encrypt(key, u), len(X)), len(X))
+    np.testing.assert_array_equal(got, np.mod(X @ W - 12345, 1 << (c.program.precision + 1)))
+    assert plan.params.precision < c.program.precision  # fewer bits decrypted per digit
+
+
+def test_300_features_upload_under_1kb():
+    X, y = make_classification(1500, 300, n_informative=40, random_state=0)
+    X = (X - X.mean(axis=0)) / X.std(axis=0)
+    model = _quiet_fit(linear_model.FHELogisticRegression, X, y)
+    circuit = use_cached_keys(model.compile(X))
+    plan = circuit.client.spec.packed
+    assert plan.digits > 1 and plan.params.input_bits < 32
+    q = model.quantize_input(X[:100])
+    args = circuit.client.encrypt(q)
+    assert args.rows == 100 and len(args.to_bytes()) / 100 <= 1024
+    result = circuit.server.run(args.to_bytes(), circuit.client.evaluation_keys)
+    np.testing.assert_array_equal(circuit.client.decrypt(result.to_bytes()), circuit.run(q))
 
 
 def _quiet_fit(cls, X, y):

@@ -245,7 +245,8 @@ def test_lying_dimension_request_is_refused_before_any_large_allocation(flat, tm
     traced allocations), against a control that does allocate."""
     (tmp_path / "server.spec").write_bytes(flat.server.spec.to_bytes())
     (tmp_path / "evaluation.keys").write_bytes(flat.client.evaluation_keys.to_bytes())
-    header, arrays = unpack(flat.client.encrypt(np.arange(4)).to_bytes(), "circuit-args")
+    header, arrays = unpack(flat.client.encrypt(np.arange(4), packing=False).to_bytes(),
+                            "circuit-args")
     header["items"][0]["dimension"] = 2 ** 24
     (tmp_path / "lie.bin").write_bytes(pack("circuit-args", header, arrays))
 
