@@ -87,7 +87,7 @@ def run_ours(cls, params, X_train, y_train, X_test, y_test, batch, n_jobs):
         "upload_bytes_per_sample": len(upload) / batch,
         "download_bytes_per_sample": len(download) / batch,
         "levels_encoded": model.input_quantizer_.n_levels,
-        "input_word_bytes": model.input_word_bytes_,
+        "input_word_bits": model.input_word_bits_,
         "output_groups": model.n_output_groups_,
         "bits_read": len(model.circuit_plan_.used_columns),
         "accuracy_float": float(np.mean(float_model.predict(X_test) == y_test)),

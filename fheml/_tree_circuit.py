@@ -563,8 +563,12 @@ class TreeCircuitPlan:
         return prog
 
     def compile(self, n_levels, p_error=None, global_p_error=None, n_jobs=1):
-        """The cheapest circuit over output groupings (more groups: less output noise) and
-        input roundings, then the fewest bytes on the wire.
+        """The cheapest circuit over output groupings (more groups: less output noise),
+        with the input words rounded to the fewest bits that keep its parameters; among
+        equally cheap ones, the fewest bytes on the wire per sample.
+
+        Cheapest: the selector's measured time per lookup
+        (:attr:`~fheml._core.ParameterSet.time_estimate`).
 
         Parameters
         ----------
@@ -578,71 +582,74 @@ class TreeCircuitPlan:
         circuit : Circuit
             ``circuit.program.input_variance`` is the rounding noise of the input words.
         n_groups : int
-        word_bytes : int
-            Bytes per input bit on the wire (see :func:`encrypt_unary`).
+        word_bits : int
+            Bits per input word on the wire (see :func:`encrypt_unary`).
         """
+        from fheml._core import select_parameters
+
         if self.n_lookups == 0:
             raise ValueError("every leaf of every tree holds the same value: the model is "
                              "constant and there is nothing to compute under encryption")
-        # Among the roundings that keep the cheapest parameters for these lookups, the
-        # fewest bytes on the wire per sample (input bits up, output groups down); else
-        # exact words.
-        best = None
-        for word_bytes in INPUT_WORD_BYTES:
-            found = self._cheapest_grouping(p_error, global_p_error, word_bytes)
-            if found is None or not (found[-1] or word_bytes == 8 and best is None):
-                continue
-            program, params = found[:2]
-            outputs = program.nodes[program.output_nodes[0]].shape[0]
-            wire = word_bytes * n_levels + outputs * (params.big_lwe_dimension + 1) * 8
-            if best is None or wire < best[0]:
-                best = (wire, word_bytes, found)
-        if best is None:
-            raise ValueError("no parameters decrypt the ensemble's outputs; lower n_bits")
-        _, word_bytes, (program, params, per_lookup, spec, _) = best
-        out = program.nodes[program.output_nodes[0]]
-        outputs = [{"shape": list(out.shape), "lo": int(out.safe_bounds[0])}]
-        circuit = Circuit(None, program, params, per_lookup, spec, outputs, n_jobs)
-        return circuit, out.shape[0] // self.n_outputs, word_bytes
-
-    def _cheapest_grouping(self, p_error, global_p_error, word_bytes):
-        """(program, params, per_lookup, spec, floor reached) of the cheapest output
-        grouping with inputs rounded to ``word_bytes``, or None."""
-        from fheml._core import select_parameters
-
         best = None
         counts = sorted({1, 2, 4, 8, 16, 32, self.n_trees} & set(range(1, self.n_trees + 1)))
         for n_groups in counts:
             program = self.program(n_groups)
-            program.input_variance = rounding_variance(word_bytes)
             spec = [{"name": "bits", "encrypted": True, "shape": [len(self.used_columns)],
                      "lo": 0, "hi": 1}]
             try:
                 params, per_lookup = finalize(program, spec, p_error, global_p_error)
             except ValueError:
                 continue
-            # The cheapest set for these lookups (bootstrap outputs of norm 1 read at the
-            # lookup width, outputs unconstrained): more groups cannot do better.  The
-            # lookup width alone is no test: finalize may keep it and pay for the output
-            # noise with a second bootstrap level instead.
-            floor = params.cost <= select_parameters(params.precision, per_lookup, 1.0).cost
-            key = (params.cost, params.seeded_bsk_bytes + params.seeded_ksk_bytes, n_groups)
+            word_bits = _fewest_word_bits(program, params, per_lookup)
+            output_bytes = n_groups * self.n_outputs * (params.big_lwe_dimension + 1) * 8
+            wire = word_bits * n_levels / 8 + output_bytes
+            key = (params.time_estimate, wire, n_groups)
             if best is None or key < best[0]:
-                best = (key, (program, params, per_lookup, spec, floor))
-            if floor:
+                best = (key, program, params, per_lookup, spec, word_bits)
+            # The cheapest set for these lookups (bootstrap outputs of norm 1 read at the
+            # lookup width, outputs unconstrained) cannot be beaten by more groups, only
+            # the wire bytes can, while fewer input bits save more than an output costs.
+            # (The lookup width alone is no test: finalize may keep it and pay for the
+            # output noise with a second bootstrap level instead.)
+            cheapest = select_parameters(params.precision, per_lookup, 1.0).time_estimate
+            if params.time_estimate <= cheapest and \
+                    (best[-1] - INPUT_WORD_BITS[0]) * n_levels / 8 < output_bytes / n_groups:
                 break
-        return None if best is None else best[1]
+        if best is None:
+            raise ValueError("no parameters decrypt the ensemble's outputs; lower n_bits")
+        _, program, params, per_lookup, spec, word_bits = best
+        program.input_variance = rounding_variance(word_bits)
+        out = program.nodes[program.output_nodes[0]]
+        outputs = [{"shape": list(out.shape), "lo": int(out.safe_bounds[0])}]
+        circuit = Circuit(None, program, params, per_lookup, spec, outputs, n_jobs)
+        return circuit, out.shape[0] // self.n_outputs, word_bits
+
+
+def _fewest_word_bits(program, params, per_lookup):
+    """Fewest bits per input word whose rounding noise, charged to every lookup and to the
+    inputs' own precision, keeps each within ``per_lookup`` with ``params``."""
+    from fheml._core.parameters import log2_p_fail
+    from fheml.compiler.circuit import lookup_p_fail
+
+    inputs = [program.nodes[k].precision for k in program.input_nodes]
+    for word_bits in INPUT_WORD_BITS:
+        program.input_variance = rounding_variance(word_bits)
+        fresh = params.big_noise_std ** 2 + program.input_variance
+        if all(lookup_p_fail(program, n, params) <= per_lookup for n in program.lookups) and \
+                all(log2_p_fail(fresh, p) <= np.log2(per_lookup) for p in inputs):
+            return word_bits
+    return INPUT_WORD_BITS[-1]
 
 
 # --------------------------------------------------------------- client bits ---------------
 
-# Bytes per encrypted bit tried, fewest first (8: exact words).
-INPUT_WORD_BYTES = (2, 3, 4, 8)
+# Bits per encrypted input word tried (bit-packed on the wire; 64: exact words).
+INPUT_WORD_BITS = (10, 12, 14, 16, 20, 24, 32, 64)
 
 
-def rounding_variance(word_bytes):
-    """Error variance of a torus word rounded to its top ``word_bytes`` bytes (uniform)."""
-    return 0.0 if word_bytes >= 8 else 2.0 ** (-16 * word_bytes) / 12
+def rounding_variance(word_bits):
+    """Error variance of a torus word rounded to its top ``word_bits`` bits (uniform)."""
+    return 0.0 if word_bits >= 64 else 2.0 ** (-2 * word_bits) / 12
 
 
 def unary_layout(n_levels, polynomial_size):
@@ -652,7 +659,7 @@ def unary_layout(n_levels, polynomial_size):
     return polys, max(1, -(-n_levels // polys))
 
 
-def encrypt_unary(secret_keys, bits, precision, word_bytes):
+def encrypt_unary(secret_keys, bits, precision, word_bits):
     """Client side: the unary bits of every sample packed in seeded GLWE ciphertexts.
 
     Parameters
@@ -663,8 +670,8 @@ def encrypt_unary(secret_keys, bits, precision, word_bytes):
     bits : ndarray of uint8 (n_samples, n_levels)
     precision : int
         Encoding precision of the circuit's input.
-    word_bytes : int
-        Bodies travel rounded to their top bytes.
+    word_bits : int
+        Bodies travel rounded to their top bits (bit-packed).
 
     Returns
     -------
@@ -680,7 +687,7 @@ def encrypt_unary(secret_keys, bits, precision, word_bytes):
     polys, count = unary_layout(n_levels, key.polynomial_size)
     plain = np.zeros((rows, polys * count), dtype=np.uint64)
     plain[:, :n_levels] = encode(np.asarray(bits, dtype=np.int64), precision)
-    return encrypt_glwe(key, plain.reshape(rows, polys, count), word_bytes=word_bytes)
+    return encrypt_glwe(key, plain.reshape(rows, polys, count), word_bits=word_bits)
 
 
 def check_unary(ct, n_levels, params):

@@ -71,9 +71,9 @@ def _sigmoid(z):
 
 
 def _plan(trees, values, columns, n_levels, p_error, global_p_error):
-    """Lookups for the lookup width with the lowest cost: lookups per sample times the cost
-    of one lookup with the parameters the compiler selects for them (output grouping
-    included).  Widths from the narrowest the deepest leaf allows (edges of ``L`` literals
+    """Lookups for the lookup width with the lowest cost: lookups per sample times the
+    measured time of one lookup (the selector's model) with the parameters the compiler
+    selects for them (output grouping included).  Widths from the narrowest the deepest leaf allows (edges of ``L`` literals
     need ``L + 1`` values) to two bits more (fewer, larger blocks)."""
     depth = max((int(t.depths().max(initial=0)) for t in trees), default=0)
     narrowest = max(MIN_LOOKUP_BITS, int(np.ceil(np.log2(depth + 1))))
@@ -89,14 +89,14 @@ def _plan(trees, values, columns, n_levels, p_error, global_p_error):
         plan = TreeCircuitPlan(trees, values, columns, bits)
         if plan.n_lookups == 0:
             return plan
-        floor = plan.n_lookups * select_parameters(bits, loosest).cost
+        floor = plan.n_lookups * select_parameters(bits, loosest).time_estimate
         if best is not None and floor >= best[0]:
             continue  # even the cheapest set for these lookups costs more
         try:
             circuit = plan.compile(n_levels, p_error, global_p_error)[0]
         except ValueError:
             continue
-        cost = plan.n_lookups * circuit.parameters.cost
+        cost = plan.n_lookups * circuit.parameters.time_estimate
         if best is None or cost < best[0]:
             best = (cost, plan)
     if best is None:  # nothing decrypts: let compile() say why
@@ -133,8 +133,8 @@ _ATTRIBUTES_DOC = """Attributes
     n_output_groups_ : int or None
         Encrypted outputs per model output (partial sums, added on the client), set by
         ``compile``.
-    input_word_bytes_ : int or None
-        Bytes per encrypted input bit on the wire (the fewest that keep the cheapest
+    input_word_bits_ : int or None
+        Bits per encrypted input bit on the wire (the fewest that keep the cheapest
         parameters, the rounding noise charged), set by ``compile``.
     fhe_circuit : fheml.Circuit or None
         Set by ``compile`` (or the first encrypted predict); not pickled.
@@ -196,7 +196,7 @@ class _FHETreeModel(BaseFHEEstimator):
         self.circuit_plan_ = _plan(trees, values, columns, quantizer.n_levels, self.p_error,
                                    self.global_p_error)
         self.leaf_offset_ = self.circuit_plan_.offset
-        self.n_output_groups_ = self.input_word_bytes_ = None
+        self.n_output_groups_ = self.input_word_bits_ = None
         for name in ("classes_", "n_classes_", "n_outputs_", "n_estimators_", "n_iter_"):
             if hasattr(model, name):
                 setattr(self, name, getattr(model, name))
@@ -217,17 +217,17 @@ class _FHETreeModel(BaseFHEEstimator):
             and their precision.
         """
         check_is_fitted(self)
-        circuit, groups, word_bytes = self.circuit_plan_.compile(
+        circuit, groups, word_bits = self.circuit_plan_.compile(
             self.input_quantizer_.n_levels, p_error=self.p_error, global_p_error=self.global_p_error,
             n_jobs=1 if self.n_jobs is None else self.n_jobs)
         self._fhe_circuit = circuit
         self.n_output_groups_ = groups
-        self.input_word_bytes_ = word_bytes
+        self.input_word_bits_ = word_bits
         return circuit
 
     def encrypt_input(self, X):
         """Client side: quantize ``X`` and encrypt every unary bit, packed in seeded GLWE
-        ciphertexts (one coefficient per bit, bodies rounded to ``input_word_bytes_``).
+        ciphertexts (one coefficient per bit, bodies rounded to ``input_word_bits_`` bits).
 
         Keys are generated on first use.  The result reveals nothing of the model: every
         level of every feature is encrypted.
@@ -243,7 +243,7 @@ class _FHETreeModel(BaseFHEEstimator):
     def _encrypt_bits(self, circuit, bits):
         client = circuit.client
         return encrypt_unary(client.secret_keys, bits, client.spec.precision,
-                             self.input_word_bytes_)
+                             self.input_word_bits_)
 
     def run_encrypted(self, encrypted, evaluation_keys=None):
         """Server side: extract the bits the trees read and run the circuit.

@@ -362,7 +362,7 @@ def test_encrypted_acceptance_slow(loader, cls, params):
 
 
 def test_encrypted_parts_client_server():
-    """The client packs every bit (all levels) in seeded GLWE ciphertexts, a few bytes per
+    """The client packs every bit (all levels) in seeded GLWE ciphertexts, a few bits per
     bit; the server extracts only the bits the trees read; results are bytes the client
     decrypts."""
     from fheml._core import GlweCiphertext, MismatchError
@@ -373,10 +373,10 @@ def test_encrypted_parts_client_server():
     encrypted = model.encrypt_input(X[:3])
     data = encrypted.to_bytes()
     n_levels = model.input_quantizer_.n_levels
-    assert model.input_word_bytes_ < 8
-    assert len(data) < model.input_word_bytes_ * 3 * n_levels + 2048
+    assert model.input_word_bits_ < 64
+    assert len(data) < model.input_word_bits_ * 3 * n_levels / 8 + 2048
     # the rounding of the words is charged to the lookups
-    assert model.fhe_circuit.program.input_variance == rounding_variance(model.input_word_bytes_)
+    assert model.fhe_circuit.program.input_variance == rounding_variance(model.input_word_bits_)
     stats = model.fhe_circuit.statistics
     assert stats["global_p_error"] <= stats["lookups"] * stats["p_error"] * (1 + 1e-9)
     result = model.run_encrypted(GlweCiphertext.from_bytes(data))

@@ -310,9 +310,9 @@ class TreeClientModel(ClientModel):
     """
 
     def __init__(self, quantizer, n_features, attrs, *, classifier, link, decision,
-                 word_bytes):
+                 word_bits):
         self.quantizer = quantizer
-        self.word_bytes = word_bytes
+        self.word_bits = word_bits
         self.n_features = n_features
         self.attrs = attrs  # what the estimator's post-processing functions read
         self.classifier = classifier
@@ -333,7 +333,7 @@ class TreeClientModel(ClientModel):
 
         (bits,) = self.encode(X)
         return encrypt_unary(client.secret_keys, bits, client.spec.precision,
-                             self.word_bytes).to_bytes()
+                             self.word_bits).to_bytes()
 
     def postprocess(self, method, outputs):
         from fheml.tree import _FHETreeClassifier, _FHETreeModel
@@ -418,7 +418,7 @@ class TreeFamily(Family):
         state = {"n_features": int(model.n_features_in_), "float32": quantizer.float32,
                  "missing": quantizer.missing,
                  "n_bits": quantizer.n_bits, "n_output_groups": int(model.n_output_groups_),
-                 "word_bytes": int(model.input_word_bytes_),
+                 "word_bits": int(model.input_word_bits_),
                  "n_outputs": int(model.circuit_plan_.n_outputs), "classifier": classifier,
                  "raw_kind": model._raw_kind if classifier else None,
                  "decision": bool(classifier and _has_decision_function(model)),
@@ -458,12 +458,12 @@ class TreeFamily(Family):
             leaf_step_=arrays["leaf_step"], leaf_offset_=arrays["leaf_offset"],
             _raw_kind=state["raw_kind"],
             classes_=_labels_from_state(state["classes"]) if classifier else None)
-        word_bytes = state["word_bytes"]
-        if isinstance(word_bytes, bool) or word_bytes not in range(1, 9):
-            raise ValueError(f"bytes per input word must be 1 to 8, got {word_bytes!r}")
+        word_bits = state["word_bits"]
+        if isinstance(word_bits, bool) or word_bits not in range(1, 65):
+            raise ValueError(f"bits per input word must be 1 to 64, got {word_bits!r}")
         return TreeClientModel(quantizer, n_features, attrs, classifier=classifier,
                                link=state["link"], decision=bool(state["decision"]),
-                               word_bytes=int(word_bytes))
+                               word_bits=int(word_bits))
 
     def export_server(self, model):
         return ({"n_levels": int(model.input_quantizer_.n_levels)},
