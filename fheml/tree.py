@@ -299,10 +299,14 @@ class _FHETreeModel(BaseFHEEstimator):
             return plan.evaluate(bits[:, plan.used_columns]) + self.leaf_offset_
         circuit = self.fhe_circuit if self.fhe_circuit is not None else self.compile()
         if fhe == "execute":
+            # in chunks of rows so that memory stays within fheml's working_memory (the
+            # ciphertexts each lookup reads are gathered: large ensembles take GBs a row)
             evaluation_keys = circuit.keygen()
-            encrypted = self._encrypt_bits(circuit, bits)
-            return self._sum_groups(circuit.client.decrypt(
-                self.run_encrypted(encrypted, evaluation_keys)))
+            size = circuit.rows_per_chunk()
+            out = [circuit.client.decrypt(self.run_encrypted(
+                self._encrypt_bits(circuit, bits[start:start + size]), evaluation_keys))
+                for start in range(0, bits.shape[0], size)]
+            return self._sum_groups(np.concatenate(out))
         used = bits[:, plan.used_columns]
         out = circuit.run(used) if fhe == "disable" else circuit.simulate(used)
         return self._sum_groups(out)
