@@ -65,8 +65,8 @@ def run_ours(cls, params, X_train, y_train, X_test, y_test, batch, n_jobs):
     keygen_s = time.perf_counter() - t
     rows = X_test[:batch]
     t0 = time.perf_counter()
-    seeded = model.encrypt_input(rows)
-    upload = seeded.to_bytes()
+    encrypted = model.encrypt_input(rows)
+    upload = encrypted.to_bytes()
     t1 = time.perf_counter()
     result = model.run_encrypted(upload, keys)
     download = result.to_bytes()
@@ -87,6 +87,8 @@ def run_ours(cls, params, X_train, y_train, X_test, y_test, batch, n_jobs):
         "upload_bytes_per_sample": len(upload) / batch,
         "download_bytes_per_sample": len(download) / batch,
         "levels_encoded": model.input_quantizer_.n_levels,
+        "input_word_bits": model.input_word_bits_,
+        "output_groups": model.n_output_groups_,
         "bits_read": len(model.circuit_plan_.used_columns),
         "accuracy_float": float(np.mean(float_model.predict(X_test) == y_test)),
         "accuracy_clear": float(np.mean(model.predict(X_test) == y_test)),

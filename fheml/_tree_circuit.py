@@ -1,4 +1,4 @@
-"""Encrypted evaluation of tree ensembles: unary input bits, leaf blocks, one lookup each.
+"""Encrypted evaluation of tree ensembles: unary input bits, a few small lookups per tree.
 
 The shared machinery of :mod:`fheml.tree` and :mod:`fheml.ensemble` (see docs/trees.md).
 
@@ -12,17 +12,16 @@ Nodes.  A split of feature ``f`` at threshold ``t`` goes right iff ``x_f > t``; 
 to the nearest edge ``edges[f][j]`` and the test becomes the encrypted bit ``[q_f > j]``: no
 lookup.  Going right is the literal ``b``, going left ``1 - b``.
 
-Blocks.  The internal nodes of a tree are partitioned into *blocks*: connected sets ``S`` of
-``m`` internal nodes rooted at a node ``u`` of depth ``k``.  With ``s`` the sum of the ``k``
-literals on the path to ``u`` (``s == k`` iff ``u`` is reached) and ``b_0 .. b_{m-1}`` the bits
-of the nodes of ``S``, the integer ``s * 2**m + sum_i b_i 2**i`` (``(k + 1) 2**m`` values) tells
-whether ``u`` is reached and, if so, where the walk through ``S`` leaves it.  One lookup on it
-returns the value of the leaf reached when that exit is a leaf, 0 otherwise.  Exactly one
-leaf of a tree is reached, so the tree's output is the sum of its blocks' lookups; ensemble
-sums are linear.  Leaf values are quantized on a common step and shifted by the most
-common value of their tree (added back in the clear), so blocks whose leaves all hold that
-value need no lookup.  Blocks are chosen by dynamic programming to minimise lookups under
-a lookup precision ``B`` (3 to 8 bits).
+Lookups.  Each tree's output is the value of its root plus a sum of lookups (see
+:func:`plan_lookups`): an *edge* lookup reads the sum of the ``L`` literals on the path to
+a node, which is ``L`` iff the node is reached (``L + 1`` values); a *block* lookup covers a
+connected set ``S`` of ``m`` internal nodes rooted at a node ``u`` of depth ``k``: with ``s``
+the sum of the ``k`` literals on the path to ``u`` and ``b_0 .. b_{m-1}`` the bits of the
+nodes of ``S``, the integer ``s * 2**m + sum_i b_i 2**i`` (``(k + 1) 2**m`` values) tells
+whether ``u`` is reached and, if so, where the walk leaves ``S``.  The tables hold value
+differences between nodes (0 where nothing is reached), internal nodes get the values
+that leave the fewest non-zero differences, and a dynamic program picks the fewest
+lookups of a precision ``B`` (3 to 8 bits).  Ensemble sums are linear.
 """
 
 from dataclasses import dataclass
@@ -44,7 +43,8 @@ MIN_LOOKUP_BITS = 3
 class Tree:
     """One binary decision tree as arrays (node 0 is the root).
 
-    A node goes right iff ``x[feature] > threshold``; leaves have ``left == right == -1``.
+    A node goes right iff ``x[feature] > threshold``, a missing value (NaN) iff
+    ``missing_right``; leaves have ``left == right == -1``.
 
     Attributes
     ----------
@@ -53,6 +53,7 @@ class Tree:
     value : ndarray of float64, shape (n_nodes, n_outputs)
         Contribution of each leaf to the model's raw outputs (rows of internal nodes are
         ignored).
+    missing_right : ndarray of bool, shape (n_nodes,)
     """
 
     feature: np.ndarray
@@ -60,18 +61,21 @@ class Tree:
     left: np.ndarray
     right: np.ndarray
     value: np.ndarray
+    missing_right: np.ndarray
 
     @property
     def is_leaf(self):
         return self.left < 0
 
     def leaf_index(self, X):
-        """Leaf reached by each row of ``X`` (float), right iff ``x > threshold``."""
+        """Leaf reached by each row of ``X`` (float), right iff ``x > threshold``, NaN
+        as ``missing_right``."""
         node = np.zeros(X.shape[0], dtype=np.int64)
         active = ~self.is_leaf[node]
         while active.any():
             n = node[active]
-            go_right = X[np.flatnonzero(active), self.feature[n]] > self.threshold[n]
+            x = X[np.flatnonzero(active), self.feature[n]]
+            go_right = np.where(np.isnan(x), self.missing_right[n], x > self.threshold[n])
             node[active] = np.where(go_right, self.right[n], self.left[n])
             active = ~self.is_leaf[node]
         return node
@@ -85,8 +89,9 @@ class Tree:
         return depth
 
 
-def topological(feature, threshold, left, right, value):
-    """A :class:`Tree` renumbered so that parents precede children (breadth first)."""
+def topological(feature, threshold, left, right, value, missing_right=None):
+    """A :class:`Tree` renumbered so that parents precede children (breadth first);
+    missing values go left unless ``missing_right`` says otherwise."""
     order, position = [0], {0: 0}
     for u in order:
         if left[u] >= 0:
@@ -98,9 +103,12 @@ def topological(feature, threshold, left, right, value):
     remap[order] = np.arange(len(order))
     new_left = np.where(left[order] >= 0, remap[np.maximum(left[order], 0)], -1)
     new_right = np.where(right[order] >= 0, remap[np.maximum(right[order], 0)], -1)
+    if missing_right is None:
+        missing_right = np.zeros(len(feature), dtype=bool)
     return Tree(np.asarray(feature, dtype=np.int64)[order],
                 np.asarray(threshold, dtype=np.float64)[order], new_left, new_right,
-                np.asarray(value, dtype=np.float64)[order])
+                np.asarray(value, dtype=np.float64)[order],
+                np.asarray(missing_right, dtype=bool)[order] & (new_left >= 0))
 
 
 # ---------------------------------------------------------------- inputs -----------------
@@ -115,6 +123,9 @@ class ThermometerQuantizer:
     float32 : bool, default=False
         Read values as float32 first, as models that fit and predict in float32 do
         (scikit-learn's trees, XGBoost): their thresholds are then cut points exactly.
+    missing : bool, default=False
+        Missing values (NaN) are allowed: each feature has one more bit, ``[x_f is NaN]``
+        (its unary bits are then all 0), after all the levels.
 
     Attributes
     ----------
@@ -125,9 +136,10 @@ class ThermometerQuantizer:
         Column of the first bit of each feature in the encoded vector.
     """
 
-    def __init__(self, n_bits, float32=False):
+    def __init__(self, n_bits, float32=False, missing=False):
         self.n_bits = int(n_bits)
         self.float32 = bool(float32)
+        self.missing = bool(missing)
 
     def _values(self, X):
         X = np.asarray(X, dtype=np.float32 if self.float32 else np.float64)
@@ -137,6 +149,7 @@ class ThermometerQuantizer:
         max_levels = (1 << self.n_bits) - 1
         self.edges_ = []
         for column in self._values(X).T:
+            column = column[~np.isnan(column)]
             distinct = np.unique(column)
             if distinct.size - 1 <= max_levels:
                 edges = (distinct[:-1] + distinct[1:]) / 2
@@ -151,40 +164,54 @@ class ThermometerQuantizer:
     @property
     def n_levels(self):
         """Total number of encoded bits per sample."""
-        return int(self.offsets_[-1])
+        return int(self.offsets_[-1]) + (len(self.edges_) if self.missing else 0)
+
+    def missing_column(self, f):
+        """Column of the bit ``[x_f is NaN]`` (None without missing values)."""
+        return int(self.offsets_[-1]) + f if self.missing else None
 
     def quant(self, X):
-        """Bin index of every value: the number of cut points it exceeds."""
+        """Bin index of every value: the number of cut points it exceeds (-1: NaN)."""
         X = self._values(X)
-        return np.stack([np.searchsorted(e, X[:, f], side="left")
-                         for f, e in enumerate(self.edges_)], axis=1).astype(np.int64)
+        q = np.stack([np.searchsorted(e, X[:, f], side="left")
+                      for f, e in enumerate(self.edges_)], axis=1).astype(np.int64)
+        if self.missing:
+            q[np.isnan(X)] = -1
+        return q
 
     def encode(self, q):
-        """Unary bits ``[q_f > j]`` of bin indices, shape (n_samples, n_levels), uint8."""
+        """Unary bits ``[q_f > j]`` of bin indices (and ``[q_f == -1]`` with missing values),
+        shape (n_samples, n_levels), uint8."""
         q = np.asarray(q, dtype=np.int64)
         bits = np.zeros((q.shape[0], self.n_levels), dtype=np.uint8)
         for f, edges in enumerate(self.edges_):
             levels = np.arange(edges.size)
             bits[:, self.offsets_[f]:self.offsets_[f + 1]] = q[:, f:f + 1] > levels
+        if self.missing:
+            bits[:, self.offsets_[-1]:] = q < 0
         return bits
 
     def columns(self, trees, X):
-        """Per tree and node: the bit column standing for ``x[feature] > threshold``.
+        """Per tree and node: the bit columns whose sum is the node's "go right" bit.
 
-        On the training values the split separates the values ``<= threshold`` from the
-        others: the column is the cut point between the largest of the first and the
-        smallest of the second, so the test is exact on every training value when each has
-        its own bin (quantile bins: the nearest cut point).  ``None`` for leaves and for a
-        feature without cut points (constant in ``X``: the test is then ``False``).
+        A value goes right iff ``x[feature] > threshold``: on the training values the split
+        separates the values ``<= threshold`` from the others, and the column is the cut
+        point between the largest of the first and the smallest of the second, so the test
+        is exact on every training value when each has its own bin (quantile bins: the
+        nearest cut point).  A missing value's unary bits are 0, so the node also reads the
+        feature's missing bit when missing values go right.  Empty for leaves; a feature
+        without cut points (constant in ``X``) has no unary bit (its test is ``False``).
         """
         X = self._values(X)
-        distinct = [np.unique(column) for column in X.T]
+        distinct = [np.unique(column[~np.isnan(column)]) for column in X.T]
         out = []
         for tree in trees:
             cols = []
-            for f, t in zip(tree.feature, tree.threshold):
+            for f, t, right in zip(tree.feature, tree.threshold, tree.missing_right):
+                missing = (self.missing_column(f),) if f >= 0 and right and self.missing \
+                    else ()
                 if f < 0 or self.edges_[f].size == 0:
-                    cols.append(None)
+                    cols.append(missing)
                     continue
                 edges = self.edges_[f]
                 if edges.size == distinct[f].size - 1:  # one bin per training value
@@ -193,7 +220,7 @@ class ThermometerQuantizer:
                     below = int(np.searchsorted(edges, t, side="left"))
                     near = [k for k in (below - 1, below) if 0 <= k < edges.size]
                     j = min(near, key=lambda k: abs(edges[k] - t))
-                cols.append(int(self.offsets_[f] + np.clip(j, 0, edges.size - 1)))
+                cols.append((int(self.offsets_[f] + np.clip(j, 0, edges.size - 1)),) + missing)
             out.append(cols)
         return out
 
@@ -201,7 +228,7 @@ class ThermometerQuantizer:
 # ------------------------------------------------------------- quantization --------------
 
 def quantize_ensemble(trees, n_bits):
-    """Integer leaf values on one common step, shifted by each tree's most common value.
+    """Integer leaf values on one common step.
 
     Parameters
     ----------
@@ -213,33 +240,36 @@ def quantize_ensemble(trees, n_bits):
     Returns
     -------
     step : float
-    shifted : list of ndarray of int64 (n_nodes, n_outputs)
-        Quantized leaf values minus their tree's mode (0 where no lookup is needed).
-    offset : ndarray of int64 (n_outputs,)
-        Sum of the modes: ``raw = bias + step * (offset + sum of shifted leaves reached)``.
+    quantized : list of ndarray of int64 (n_nodes, n_outputs)
+        ``rint(value / step)`` at the leaves, 0 at internal nodes.
     """
     spans = [np.ptp(t.value[t.is_leaf], axis=0).max() for t in trees]
     span = max(spans, default=0.0)
     levels = (1 << n_bits) - 2
     step = span / levels if span > 0 else 1.0
-    n_out = trees[0].value.shape[1]
-    offset = np.zeros(n_out, dtype=np.int64)
-    shifted = []
+    quantized = []
     for t in trees:
         q = np.rint(t.value / step).astype(np.int64)
         q[~t.is_leaf] = 0
-        mode = np.zeros(n_out, dtype=np.int64)
-        for o in range(n_out):
-            vals, counts = np.unique(q[t.is_leaf, o], return_counts=True)
-            mode[o] = vals[np.argmax(counts)]
-        s = q - mode
-        s[~t.is_leaf] = 0
-        shifted.append(s)
-        offset += mode
-    return step, shifted, offset
+        quantized.append(q)
+    return step, quantized
 
 
-# ------------------------------------------------------------------- blocks --------------
+# ------------------------------------------------------------------- lookups -------------
+#
+# Telescoping.  Give every node u a value V(u), V(leaf) = its leaf value.  The walk from the
+# root to the reached leaf crosses edges whose differences V(child) - V(parent) sum to
+# V(leaf) - V(root); V(root) is a constant (added on the client), each non-zero difference
+# must come from a lookup, and the internal values are free: they are chosen so that as
+# few lookups as possible remain.  A lookup is either
+#   - an *edge* u -> c: the sum of the literals on the path to c equals its length L iff c
+#     is reached (L + 1 values), the table holds the difference there, 0 elsewhere; or
+#   - a *block* S rooted at u (depth k, m nodes, (k + 1) 2**m values, see the module
+#     docstring): one table entry per exit e of S, V(e) - V(parent of the block).
+# A dynamic program over (node, value passed down) finds the fewest lookups.
+
+_INF = 1 << 60
+
 
 def _rooted_subsets(tree, u, budget):
     """Connected sets of internal nodes rooted at ``u`` with at most ``budget`` nodes."""
@@ -259,48 +289,82 @@ def _exits(tree, block):
     return [c for v in block for c in (tree.left[v], tree.right[v]) if c not in inside]
 
 
-def _block_outputs(tree, shifted, block):
-    """Outputs for which some leaf exit of ``block`` has a non-zero shifted value."""
-    leaves = [c for c in _exits(tree, block) if tree.is_leaf[c]]
-    if not leaves:
-        return []
-    return [int(o) for o in np.flatnonzero(np.any(shifted[leaves] != 0, axis=0))]
+def plan_lookups(tree, values, bits):
+    """Fewest lookups of at most ``bits`` bits giving one output of ``tree``.
 
-
-def plan_blocks(tree, shifted, bits):
-    """Blocks of ``tree`` minimising the number of lookups of at most ``bits`` bits.
+    Parameters
+    ----------
+    tree : Tree
+    values : ndarray of int64 (n_nodes,)
+        Quantized leaf values (internal rows ignored).
+    bits : int
 
     Returns
     -------
-    list of (root, block) or None
-        ``block`` is the tuple of its internal nodes (root first); ``None`` when a node is
-        too deep for ``bits``.
+    root_value : int
+        ``V(root)``: the tree's output is it plus the lookups.
+    lookups : list of tuple
+        ``("edge", child, difference)`` or ``("block", block, {exit: difference})``.
+    None when a leaf is too deep for ``bits``.
     """
     depth = tree.depths()
-    best = {}
-    for u in reversed(range(len(tree.feature))):
+    size = 1 << bits
+    n = len(tree.feature)
+    below = [None] * n   # distinct leaf values under each node
+    best = [None] * n    # node -> {value passed down (None: any other): (cost, choice)}
+    cheapest = [0] * n   # node -> min over values of the cost; value reached
+    chosen = [None] * n
+    for u in reversed(range(n)):
+        if tree.is_leaf[u]:
+            below[u] = {int(values[u])}
+            best[u] = {int(values[u]): (0, None), None: (_INF, None)}
+            cheapest[u], chosen[u] = 0, int(values[u])
+            continue
+        children = (tree.left[u], tree.right[u])
+        below[u] = below[children[0]] | below[children[1]]
+        budget = max((m for m in range(bits + 1) if (depth[u] + 1) << m <= size), default=0)
+        block = (_INF, None)
+        for nodes in _rooted_subsets(tree, u, budget):
+            inner = [e for e in _exits(tree, nodes) if not tree.is_leaf[e]]
+            cost = 1 + sum(cheapest[e] for e in inner)
+            if cost < block[0]:
+                block = (cost, nodes)
+        options = {}
+        for v in sorted(below[u]) + [None]:
+            cost, plan = 0, []
+            for c in children:
+                keep = best[c].get(v, best[c][None])[0]
+                jump = 1 + cheapest[c] if depth[c] + 1 <= size else _INF
+                cost += min(keep, jump)
+                plan.append(keep <= jump)
+            options[v] = (cost, ("edges", plan)) if cost <= block[0] else \
+                (block[0], ("block", block[1]))
+        best[u] = options
+        cheapest[u], chosen[u] = min((c, v) for v, (c, _) in options.items() if v is not None)
+        if cheapest[u] >= _INF:
+            return None
+    lookups = []
+    stack = [(0, chosen[0])]
+    while stack:
+        u, v = stack.pop()
         if tree.is_leaf[u]:
             continue
-        # largest m with (k + 1) * 2**m <= 2**bits
-        budget = max(m for m in range(0, bits + 1) if (depth[u] + 1) << m <= 1 << bits)
-        if budget < 1:
-            return None
-        choice = None
-        for block in _rooted_subsets(tree, u, budget):
-            cost = len(_block_outputs(tree, shifted, block))
-            sub = [best[c] for c in _exits(tree, block) if not tree.is_leaf[c]]
-            cost += sum(s[0] for s in sub)
-            if choice is None or cost < choice[0]:
-                choice = (cost, block, sub)
-        best[u] = choice
-    if tree.is_leaf[0]:
-        return []
-    blocks, stack = [], [best[0]]
-    while stack:
-        cost, block, sub = stack.pop()
-        blocks.append(block)
-        stack.extend(sub)
-    return blocks
+        _, (kind, data) = best[u].get(v, best[u][None])
+        if kind == "block":
+            differences = {}
+            for e in _exits(tree, data):
+                differences[e] = chosen[e] - v
+                stack.append((e, chosen[e]))
+            lookups.append(("block", data, differences))
+            continue
+        for c, keep in zip((tree.left[u], tree.right[u]), data):
+            if keep:
+                stack.append((c, v))
+            else:
+                lookups.append(("edge", c, chosen[c] - v))
+                stack.append((c, chosen[c]))
+    return chosen[0], [lk for lk in lookups if lk[0] == "block"
+                       and any(lk[2].values()) or lk[0] == "edge" and lk[2]]
 
 
 def _path_literals(tree):
@@ -316,20 +380,23 @@ def _path_literals(tree):
 # -------------------------------------------------------------------- plan ----------------
 
 class TreeCircuitPlan:
-    """The lookups of a quantized ensemble: one per (block, output) with a non-zero leaf.
+    """The lookups of a quantized ensemble (see :func:`plan_lookups`).
 
     Parameters
     ----------
     trees : list of Tree
-    shifted : list of ndarray (n_nodes, n_outputs)
-        From :func:`quantize_ensemble`.
-    columns : list of ndarray of object
-        Per tree and node: the bit column of its test (None for constant features).
+    values : list of ndarray of int64 (n_nodes, n_outputs)
+        Quantized leaf values, from :func:`quantize_ensemble`.
+    columns : list of list of tuple
+        Per tree and node: the bit columns whose sum is its test (see
+        :meth:`ThermometerQuantizer.columns`).
     bits : int
-        Lookup precision the blocks are planned for.
+        Lookup precision the lookups are planned for.
 
     Attributes
     ----------
+    offset : ndarray of int64 (n_outputs,)
+        Sum of the trees' root values: an output is it plus the sum of the lookups.
     used_columns : ndarray of int64
         Encoded bits the server reads (sorted); the circuit input is these bits.
     cols, coefs : ndarray of int64, shape (n_lookups, n_terms)
@@ -338,31 +405,34 @@ class TreeCircuitPlan:
     tables : ndarray of int64 (n_lookups, n_index)
     tree_of, output_of : ndarray of int64 (n_lookups,)
     ranges : ndarray of int64 (n_trees, n_outputs, 2)
-        Smallest and largest shifted value of each tree (the reached leaf's value).
+        Smallest and largest contribution of each tree (reached leaf minus root value).
     """
 
-    def __init__(self, trees, shifted, columns, bits):
+    def __init__(self, trees, values, columns, bits):
         self.bits = bits
         self.n_trees = len(trees)
-        self.n_outputs = shifted[0].shape[1] if shifted else 1
+        self.n_outputs = values[0].shape[1] if values else 1
         rows, tree_of, output_of, tables = [], [], [], []
         self.ranges = np.zeros((len(trees), self.n_outputs, 2), dtype=np.int64)
-        for t_index, (tree, values, cols) in enumerate(zip(trees, shifted, columns)):
+        self.offset = np.zeros(self.n_outputs, dtype=np.int64)
+        for t_index, (tree, q, cols) in enumerate(zip(trees, values, columns)):
             leaves = np.flatnonzero(tree.is_leaf)
-            self.ranges[t_index, :, 0] = values[leaves].min(axis=0)
-            self.ranges[t_index, :, 1] = values[leaves].max(axis=0)
-            blocks = plan_blocks(tree, values, bits)
-            if blocks is None:
-                raise ValueError(f"a tree is too deep for {bits}-bit lookups")
             paths = _path_literals(tree)
-            for block in blocks:
-                outputs = _block_outputs(tree, values, block)
-                if not outputs:
-                    continue
-                terms, const, table_rows = self._block(tree, values, cols, paths, block)
-                for o in outputs:
+            for o in range(self.n_outputs):
+                planned = plan_lookups(tree, q[:, o], bits)
+                if planned is None:
+                    raise ValueError(f"a tree is too deep for {bits}-bit lookups")
+                root_value, lookups = planned
+                self.offset[o] += root_value
+                self.ranges[t_index, o] = (q[leaves, o].min() - root_value,
+                                           q[leaves, o].max() - root_value)
+                for kind, data, difference in lookups:
+                    if kind == "edge":
+                        terms, const, table = self._edge(cols, paths, data, difference)
+                    else:
+                        terms, const, table = self._block(tree, cols, paths, data, difference)
                     rows.append((terms, const))
-                    tables.append(table_rows[:, o])
+                    tables.append(table)
                     tree_of.append(t_index)
                     output_of.append(o)
         self.tree_of = np.asarray(tree_of, dtype=np.int64)
@@ -389,37 +459,41 @@ class TreeCircuitPlan:
     def n_lookups(self):
         return len(self.consts)
 
-    def _block(self, tree, values, cols, paths, block):
+    @staticmethod
+    def _literals(cols, path, weight):
+        """Linear form of ``weight`` times the sum of the literals of ``path`` (b going
+        right, 1 - b going left; ``b`` the sum of the node's columns, 0 when none)."""
+        terms, const = {}, 0
+        for parent, went_right in path:
+            if not went_right:
+                const += weight
+            for c in cols[parent]:
+                terms[c] = terms.get(c, 0) + (weight if went_right else -weight)
+        return terms, const
+
+    def _edge(self, cols, paths, child, difference):
+        """Sum of the literals of the path to ``child``: ``difference`` iff it is complete."""
+        terms, const = self._literals(cols, paths[child], 1)
+        table = np.zeros(len(paths[child]) + 1, dtype=np.int64)
+        table[-1] = difference
+        return {c: w for c, w in terms.items() if w}, const, table
+
+    def _block(self, tree, cols, paths, block, differences):
         """Linear form and table of one block (see the module docstring)."""
         root = block[0]
         k, m = len(paths[root]), len(block)
-        terms, const = {}, 0
-
-        def add(node, coef):
-            c = cols[node]
-            if c is None:  # constant feature: the bit is known to be 0
-                return
-            terms[c] = terms.get(c, 0) + coef
-
-        for parent, went_right in paths[root]:
-            if went_right:
-                add(parent, 1 << m)
-            else:
-                add(parent, -(1 << m))
-                const += 1 << m
+        terms, const = self._literals(cols, paths[root], 1 << m)
         for i, node in enumerate(block):
-            add(node, 1 << i)
-        terms = {c: w for c, w in terms.items() if w}
-        # Constant-feature tests on the path are always "left" (the bit is 0): fold them.
+            for c in cols[node]:
+                terms[c] = terms.get(c, 0) + (1 << i)
         position = {node: i for i, node in enumerate(block)}
-        table = np.zeros(((k + 1) << m, values.shape[1]), dtype=np.int64)
+        table = np.zeros((k + 1) << m, dtype=np.int64)
         for bits in range(1 << m):
             node = root
             while node in position:
                 node = tree.right[node] if (bits >> position[node]) & 1 else tree.left[node]
-            if tree.is_leaf[node]:
-                table[(k << m) + bits] = values[node]
-        return terms, const, table
+            table[(k << m) + bits] = differences[node]
+        return {c: w for c, w in terms.items() if w}, const, table
 
     # -- clear evaluation (reference of the circuit) ----------------------------------------
     def lookup_inputs(self, bits_used):
@@ -488,14 +562,31 @@ class TreeCircuitPlan:
         prog.output_nodes = [out]
         return prog
 
-    def compile(self, p_error=None, global_p_error=None, n_jobs=1):
-        """The cheapest circuit over output groupings (more groups: less output noise).
+    def compile(self, n_levels, p_error=None, global_p_error=None, n_jobs=1):
+        """The cheapest circuit over output groupings (more groups: less output noise),
+        with the input words rounded to the fewest bits that keep its parameters; among
+        equally cheap ones, the fewest bytes on the wire per sample.
+
+        Cheapest: the selector's measured time per lookup
+        (:attr:`~fheml._core.ParameterSet.time_estimate`).
+
+        Parameters
+        ----------
+        n_levels : int
+            Bits the client encrypts per sample.
+        p_error, global_p_error : float or None
+        n_jobs : int
 
         Returns
         -------
         circuit : Circuit
+            ``circuit.program.input_variance`` is the rounding noise of the input words.
         n_groups : int
+        word_bits : int
+            Bits per input word on the wire (see :func:`encrypt_unary`).
         """
+        from fheml._core import select_parameters
+
         if self.n_lookups == 0:
             raise ValueError("every leaf of every tree holds the same value: the model is "
                              "constant and there is nothing to compute under encryption")
@@ -509,18 +600,146 @@ class TreeCircuitPlan:
                 params, per_lookup = finalize(program, spec, p_error, global_p_error)
             except ValueError:
                 continue
-            key = (params.cost, n_groups)
+            word_bits = _fewest_word_bits(program, params, per_lookup)
+            output_bytes = n_groups * self.n_outputs * (params.big_lwe_dimension + 1) * 8
+            wire = word_bits * n_levels / 8 + output_bytes
+            key = (params.time_estimate, wire, n_groups)
             if best is None or key < best[0]:
-                best = (key, program, params, per_lookup, spec)
-            if params.precision <= max(self.bits, 1):
-                break  # the cheapest sets for these lookups: more groups cannot help
+                best = (key, program, params, per_lookup, spec, word_bits)
+            # The cheapest set for these lookups (bootstrap outputs of norm 1 read at the
+            # lookup width, outputs unconstrained) cannot be beaten by more groups, only
+            # the wire bytes can, while fewer input bits save more than an output costs.
+            # (The lookup width alone is no test: finalize may keep it and pay for the
+            # output noise with a second bootstrap level instead.)
+            cheapest = select_parameters(params.precision, per_lookup, 1.0).time_estimate
+            if params.time_estimate <= cheapest and \
+                    (best[-1] - INPUT_WORD_BITS[0]) * n_levels / 8 < output_bytes / n_groups:
+                break
         if best is None:
             raise ValueError("no parameters decrypt the ensemble's outputs; lower n_bits")
-        _, program, params, per_lookup, spec = best
+        _, program, params, per_lookup, spec, word_bits = best
+        program.input_variance = rounding_variance(word_bits)
         out = program.nodes[program.output_nodes[0]]
         outputs = [{"shape": list(out.shape), "lo": int(out.safe_bounds[0])}]
         circuit = Circuit(None, program, params, per_lookup, spec, outputs, n_jobs)
-        return circuit, out.shape[0] // self.n_outputs
+        return circuit, out.shape[0] // self.n_outputs, word_bits
+
+
+def _fewest_word_bits(program, params, per_lookup):
+    """Fewest bits per input word whose rounding noise, charged to every lookup and to the
+    inputs' own precision, keeps each within ``per_lookup`` with ``params``."""
+    from fheml._core.parameters import log2_p_fail
+    from fheml.compiler.circuit import lookup_p_fail
+
+    inputs = [program.nodes[k].precision for k in program.input_nodes]
+    for word_bits in INPUT_WORD_BITS:
+        program.input_variance = rounding_variance(word_bits)
+        fresh = params.big_noise_std ** 2 + program.input_variance
+        if all(lookup_p_fail(program, n, params) <= per_lookup for n in program.lookups) and \
+                all(log2_p_fail(fresh, p) <= np.log2(per_lookup) for p in inputs):
+            return word_bits
+    return INPUT_WORD_BITS[-1]
+
+
+# --------------------------------------------------------------- client bits ---------------
+
+# Bits per encrypted input word tried (bit-packed on the wire; 64: exact words).
+INPUT_WORD_BITS = (10, 12, 14, 16, 20, 24, 32, 64)
+
+
+def rounding_variance(word_bits):
+    """Error variance of a torus word rounded to its top ``word_bits`` bits (uniform)."""
+    return 0.0 if word_bits >= 64 else 2.0 ** (-2 * word_bits) / 12
+
+
+def unary_layout(n_levels, polynomial_size):
+    """``(polynomials, coefficients)`` per sample: the fewest polynomials of ``N``
+    coefficients holding ``n_levels`` bits, each filled to the same count."""
+    polys = max(1, -(-n_levels // polynomial_size))
+    return polys, max(1, -(-n_levels // polys))
+
+
+def encrypt_unary(secret_keys, bits, precision, word_bits):
+    """Client side: the unary bits of every sample packed in seeded GLWE ciphertexts.
+
+    Parameters
+    ----------
+    secret_keys : fheml._core.SecretKeys
+        The circuit's keys: the GLWE key under which sample extraction gives LWE
+        ciphertexts under the bootstrapping input key.
+    bits : ndarray of uint8 (n_samples, n_levels)
+    precision : int
+        Encoding precision of the circuit's input.
+    word_bits : int
+        Bodies travel rounded to their top bits (bit-packed).
+
+    Returns
+    -------
+    fheml._core.GlweCiphertext of shape (n_samples, polynomials)
+        Bit ``j`` of a sample is coefficient ``j % count`` of its polynomial
+        ``j // count`` (see :func:`unary_layout`); the masks are a seed.
+    """
+    from fheml._core import encode
+    from fheml._core.glwe import encrypt_glwe
+
+    key = secret_keys.glwe_secret_key()
+    rows, n_levels = bits.shape
+    polys, count = unary_layout(n_levels, key.polynomial_size)
+    plain = np.zeros((rows, polys * count), dtype=np.uint64)
+    plain[:, :n_levels] = encode(np.asarray(bits, dtype=np.int64), precision)
+    return encrypt_glwe(key, plain.reshape(rows, polys, count), word_bits=word_bits)
+
+
+def check_unary(ct, n_levels, params):
+    """Raise :class:`~fheml._core.serialization.MismatchError` unless ``ct`` holds
+    ``n_levels`` bits per sample encrypted for ``params`` (see :func:`encrypt_unary`)."""
+    from fheml._core.glwe import GlweCiphertext
+    from fheml._core.serialization import MismatchError
+
+    if not isinstance(ct, GlweCiphertext):
+        raise TypeError(f"expected the GlweCiphertext made by encrypt_input, got "
+                        f"{type(ct).__name__}")
+    k, N = params.glwe_dimension, params.polynomial_size
+    if (ct.glwe_dimension, ct.polynomial_size) != (k, N):
+        raise MismatchError(f"the encrypted input is for GLWE (k={ct.glwe_dimension}, "
+                            f"N={ct.polynomial_size}); this model's keys have (k={k}, N={N})")
+    polys, count = unary_layout(n_levels, N)
+    start, stop, step = ct.coefficients
+    if len(ct.shape) != 2 or ct.shape[1] != polys or (start, stop, step) != (0, count, 1):
+        got = ct.shape[1] * (stop - start) // step if len(ct.shape) == 2 else None
+        raise MismatchError(f"the encrypted input has {got} bits per sample in "
+                            f"{ct.shape[1:]} polynomials; this model encodes {n_levels} "
+                            f"bits ({polys} polynomials of {count})")
+
+
+def extract_unary(ct, columns, n_levels, max_words=1 << 23):
+    """Server side: LWE ciphertexts of the bits ``columns`` of every sample.
+
+    Only the used coefficients are extracted (masks regenerated from the seed), a few
+    rows at a time so that the work arrays stay below ``max_words`` words.
+
+    Returns
+    -------
+    fheml._core.LweCiphertext of shape (n_samples, len(columns))
+    """
+    from fheml._core import LweCiphertext
+    from fheml._core.glwe import GlweCiphertext, sample_extract
+
+    rows = ct.shape[0]
+    k, N = ct.glwe_dimension, ct.polynomial_size
+    _, count = unary_layout(n_levels, N)
+    poly, coef = np.divmod(np.asarray(columns, dtype=np.int64), count)
+    out = np.empty((rows, poly.size, k * N + 1), dtype=np.uint64)
+    step = max(1, max_words // max(1, poly.size * k * N))
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        masks = ct.masks[r0:r1]
+        for p in np.unique(poly):
+            where = np.flatnonzero(poly == p)
+            part = GlweCiphertext(np.ascontiguousarray(ct.bodies[r0:r1, p]), ct.key_id,
+                                  masks=np.ascontiguousarray(masks[:, p]))
+            out[r0:r1, where] = sample_extract(part, coef[where]).data
+    return LweCiphertext(out, ct.key_id)
 
 
 def _adder(prog):

@@ -24,6 +24,7 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils import get_tags
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from fheml._config import get_config
@@ -216,6 +217,12 @@ def _split_n_bits(n_bits):
     return int(bits[0]), int(bits[1])
 
 
+def _finite(estimator):
+    """``ensure_all_finite`` of the input checks: NaN passes where the estimator's tags
+    allow it (models that route missing values), infinity never."""
+    return "allow-nan" if get_tags(estimator).input_tags.allow_nan else True
+
+
 class BaseFHEEstimator(BaseEstimator):
     """Base of the FHE estimators (not meant to be instantiated directly).
 
@@ -364,7 +371,8 @@ class BaseFHEEstimator(BaseEstimator):
         """
         self._validate_params()
         self._start_fit()
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True)
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True,
+                             ensure_all_finite=_finite(self))
         model = self._make_sklearn_model()
         if sample_weight is None:
             model.fit(X, y)
@@ -451,7 +459,8 @@ class BaseFHEEstimator(BaseEstimator):
         params.update(fhe_params)
         estimator = cls(**params)
         estimator._validate_params()
-        X = validate_data(estimator, X, dtype=[np.float64, np.float32])
+        X = validate_data(estimator, X, dtype=[np.float64, np.float32],
+                          ensure_all_finite=_finite(estimator))
         if X.shape[1] != model.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features but the model was fitted on "
                              f"{model.n_features_in_}; calibrate on data like its training set")
@@ -500,7 +509,8 @@ class BaseFHEEstimator(BaseEstimator):
         ndarray of int64 of shape (n_samples, n_features)
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32],
+                          ensure_all_finite=_finite(self))
         outside = getattr(self.input_quantizer_, "outside", None)
         if outside is None:  # a quantizer that never clips (e.g. the trees' thresholds)
             return self.input_quantizer_.quant(X)
@@ -563,7 +573,8 @@ class BaseFHEEstimator(BaseEstimator):
         self._validate_params()
         q_sample = None
         if X is not None:
-            X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+            X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32],
+                              ensure_all_finite=_finite(self))
             q_sample = self.input_quantizer_.quant(X[:_COMPILE_SAMPLE_ROWS], warn=False)
         import fheml.compiler
 

@@ -3,11 +3,12 @@
 Each class wraps the estimator of the same name (without ``FHE``): scikit-learn's
 ``RandomForest*``, ``GradientBoosting*`` and ``HistGradientBoosting*``, and, when the
 optional packages are installed (``pip install fheml[xgboost]`` / ``fheml[lightgbm]``),
-``XGB*`` and ``LGBM*``.  Every tree is evaluated as in :mod:`fheml.tree` (one small lookup
-per block of leaves) and the sum over trees is linear; averaging, sigmoid and softmax run
+``XGB*`` and ``LGBM*``.  Every tree is evaluated as in :mod:`fheml.tree` (a few small
+lookups per tree) and the sum over trees is linear; averaging, sigmoid and softmax run
 on the client after decryption.  See docs/trees.md for the method and the lookup count.
 """
 
+import importlib
 import json
 
 import numpy as np
@@ -82,17 +83,18 @@ def _hist_gradient_boosting_trees(model):
                 np.where(leaf, -1, nodes["feature_idx"]), nodes["num_threshold"],
                 np.where(leaf, -1, nodes["left"].astype(np.int64)),
                 np.where(leaf, -1, nodes["right"].astype(np.int64)),
-                values))
+                values, ~nodes["missing_go_to_left"].astype(bool)))
     return trees
 
 
-def _nested_tree(root, n_out, k, split, threshold, children, leaf_value):
+def _nested_tree(root, n_out, k, split, threshold, children, leaf_value, missing_right):
     """Tree from a nested dict format (XGBoost / LightGBM dumps).
 
     ``split(node)`` -> feature index or None for a leaf; ``threshold(node)`` -> t with
-    "right iff x > t"; ``children(node)`` -> (left, right); ``leaf_value(node)``.
+    "right iff x > t"; ``children(node)`` -> (left, right); ``leaf_value(node)``;
+    ``missing_right(node)`` -> whether a missing value goes right.
     """
-    feature, thresholds, left, right, values = [], [], [], [], []
+    feature, thresholds, left, right, values, missing = [], [], [], [], [], []
     stack = [(root, -1, False)]
     while stack:
         node, parent, is_right = stack.pop()
@@ -103,6 +105,7 @@ def _nested_tree(root, n_out, k, split, threshold, children, leaf_value):
         value = np.zeros(n_out)
         feature.append(-1 if f is None else f)
         thresholds.append(0.0 if f is None else threshold(node))
+        missing.append(f is not None and missing_right(node))
         left.append(-1)
         right.append(-1)
         if f is None:
@@ -113,14 +116,18 @@ def _nested_tree(root, n_out, k, split, threshold, children, leaf_value):
             stack.append((lo, index, False))
         values.append(value)
     return topological(np.asarray(feature), np.asarray(thresholds), np.asarray(left),
-                       np.asarray(right), np.asarray(values))
+                       np.asarray(right), np.asarray(values), np.asarray(missing))
 
 
 def _xgboost_trees(model, n_out):
     """Trees of an XGBoost model; tree ``i`` adds to output ``i % n_out``.
 
-    XGBoost goes left iff ``float32(x) < t``: right iff ``x > nextafter(t, -inf)``.
+    XGBoost goes left iff ``float32(x) < t``: right iff ``x > nextafter(t, -inf)``; a
+    missing value (NaN) to the node's ``missing`` child.
     """
+    if model.missing is not None and not np.isnan(model.missing):
+        raise NotImplementedError(f"missing={model.missing!r} (a number standing for missing "
+                                  "values) is not supported under encryption; use NaN")
     booster = model.get_booster()
     names = booster.feature_names
     index = {name: i for i, name in enumerate(names)} if names else None
@@ -141,23 +148,37 @@ def _xgboost_trees(model, n_out):
 
     dumps = booster.get_dump(dump_format="json")
     return [_nested_tree(json.loads(d), n_out, i % n_out, split, threshold, children,
-                         lambda node: node["leaf"]) for i, d in enumerate(dumps)]
+                         lambda node: node["leaf"], lambda node: node["missing"] == node["no"])
+            for i, d in enumerate(dumps)]
 
 
 def _lightgbm_trees(model, n_out):
-    """Trees of a LightGBM model (numerical ``<=`` splits; tree ``i`` -> output ``i % n_out``)."""
+    """Trees of a LightGBM model (numerical ``<=`` splits; tree ``i`` -> output ``i % n_out``).
+
+    A missing value (NaN) goes the default way where the split saw missing values
+    (``missing_type`` "NaN"), else it is read as 0 ("None").
+    """
     def split(node):
         if "leaf_value" in node:
             return None
         if node.get("decision_type", "<=") != "<=":
             raise NotImplementedError("categorical splits are not supported under encryption")
+        if node.get("missing_type", "None") not in ("None", "NaN"):
+            raise NotImplementedError("zero_as_missing is not supported under encryption "
+                                      "(zeros would leave their bin)")
         return int(node["split_feature"])
+
+    def missing_right(node):
+        if node.get("missing_type", "None") == "NaN":
+            return not node["default_left"]
+        return 0.0 > float(node["threshold"])
 
     info = model.booster_.dump_model()["tree_info"]
     return [_nested_tree(t["tree_structure"], n_out, i % n_out, split,
                          lambda node: float(node["threshold"]),
                          lambda node: (node["left_child"], node["right_child"]),
-                         lambda node: node["leaf_value"]) for i, t in enumerate(info)]
+                         lambda node: node["leaf_value"], missing_right)
+            for i, t in enumerate(info)]
 
 
 def _raw_2d(raw, n_samples):
@@ -368,141 +389,92 @@ def _check_identity_objective(objective):
                                   f"(supported: {', '.join(_IDENTITY_OBJECTIVES)})")
 
 
-try:
-    import xgboost
-except ImportError:  # optional extra: fheml[xgboost]
-    xgboost = None
+class _BoostingPackageModel:
+    """Boosting from an optional package, read through the entries of :data:`_PACKAGES`:
+    ``_read_trees(model, n_outputs)``, ``_raw_scores(model, X)`` and ``_objective_attr``
+    (the fitted objective a regressor checks).  Tree ``i`` adds to output
+    ``i % n_outputs``; raw scores are margins (sigmoid / softmax on the client)."""
 
-if xgboost is not None:
-    class FHEXGBClassifier(_FHETreeClassifier):
-        """XGBoost classifier predicting on encrypted data (``pip install fheml[xgboost]``).
-
-        Wraps :class:`xgboost.XGBClassifier` (same parameters and defaults) plus
-        ``n_bits``, ``p_error``, ``global_p_error`` and ``n_jobs``.
-
-        {parameters}
-
-        {attributes}
-
-
-        Examples
-        --------
-        >>> from sklearn.datasets import load_breast_cancer
-        >>> from fheml.ensemble import FHEXGBClassifier
-        >>> X, y = load_breast_cancer(return_X_y=True)
-        >>> model = FHEXGBClassifier(n_estimators=20, max_depth=3).fit(X, y)
-        >>> y_enc = model.predict(X[:20], fhe="execute")
-        """
-
-        _sklearn_estimator_class = xgboost.XGBClassifier
-        _raw_kind = "logit"
-
-        def _trees(self, model):
+    def _trees(self, model):
+        if isinstance(self, _FHETreeClassifier):
             n_classes = len(model.classes_)
-            return _xgboost_trees(model, 1 if n_classes == 2 else n_classes)
+            return type(self)._read_trees(model, 1 if n_classes == 2 else n_classes)
+        _check_identity_objective(getattr(model, self._objective_attr))
+        return type(self)._read_trees(model, 1)
 
-        def _raw_float(self, model, X):
-            return _raw_2d(model.predict(X, output_margin=True), X.shape[0])
-
-    class FHEXGBRegressor(_FHETreeRegressor):
-        """XGBoost regressor predicting on encrypted data (``pip install fheml[xgboost]``).
-
-        Wraps :class:`xgboost.XGBRegressor` (same parameters and defaults) plus ``n_bits``,
-        ``p_error``, ``global_p_error`` and ``n_jobs``; objectives with an identity link.
-
-        {parameters}
-
-        {attributes}
+    def _raw_float(self, model, X):
+        return _raw_2d(type(self)._raw_scores(model, X), X.shape[0])
 
 
-        Examples
-        --------
-        >>> from sklearn.datasets import load_diabetes
-        >>> from fheml.ensemble import FHEXGBRegressor
-        >>> X, y = load_diabetes(return_X_y=True)
-        >>> model = FHEXGBRegressor(n_estimators=20, max_depth=3).fit(X, y)
-        >>> y_enc = model.predict(X[:20], fhe="execute")
-        """
+_PACKAGE_DOC = """{title} {kind} predicting on encrypted data (``pip install fheml[{package}]``).
 
-        _sklearn_estimator_class = xgboost.XGBRegressor
+    Wraps :class:`{package}.{wrapped}` (same parameters and defaults) plus ``n_bits``,
+    ``p_error``, ``global_p_error`` and ``n_jobs``.{note}
 
-        def _trees(self, model):
-            _check_identity_objective(model.objective)
-            return _xgboost_trees(model, 1)
+    {{parameters}}
 
-        def _raw_float(self, model, X):
-            return _raw_2d(model.predict(X, output_margin=True), X.shape[0])
-
-    __all__ += ["FHEXGBClassifier", "FHEXGBRegressor"]
-
-try:
-    import lightgbm
-except ImportError:  # optional extra: fheml[lightgbm]
-    lightgbm = None
-
-if lightgbm is not None:
-    class FHELGBMClassifier(_FHETreeClassifier):
-        """LightGBM classifier predicting on encrypted data (``pip install fheml[lightgbm]``).
-
-        Wraps :class:`lightgbm.LGBMClassifier` (same parameters and defaults) plus
-        ``n_bits``, ``p_error``, ``global_p_error`` and ``n_jobs``.
-
-        {parameters}
-
-        {attributes}
+    {{attributes}}
 
 
-        Examples
-        --------
-        >>> from sklearn.datasets import load_breast_cancer
-        >>> from fheml.ensemble import FHELGBMClassifier
-        >>> X, y = load_breast_cancer(return_X_y=True)
-        >>> model = FHELGBMClassifier(n_estimators=20, max_depth=3, verbose=-1).fit(X, y)
-        >>> y_enc = model.predict(X[:20], fhe="execute")
-        """
+    Examples
+    --------
+    >>> from sklearn.datasets import {dataset}
+    >>> from fheml.ensemble import FHE{wrapped}
+    >>> X, y = {dataset}(return_X_y=True)
+    >>> model = FHE{wrapped}(n_estimators=20, max_depth=3).fit(X, y)
+    >>> y_enc = model.predict(X[:20], fhe="execute")
+    """
 
-        _sklearn_estimator_class = lightgbm.LGBMClassifier
-        _float32_inputs = False
-        _sklearn_params_exclude = ("kwargs",)
-        _raw_kind = "logit"
-
-        def _trees(self, model):
-            n_classes = len(model.classes_)
-            return _lightgbm_trees(model, 1 if n_classes == 2 else n_classes)
-
-        def _raw_float(self, model, X):
-            return _raw_2d(model.predict(X, raw_score=True), X.shape[0])
-
-    class FHELGBMRegressor(_FHETreeRegressor):
-        """LightGBM regressor predicting on encrypted data (``pip install fheml[lightgbm]``).
-
-        Wraps :class:`lightgbm.LGBMRegressor` (same parameters and defaults) plus
-        ``n_bits``, ``p_error``, ``global_p_error`` and ``n_jobs``; objectives with an
-        identity link.
-
-        {parameters}
-
-        {attributes}
+# package -> how its fitted models are read (see _BoostingPackageModel).
+_PACKAGES = {
+    "xgboost": {"title": "XGBoost", "prefix": "XGB", "read_trees": _xgboost_trees,
+                "raw_scores": lambda model, X: model.predict(X, output_margin=True),
+                "objective_attr": "objective", "attrs": {}},
+    "lightgbm": {"title": "LightGBM", "prefix": "LGBM", "read_trees": _lightgbm_trees,
+                 "raw_scores": lambda model, X: model.predict(X, raw_score=True),
+                 "objective_attr": "objective_",
+                 # LightGBM bins and predicts in float64; parameters it takes only
+                 # through **kwargs (e.g. verbose) are not exposed
+                 "attrs": {"_float32_inputs": False, "_sklearn_params_exclude": ("kwargs",)}},
+}
 
 
-        Examples
-        --------
-        >>> from sklearn.datasets import load_diabetes
-        >>> from fheml.ensemble import FHELGBMRegressor
-        >>> X, y = load_diabetes(return_X_y=True)
-        >>> model = FHELGBMRegressor(n_estimators=20, max_depth=3, verbose=-1).fit(X, y)
-        >>> y_enc = model.predict(X[:20], fhe="execute")
-        """
+def _package_estimators(package, module):
+    """``FHE<prefix>Classifier`` and ``FHE<prefix>Regressor`` of an installed package."""
+    entry = _PACKAGES[package]
+    classes = {}
+    for kind, base, dataset, note in (
+            ("classifier", _FHETreeClassifier, "load_breast_cancer", ""),
+            ("regressor", _FHETreeRegressor, "load_diabetes",
+             "  Objectives with an identity link only.")):
+        wrapped = f"{entry['prefix']}{kind.capitalize()}"
+        namespace = {
+            "__module__": __name__, "__qualname__": f"FHE{wrapped}",
+            "__doc__": _PACKAGE_DOC.format(title=entry["title"], kind=kind, package=package,
+                                           wrapped=wrapped, note=note, dataset=dataset),
+            "_sklearn_estimator_class": getattr(module, wrapped),
+            "_read_trees": staticmethod(entry["read_trees"]),
+            "_raw_scores": staticmethod(entry["raw_scores"]),
+            "_objective_attr": entry["objective_attr"], **entry["attrs"]}
+        if base is _FHETreeClassifier:
+            namespace["_raw_kind"] = "logit"
+        classes[f"FHE{wrapped}"] = type(f"FHE{wrapped}", (_BoostingPackageModel, base),
+                                        namespace)
+    return classes
 
-        _sklearn_estimator_class = lightgbm.LGBMRegressor
-        _float32_inputs = False
-        _sklearn_params_exclude = ("kwargs",)
 
-        def _trees(self, model):
-            _check_identity_objective(model.objective_)
-            return _lightgbm_trees(model, 1)
+def _installed_package_estimators():
+    """The classes of every optional package that imports (fheml[xgboost], fheml[lightgbm])."""
+    classes = {}
+    for package in _PACKAGES:
+        try:
+            module = importlib.import_module(package)
+        except ImportError:
+            continue
+        classes.update(_package_estimators(package, module))
+    return classes
 
-        def _raw_float(self, model, X):
-            return _raw_2d(model.predict(X, raw_score=True), X.shape[0])
 
-    __all__ += ["FHELGBMClassifier", "FHELGBMRegressor"]
+_OPTIONAL_ESTIMATORS = _installed_package_estimators()
+globals().update(_OPTIONAL_ESTIMATORS)
+__all__ += sorted(_OPTIONAL_ESTIMATORS)

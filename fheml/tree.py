@@ -2,8 +2,8 @@
 
 Each class wraps the scikit-learn estimator of the same name (without ``FHE``): ``fit``
 trains it in the clear; the client then encrypts unary bits of its binned input and the
-server evaluates every tree with one small lookup per *block* of leaves (see
-docs/trees.md and :mod:`fheml._tree_circuit`).  The input binning comes from the training
+server evaluates every tree with a few small lookups, one per path ("edge") or group of
+nodes ("block") whose leaves differ (see docs/trees.md and :mod:`fheml._tree_circuit`).  The input binning comes from the training
 data alone, so the client artifact does not reveal the tree.
 
 The machinery shared with :mod:`fheml.ensemble` lives in the private base classes below:
@@ -23,6 +23,9 @@ from fheml._tree_circuit import (
     MIN_LOOKUP_BITS,
     ThermometerQuantizer,
     TreeCircuitPlan,
+    check_unary,
+    encrypt_unary,
+    extract_unary,
     quantize_ensemble,
     topological,
 )
@@ -44,8 +47,10 @@ _BIAS_ROWS = 32
 def sklearn_tree(tree_, values):
     """:class:`~fheml._tree_circuit.Tree` of a fitted scikit-learn ``tree_`` with the
     given per-node values (n_nodes, n_outputs)."""
+    go_left = getattr(tree_, "missing_go_to_left", None)  # scikit-learn >= 1.3
     return topological(tree_.feature, tree_.threshold, tree_.children_left,
-                       tree_.children_right, values)
+                       tree_.children_right, values,
+                       None if go_left is None else ~np.asarray(go_left, dtype=bool))
 
 
 def class_fractions(tree_):
@@ -65,22 +70,37 @@ def _sigmoid(z):
     return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def _plan(trees, shifted, columns, p_error):
-    """Blocks for the lookup precision with the lowest estimated cost: the narrowest one
-    the deepest tree allows, or one bit more (fewer, larger blocks)."""
+def _plan(trees, values, columns, n_levels, p_error, global_p_error):
+    """Lookups for the lookup width with the lowest cost: lookups per sample times the
+    measured time of one lookup (the selector's model) with the parameters the compiler
+    selects for them (output grouping included).  Widths from the narrowest the deepest leaf allows (edges of ``L`` literals
+    need ``L + 1`` values) to two bits more (fewer, larger blocks)."""
+    depth = max((int(t.depths().max(initial=0)) for t in trees), default=0)
+    narrowest = max(MIN_LOOKUP_BITS, int(np.ceil(np.log2(depth + 1))))
+    if narrowest > MAX_LOOKUP_BITS:
+        raise ValueError(f"a tree of depth {depth} needs lookups wider than "
+                         f"{MAX_LOOKUP_BITS} bits; limit max_depth")
     from fheml._core import select_parameters
 
-    depth = max((int(t.depths()[~t.is_leaf].max(initial=0)) for t in trees), default=0)
-    narrowest = max(MIN_LOOKUP_BITS, int(np.ceil(np.log2(2 * (depth + 1)))))
-    if narrowest > MAX_LOOKUP_BITS:
-        raise ValueError(f"a tree of depth {depth + 1} needs lookups wider than "
-                         f"{MAX_LOOKUP_BITS} bits; limit max_depth")
+    # a per-lookup failure probability at least the compiler's: the floor below is a bound
+    loosest = next((p for p in (p_error, global_p_error) if p is not None), 2.0 ** -40)
     best = None
-    for bits in range(narrowest, min(narrowest + 1, MAX_LOOKUP_BITS) + 1):
-        plan = TreeCircuitPlan(trees, shifted, columns, bits)
-        cost = plan.n_lookups * select_parameters(bits, p_error, 1.0).cost
+    for bits in range(narrowest, min(narrowest + 2, MAX_LOOKUP_BITS) + 1):
+        plan = TreeCircuitPlan(trees, values, columns, bits)
+        if plan.n_lookups == 0:
+            return plan
+        floor = plan.n_lookups * select_parameters(bits, loosest).time_estimate
+        if best is not None and floor >= best[0]:
+            continue  # even the cheapest set for these lookups costs more
+        try:
+            circuit = plan.compile(n_levels, p_error, global_p_error)[0]
+        except ValueError:
+            continue
+        cost = plan.n_lookups * circuit.parameters.time_estimate
         if best is None or cost < best[0]:
             best = (cost, plan)
+    if best is None:  # nothing decrypts: let compile() say why
+        return TreeCircuitPlan(trees, values, columns, narrowest)
     return best[1]
 
 
@@ -107,12 +127,15 @@ _ATTRIBUTES_DOC = """Attributes
     input_quantizer_ : fheml._tree_circuit.ThermometerQuantizer
         Cut points of each feature (from the training data only: the client artifact).
     circuit_plan_ : fheml._tree_circuit.TreeCircuitPlan
-        The lookups (one per block of leaves and output), their tables and linear forms.
+        The lookups (edges and blocks of each tree and output), their tables and linear forms.
     leaf_step_, leaf_offset_, bias_
         Raw output = ``bias_ + leaf_step_ * (leaf_offset_ + decrypted sum)``.
     n_output_groups_ : int or None
         Encrypted outputs per model output (partial sums, added on the client), set by
         ``compile``.
+    input_word_bits_ : int or None
+        Bits per encrypted input bit on the wire (the fewest that keep the cheapest
+        parameters, the rounding noise charged), set by ``compile``.
     fhe_circuit : fheml.Circuit or None
         Set by ``compile`` (or the first encrypted predict); not pickled.
     n_features_in_ : int
@@ -138,7 +161,9 @@ class _FHETreeModel(BaseFHEEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False  # missing values are refused, not routed
+        # missing values are routed as the wrapped model routes them, where it can
+        tags.input_tags.allow_nan = self._make_sklearn_model().__sklearn_tags__() \
+            .input_tags.allow_nan
         return tags
 
     def _start_fit(self):
@@ -153,7 +178,9 @@ class _FHETreeModel(BaseFHEEstimator):
 
     def _set_quantized(self, model, X):
         self.sklearn_model_ = model
-        quantizer = ThermometerQuantizer(self.n_bits_inputs_, self._float32_inputs).fit(X)
+        missing = model.__sklearn_tags__().input_tags.allow_nan
+        quantizer = ThermometerQuantizer(self.n_bits_inputs_, self._float32_inputs,
+                                         missing).fit(X)
         edges = self._input_edges(model)
         if edges is not None:
             quantizer.edges_ = [np.asarray(e, dtype=np.float64) for e in edges]
@@ -164,12 +191,12 @@ class _FHETreeModel(BaseFHEEstimator):
         rows = X[:_BIAS_ROWS]
         in_trees = sum(t.value[t.leaf_index(rows)] for t in trees)
         self.bias_ = np.median(self._raw_float(model, rows) - in_trees, axis=0)
-        self.leaf_step_, shifted, self.leaf_offset_ = quantize_ensemble(
-            trees, self.n_bits_weights_)
+        self.leaf_step_, values = quantize_ensemble(trees, self.n_bits_weights_)
         columns = quantizer.columns(trees, X)
-        self.circuit_plan_ = _plan(trees, shifted, columns,
-                                   2.0 ** -40 if self.p_error is None else self.p_error)
-        self.n_output_groups_ = None
+        self.circuit_plan_ = _plan(trees, values, columns, quantizer.n_levels, self.p_error,
+                                   self.global_p_error)
+        self.leaf_offset_ = self.circuit_plan_.offset
+        self.n_output_groups_ = self.input_word_bits_ = None
         for name in ("classes_", "n_classes_", "n_outputs_", "n_estimators_", "n_iter_"):
             if hasattr(model, name):
                 setattr(self, name, getattr(model, name))
@@ -190,57 +217,67 @@ class _FHETreeModel(BaseFHEEstimator):
             and their precision.
         """
         check_is_fitted(self)
-        circuit, groups = self.circuit_plan_.compile(
-            p_error=self.p_error, global_p_error=self.global_p_error,
+        circuit, groups, word_bits = self.circuit_plan_.compile(
+            self.input_quantizer_.n_levels, p_error=self.p_error, global_p_error=self.global_p_error,
             n_jobs=1 if self.n_jobs is None else self.n_jobs)
         self._fhe_circuit = circuit
         self.n_output_groups_ = groups
+        self.input_word_bits_ = word_bits
         return circuit
 
     def encrypt_input(self, X):
-        """Client side: quantize ``X`` and encrypt every unary bit (seeded, bodies only).
+        """Client side: quantize ``X`` and encrypt every unary bit, packed in seeded GLWE
+        ciphertexts (one coefficient per bit, bodies rounded to ``input_word_bits_`` bits).
 
         Keys are generated on first use.  The result reveals nothing of the model: every
         level of every feature is encrypted.
 
         Returns
         -------
-        fheml._core.SeededLweCiphertext of shape (n_samples, n_levels)
+        fheml._core.GlweCiphertext of shape (n_samples, polynomials)
         """
         circuit = self.fhe_circuit if self.fhe_circuit is not None else self.compile()
         circuit.keygen()
-        bits = self.input_quantizer_.encode(self.quantize_input(X))
-        client = circuit.client
-        return client.secret_keys.encrypt_seeded(bits, precision=client.spec.precision,
-                                                 n_jobs=self.n_jobs)
+        return self._encrypt_bits(circuit, self.input_quantizer_.encode(self.quantize_input(X)))
 
-    def run_encrypted(self, seeded, evaluation_keys=None):
-        """Server side: regenerate the masks of the bits the trees read and run the circuit.
+    def _encrypt_bits(self, circuit, bits):
+        client = circuit.client
+        return encrypt_unary(client.secret_keys, bits, client.spec.precision,
+                             self.input_word_bits_)
+
+    def run_encrypted(self, encrypted, evaluation_keys=None):
+        """Server side: extract the bits the trees read and run the circuit.
 
         Parameters
         ----------
-        seeded : fheml._core.SeededLweCiphertext or bytes
+        encrypted : fheml._core.GlweCiphertext or bytes
+            From :meth:`encrypt_input`.
         evaluation_keys : EvaluationKeys or bytes, default=the circuit client's
 
         Returns
         -------
         fheml.compiler.EncryptedResult
+
+        Raises
+        ------
+        fheml._core.MismatchError
+            If the ciphertext does not hold this model's bits per sample (or is for other
+            parameters).
         """
-        from fheml._core import SeededLweCiphertext
-        from fheml.compiler import EncryptedArgs
+        from fheml._core import GlweCiphertext
+        from fheml.compiler import EncryptedArgs, ServerLimits
 
         circuit = self.fhe_circuit if self.fhe_circuit is not None else self.compile()
         if evaluation_keys is None:
             evaluation_keys = circuit.keygen()
-        if isinstance(seeded, (bytes, bytearray, memoryview)):
-            seeded = SeededLweCiphertext.from_bytes(
-                bytes(seeded), expected_dimension=circuit.parameters.big_lwe_dimension)
-        if not isinstance(seeded, SeededLweCiphertext):
-            raise TypeError("expected the SeededLweCiphertext made by encrypt_input")
-        if seeded.shape[1] != self.input_quantizer_.n_levels:
-            raise ValueError(f"the encrypted input has {seeded.shape[1]} bits per sample; "
-                             f"this model encodes {self.input_quantizer_.n_levels}")
-        selected = seeded.select(self.circuit_plan_.used_columns)
+        if isinstance(encrypted, (bytes, bytearray, memoryview)):
+            # a sample's polynomials expand far beyond its few bytes per bit: the bound is
+            # a server's default memory limit, not a multiple of the payload
+            encrypted = GlweCiphertext.from_bytes(
+                bytes(encrypted), max_words=ServerLimits().max_expanded_bytes // 8)
+        n_levels = self.input_quantizer_.n_levels
+        check_unary(encrypted, n_levels, circuit.parameters)
+        selected = extract_unary(encrypted, self.circuit_plan_.used_columns, n_levels)
         return circuit.server.run(EncryptedArgs([selected], True), evaluation_keys,
                                   n_jobs=circuit.n_jobs)
 
@@ -262,11 +299,14 @@ class _FHETreeModel(BaseFHEEstimator):
             return plan.evaluate(bits[:, plan.used_columns]) + self.leaf_offset_
         circuit = self.fhe_circuit if self.fhe_circuit is not None else self.compile()
         if fhe == "execute":
-            client = circuit.client
+            # in chunks of rows so that memory stays within fheml's working_memory (the
+            # ciphertexts each lookup reads are gathered: large ensembles take GBs a row)
             evaluation_keys = circuit.keygen()
-            seeded = client.secret_keys.encrypt_seeded(bits, precision=client.spec.precision,
-                                                       n_jobs=self.n_jobs)
-            return self._sum_groups(client.decrypt(self.run_encrypted(seeded, evaluation_keys)))
+            size = circuit.rows_per_chunk()
+            out = [circuit.client.decrypt(self.run_encrypted(
+                self._encrypt_bits(circuit, bits[start:start + size]), evaluation_keys))
+                for start in range(0, bits.shape[0], size)]
+            return self._sum_groups(np.concatenate(out))
         used = bits[:, plan.used_columns]
         out = circuit.run(used) if fhe == "disable" else circuit.simulate(used)
         return self._sum_groups(out)

@@ -5,7 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
-from sklearn.base import clone
+from sklearn.base import ClassifierMixin, clone
 from sklearn.datasets import (
     load_breast_cancer,
     load_diabetes,
@@ -66,8 +66,6 @@ def _small(cls, **extra):
 
 _MULTI_OUTPUT = ("multi-output classification (y with several columns) is refused: the "
                  "client would need one probability table per output")
-_NAN = ("missing values are refused with a clear error instead of being routed: the unary "
-        "encoding has no bit for 'missing'")
 _WEIGHT_EQUIVALENCE = ("the wrapped estimator fails it too (scikit-learn marks it as an expected "
                        "failure): its randomness does not make weights equivalent to repeats")
 EXPECTED_FAILED_CHECKS = {
@@ -194,20 +192,39 @@ def test_blocks_equal_walking_the_trees(depth, n_outputs):
         inner = t.feature >= 0
         t.threshold[inner] = [quantizer.edges_[f][np.abs(quantizer.edges_[f] - v).argmin()]
                               for f, v in zip(t.feature[inner], t.threshold[inner])]
-    step, shifted, offset = quantize_ensemble(trees, 6)
+    step, values = quantize_ensemble(trees, 6)
     columns = quantizer.columns(trees, X)
-    expected = sum(s[t.leaf_index(X)] for t, s in zip(trees, shifted))
+    expected = sum(q[t.leaf_index(X)] for t, q in zip(trees, values))
     bits = quantizer.encode(quantizer.quant(X))
-    widths = [b for b in range(3, 9) if (depth + 1) * 2 <= 1 << b]
+    widths = [b for b in range(3, 9) if depth + 1 <= 1 << b]
     counts = []
     for b in widths[:3]:
-        plan = TreeCircuitPlan(trees, shifted, columns, b)
-        np.testing.assert_array_equal(plan.evaluate(bits[:, plan.used_columns]), expected)
+        plan = TreeCircuitPlan(trees, values, columns, b)
+        np.testing.assert_array_equal(plan.evaluate(bits[:, plan.used_columns]) + plan.offset,
+                                      expected)
         assert plan.lookup_inputs(bits[:, plan.used_columns]).max() < 1 << b
         counts.append(plan.n_lookups)
     assert counts == sorted(counts, reverse=True)  # wider lookups never need more
     leaves = sum(int(t.is_leaf.sum()) for t in trees)
-    assert counts[0] < leaves
+    assert counts[0] < leaves * n_outputs
+
+
+@pytest.mark.parametrize("depth,expected", [(3, [4, 2, 2]), (4, [8, 8, 4]), (5, [24, 16, 8])])
+def test_lookup_counts_of_complete_trees(depth, expected):
+    """The counts docs/trees.md gives for complete trees with distinct leaves (widths 3, 4,
+    5); node values are free: half the leaves holding one value (the root's) cost
+    nothing."""
+    from fheml._tree_circuit import plan_lookups, topological
+
+    n = 2 ** (depth + 1) - 1
+    left = np.array([2 * i + 1 if 2 * i + 1 < n else -1 for i in range(n)])
+    right = np.array([2 * i + 2 if 2 * i + 2 < n else -1 for i in range(n)])
+    values = 3 * np.arange(n)
+    tree = topological(np.where(left >= 0, 0, -1), np.zeros(n), left, right, values[:, None])
+    assert [len(plan_lookups(tree, values, b)[1]) for b in (3, 4, 5)] == expected
+    same = values.copy()
+    same[2 ** depth - 1 + 2 ** (depth - 1):] = 7  # the right half of the leaves: one value
+    assert len(plan_lookups(tree, same, 3)[1]) == expected[0] // 2
 
 
 def test_client_artifact_does_not_depend_on_the_model():
@@ -284,6 +301,30 @@ def test_acceptance_regression(cls, params):
     np.testing.assert_allclose(model.predict(X_test, fhe="simulate"), model.predict(X_test))
 
 
+def test_ensembles_get_the_cheapest_parameters():
+    """The output grouping never pays for the outputs' noise with a costlier set (a second
+    bootstrap level) when more groups keep the cheapest set for the lookups; failure
+    probabilities stay within p_error per lookup."""
+    from fheml._core import select_parameters
+
+    X_train, _, y_train, _ = _split(load_breast_cancer)
+    cases = [(FHEDecisionTreeClassifier, {"max_depth": 5, "random_state": 0}),
+             (FHERandomForestClassifier, {"n_estimators": 20, "max_depth": 4,
+                                          "random_state": 0}),
+             (FHEGradientBoostingClassifier, {"n_estimators": 20, "max_depth": 3,
+                                              "random_state": 0})]
+    cases += [(cls, {"n_estimators": 20, "max_depth": 3, "n_jobs": 1}) for cls in OPTIONAL
+              if cls.__name__ == "FHEXGBClassifier"]
+    for cls, params in cases:
+        model = cls(**params).fit(X_train, y_train)
+        circuit = model.compile()
+        stats = circuit.statistics
+        cheapest = select_parameters(stats["lookup_precision"], stats["p_error"], 1.0)
+        assert circuit.parameters.cost == cheapest.cost, (cls.__name__, circuit.parameters)
+        assert circuit.parameters.pbs_level == 1
+        assert stats["global_p_error"] <= stats["lookups"] * stats["p_error"] * (1 + 1e-9)
+
+
 # -------------------------------------------------------------------- encrypted -----------
 
 @pytest.mark.parametrize("cls,params,loader", [
@@ -314,35 +355,51 @@ def test_encrypted_equals_clear(cls, params, loader):
                          ids=["breast_cancer", "wine", "digits"])
 def test_encrypted_acceptance_slow(loader, cls, params):
     X_train, X_test, y_train, _ = _split(loader)
-    model = cls(n_jobs=2, **params).fit(X_train, y_train)
+    model = cls(**{**params, "n_jobs": 2}).fit(X_train, y_train)
     rows = X_test[:20]
     encrypted = model.predict(rows, fhe="execute")
     assert np.mean(encrypted == model.predict(rows)) >= 0.995
 
 
 def test_encrypted_parts_client_server():
-    """The client sends seeded bits (8 bytes each, all levels); the server expands only the
-    bits the trees read; results are bytes the client decrypts."""
-    from fheml._core import SeededLweCiphertext
+    """The client packs every bit (all levels) in seeded GLWE ciphertexts, a few bits per
+    bit; the server extracts only the bits the trees read; results are bytes the client
+    decrypts."""
+    from fheml._core import GlweCiphertext, MismatchError
+    from fheml._tree_circuit import extract_unary, rounding_variance
 
     X, y = load_breast_cancer(return_X_y=True)
     model = FHEDecisionTreeClassifier(max_depth=3, random_state=0).fit(X, y)
-    seeded = model.encrypt_input(X[:3])
-    data = seeded.to_bytes()
-    assert len(data) < 8 * 3 * model.input_quantizer_.n_levels + 1024
-    result = model.run_encrypted(SeededLweCiphertext.from_bytes(data))
+    encrypted = model.encrypt_input(X[:3])
+    data = encrypted.to_bytes()
+    n_levels = model.input_quantizer_.n_levels
+    assert model.input_word_bits_ < 64
+    assert len(data) < model.input_word_bits_ * 3 * n_levels / 8 + 2048
+    # the rounding of the words is charged to the lookups
+    assert model.fhe_circuit.program.input_variance == rounding_variance(model.input_word_bits_)
+    stats = model.fhe_circuit.statistics
+    assert stats["global_p_error"] <= stats["lookups"] * stats["p_error"] * (1 + 1e-9)
+    result = model.run_encrypted(GlweCiphertext.from_bytes(data))
     raw = model.decrypt_output(result.to_bytes())
     # the server side loads from bytes (validated spec) and gives the same result
     from fheml.compiler import EncryptedArgs, Server
 
     server = Server.from_bytes(model.fhe_circuit.server.to_bytes())
     keys = model.fhe_circuit.client.evaluation_keys.to_bytes()
-    selected = SeededLweCiphertext.from_bytes(data).select(model.circuit_plan_.used_columns)
+    selected = extract_unary(GlweCiphertext.from_bytes(data), model.circuit_plan_.used_columns,
+                             n_levels)
     again = server.run(EncryptedArgs([selected], True).to_bytes(), keys)
     np.testing.assert_array_equal(model.decrypt_output(again), raw)
     np.testing.assert_array_equal(raw, model._dequantize(
         model._run_integer(model.quantize_input(X[:3]), "disable")))
-    with pytest.raises(ValueError, match="bits per sample"):
+    # extraction reads the bits the client encrypted, for any column
+    sk = model.fhe_circuit.client.secret_keys
+    bits = model.input_quantizer_.encode(model.quantize_input(X[:3]))
+    columns = np.array([0, 1, n_levels // 2, n_levels - 1])
+    extracted = extract_unary(encrypted, columns, n_levels, max_words=3 * 4096)
+    precision = model.fhe_circuit.client.spec.precision
+    np.testing.assert_array_equal(sk.decrypt(extracted, precision), bits[:, columns])
+    with pytest.raises(MismatchError, match="bits per sample"):
         other = FHEDecisionTreeClassifier(max_depth=3).fit(X[:, :5], y)
         model.run_encrypted(other.encrypt_input(X[:1, :5]))
 
@@ -355,16 +412,61 @@ def test_bad_inputs_and_unfitted():
         FHEDecisionTreeClassifier().predict(X)
     model = FHEDecisionTreeClassifier(max_depth=3).fit(X, y)
     bad = X[:3].copy()
-    bad[0, 0] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
-        model.predict(bad)
     bad[0, 0] = np.inf
     with pytest.raises(ValueError, match="infinity"):
         model.predict(bad)
+    # a wrapped model without missing-value support: NaN is refused clearly
+    boosting = FHEGradientBoostingClassifier(n_estimators=2, max_depth=2).fit(X, y)
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        boosting.predict(bad)
+    with pytest.raises(ValueError, match="NaN"):
+        FHEGradientBoostingClassifier(n_estimators=2).fit(bad, y[:3])
     with pytest.raises(ValueError, match="features"):
         model.predict(X[:, :5])
     with pytest.raises(ValueError, match="multi-output"):
         FHEDecisionTreeClassifier().fit(X, np.column_stack([y, y]))
+
+
+MISSING_CASES = [(FHEDecisionTreeClassifier, {"max_depth": 5, "random_state": 0}),
+                 (FHERandomForestRegressor, {"n_estimators": 5, "max_depth": 4,
+                                             "random_state": 0}),
+                 (FHEHistGradientBoostingClassifier, {"max_iter": 10, "max_depth": 3})] + \
+    [(cls, {"n_estimators": 10, "max_depth": 3, "n_jobs": 1}) for cls in OPTIONAL]
+
+
+@pytest.mark.parametrize("cls,params", MISSING_CASES, ids=lambda v: v.__name__
+                         if isinstance(v, type) else "")
+def test_missing_values_are_routed_like_the_wrapped_model(cls, params):
+    """NaN (in training and prediction) takes the branch the fitted model sends it to,
+    through one encrypted 'missing' bit per feature."""
+    X, y = load_breast_cancer(return_X_y=True)
+    X, y = X[:250], y[:250]  # fewer distinct values than levels: one bin per value
+    if not issubclass(cls, ClassifierMixin):
+        y = X[:, 0] + 10 * X[:, 1]
+    X[np.random.default_rng(0).random(X.shape) < 0.1] = np.nan
+    model = cls(**params).fit(X, y)
+    assert model.input_quantizer_.missing
+    assert model.input_quantizer_.n_levels == model.input_quantizer_.offsets_[-1] + X.shape[1]
+    # every tree walked on the encoded training rows reaches the fitted model's leaf: the
+    # raw outputs differ by the leaf quantization only
+    raw = model._raw(X, False, "disable")
+    reference = model._raw_float(model.sklearn_model_, X)
+    tolerance = 0.5 * model.leaf_step_ * len(model._trees(model.sklearn_model_)) + 1e-6
+    np.testing.assert_allclose(raw, reference, atol=tolerance)
+    missing_rows = np.isnan(X).any(axis=1)
+    simulated = model._raw(X[missing_rows][:50], False, "simulate")
+    np.testing.assert_array_equal(simulated, raw[missing_rows][:50])
+
+
+def test_missing_values_encrypted():
+    X, y = load_breast_cancer(return_X_y=True)
+    X = X.copy()
+    X[np.random.default_rng(1).random(X.shape) < 0.2] = np.nan
+    model = FHEDecisionTreeClassifier(max_depth=4, random_state=0).fit(X, y)
+    rows = X[np.isnan(X).any(axis=1)][:3]
+    np.testing.assert_array_equal(model.predict_proba(rows, fhe="execute"),
+                                  model.predict_proba(rows, fhe="disable"))
 
 
 def test_values_beyond_the_training_range_need_no_clipping():

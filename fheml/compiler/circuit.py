@@ -182,13 +182,13 @@ def lookup_noise_std(program, lookup, params):
     """Standard deviation (torus units) of the noise at the decision of ``lookup``.
 
     The input's noise is ν·premul times a bootstrap output's noise, or times the noise
-    of a fresh encryption when only fresh encryptions feed it; the keyswitch and the
-    modulus switch add theirs.
+    of a fresh encryption (plus ``program.input_variance``) when only fresh encryptions
+    feed it; the keyswitch and the modulus switch add theirs.
     """
     norm = program.nodes[lookup.inputs[0]].nu * lookup.attrs["premul"]
     if _fed_by_fresh_encryptions(program, lookup):
-        variance = ((norm * params.big_noise_std) ** 2 + params.variance_ks
-                    + params.variance_ms)
+        variance = (norm ** 2 * (params.big_noise_std ** 2 + program.input_variance)
+                    + params.variance_ks + params.variance_ms)
     else:
         variance = params.variance_at_lookup(norm)
     return math.sqrt(variance)
@@ -502,8 +502,8 @@ def _check_program_against_params(program, params):
     # precision of the partition it starts (see finalize).
     for node in program.nodes:
         if node.op in ("enc_input", "tlu"):
-            variance = params.big_noise_std ** 2 if node.op == "enc_input" \
-                else params.variance_pbs
+            variance = params.big_noise_std ** 2 + program.input_variance \
+                if node.op == "enc_input" else params.variance_pbs
             if log2_p_fail(variance, node.precision) > math.log2(params.p_error) + 1e-9:
                 raise ValueError(f"the parameters cannot carry {node.precision}-bit messages")
 

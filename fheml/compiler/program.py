@@ -99,6 +99,9 @@ class Program:
     output_nodes : list of int
     precision : int
         The widest encoding precision of the program's values (see ``PNode.precision``).
+    input_variance : float
+        Error variance the client's encryptions carry beyond the parameters' encryption
+        noise (e.g. words rounded for the wire), charged to every lookup of fresh inputs.
     """
 
     def __init__(self):
@@ -106,6 +109,7 @@ class Program:
         self.input_nodes = []
         self.output_nodes = []
         self.precision = None
+        self.input_variance = 0.0
 
     @property
     def lookups(self):

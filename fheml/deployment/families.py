@@ -184,8 +184,9 @@ def _quantizer_load(state, arrays, n_features):
     return quantizer
 
 
-def _check_features(X, n_features):
-    X = check_array(X, dtype=[np.float64, np.float32])
+def _check_features(X, n_features, allow_nan=False):
+    X = check_array(X, dtype=[np.float64, np.float32],
+                    ensure_all_finite="allow-nan" if allow_nan else True)
     if X.shape[1] != n_features:
         raise ValueError(f"X has {X.shape[1]} features, but the model expects {n_features}")
     return X
@@ -301,14 +302,17 @@ class LinearFamily(Family):
 # ------------------------------------------------------------ trees and ensembles -------
 
 class TreeClientModel(ClientModel):
-    """Client side of a tree model: bins, unary bits encrypted seeded, leaf sums decoded.
+    """Client side of a tree model: bins, unary bits packed in seeded GLWE ciphertexts,
+    leaf sums decoded.
 
     The post-processing calls the estimators' own functions (``_sum_groups``,
     ``_dequantize``, ``_proba``) on the saved attributes, so it is theirs exactly.
     """
 
-    def __init__(self, quantizer, n_features, attrs, *, classifier, link, decision):
+    def __init__(self, quantizer, n_features, attrs, *, classifier, link, decision,
+                 word_bits):
         self.quantizer = quantizer
+        self.word_bits = word_bits
         self.n_features = n_features
         self.attrs = attrs  # what the estimator's post-processing functions read
         self.classifier = classifier
@@ -321,11 +325,15 @@ class TreeClientModel(ClientModel):
             self.methods, self.default_method = ("predict",), "predict"
 
     def encode(self, X):
-        return (self.quantizer.encode(self.quantizer.quant(_check_features(X, self.n_features))),)
+        X = _check_features(X, self.n_features, allow_nan=self.quantizer.missing)
+        return (self.quantizer.encode(self.quantizer.quant(X)),)
 
     def encrypt(self, client, X):
+        from fheml._tree_circuit import encrypt_unary
+
         (bits,) = self.encode(X)
-        return client.secret_keys.encrypt_seeded(bits, precision=client.spec.precision).to_bytes()
+        return encrypt_unary(client.secret_keys, bits, client.spec.precision,
+                             self.word_bits).to_bytes()
 
     def postprocess(self, method, outputs):
         from fheml.tree import _FHETreeClassifier, _FHETreeModel
@@ -344,29 +352,31 @@ class TreeClientModel(ClientModel):
 
 
 class TreeServerModel(ServerModel):
-    """Server side of a tree model: regenerates the masks of the bits the trees read only."""
+    """Server side of a tree model: extracts the bits the trees read only."""
 
     def __init__(self, used_columns, n_levels):
         self.used_columns = used_columns
         self.n_levels = n_levels
 
     def run(self, server, data, keys, n_jobs, verbose=None):
-        from fheml._core import SeededLweCiphertext
+        from fheml._core import GlweCiphertext
         from fheml._core.serialization import MismatchError
+        from fheml._tree_circuit import check_unary, extract_unary
         from fheml.compiler import EncryptedArgs
 
-        seeded = SeededLweCiphertext.from_bytes(
-            data, expected_key_id=keys.key_id,
-            expected_dimension=server.spec.params.big_lwe_dimension)
-        if seeded.shape[1] != self.n_levels:
-            raise MismatchError(f"the encrypted input has {seeded.shape[1]} bits per sample; "
-                                f"this model encodes {self.n_levels}")
-        rows = seeded.shape[0]
+        limit = server.limits.max_expanded_bytes
+        encrypted = GlweCiphertext.from_bytes(
+            data, max_words=1 << 62 if limit is None else max(1, limit // 8))
+        if encrypted.key_id != keys.key_id:
+            raise MismatchError("ciphertext was encrypted under other keys than expected")
+        check_unary(encrypted, self.n_levels, server.spec.params)
+        rows = encrypted.shape[0]
         server.limits.check_rows(rows)
         server.limits.check_expanded_bytes(
-            rows * self.used_columns.size * (seeded.dimension + 1) * 8)
-        return server.run(EncryptedArgs([seeded.select(self.used_columns)], True), keys,
-                          n_jobs=n_jobs, verbose=verbose)
+            rows * self.used_columns.size * (server.spec.params.big_lwe_dimension + 1) * 8)
+        selected = extract_unary(encrypted, self.used_columns, self.n_levels)
+        return server.run(EncryptedArgs([selected], True), keys, n_jobs=n_jobs,
+                          verbose=verbose)
 
 
 def _tree_link(model):
@@ -406,7 +416,9 @@ class TreeFamily(Family):
         quantizer = model.input_quantizer_
         classifier = isinstance(model, _FHETreeClassifier)
         state = {"n_features": int(model.n_features_in_), "float32": quantizer.float32,
+                 "missing": quantizer.missing,
                  "n_bits": quantizer.n_bits, "n_output_groups": int(model.n_output_groups_),
+                 "word_bits": int(model.input_word_bits_),
                  "n_outputs": int(model.circuit_plan_.n_outputs), "classifier": classifier,
                  "raw_kind": model._raw_kind if classifier else None,
                  "decision": bool(classifier and _has_decision_function(model)),
@@ -430,7 +442,8 @@ class TreeFamily(Family):
         if offsets.shape != (n_features + 1,) or offsets[0] != 0 \
                 or np.any(np.diff(offsets) < 0) or offsets[-1] != edges.size:
             raise ValueError("bin offsets do not match the edges")
-        quantizer = ThermometerQuantizer(int(state["n_bits"]), bool(state["float32"]))
+        quantizer = ThermometerQuantizer(int(state["n_bits"]), bool(state["float32"]),
+                                         bool(state["missing"]))
         quantizer.edges_ = [edges[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
         quantizer.offsets_ = offsets
         n_outputs = int(state["n_outputs"])
@@ -445,8 +458,12 @@ class TreeFamily(Family):
             leaf_step_=arrays["leaf_step"], leaf_offset_=arrays["leaf_offset"],
             _raw_kind=state["raw_kind"],
             classes_=_labels_from_state(state["classes"]) if classifier else None)
+        word_bits = state["word_bits"]
+        if isinstance(word_bits, bool) or word_bits not in range(1, 65):
+            raise ValueError(f"bits per input word must be 1 to 64, got {word_bits!r}")
         return TreeClientModel(quantizer, n_features, attrs, classifier=classifier,
-                               link=state["link"], decision=bool(state["decision"]))
+                               link=state["link"], decision=bool(state["decision"]),
+                               word_bits=int(word_bits))
 
     def export_server(self, model):
         return ({"n_levels": int(model.input_quantizer_.n_levels)},

@@ -173,7 +173,6 @@ def test_insecure_keys_warn_on_every_use(monkeypatch):
     params = select_parameters(20, norm2=1.0, bootstrap=False)
     sk = SecretKeys.generate(params, seed=bytes(32))
     for use in (lambda: sk.encrypt([1, 2], precision=4),
-                lambda: sk.encrypt_seeded([[1, 2]], precision=4),
                 lambda: sk.decrypt(ct, precision=4),
                 lambda: sk.phase(ct),
                 lambda: sk.evaluation_keys()):
@@ -198,8 +197,6 @@ def test_encrypt_decrypt_refuse_precisions_beyond_the_noise():
     ct = sk.encrypt([1], precision=widest)
     with pytest.raises(ValueError, match="noise"):
         sk.encrypt([1], precision=widest + 1)
-    with pytest.raises(ValueError, match="noise"):
-        sk.encrypt_seeded([[1]], precision=widest + 1)
     with pytest.raises(ValueError, match="noise"):
         sk.decrypt(ct, precision=34)
     # decryption also covers bootstrap outputs, the noisier ciphertexts of the key

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import fheml
-from fheml._core import LweCiphertext, SecretKeys, SeededLweCiphertext, SerializationError
+from fheml._core import LweCiphertext, SecretKeys, SerializationError
 from fheml._core.glwe import GlweCiphertext
 from fheml._core.serialization import MAGIC, _PREFIX
 from fheml.compiler import Client, Server
@@ -61,11 +61,6 @@ def targets():
              (lambda d, k: lambda b: LweCiphertext.from_bytes(
                  b, expected_dimension=d, expected_key_id=k))(dim, keys.key_id), dim),
             ("secret-keys", c.client.secret_keys.to_bytes(), SecretKeys.from_bytes, dim),
-            ("seeded-ciphertext",
-             c.client.secret_keys.encrypt_seeded(np.ones((3, 4), np.int64)).to_bytes(),
-             (lambda d, k: lambda b: SeededLweCiphertext.from_bytes(
-                 b, expected_dimension=d, expected_key_id=k).select([0, 2]))(dim, keys.key_id),
-             dim),
         ]
         if c is lookup:
             out.append(("evaluation-keys", keys.to_bytes(), server.load_keys, dim))
