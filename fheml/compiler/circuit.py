@@ -841,12 +841,9 @@ class Client:
 
     def uses_packing(self, rows):
         """Whether a call of ``rows`` rows goes through the packed path by default (cost
-        model).  A packed first layer feeding lookups is never chosen by default: on a
-        digits MLP its predictions agreed with the clear run on 195 of 200 rows against
-        199 of 200 for the LWE path (same model and keys), not explained yet, although its
-        noise at the accumulators matches the LWE path's; ``packing=True`` still forces it."""
+        model; a plan that is not ``automatic`` only with ``packing=True``)."""
         packed = self.spec.packed
-        return (packed is not None and rows > 0 and not isinstance(packed, FirstLayerPlan)
+        return (packed is not None and rows > 0 and packed.automatic
                 and packed.cheaper_than_lwe(rows, self.spec.params.big_lwe_dimension))
 
     def _keys(self):
