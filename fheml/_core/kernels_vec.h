@@ -186,20 +186,23 @@ static void FN(VFN(decompose_fold))(const fft_plan *p, const uint64_t *restrict 
 /* x * 2^64 mod 2^64 for each lane, rounded to nearest with ties to even: exactly the scalar
  * f64_to_torus of kernels_impl.h.  The fraction f = x - round(x) is exact and |f| <= 1/2,
  * so f * 2^64 fits in 64 bits (2^63 wraps to itself mod 2^64). */
+/* A macro, not a const int: the rounding operand must be an immediate, which a const
+ * variable is not at -O0 (the checked build). */
+#ifndef FHEML_ROUND_NEAREST
+#define FHEML_ROUND_NEAREST (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#endif
 static inline VI FN(VFN(to_torus))(VD x)
 {
 #if FHEML_VW == 8
-    const int nearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    VD y = VMUL(VSUB(x, _mm512_roundscale_pd(x, nearest)), _mm512_set1_pd(0x1p64));
-    return _mm512_cvt_roundpd_epi64(y, nearest);
+    VD y = VMUL(VSUB(x, _mm512_roundscale_pd(x, FHEML_ROUND_NEAREST)), _mm512_set1_pd(0x1p64));
+    return _mm512_cvt_roundpd_epi64(y, FHEML_ROUND_NEAREST);
 #else
-    const int nearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
     /* f * 2^64 = hi * 2^32 + lo: hi = round(f * 2^32), lo the exact rest; adding
      * 1.5 * 2^52 rounds each (ties to even) into the low bits as two's complement, and
      * rounding lo rounds the sum (hi * 2^32 is even) */
     const VD magic = _mm256_set1_pd(0x1.8p52);
     const VI magic_bits = VI1(0x4338000000000000LL);
-    VD a = VMUL(VSUB(x, _mm256_round_pd(x, nearest)), _mm256_set1_pd(0x1p32));
+    VD a = VMUL(VSUB(x, _mm256_round_pd(x, FHEML_ROUND_NEAREST)), _mm256_set1_pd(0x1p32));
     VD hi = VADD(a, magic);
     VD lo = VFMADD(VSUB(a, VSUB(hi, magic)), _mm256_set1_pd(0x1p32), magic);
     VI h = VISUB(_mm256_castpd_si256(hi), magic_bits);

@@ -384,13 +384,15 @@ def _mlp(kind):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence is not the point
         if kind == "regression":
-            return FHEMLPRegressor(hidden_layer_sizes=(6,), max_iter=50,
-                                   random_state=0).fit(X[:, :3], X[:, 3]), X[:, :3]
+            return FHEMLPRegressor(hidden_layer_sizes=(6,), random_state=0).fit(
+                X[:, :3], X[:, 3]), X[:, :3]
         if kind == "binary":
             y = np.where(y == 0, "setosa", "other")
         elif kind == "multilabel":
             y = np.stack([y == 0, y == 2], axis=1).astype(int)
-        return FHEMLPClassifier((6,), max_iter=50, random_state=0).fit(X, y), X
+        # Trained to a useful model (iris accuracy 0.87 for multiclass): a barely trained one
+        # (max_iter=50, accuracy 0.39) has near-ties between classes that encrypted noise flips.
+        return FHEMLPClassifier((6,), random_state=0).fit(X, y), X
 
 
 @pytest.mark.parametrize("kind", ["multiclass", "binary", "multilabel", "regression"])
