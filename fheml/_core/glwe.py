@@ -546,11 +546,15 @@ def sample_extract(ct, indices):
         raise TypeError("indices must be a 1-D integer array")
     if idx.size and (idx.min() < 0 or idx.max() >= N):
         raise ValueError(f"indices must be in [0, {N})")
-    src = idx[:, None] - np.arange(N)[None, :]       # (m, N): A[h - j]
-    wrapped = src < 0
-    gathered = ct.masks[..., src % N]                # (*shape, k, m, N)
-    gathered = np.where(wrapped, np.uint64(0) - gathered, gathered)
+    # mask of coefficient h: A[h], A[h-1], ..., A[0], -A[N-1], ..., -A[h+1], a window of
+    # the reversed negacyclic extension E = (A[N-1], ..., A[0], -A[N-1], ..., -A[1]):
+    # E[N-1-h : 2N-1-h] (one contiguous copy per coefficient)
+    extension = np.empty(ct.masks.shape[:-1] + (2 * N - 1,), dtype=np.uint64)
+    extension[..., :N] = ct.masks[..., ::-1]
+    np.subtract(np.uint64(0), ct.masks[..., :0:-1], out=extension[..., N:])
+    windows = np.lib.stride_tricks.sliding_window_view(extension, N, axis=-1)
     data = np.empty(ct.shape + (idx.size, k * N + 1), dtype=np.uint64)
-    data[..., :k * N] = np.moveaxis(gathered, -3, -2).reshape(ct.shape + (idx.size, k * N))
+    for q in range(k):
+        data[..., q * N:(q + 1) * N] = windows[..., q, N - 1 - idx, :]
     data[..., k * N] = ct.bodies[..., idx]
     return LweCiphertext(data, ct.key_id)

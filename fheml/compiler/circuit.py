@@ -841,9 +841,9 @@ class Client:
 
     def uses_packing(self, rows):
         """Whether a call of ``rows`` rows goes through the packed path by default (cost
-        model; a plan that is not ``automatic`` only with ``packing=True``)."""
+        model)."""
         packed = self.spec.packed
-        return (packed is not None and rows > 0 and packed.automatic
+        return (packed is not None and rows > 0
                 and packed.cheaper_than_lwe(rows, self.spec.params.big_lwe_dimension))
 
     def _keys(self):

