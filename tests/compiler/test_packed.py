@@ -458,10 +458,18 @@ def _rounded_dot(w, lsbs):
     return c
 
 
-def _encrypted(circuit, X, packing):
-    args = circuit.client.encrypt(X, packing=packing)
-    assert (args.rows is not None) == packing
-    return circuit.client.decrypt(circuit.server.run(args, circuit.client.evaluation_keys))
+def _encrypted(circuit, X, packing, rows=10):
+    """Encrypted results of ``X`` on one path, ``rows`` rows per call: the rows of one
+    packed call share a GLWE mask, hence part of their keyswitch noise (a common offset
+    of their lookup decisions, correlation ~0.06 here; each row's own noise is the LWE
+    path's), so rates over rows are measured over many calls."""
+    out = []
+    for start in range(0, len(X), rows):
+        args = circuit.client.encrypt(X[start:start + rows], packing=packing)
+        assert (args.rows is not None) == packing
+        out.append(circuit.client.decrypt(circuit.server.run(args,
+                                                             circuit.client.evaluation_keys)))
+    return np.concatenate(out)
 
 
 def test_first_layer_path_choice_by_cost():
@@ -489,9 +497,7 @@ def test_first_layer_rounding_ties_as_on_the_lwe_path():
     tie_up = X[:, 1] + 1
     np.testing.assert_array_equal(c.run(X), tie_up)
     for packing in (True, False):
-        got = _encrypted(c, X, packing)
-        assert np.mean(got == tie_up) >= 0.85, (packing, got - tie_up, c.parameters,
-                                                c._simulation_noise)
+        assert np.mean(_encrypted(c, X, packing) == tie_up) >= 0.85, packing
 
 
 def test_first_layer_rounding_flips_as_on_the_lwe_path_and_in_simulation():
@@ -509,5 +515,6 @@ def test_first_layer_rounding_flips_as_on_the_lwe_path_and_in_simulation():
     sim = np.mean(c.simulate(X, seed=0) != down)
     expected = 0.5 * math.erfc((d - 0.5) / std / math.sqrt(2))
     assert abs(sim - expected) < 0.07
-    packed, lwe = (np.mean(_encrypted(c, X, packing) != down) for packing in (True, False))
+    packed, lwe = (np.mean(_encrypted(c, X, packing, rows=30) != down)
+                   for packing in (True, False))
     assert abs(packed - lwe) < 0.1 and abs(packed - sim) < 0.1, (packed, lwe, sim, std)
