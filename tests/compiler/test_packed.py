@@ -461,8 +461,9 @@ def _rounded_dot(w, lsbs):
 def _encrypted(circuit, X, packing, rows=10):
     """Encrypted results of ``X`` on one path, ``rows`` rows per call: the rows of one
     packed call share a GLWE mask, hence part of their keyswitch noise (a common offset
-    of their lookup decisions, correlation ~0.06 here; each row's own noise is the LWE
-    path's), so rates over rows are measured over many calls."""
+    of their lookup decisions: correlation 0.06 measured on the ties circuit below before
+    the centred modulus switch, which lowers the other noise, so likely more now; each
+    row's own noise is the LWE path's), so rates over rows are measured over small calls."""
     out = []
     for start in range(0, len(X), rows):
         args = circuit.client.encrypt(X[start:start + rows], packing=packing)
@@ -503,8 +504,9 @@ def test_first_layer_rounding_ties_as_on_the_lwe_path():
 def test_first_layer_rounding_flips_as_on_the_lwe_path_and_in_simulation():
     """Near a rounding tie the noise moves a value across the boundary: the packed first
     layer flips as often as the LWE path and as the simulation models (the MLPs rely on
-    it).  600 values per run, half a deviation below the tie: flip rates ~0.3, each
-    within ~0.019 (one standard error); differences within 0.1 (> 3.5 errors)."""
+    it).  600 values per path, half a deviation below the tie: flip rates ~0.3, each
+    within ~0.02 (one standard error; the simulation's over 6,000 draws); differences
+    within 0.1."""
     c = _rounded_dot(np.array([1, 16, 256]), 8)
     (std,) = c._simulation_noise.values()  # in units of x @ w
     d = int(round(std / 2))
@@ -512,9 +514,9 @@ def test_first_layer_rounding_flips_as_on_the_lwe_path_and_in_simulation():
                   np.arange(600) % 15], axis=1)   # x @ w = 256 k + 128 - d
     down = X[:, 2]
     np.testing.assert_array_equal(c.run(X), down)
-    sim = np.mean(c.simulate(X, seed=0) != down)
+    sim = np.mean([c.simulate(X, seed=seed) != down for seed in range(10)])
     expected = 0.5 * math.erfc((d - 0.5) / std / math.sqrt(2))
-    assert abs(sim - expected) < 0.07
-    packed, lwe = (np.mean(_encrypted(c, X, packing, rows=30) != down)
+    assert abs(sim - expected) < 0.03
+    packed, lwe = (np.mean(_encrypted(c, X, packing, rows=5) != down)
                    for packing in (True, False))
     assert abs(packed - lwe) < 0.1 and abs(packed - sim) < 0.1, (packed, lwe, sim, std)
