@@ -461,9 +461,9 @@ def _rounded_dot(w, lsbs):
 def _encrypted(circuit, X, packing, rows=10):
     """Encrypted results of ``X`` on one path, ``rows`` rows per call: the rows of one
     packed call share a GLWE mask, hence part of their keyswitch noise (a common offset
-    of their lookup decisions: correlation 0.06 measured on the ties circuit below before
-    the centred modulus switch, which lowers the other noise, so likely more now; each
-    row's own noise is the LWE path's), so rates over rows are measured over small calls."""
+    of their lookup decisions: correlation 0.06 measured on the ties circuit below with a
+    keyswitch keeping 12 bits of the mask words; each row's own noise is the LWE path's),
+    so rates over rows are measured over small calls."""
     out = []
     for start in range(0, len(X), rows):
         args = circuit.client.encrypt(X[start:start + rows], packing=packing)
