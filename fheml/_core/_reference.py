@@ -94,22 +94,57 @@ def external_product(ggsw, glwe, base_log, level):
     return out
 
 
-def programmable_bootstrap(ksk32, ks_base_log, ks_level, bsk, pbs_base_log, pbs_level, lut, ct):
+def multibit_step(ggsws, acc, a, base_log, level):
+    """One step of the multi-bit blind rotation, exactly:
+    ``acc + sum_c (X^<a,c> - 1) * ExtProd(ggsws[c - 1], acc)`` over the non-empty subsets c
+    of the group (bit t of c for mask t), with ``<a,c>`` the sum of the masks in c mod 2N.
+
+    ggsws : (2^g - 1, (k+1)*level, k+1, N) u64, GGSW c - 1 encrypting ``[s == c]`` for the
+    group's key bits s; acc : (k+1, N) u64; a : the g modulus-switched masks."""
+    K1, N = acc.shape
+    out = acc.copy()
+    for c in range(1, ggsws.shape[0] + 1):
+        e = sum(int(x) for t, x in enumerate(a) if c >> t & 1) % (2 * N)
+        if e == 0:
+            continue
+        prod = external_product(ggsws[c - 1], acc, base_log, level)
+        out += np.stack([mul_xpow(prod[q], e) - prod[q] for q in range(K1)])
+    return out
+
+
+def multibit_indicators(bits, grouping):
+    """Messages of a multi-bit key: ``(n / g, 2^g - 1)`` 0/1, entry (j, c - 1) is 1 when the
+    bits of group j (bit t of c for bit j*g + t) equal c."""
+    groups = np.asarray(bits, dtype=np.int64).reshape(-1, grouping)
+    value = (groups << np.arange(grouping)).sum(axis=1)
+    return (value[:, None] == np.arange(1, 1 << grouping)[None, :]).astype(np.uint8)
+
+
+def programmable_bootstrap(ksk32, ks_base_log, ks_level, bsk, pbs_base_log, pbs_level, lut, ct,
+                           grouping=1):
     """KS -> MS -> blind rotation -> sample extraction, with exact arithmetic.
 
-    bsk: torus GGSWs (n, (k+1)*pbs_level, k+1, N); lut: (N,) u64 test polynomial."""
-    n, _, K1, N = bsk.shape
+    bsk: torus GGSWs (n, (k+1)*pbs_level, k+1, N), or with ``grouping`` g > 1 the
+    (n/g * (2^g - 1), ...) GGSWs of :func:`multibit_step`; lut: (N,) u64 test polynomial."""
+    _, _, K1, N = bsk.shape
     k = K1 - 1
     small = keyswitch(ksk32, ks_base_log, ks_level, ct) if ksk32 is not None else top32(ct)
+    n = small.size - 1
     ms = modulus_switch32(small, N)
     acc = np.zeros((K1, N), dtype=np.uint64)
     acc[k] = mul_xpow(lut, (2 * N - int(ms[n])) % (2 * N))
-    for i in range(n):
-        e = int(ms[i])
-        if e == 0:
-            continue
-        diff = np.stack([mul_xpow(acc[q], e) - acc[q] for q in range(K1)])
-        acc = acc + external_product(bsk[i], diff, pbs_base_log, pbs_level)
+    if grouping > 1:
+        S = (1 << grouping) - 1
+        for j in range(n // grouping):
+            acc = multibit_step(bsk[j * S:(j + 1) * S], acc,
+                                ms[j * grouping:(j + 1) * grouping], pbs_base_log, pbs_level)
+    else:
+        for i in range(n):
+            e = int(ms[i])
+            if e == 0:
+                continue
+            diff = np.stack([mul_xpow(acc[q], e) - acc[q] for q in range(K1)])
+            acc = acc + external_product(bsk[i], diff, pbs_base_log, pbs_level)
     out = np.empty(k * N + 1, dtype=np.uint64)
     for q in range(k):
         out[q * N] = acc[q, 0]
