@@ -201,16 +201,18 @@ def external_product_cmux(ggsw, acc, e, base_log, level):
     return out
 
 
-def fft_noise_of_external_product(kernels, k, N, base_log, level, trials, rng):
+def fft_noise_of_external_product(kernels, k, N, base_log, level, trials, rng, grouping=1):
     """Measured FFT noise of one CMux step of the bootstrap kernel, per kernel path.
 
     Random uniform GGSW rows and accumulators (what the blind rotation sees) go through
     ``kernels.blind_rotate`` on every path the CPU has and through the exact
-    :func:`external_product_cmux`.  The kernel's error on each ciphertext component is
-    turned into the variance of the phase under a uniform binary GLWE key: an error e_q on
-    mask polynomial q adds ``-s_q * e_q`` to the phase, of variance ``N/2 * var(e_q)`` on
-    average over keys, so the phase variance is ``var(e_body) + k * N/2 * var(e_mask)``
-    (from ~(k+1)*N independent samples per trial, rather than N correlated phase values).
+    :func:`external_product_cmux` (with ``grouping`` g > 1: one multi-bit step through
+    ``2^g - 1`` random GGSWs and :func:`multibit_step`).  The kernel's error on each
+    ciphertext component is turned into the variance of the phase under a uniform binary
+    GLWE key: an error e_q on mask polynomial q adds ``-s_q * e_q`` to the phase, of variance
+    ``N/2 * var(e_q)`` on average over keys, so the phase variance is
+    ``var(e_body) + k * N/2 * var(e_mask)`` (from ~(k+1)*N independent samples per trial,
+    rather than N correlated phase values).
 
     Returns
     -------
@@ -219,18 +221,22 @@ def fft_noise_of_external_product(kernels, k, N, base_log, level, trials, rng):
         model for one step.
     """
     plan = kernels.FourierPlan(N)
-    K1 = k + 1
+    K1, S = k + 1, (1 << grouping) - 1
     errors = {path: [] for path in kernels.available_simd_levels()}
     for _ in range(trials):
-        ggsw = rng.integers(0, 2**64, (K1 * level, K1, N), dtype=np.uint64)
+        ggsw = rng.integers(0, 2**64, (S, K1 * level, K1, N), dtype=np.uint64)
         acc = rng.integers(0, 2**64, (K1, N), dtype=np.uint64)
-        e = int(rng.integers(1, 2 * N))
-        exact = external_product_cmux(ggsw, acc, e, base_log, level)
+        a = rng.integers(1, 2 * N, grouping)
+        if grouping == 1:
+            exact = external_product_cmux(ggsw[0], acc, int(a[0]), base_log, level)
+        else:
+            exact = multibit_step(ggsw, acc, a, base_log, level)
         for path in errors:
             previous = kernels.set_simd_level(path)
             try:
-                bsk = kernels.fft_forward_torus(plan, ggsw.reshape(-1, N)).reshape(1, K1 * level, K1, N)
-                got = kernels.blind_rotate(plan, bsk, base_log, level, [[e]], acc[None].copy())[0]
+                bsk = kernels.fft_forward_torus(plan, ggsw.reshape(-1, N)).reshape(S, K1 * level, K1, N)
+                got = kernels.blind_rotate(plan, bsk, base_log, level, a[None].astype(np.int32),
+                                           acc[None].copy(), grouping=grouping)[0]
             finally:
                 kernels.set_simd_level(previous)
             errors[path].append((got - exact).view(np.int64).astype(float) / 2.0**64)
