@@ -210,8 +210,11 @@ def var_fft_step(glwe_dimension, polynomial_size, pbs_base_log, pbs_level):
 # over the 2^g - 1 non-empty subsets c of each group of g key bits.  Per step, against one
 # classic CMux step: each subset's key noise is multiplied by X^e - 1 (two independent
 # copies of its coefficients: variance x2), so the key term is 2·(2^g - 1) times; only the
-# one subset that equals the key bits (none when they are all 0) carries ACC and its
-# decomposition error, times X^e - 1: 2 times the decomposition term; each subset's
+# one subset that equals the key bits carries ACC and its decomposition error, times
+# X^e - 1 (variance x2), and there is one with probability 1 - 2^-g (none when the bits
+# are all 0), where the classic term counts the error of a CMux with probability 1/2 (its
+# key bit is 1): 4·(1 - 2^-g) times the decomposition term (measured: 1.5x the classic
+# term per key bit at g = 2, tests/_core/test_noise.py); each subset's
 # multiply-accumulate rounding is multiplied by the same monomials: 2·(2^g - 1) times the
 # FFT term, times MULTIBIT_FFT_NOISE_FACTOR.  (tfhe-rs, which sums X^<a,c> · GGSW_c over
 # all 2^g subsets, has 2^g times the key term; the "- 1" form saves one GGSW per group and
@@ -229,7 +232,8 @@ def _step_factors(grouping_factor):
     if grouping_factor == 1:
         return 1.0, 1.0, 1.0
     subsets = 2.0**grouping_factor - 1
-    return 2 * subsets * MULTIBIT_FFT_NOISE_FACTOR, 2 * subsets, 2.0
+    return (2 * subsets * MULTIBIT_FFT_NOISE_FACTOR, 2 * subsets,
+            4 * (1 - 2.0**-grouping_factor))
 
 
 def var_pbs_parts(lwe_dimension, glwe_dimension, polynomial_size, pbs_base_log, pbs_level,

@@ -143,7 +143,7 @@ def test_noise_model_agrees_with_pfail_reference(row, pfail, raw_model):
 def _pfail_multibit_log2(pfail, s, norm2):
     """pfail.py has no multi-bit bootstrap: its classic terms of one CMux step (FFT at
     factor 1, key, decomposition), taken apart through its own functions, with the
-    multi-bit step multipliers 2·(2^g - 1), 2·(2^g - 1) and 2 (docs/engine.md)."""
+    multi-bit step multipliers 2·(2^g - 1), 2·(2^g - 1) and 4·(1 - 2^-g) (docs/engine.md)."""
     k, N, b, l = s.glwe_dimension, s.polynomial_size, s.pbs_base_log, s.pbs_level
     v = pfail.var_min(k * N)
     full, exact = pfail.var_pbs(1, k, N, b, l, v), pfail.var_pbs(1, k, N, b, l, v, mantissa=64)
@@ -151,7 +151,8 @@ def _pfail_multibit_log2(pfail, s, norm2):
     key = full - pfail.var_pbs(1, k, N, b, l, 0.0)
     dec = exact - fft - key
     subsets = 2**s.grouping_factor - 1
-    pbs = s.lwe_dimension / s.grouping_factor * (2 * subsets * (fft + key) + 2 * dec)
+    pbs = s.lwe_dimension / s.grouping_factor * (
+        2 * subsets * (fft + key) + 4 * (1 - 2.0**-s.grouping_factor) * dec)
     total = (norm2**2 * pbs + pfail.var_ks(k * N, s.ks_base_log, s.ks_level,
                                            pfail.var_min(s.lwe_dimension))
              + pfail.var_ms(s.lwe_dimension, N))
@@ -190,7 +191,7 @@ def test_multibit_noise_terms_are_the_classic_ones_times_the_step_multipliers():
         multi = P.var_pbs_parts(*args, grouping_factor=g)
         steps, subsets = 1 / g, 2**g - 1
         assert multi["key"] == pytest.approx(steps * 2 * subsets * classic["key"])
-        assert multi["dec"] == pytest.approx(steps * 2 * classic["dec"])
+        assert multi["dec"] == pytest.approx(steps * 4 * (1 - 2.0**-g) * classic["dec"])
         assert multi["fft"] == pytest.approx(
             steps * 2 * subsets * P.MULTIBIT_FFT_NOISE_FACTOR * classic["fft"])
 
@@ -600,3 +601,48 @@ def test_table_prints(capsys):
     P._table(2.0**-40, precisions=range(1, 3))
     out = capsys.readouterr().out
     assert len(out.strip().splitlines()) == 4
+
+
+# -- multi-bit bootstrap ---------------------------------------------------------------------
+
+
+def test_grouping_factor_is_validated_and_serialized():
+    s = select_parameters(4)
+    assert s.grouping_factor == 2
+    data = json.loads(json.dumps(s.to_dict()))
+    assert data["grouping_factor"] == 2 and ParameterSet.from_dict(data) == s
+    # a set saved before the multi-bit bootstrap existed is classic
+    old = {k: v for k, v in data.items() if k != "grouping_factor"}
+    assert ParameterSet.from_dict(old).grouping_factor == 1
+    with pytest.raises(ValueError, match="grouping_factor"):
+        ParameterSet.from_dict({**data, "grouping_factor": 4})
+    with pytest.raises(ValueError, match="divide lwe_dimension"):
+        ParameterSet.from_dict({**data, "lwe_dimension": data["lwe_dimension"] + 1})
+    with pytest.raises(ValueError, match="integer"):
+        ParameterSet.from_dict({**data, "grouping_factor": 2.0})
+    plain = select_parameters(10, bootstrap=False).to_dict()
+    with pytest.raises(ValueError, match="grouping_factor"):
+        ParameterSet.from_dict({**plain, "grouping_factor": 2})
+    assert "multi-bit g=2" in str(s)
+    assert s.bsk_ggsw_count == s.lwe_dimension // 2 * 3
+    assert s.bsk_bytes == s.bsk_ggsw_count * 4 * s.polynomial_size * 8
+
+
+@pytest.mark.parametrize("precision", range(1, 9))
+def test_multi_bit_chosen_only_where_measured_cheaper(precision):
+    s = select_parameters(precision, 2.0**-40)
+    classic = select_parameters(precision, 2.0**-40, grouping_factors=(1,))
+    assert classic.grouping_factor == 1
+    assert s.time_estimate <= classic.time_estimate
+    if s.grouping_factor > 1:
+        assert s.time_estimate < classic.time_estimate
+        assert s.lwe_dimension % s.grouping_factor == 0
+        assert s.log2_p_fail() <= -40.0
+    assert select_parameters(precision, 2.0**-40, grouping_factors=(1, 2)).time_estimate \
+        == pytest.approx(s.time_estimate) or s.grouping_factor == 3
+
+
+def test_grouping_factors_argument_is_checked():
+    for bad in ((), (0,), (4,), (1, 5)):
+        with pytest.raises(ValueError, match="grouping_factors"):
+            select_parameters(4, grouping_factors=bad)
