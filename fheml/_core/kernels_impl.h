@@ -862,21 +862,22 @@ static void FN(blind_rotate_bits)(const fft_plan *p, const double *restrict bsk,
     }
 }
 
-/* The transform of X^e - 1 (re block w, im block w + M), from the plan's roots without
- * gathers: point m evaluates at zeta_m = exp(i*pi*(1 - 4*bitrev(m))/N), so zeta_m^e for the
- * points [2^j, 2^(j+1)) is that of the points [0, 2^j) times exp(-4*i*pi*e*2^(L-1-j)/N)
- * (M = 2^L): M complex products, each value at most L roundings away from exact. */
+/* b = a * f (complex), h points: separate restrict arguments, so that the compiler
+ * vectorizes the recurrence below. */
 static inline void FN(scaled_copy)(const double *restrict ar, const double *restrict ai,
                                    double *restrict br, double *restrict bi, double fr,
                                    double fi, int h)
 {
-    /* b = a * f (complex); separate restrict arguments so that the compiler vectorizes */
     for (int i = 0; i < h; i++) {
         br[i] = ar[i] * fr - ai[i] * fi;
         bi[i] = ar[i] * fi + ai[i] * fr;
     }
 }
 
+/* The transform of X^e - 1 (re block w, im block w + M), from the plan's roots without
+ * gathers: point m evaluates at zeta_m = exp(i*pi*(1 - 4*bitrev(m))/N), so zeta_m^e for the
+ * points [2^j, 2^(j+1)) is that of the points [0, 2^j) times exp(-4*i*pi*e*2^(L-1-j)/N)
+ * (M = 2^L): M complex products, each value at most L roundings away from exact. */
 static void FN(monomial_minus_one)(const fft_plan *p, int e, double *restrict w)
 {
     const int M = p->M, L = p->log2N - 1;
