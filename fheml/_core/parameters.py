@@ -213,8 +213,9 @@ def var_fft_step(glwe_dimension, polynomial_size, pbs_base_log, pbs_level):
 # one subset that equals the key bits carries ACC and its decomposition error, times
 # X^e - 1 (variance x2), and there is one with probability 1 - 2^-g (none when the bits
 # are all 0), where the classic term counts the error of a CMux with probability 1/2 (its
-# key bit is 1): 4·(1 - 2^-g) times the decomposition term (measured: 1.5x the classic
-# term per key bit at g = 2, tests/_core/test_noise.py); each subset's
+# key bit is 1): 4·(1 - 2^-g) times the decomposition term (a first model with 2 was
+# 1.42x short of the measured output noise at p = 4, tests/_core/test_noise.py; with
+# 4·(1 - 2^-g) the model is 1.4x above it on every path); each subset's
 # multiply-accumulate rounding is multiplied by the same monomials: 2·(2^g - 1) times the
 # FFT term, times MULTIBIT_FFT_NOISE_FACTOR.  (tfhe-rs, which sums X^<a,c> · GGSW_c over
 # all 2^g subsets, has 2^g times the key term; the "- 1" form saves one GGSW per group and
@@ -222,7 +223,8 @@ def var_fft_step(glwe_dimension, polynomial_size, pbs_base_log, pbs_level):
 # of their products adds: benchmarks/fft_noise.py --grouping measures one multi-bit step
 # against the exact reference on every path, as a multiple of 2·(2^g - 1) classic FFT
 # terms: up to 1.42 (g = 2) and 1.59 (g = 3) on the portable path, 1.36 and 1.41 on
-# AVX2/AVX-512 (k = 1, 2; N = 512..2048; 2-4 steps each); ~10 % is added.
+# AVX2/AVX-512 (k = 1, 2; N = 512..2048; 2-4 steps each), 1.05-1.33 at the sets selected
+# for p = 1..3 (8 steps each); ~10 % is added to the largest.
 MULTIBIT_FFT_NOISE_FACTOR = 1.75
 
 
