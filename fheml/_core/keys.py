@@ -599,7 +599,7 @@ def _bsk_bodies(params, lwe_key, glwe_key, mask_seed, noise, bar):
                 g = np.uint64(gadget[l])
                 for q in range(k):
                     b[q * levels + l] -= glwe_key[q].astype(np.uint64) * g
-                b[k * levels + l, 0] += g
+                b[k * levels + l, :1] += g  # an array op: wraps mod 2^64 without a warning
         bodies[i] = b
         bar.update()
     return bodies
