@@ -70,8 +70,9 @@ def test_parameters_are_the_wrapped_ones_less_the_solver_specific():
         assert {"n_bits", "n_w_bits", "n_a_bits", "n_accum_bits", "alpha_l1"} <= set(ours)
         for name in excluded:
             assert f"``{name}``" in cls.__doc__
-    assert FHEMLPRegressor().n_accum_bits == 5 and FHEMLPClassifier().n_accum_bits == 4
-    assert "n_accum_bits : int, default=5" in FHEMLPRegressor.__doc__
+    assert FHEMLPRegressor().n_w_bits == 4 and FHEMLPClassifier().n_w_bits == 3
+    assert "n_w_bits : int, default=4" in FHEMLPRegressor.__doc__
+    assert "n_w_bits : int, default=3" in FHEMLPClassifier.__doc__
 
 
 # ----------------------------------------------------------------------- data ------------
@@ -139,7 +140,9 @@ def test_integer_program_is_the_trained_network(cancer_model, cancer):
     _, X_test, _, _ = cancer
     q = cancer_model.quantize_input(X_test)
     network = _QATNetwork(cancer_model.coefs_, cancer_model.intercepts_, "relu",
-                          cancer_model.input_quantizer_, 3, 3, 4, cancer_model._ranges_)
+                          cancer_model.input_quantizer_, cancer_model.n_w_bits,
+                          cancer_model.n_a_bits, cancer_model.n_accum_bits,
+                          cancer_model._ranges_)
     trained, _ = network.forward(q)
     program = cancer_model.dequantize_output(cancer_model.quantized_.program(q))
     np.testing.assert_allclose(program, trained, rtol=1e-12, atol=1e-9)
@@ -169,7 +172,7 @@ def test_one_narrow_lookup_per_hidden_neuron(cancer_model, cancer):
     circuit = cancer_model.compile(X_train)
     stats = circuit.statistics
     assert stats["lookups"] == 30 + 20
-    assert set(stats["lookups_by_precision"]) <= {1, 2, 3, 4}
+    assert set(stats["lookups_by_precision"]) <= {1, 2, 3, 4, 5}
     assert stats["lookup_precision"] <= cancer_model.n_accum_bits
     assert stats["levels"] == 2
     # the clear circuit is the integer program
