@@ -508,17 +508,16 @@ def _train(estimator, network, q_x, target, sample_weight, loss, score_fn, rng):
 
 # ------------------------------------------------------------------ estimators --------
 
-_MLP_FHE_PARAMS = {"n_bits": 6, "n_w_bits": 3, "n_a_bits": 4, "n_accum_bits": 5,
-                   "alpha_l1": 1e-3, "p_error": None, "global_p_error": None,
+_MLP_FHE_PARAMS = {"n_bits": 6, "n_w_bits": 3, "n_a_bits": 3, "n_accum_bits": 4,
+                   "alpha_l1": 1e-3, "p_error": 2.0 ** -80, "global_p_error": None,
                    "n_jobs": None,
                    "calibration": "minmax"}
-# 5-bit lookups at p_error 2**-40 (N = 2048 since the centred modulus switch; 1.12x a
-# 4-bit lookup at 2**-80): a flipped rounding moves an activation by half as much, and on
-# digits half as many predictions differ from the clear model's (1.2-1.7 % -> 0.4-1.1 %).
-# Regression needs finer weights too (measured on friedman1: 3-bit weights lose up to
-# 0.03 R², 4-bit ones are within 0.02 of the float MLPRegressor); on digits 4-bit weights
-# move more predictions.
-_MLP_REGRESSOR_FHE_PARAMS = {**_MLP_FHE_PARAMS, "n_w_bits": 4}
+# Regression needs finer steps than classification (measured on friedman1: the
+# classifier's bits lose up to 0.03 R², these are within 0.02 of the float MLPRegressor).
+# A regression output moves little when a rounding flips: the usual p_error (5-bit
+# lookups below 2**-40 need twice the polynomial size).
+_MLP_REGRESSOR_FHE_PARAMS = {**_MLP_FHE_PARAMS, "n_w_bits": 4, "n_a_bits": 4,
+                             "n_accum_bits": 5, "p_error": None}
 
 # scikit-learn's defaults that quantization-aware training changes (documented below):
 # its loss is noisier than float training's (roundings move), so scikit-learn's
@@ -536,11 +535,16 @@ _MLP_FHE_CONSTRAINTS = {
     "alpha_l1": [Interval(Real, 0, None, closed="left")],
 }
 
-_P_ERROR_DOC = """p_error : float or None, default=None
+def _p_error_doc(default):
+    doc = """p_error : float or None, default={}
     Failure probability of each lookup / decryption (``None``: ``2**-40``).  It also sets
-    the noise of the encrypted rounding before each lookup (approximate near a tie): lower
-    values move fewer roundings, but below ``2**-40`` a 5-bit lookup needs twice the
-    polynomial size (2.1x the time); 4-bit lookups stay on it down to ``2**-120``."""
+    the noise of the encrypted rounding before each lookup (approximate near a tie):
+    ``2**-80`` moves 0.7x as many roundings as ``2**-40`` for about 23 % more time per
+    4-bit lookup; below ``2**-120`` the polynomial size doubles (2.2x the time)."""
+    if default is None:
+        return doc.format("None")
+    return doc.format("2**-80") + """  The classifier's
+    default: about 20 % fewer predictions differ from the clear model's."""
 
 
 def _mlp_params_doc(fhe_params):
@@ -569,14 +573,14 @@ n_a_bits : int, default={d["n_a_bits"]}
 n_accum_bits : int, default={d["n_accum_bits"]}
     Bits of each lookup's input: the top bits of a neuron's accumulator over its
     worst-case range.  At ``p_error=2**-40`` a lookup of 1 to 5 bits costs 3 to 10 ms on
-    one core (5 bits: 1.4x 4 bits); 6 bits cost 5x more.
+    one core; 6 bits cost 5x more.
 alpha_l1 : float, default={d["alpha_l1"]}
     L1 penalty on the hidden layers' weights during training (added to the per-sample
     loss).  It narrows each neuron's worst-case accumulator range, so the lookup's
     rounding step is finer: the encrypted rounding, approximate near a tie, then moves an
     activation less (3-5x fewer predictions differing from the clear model on digits) and
     accuracy is usually better too.  0 disables it.
-{_P_ERROR_DOC}
+{_p_error_doc(d["p_error"])}
 global_p_error : float, default=None
     Failure probability of the whole circuit; with ``p_error`` the stricter applies.
 n_jobs : int, default=None

@@ -70,9 +70,8 @@ def test_parameters_are_the_wrapped_ones_less_the_solver_specific():
         assert {"n_bits", "n_w_bits", "n_a_bits", "n_accum_bits", "alpha_l1"} <= set(ours)
         for name in excluded:
             assert f"``{name}``" in cls.__doc__
-    assert FHEMLPRegressor().n_w_bits == 4 and FHEMLPClassifier().n_w_bits == 3
-    assert "n_w_bits : int, default=4" in FHEMLPRegressor.__doc__
-    assert "n_w_bits : int, default=3" in FHEMLPClassifier.__doc__
+    assert FHEMLPRegressor().n_accum_bits == 5 and FHEMLPClassifier().n_accum_bits == 4
+    assert "n_accum_bits : int, default=5" in FHEMLPRegressor.__doc__
 
 
 # ----------------------------------------------------------------------- data ------------
@@ -172,7 +171,7 @@ def test_one_narrow_lookup_per_hidden_neuron(cancer_model, cancer):
     circuit = cancer_model.compile(X_train)
     stats = circuit.statistics
     assert stats["lookups"] == 30 + 20
-    assert set(stats["lookups_by_precision"]) <= {1, 2, 3, 4, 5}
+    assert set(stats["lookups_by_precision"]) <= {1, 2, 3, 4}
     assert stats["lookup_precision"] <= cancer_model.n_accum_bits
     assert stats["levels"] == 2
     # the clear circuit is the integer program
