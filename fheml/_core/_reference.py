@@ -74,12 +74,18 @@ def keyswitch(ksk32, base_log, level, ct):
     return out
 
 
-def modulus_switch32(x32, polynomial_size):
-    """Round 32-bit torus values to Z / 2N."""
+def centered_modulus_switch32(ct32, polynomial_size):
+    """Modulus switch of 32-bit LWE ciphertexts (..., mask + body) to Z / 2N, each body
+    first taking half the sum of its mask's rounding errors (floored), as the kernel does:
+    the mean of ``sum_i e_i s_i`` over a uniform binary key."""
     log2_2n = int(polynomial_size).bit_length()
     sh = 32 - log2_2n
-    x = np.asarray(x32, dtype=np.uint64)
-    return (((x >> _U(sh - 1)) + _U(1)) >> _U(1)) & _U((1 << log2_2n) - 1)
+    c = np.asarray(ct32, dtype=np.int64)
+    rounded = ((c[..., :-1] >> (sh - 1)) + 1) >> 1
+    err = np.sum((rounded << sh) - c[..., :-1], axis=-1)
+    body = (c[..., -1] + (err >> 1)) % (1 << 32)
+    out = np.concatenate([rounded, (((body >> (sh - 1)) + 1) >> 1)[..., None]], axis=-1)
+    return out.astype(np.uint64) & _U((1 << log2_2n) - 1)
 
 
 def external_product(ggsw, glwe, base_log, level):
@@ -130,7 +136,7 @@ def programmable_bootstrap(ksk32, ks_base_log, ks_level, bsk, pbs_base_log, pbs_
     k = K1 - 1
     small = keyswitch(ksk32, ks_base_log, ks_level, ct) if ksk32 is not None else top32(ct)
     n = small.size - 1
-    ms = modulus_switch32(small, N)
+    ms = centered_modulus_switch32(small, N)
     acc = np.zeros((K1, N), dtype=np.uint64)
     acc[k] = mul_xpow(lut, (2 * N - int(ms[n])) % (2 * N))
     if grouping > 1:

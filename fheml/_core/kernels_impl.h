@@ -1062,14 +1062,22 @@ static void FN(pbs_range)(const fft_plan *p, const uint32_t *ksk, int ks_base_lo
         for (int s2 = 0; s2 < GK; s2 += group) {
             const int G = GK - s2 < group ? GK - s2 : group;
             for (int g = 0; g < G; g++) {
-                /* modulus switch from 2^32 to 2N, round to nearest */
+                /* modulus switch from 2^32 to 2N, round to nearest, centred: the body
+                 * takes half the sum of the mask's rounding errors e_i, the mean of
+                 * sum_i e_i s_i over a uniform binary key, so that only
+                 * sum_i e_i (s_i - 1/2) is left (half the variance; tfhe-rs's
+                 * "centered mean" modulus switch) */
                 const uint32_t *c = smalls[s2 + g];
                 const int sh = 32 - log2_2n;
                 const uint32_t two_n_mask = ((uint32_t)1 << log2_2n) - 1;
-                for (int i = 0; i < n; i++)
-                    sc->abar[(size_t)g * n + i] =
-                        (int32_t)((((c[i] >> (sh - 1)) + 1) >> 1) & two_n_mask);
-                int bbar = (int)((((c[n] >> (sh - 1)) + 1) >> 1) & two_n_mask);
+                int64_t err = 0;
+                for (int i = 0; i < n; i++) {
+                    const uint32_t r = ((c[i] >> (sh - 1)) + 1) >> 1;
+                    err += ((int64_t)r << sh) - (int64_t)c[i];
+                    sc->abar[(size_t)g * n + i] = (int32_t)(r & two_n_mask);
+                }
+                const uint32_t body = c[n] + (uint32_t)(err >> 1);
+                int bbar = (int)((((body >> (sh - 1)) + 1) >> 1) & two_n_mask);
                 uint64_t *a = sc->acc + (size_t)g * K1 * N;
                 memset(a, 0, (size_t)k * N * 8);
                 const uint64_t *lut = luts + (size_t)lut_index[s + s2 + g] * N;

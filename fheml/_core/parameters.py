@@ -118,8 +118,20 @@ def var_min(dimension):
     return 2.0 ** (4 - 128) + 2.0 ** (5.31469187675068 - 0.0497829131652661 * dimension)
 
 
-def var_modulus_switch(lwe_dimension, polynomial_size):
+# The kernels' modulus switch is centred (see var_modulus_switch); the tests set this to
+# False to compare with TFHE.md's model of the standard switch, as pfail.py computes it.
+MODULUS_SWITCH_CENTERED = True
+
+
+def var_modulus_switch(lwe_dimension, polynomial_size, centered=None):
     """Variance added by rounding an LWE ciphertext from modulus 2^64 to 2N.
+
+    Each mask word ``a_i`` is rounded with an error ``e_i`` the server knows, and the phase
+    moves by ``-sum_i e_i s_i``.  Over a uniform binary key the mean of that sum is
+    ``sum_i e_i / 2``: the engine's modulus switch adds it to the body before rounding
+    (``centered``, tfhe-rs's "centered mean" switch), which leaves
+    ``sum_i e_i (s_i - 1/2)``, whose variance is half the standard switch's
+    (``E[(s_i - 1/2)^2] = 1/4`` against ``E[s_i^2] = 1/2``).
 
     Parameters
     ----------
@@ -127,6 +139,10 @@ def var_modulus_switch(lwe_dimension, polynomial_size):
         Dimension ``n`` of the (small) LWE ciphertext being switched.
     polynomial_size : int or ndarray
         ``N``; the new modulus is ``2 * N``.
+    centered : bool, optional
+        ``True``: the engine's centred switch; ``False``: the standard one (as
+        ``shared/tools/pfail.py`` and TFHE.md model it); ``None``:
+        :data:`MODULUS_SWITCH_CENTERED`.
 
     Returns
     -------
@@ -135,6 +151,10 @@ def var_modulus_switch(lwe_dimension, polynomial_size):
     """
     q2 = _Q * _Q
     two_n_sq = (2.0 * polynomial_size) ** 2
+    if MODULUS_SWITCH_CENTERED if centered is None else centered:
+        # the mask's n rounding errors times 1/4, the body's rounding (the half sum is
+        # floored to the 2^-32 grid first: below 1/(12 q²)-scale terms, counted once)
+        return lwe_dimension * (1 / (48 * q2) + 1 / (48 * two_n_sq)) + 1 / (12 * two_n_sq)
     return (
         lwe_dimension * (1 / (48 * q2) + 1 / (24 * two_n_sq))
         - 1 / (12 * q2)
