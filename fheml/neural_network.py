@@ -515,7 +515,7 @@ _MLP_FHE_PARAMS = {"n_bits": 6, "n_w_bits": 3, "n_a_bits": 3, "n_accum_bits": 4,
 # Regression needs finer steps than classification (measured on friedman1: the
 # classifier's bits lose up to 0.03 R², these are within 0.02 of the float MLPRegressor).
 # A regression output moves little when a rounding flips: the usual p_error (5-bit
-# lookups at 2**-80 would need twice the polynomial size).
+# lookups below 2**-40 need twice the polynomial size).
 _MLP_REGRESSOR_FHE_PARAMS = {**_MLP_FHE_PARAMS, "n_w_bits": 4, "n_a_bits": 4,
                              "n_accum_bits": 5, "p_error": None}
 
@@ -539,8 +539,8 @@ def _p_error_doc(default):
     doc = """p_error : float or None, default={}
     Failure probability of each lookup / decryption (``None``: ``2**-40``).  It also sets
     the noise of the encrypted rounding before each lookup (approximate near a tie):
-    ``2**-80`` moves 0.7x as many roundings as ``2**-40`` for about 14 % more time per
-    4-bit lookup; beyond it the polynomial size doubles (2.2x the time)."""
+    ``2**-80`` moves 0.7x as many roundings as ``2**-40`` for about 23 % more time per
+    4-bit lookup; below ``2**-120`` the polynomial size doubles (2.2x the time)."""
     if default is None:
         return doc.format("None")
     return doc.format("2**-80") + """  The classifier's
@@ -572,8 +572,8 @@ n_a_bits : int, default={d["n_a_bits"]}
     Bits of the hidden activations.
 n_accum_bits : int, default={d["n_accum_bits"]}
     Bits of each lookup's input: the top bits of a neuron's accumulator over its
-    worst-case range.  Lookups of up to 4 bits cost about the same; every bit above
-    roughly doubles the cost.
+    worst-case range.  At ``p_error=2**-40`` a lookup of 1 to 5 bits costs 3 to 10 ms on
+    one core; 6 bits cost 5x more.
 alpha_l1 : float, default={d["alpha_l1"]}
     L1 penalty on the hidden layers' weights during training (added to the per-sample
     loss).  It narrows each neuron's worst-case accumulator range, so the lookup's

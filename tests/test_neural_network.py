@@ -139,7 +139,9 @@ def test_integer_program_is_the_trained_network(cancer_model, cancer):
     _, X_test, _, _ = cancer
     q = cancer_model.quantize_input(X_test)
     network = _QATNetwork(cancer_model.coefs_, cancer_model.intercepts_, "relu",
-                          cancer_model.input_quantizer_, 3, 3, 4, cancer_model._ranges_)
+                          cancer_model.input_quantizer_, cancer_model.n_w_bits,
+                          cancer_model.n_a_bits, cancer_model.n_accum_bits,
+                          cancer_model._ranges_)
     trained, _ = network.forward(q)
     program = cancer_model.dequantize_output(cancer_model.quantized_.program(q))
     np.testing.assert_allclose(program, trained, rtol=1e-12, atol=1e-9)

@@ -15,6 +15,7 @@ cnp.import_array()
 
 cdef extern from "kernels.h" nogil:
     int FHEML_MAX_GROUP
+    int FHEML_MAX_GROUPING
     ctypedef struct fft_plan:
         int N, M, log2N
         const double *tw_re
@@ -25,10 +26,14 @@ cdef extern from "kernels.h" nogil:
         const double *twist_im
         const double *untwist_re
         const double *untwist_im
+        const double *root_re
+        const double *root_im
     ctypedef struct pbs_scratch:
         uint64_t *diff
         double *fdig
         double *facc
+        double *fsum
+        double *mono
         uint32_t *small
         int32_t *abar
         uint64_t *acc
@@ -47,17 +52,19 @@ cdef extern from "kernels.h" nogil:
                                int base_log, int level, const uint64_t *const *inp, int G,
                                uint32_t *const *out, int32_t *digits)
     void fheml_blind_rotate_group(int simd, const fft_plan *p, const double *bsk, int n, int k,
-                                  int base_log, int level, const int32_t *abar, int G,
-                                  uint64_t *acc, pbs_scratch *sc)
+                                  int base_log, int level, int grouping, const int32_t *abar,
+                                  int G, uint64_t *acc, pbs_scratch *sc)
     void fheml_pbs_range(int simd, const fft_plan *p, const uint32_t *ksk, int ks_base_log,
                          int ks_level, const double *bsk, int n, int k, int pbs_base_log,
-                         int pbs_level, const uint64_t *luts, const int64_t *lut_index,
+                         int pbs_level, int grouping, const uint64_t *luts,
+                         const int64_t *lut_index,
                          const uint64_t *inp, uint64_t *out, int64_t start, int64_t end,
                          int group, int n_extract, int extract_stride, pbs_scratch *sc)
     void fheml_mul_binary_exact(int simd, const fft_plan *p, const double *key_f,
                                 const uint64_t *a, uint64_t *out, double *work, int32_t *limb)
 
 MAX_GROUP = FHEML_MAX_GROUP
+MAX_GROUPING = FHEML_MAX_GROUPING
 SIMD_LEVELS = ("portable", "avx2", "avx512")
 CPU_SIMD_LEVEL = SIMD_LEVELS[fheml_cpu_simd_level()]
 cdef int _simd = 0
@@ -186,6 +193,32 @@ cdef class FourierPlan:
         v = tables["twist_im"]; self.plan.twist_im = &v[0]
         v = tables["untwist_re"]; self.plan.untwist_re = &v[0]
         v = tables["untwist_im"]; self.plan.untwist_im = &v[0]
+        self._monomial_tables(pi)
+
+    def _monomial_tables(self, pi):
+        # Roots of unity exp(i pi t / N), t < 2N, for the transforms of monomials (multi-bit
+        # bootstrap).  The kernel relies on point m evaluating at exp(i pi (1 - 4 bitrev(m))
+        # / N): checked here on the transform of X.
+        N, M = self.polynomial_size, self.polynomial_size // 2
+        x = np.zeros((1, N), dtype=np.int32)
+        x[0, 1] = 1
+        f = fft_forward_i32(self, x)[0]
+        bits = M.bit_length() - 1
+        m = np.arange(M)
+        rev = np.zeros(M, dtype=np.int64)
+        for b in range(bits):
+            rev |= ((m >> b) & 1) << (bits - 1 - b)
+        if not np.allclose(f[:M] + 1j * f[M:], np.exp(1j * np.pi * (1 - 4 * rev) / N), atol=1e-9):
+            raise AssertionError("the FFT's points are not in the order the kernels assume")
+        t = np.arange(2 * N, dtype=np.longdouble)
+        tables = {"root_re": aligned_empty(2 * N, np.float64),
+                  "root_im": aligned_empty(2 * N, np.float64)}
+        tables["root_re"][:] = np.cos(pi * t / N)
+        tables["root_im"][:] = np.sin(pi * t / N)
+        self.tables.update(tables)
+        cdef double[::1] v
+        v = tables["root_re"]; self.plan.root_re = &v[0]
+        v = tables["root_im"]; self.plan.root_im = &v[0]
 
 
 cdef inline void _check_rows(object a, int N, str name) except *:
@@ -408,6 +441,8 @@ cdef class PbsWorkspace:
             "diff": aligned_empty(N, np.uint64),
             "fdig": aligned_empty(group * (k + 1) * pbs_level * N, np.float64),
             "facc": aligned_empty(group * (k + 1) * N, np.float64),
+            "fsum": aligned_empty(group * (k + 1) * N, np.float64),
+            "mono": aligned_empty(group * N, np.float64),
             "small": aligned_empty(FHEML_MAX_GROUP * (n + 1), np.uint32),
             "abar": np.empty(group * n, np.int32),
             "acc": aligned_empty(group * (k + 1) * N, np.uint64),
@@ -421,6 +456,8 @@ cdef class PbsWorkspace:
         u = arrays["diff"]; self.sc.diff = &u[0]
         d = arrays["fdig"]; self.sc.fdig = &d[0]
         d = arrays["facc"]; self.sc.facc = &d[0]
+        d = arrays["fsum"]; self.sc.fsum = &d[0]
+        d = arrays["mono"]; self.sc.mono = &d[0]
         u32 = arrays["small"]; self.sc.small = &u32[0]
         i = arrays["abar"]; self.sc.abar = &i[0]
         u = arrays["acc"]; self.sc.acc = &u[0]
@@ -430,9 +467,12 @@ cdef class PbsWorkspace:
 def pbs_range(FourierPlan plan, ksk, int ks_base_log, int ks_level, bsk_fourier, int n,
               int k, int pbs_base_log, int pbs_level, luts, lut_index, cts, out,
               Py_ssize_t start, Py_ssize_t end, int group=4, PbsWorkspace workspace=None,
-              int n_extract=1, int extract_stride=0):
+              int n_extract=1, int extract_stride=0, int grouping=1):
     """KS (if ksk is not None) + programmable bootstrap of rows [start, end) of ``cts`` into
     the same rows of ``out``.  Runs without the GIL: threads may call it on disjoint ranges.
+
+    ``grouping`` > 1 runs the multi-bit blind rotation: ``bsk_fourier`` then holds
+    ``2^grouping - 1`` GGSWs per group of ``grouping`` key bits (see :func:`bsk_ggsw_count`).
 
     With ``n_extract`` > 1 (many-LUT), ``out`` has ``n_extract`` rows per input, row
     ``b * n_extract + i`` being coefficient ``i * extract_stride`` of the rotated accumulator.
@@ -452,7 +492,8 @@ def pbs_range(FourierPlan plan, ksk, int ks_base_log, int ks_level, bsk_fourier,
         raise ValueError(f"bad extraction: {n_extract} coefficients {extract_stride} apart "
                          f"in a polynomial of {N}")
     _check_out(out, (cts.shape[0] * n_extract, k * N + 1), np.uint64, "out")
-    if bsk_fourier.shape != (n, (k + 1) * pbs_level, k + 1, N) or bsk_fourier.dtype != np.float64:
+    if bsk_fourier.shape != (bsk_ggsw_count(n, grouping), (k + 1) * pbs_level, k + 1, N) \
+            or bsk_fourier.dtype != np.float64:
         raise ValueError("Fourier bootstrapping key does not match the parameters")
     if luts.ndim != 2 or luts.shape[0] < 1 or luts.shape[1] != N or luts.dtype != np.uint64:
         raise ValueError(f"luts must be uint64 of shape (T, {N})")
@@ -482,20 +523,32 @@ def pbs_range(FourierPlan plan, ksk, int ks_base_log, int ks_level, bsk_fourier,
         return out
     with nogil:
         fheml_pbs_range(_simd, &plan.plan, kp, ks_base_log, ks_level, &bv[0, 0, 0, 0], n, k,
-                        pbs_base_log, pbs_level, &lv[0, 0], &iv[0], &cv[0, 0], &ov[0, 0],
+                        pbs_base_log, pbs_level, grouping, &lv[0, 0], &iv[0], &cv[0, 0], &ov[0, 0],
                         start, end, group, n_extract, extract_stride, &workspace.sc)
     return out
 
 
+def bsk_ggsw_count(int n, int grouping):
+    """GGSWs in a bootstrapping key of ``n`` bits with grouping factor ``grouping``: one per
+    bit (1), or ``2^grouping - 1`` per group of ``grouping`` bits (``n % grouping == 0``)."""
+    if not 1 <= grouping <= FHEML_MAX_GROUPING:
+        raise ValueError(f"grouping factor must be in [1, {FHEML_MAX_GROUPING}], got {grouping}")
+    if n < 1 or n % grouping:
+        raise ValueError(f"LWE dimension {n} is not a positive multiple of the grouping factor "
+                         f"{grouping}")
+    return n // grouping * ((1 << grouping) - 1)
+
+
 def blind_rotate(FourierPlan plan, bsk_fourier, int base_log, int level, abar, acc,
-                 PbsWorkspace workspace=None):
+                 PbsWorkspace workspace=None, int grouping=1):
     """Blind rotation of G GLWE accumulators in place: for i < n, ``acc[g] += ExtProd(bsk[i],
     X^abar[g, i] * acc[g] - acc[g])`` (the CMux steps of a bootstrap, without its keyswitch,
-    modulus switch and extraction).  For tests and noise measurements.
+    modulus switch and extraction); with ``grouping`` > 1 the multi-bit steps (kernels_impl.h,
+    blind_rotate_multibit).  For tests and noise measurements.
 
     Parameters
     ----------
-    bsk_fourier : ndarray of float64, shape (n, (k+1)*level, k+1, N)
+    bsk_fourier : ndarray of float64, shape (bsk_ggsw_count(n, grouping), (k+1)*level, k+1, N)
     abar : ndarray of int32, shape (G, n), values in [0, 2N)
     acc : ndarray of uint64, shape (G, k+1, N), C-contiguous, updated in place
     """
@@ -503,17 +556,19 @@ def blind_rotate(FourierPlan plan, bsk_fourier, int base_log, int level, abar, a
     _check_decomposition(base_log, level, "bootstrap")
     if bsk_fourier.ndim != 4 or bsk_fourier.dtype != np.float64 or bsk_fourier.shape[3] != N:
         raise ValueError(f"bsk_fourier must be float64 of shape (n, (k+1)*level, k+1, {N})")
-    cdef int n = bsk_fourier.shape[0], k = bsk_fourier.shape[2] - 1
+    abar = np.asarray(abar)
+    if abar.ndim != 2:
+        raise ValueError("abar must have shape (G, n)")
+    cdef int n = abar.shape[1], k = bsk_fourier.shape[2] - 1
     if bsk_fourier.shape[1] != (k + 1) * level or not bsk_fourier.flags.c_contiguous \
-            or n < 1 or k < 1:
-        raise ValueError("Fourier bootstrapping key does not match the level")
+            or n < 1 or k < 1 or bsk_fourier.shape[0] != bsk_ggsw_count(n, grouping):
+        raise ValueError("Fourier bootstrapping key does not match the level, n or grouping")
     if not isinstance(acc, np.ndarray) or acc.ndim != 3:
         raise ValueError(f"acc must be C-contiguous uint64 of shape (G, {k + 1}, {N})")
     _check_out(acc, (acc.shape[0], k + 1, N), np.uint64, "acc")
     cdef int G = acc.shape[0]
     if not 1 <= G <= FHEML_MAX_GROUP:
         raise ValueError(f"between 1 and {FHEML_MAX_GROUP} accumulators")
-    abar = np.asarray(abar)
     if abar.dtype.kind not in "iu":
         raise ValueError(f"abar must hold integers, got {abar.dtype}")
     if abar.shape != (G, n) or (abar.size and (abar.min() < 0 or abar.max() >= 2 * N)):
@@ -529,7 +584,7 @@ def blind_rotate(FourierPlan plan, bsk_fourier, int base_log, int level, abar, a
     if n:
         with nogil:
             fheml_blind_rotate_group(_simd, &plan.plan, &bv[0, 0, 0, 0], n, k, base_log, level,
-                                     &av[0, 0], G, &cv[0, 0, 0], &workspace.sc)
+                                     grouping, &av[0, 0], G, &cv[0, 0, 0], &workspace.sc)
     return acc
 # ------------------------------------------------------------------------- GLWE ----------
 # Exact products by clear integer polynomials (glwe_kernels.h), apart from the bootstrap.

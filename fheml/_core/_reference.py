@@ -100,22 +100,57 @@ def external_product(ggsw, glwe, base_log, level):
     return out
 
 
-def programmable_bootstrap(ksk32, ks_base_log, ks_level, bsk, pbs_base_log, pbs_level, lut, ct):
+def multibit_step(ggsws, acc, a, base_log, level):
+    """One step of the multi-bit blind rotation, exactly:
+    ``acc + sum_c (X^<a,c> - 1) * ExtProd(ggsws[c - 1], acc)`` over the non-empty subsets c
+    of the group (bit t of c for mask t), with ``<a,c>`` the sum of the masks in c mod 2N.
+
+    ggsws : (2^g - 1, (k+1)*level, k+1, N) u64, GGSW c - 1 encrypting ``[s == c]`` for the
+    group's key bits s; acc : (k+1, N) u64; a : the g modulus-switched masks."""
+    K1, N = acc.shape
+    out = acc.copy()
+    for c in range(1, ggsws.shape[0] + 1):
+        e = sum(int(x) for t, x in enumerate(a) if c >> t & 1) % (2 * N)
+        if e == 0:
+            continue
+        prod = external_product(ggsws[c - 1], acc, base_log, level)
+        out += np.stack([mul_xpow(prod[q], e) - prod[q] for q in range(K1)])
+    return out
+
+
+def multibit_indicators(bits, grouping):
+    """Messages of a multi-bit key: ``(n / g, 2^g - 1)`` 0/1, entry (j, c - 1) is 1 when the
+    bits of group j (bit t of c for bit j*g + t) equal c."""
+    groups = np.asarray(bits, dtype=np.int64).reshape(-1, grouping)
+    value = (groups << np.arange(grouping)).sum(axis=1)
+    return (value[:, None] == np.arange(1, 1 << grouping)[None, :]).astype(np.uint8)
+
+
+def programmable_bootstrap(ksk32, ks_base_log, ks_level, bsk, pbs_base_log, pbs_level, lut, ct,
+                           grouping=1):
     """KS -> MS -> blind rotation -> sample extraction, with exact arithmetic.
 
-    bsk: torus GGSWs (n, (k+1)*pbs_level, k+1, N); lut: (N,) u64 test polynomial."""
-    n, _, K1, N = bsk.shape
+    bsk: torus GGSWs (n, (k+1)*pbs_level, k+1, N), or with ``grouping`` g > 1 the
+    (n/g * (2^g - 1), ...) GGSWs of :func:`multibit_step`; lut: (N,) u64 test polynomial."""
+    _, _, K1, N = bsk.shape
     k = K1 - 1
     small = keyswitch(ksk32, ks_base_log, ks_level, ct) if ksk32 is not None else top32(ct)
+    n = small.size - 1
     ms = centered_modulus_switch32(small, N)
     acc = np.zeros((K1, N), dtype=np.uint64)
     acc[k] = mul_xpow(lut, (2 * N - int(ms[n])) % (2 * N))
-    for i in range(n):
-        e = int(ms[i])
-        if e == 0:
-            continue
-        diff = np.stack([mul_xpow(acc[q], e) - acc[q] for q in range(K1)])
-        acc = acc + external_product(bsk[i], diff, pbs_base_log, pbs_level)
+    if grouping > 1:
+        S = (1 << grouping) - 1
+        for j in range(n // grouping):
+            acc = multibit_step(bsk[j * S:(j + 1) * S], acc,
+                                ms[j * grouping:(j + 1) * grouping], pbs_base_log, pbs_level)
+    else:
+        for i in range(n):
+            e = int(ms[i])
+            if e == 0:
+                continue
+            diff = np.stack([mul_xpow(acc[q], e) - acc[q] for q in range(K1)])
+            acc = acc + external_product(bsk[i], diff, pbs_base_log, pbs_level)
     out = np.empty(k * N + 1, dtype=np.uint64)
     for q in range(k):
         out[q * N] = acc[q, 0]
@@ -172,16 +207,18 @@ def external_product_cmux(ggsw, acc, e, base_log, level):
     return out
 
 
-def fft_noise_of_external_product(kernels, k, N, base_log, level, trials, rng):
+def fft_noise_of_external_product(kernels, k, N, base_log, level, trials, rng, grouping=1):
     """Measured FFT noise of one CMux step of the bootstrap kernel, per kernel path.
 
     Random uniform GGSW rows and accumulators (what the blind rotation sees) go through
     ``kernels.blind_rotate`` on every path the CPU has and through the exact
-    :func:`external_product_cmux`.  The kernel's error on each ciphertext component is
-    turned into the variance of the phase under a uniform binary GLWE key: an error e_q on
-    mask polynomial q adds ``-s_q * e_q`` to the phase, of variance ``N/2 * var(e_q)`` on
-    average over keys, so the phase variance is ``var(e_body) + k * N/2 * var(e_mask)``
-    (from ~(k+1)*N independent samples per trial, rather than N correlated phase values).
+    :func:`external_product_cmux` (with ``grouping`` g > 1: one multi-bit step through
+    ``2^g - 1`` random GGSWs and :func:`multibit_step`).  The kernel's error on each
+    ciphertext component is turned into the variance of the phase under a uniform binary
+    GLWE key: an error e_q on mask polynomial q adds ``-s_q * e_q`` to the phase, of variance
+    ``N/2 * var(e_q)`` on average over keys, so the phase variance is
+    ``var(e_body) + k * N/2 * var(e_mask)`` (from ~(k+1)*N independent samples per trial,
+    rather than N correlated phase values).
 
     Returns
     -------
@@ -190,18 +227,22 @@ def fft_noise_of_external_product(kernels, k, N, base_log, level, trials, rng):
         model for one step.
     """
     plan = kernels.FourierPlan(N)
-    K1 = k + 1
+    K1, S = k + 1, (1 << grouping) - 1
     errors = {path: [] for path in kernels.available_simd_levels()}
     for _ in range(trials):
-        ggsw = rng.integers(0, 2**64, (K1 * level, K1, N), dtype=np.uint64)
+        ggsw = rng.integers(0, 2**64, (S, K1 * level, K1, N), dtype=np.uint64)
         acc = rng.integers(0, 2**64, (K1, N), dtype=np.uint64)
-        e = int(rng.integers(1, 2 * N))
-        exact = external_product_cmux(ggsw, acc, e, base_log, level)
+        a = rng.integers(1, 2 * N, grouping)
+        if grouping == 1:
+            exact = external_product_cmux(ggsw[0], acc, int(a[0]), base_log, level)
+        else:
+            exact = multibit_step(ggsw, acc, a, base_log, level)
         for path in errors:
             previous = kernels.set_simd_level(path)
             try:
-                bsk = kernels.fft_forward_torus(plan, ggsw.reshape(-1, N)).reshape(1, K1 * level, K1, N)
-                got = kernels.blind_rotate(plan, bsk, base_log, level, [[e]], acc[None].copy())[0]
+                bsk = kernels.fft_forward_torus(plan, ggsw.reshape(-1, N)).reshape(S, K1 * level, K1, N)
+                got = kernels.blind_rotate(plan, bsk, base_log, level, a[None].astype(np.int32),
+                                           acc[None].copy(), grouping=grouping)[0]
             finally:
                 kernels.set_simd_level(previous)
             errors[path].append((got - exact).view(np.int64).astype(float) / 2.0**64)

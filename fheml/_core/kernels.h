@@ -18,6 +18,8 @@
 #include "cpu.h"
 
 #define FHEML_MAX_GROUP 16
+/* largest grouping factor of the multi-bit blind rotation */
+#define FHEML_MAX_GROUPING 3
 /* ciphertexts keyswitched together by pbs_range (<= FHEML_MAX_GROUP) */
 #define FHEML_KS_GROUP 8
 
@@ -27,12 +29,18 @@ typedef struct {
     const double *tw3_re, *tw3_im;         /* M entries: [h, h + h/2) = tw[h + j] * tw[h/2 + j] */
     const double *twist_re, *twist_im;     /* M entries: exp(i*pi*j/N) */
     const double *untwist_re, *untwist_im; /* M entries: exp(-i*pi*j/N) / M */
+    /* 2N entries: exp(i*pi*t/N).  The Fourier point m evaluates the polynomial at
+     * exp(i*pi*(1 - 4*bitrev(m))/N) (checked when the plan is made): the multi-bit
+     * bootstrap builds the transforms of monomials from these roots. */
+    const double *root_re, *root_im;
 } fft_plan;
 
 typedef struct {
     uint64_t *diff;     /* N */
     double *fdig;       /* group * (k+1) * pbs_level * N   (re/im blocks of N/2) */
     double *facc;       /* group * (k+1) * N */
+    double *fsum;       /* group * (k+1) * N (multi-bit: the sum over a key group's subsets) */
+    double *mono;       /* group * N (multi-bit: transforms of X^e - 1) */
     uint32_t *small;    /* FHEML_MAX_GROUP * (n+1), top 32 bits of the torus */
     int32_t *abar;      /* group * n */
     uint64_t *acc;      /* group * (k+1) * N */
@@ -136,21 +144,23 @@ static inline void fheml_keyswitch_group(int simd, const uint32_t *ksk, int n_in
 
 static inline void fheml_blind_rotate_group(int simd, const fft_plan *p, const double *bsk,
                                             int n, int k, int base_log, int level,
-                                            const int32_t *abar, int G, uint64_t *acc,
-                                            pbs_scratch *sc)
+                                            int grouping, const int32_t *abar, int G,
+                                            uint64_t *acc, pbs_scratch *sc)
 {
-    FHEML_DISPATCH(simd, blind_rotate_group, p, bsk, n, k, base_log, level, abar, G, acc, sc);
+    FHEML_DISPATCH(simd, blind_rotate_group, p, bsk, n, k, base_log, level, grouping, abar, G,
+                   acc, sc);
 }
 
 static inline void fheml_pbs_range(int simd, const fft_plan *p, const uint32_t *ksk,
                                    int ks_base_log, int ks_level, const double *bsk, int n,
-                                   int k, int pbs_base_log, int pbs_level, const uint64_t *luts,
-                                   const int64_t *lut_index, const uint64_t *in, uint64_t *out,
-                                   int64_t start, int64_t end, int group, int n_extract,
-                                   int extract_stride, pbs_scratch *sc)
+                                   int k, int pbs_base_log, int pbs_level, int grouping,
+                                   const uint64_t *luts, const int64_t *lut_index,
+                                   const uint64_t *in, uint64_t *out, int64_t start,
+                                   int64_t end, int group, int n_extract, int extract_stride,
+                                   pbs_scratch *sc)
 {
     FHEML_DISPATCH(simd, pbs_range, p, ksk, ks_base_log, ks_level, bsk, n, k, pbs_base_log,
-                   pbs_level, luts, lut_index, in, out, start, end, group, n_extract,
+                   pbs_level, grouping, luts, lut_index, in, out, start, end, group, n_extract,
                    extract_stride, sc);
 }
 

@@ -8,6 +8,7 @@
  *   GLWE polynomial list          : (k+1) polynomials of N u64, body last
  *   KSK                           : [k*N][ks_level][n+1] u64
  *   Fourier BSK                   : [n][(k+1)*pbs_level][k+1][2][N/2] f64  (re block, im block)
+ *                                   multi-bit: [n/gf][2^gf - 1][(k+1)*pbs_level][k+1][2][N/2]
  *   Fourier polynomial            : [2][N/2] f64, points in bit-reversed order
  */
 
@@ -776,21 +777,64 @@ static void FN(rotate_minus_self)(const uint64_t *restrict src, uint64_t *restri
     }
 }
 
-/* Blind-rotate G accumulators through the whole bootstrapping key.
+/* fa[j][q] = sum_r fd[j][r] * ggsw[r][q] (complex, pointwise in the Fourier domain) for the
+ * na ciphertexts j sharing one GGSW: the multiply-accumulate of the external product.  The
+ * SIMD copies stream the GGSW once per four ciphertexts (results bit-identical to one at a
+ * time). */
+static void FN(external_mac)(const double *const *fds, const double *restrict ggsw,
+                             double *const *fas, int M, int R, int K1, int na)
+{
+#if FHEML_IMPL_AVX2
+#if FHEML_IMPL_AVX512
+    if (M % 8 == 0) {
+        FN(external_mac_v8)(fds, ggsw, fas, M, R, K1, na);
+        return;
+    }
+#endif
+    FN(external_mac_v4)(fds, ggsw, fas, M, R, K1, na);
+#else
+    for (int j = 0; j < na; j++) {
+        const double *fd = fds[j];
+        double *fa = fas[j];
+        memset(fa, 0, sizeof(double) * (size_t)K1 * 2 * M);
+        for (int r = 0; r < R; r++) {
+            const double *restrict dr = fd + (size_t)r * 2 * M;
+            const double *restrict di = dr + M;
+            for (int q = 0; q < K1; q++) {
+                const double *restrict br = ggsw + ((size_t)r * K1 + q) * 2 * M;
+                const double *restrict bi = br + M;
+                double *restrict ar = fa + (size_t)q * 2 * M;
+                double *restrict ai = ar + M;
+                for (int m = 0; m < M; m++) {
+                    ar[m] += dr[m] * br[m] - di[m] * bi[m];
+                    ai[m] += dr[m] * bi[m] + di[m] * br[m];
+                }
+            }
+        }
+    }
+#endif
+}
+
+/* Blind-rotate G accumulators through the whole bootstrapping key, one key bit per step.
  *   acc     : G * (k+1) * N u64, already initialised to X^(-b~) * LUT (trivial GLWE)
  *   abar    : G * n ints, the modulus-switched masks (in [0, 2N))
  * Each GGSW of the key is read once per step for the whole group: the digits of all G
  * ciphertexts are transformed first (sc->fdig holds G of them), then the SIMD
  * multiply-accumulate streams the GGSW once per four ciphertexts. */
-static void FN(blind_rotate_group)(const fft_plan *p, const double *restrict bsk, int n, int k,
-                                   int base_log, int level, const int32_t *restrict abar,
-                                   int G, uint64_t *restrict acc, pbs_scratch *sc)
+static void FN(blind_rotate_bits)(const fft_plan *p, const double *restrict bsk, int n, int k,
+                                  int base_log, int level, const int32_t *restrict abar,
+                                  int G, uint64_t *restrict acc, pbs_scratch *sc)
 {
     const int N = p->N, M = p->M, K1 = k + 1, R = K1 * level;
     const size_t ggsw = (size_t)R * K1 * 2 * M;
     const size_t fdig_size = (size_t)R * 2 * M, facc_size = (size_t)K1 * 2 * M;
+    const double *fds[FHEML_MAX_GROUP];
+    double *fas[FHEML_MAX_GROUP];
+    for (int j = 0; j < G; j++) {
+        fds[j] = sc->fdig + (size_t)j * fdig_size;
+        fas[j] = sc->facc + (size_t)j * facc_size;
+    }
     for (int i = 0; i < n; i++) {
-        const double *restrict gi = bsk + (size_t)i * ggsw;
         /* decompose X^e * ACC - ACC of every ciphertext that rotates, polynomial by
          * polynomial, and transform (digits of active ciphertext j at fdig + j * fdig_size) */
         int active[FHEML_MAX_GROUP], na = 0;
@@ -807,44 +851,7 @@ static void FN(blind_rotate_group)(const fft_plan *p, const double *restrict bsk
                 FN(forward_digits)(p, sc->diff, base_log, level, f);
             }
         }
-        /* multiply-accumulate with the GGSW rows in the Fourier domain */
-#if FHEML_IMPL_AVX2
-        {
-            /* one pass over the GGSW for up to four ciphertexts */
-            const double *fds[FHEML_MAX_GROUP];
-            double *fas[FHEML_MAX_GROUP];
-            for (int j = 0; j < na; j++) {
-                fds[j] = sc->fdig + (size_t)j * fdig_size;
-                fas[j] = sc->facc + (size_t)j * facc_size;
-            }
-#if FHEML_IMPL_AVX512
-            if (M % 8 == 0)
-                FN(external_mac_v8)(fds, gi, fas, M, R, K1, na);
-            else
-#endif
-                FN(external_mac_v4)(fds, gi, fas, M, R, K1, na);
-        }
-#else
-        for (int j = 0; j < na; j++) {
-            const double *fd = sc->fdig + (size_t)j * fdig_size;
-            double *fa = sc->facc + (size_t)j * facc_size;
-            memset(fa, 0, sizeof(double) * facc_size);
-            for (int r = 0; r < R; r++) {
-                const double *restrict dr = fd + (size_t)r * 2 * M;
-                const double *restrict di = dr + M;
-                for (int q = 0; q < K1; q++) {
-                    const double *restrict br = gi + ((size_t)r * K1 + q) * 2 * M;
-                    const double *restrict bi = br + M;
-                    double *restrict ar = fa + (size_t)q * 2 * M;
-                    double *restrict ai = ar + M;
-                    for (int m = 0; m < M; m++) {
-                        ar[m] += dr[m] * br[m] - di[m] * bi[m];
-                        ai[m] += dr[m] * bi[m] + di[m] * br[m];
-                    }
-                }
-            }
-        }
-#endif
+        FN(external_mac)(fds, bsk + (size_t)i * ggsw, fas, M, R, K1, na);
         for (int j = 0; j < na; j++) {
             uint64_t *a = acc + (size_t)active[j] * K1 * N;
             for (int q = 0; q < K1; q++) {
@@ -853,6 +860,149 @@ static void FN(blind_rotate_group)(const fft_plan *p, const double *restrict bsk
             }
         }
     }
+}
+
+/* b = a * f (complex), h points: separate restrict arguments, so that the compiler
+ * vectorizes the recurrence below. */
+static inline void FN(scaled_copy)(const double *restrict ar, const double *restrict ai,
+                                   double *restrict br, double *restrict bi, double fr,
+                                   double fi, int h)
+{
+    for (int i = 0; i < h; i++) {
+        br[i] = ar[i] * fr - ai[i] * fi;
+        bi[i] = ar[i] * fi + ai[i] * fr;
+    }
+}
+
+/* The transform of X^e - 1 (re block w, im block w + M), from the plan's roots without
+ * gathers: point m evaluates at zeta_m = exp(i*pi*(1 - 4*bitrev(m))/N), so zeta_m^e for the
+ * points [2^j, 2^(j+1)) is that of the points [0, 2^j) times exp(-4*i*pi*e*2^(L-1-j)/N)
+ * (M = 2^L): M complex products, each value at most L roundings away from exact. */
+static void FN(monomial_minus_one)(const fft_plan *p, int e, double *restrict w)
+{
+    const int M = p->M, L = p->log2N - 1;
+    const uint32_t mask = 2 * (uint32_t)p->N - 1, step = 0u - 4u * (uint32_t)e;
+    const double *restrict rr = p->root_re, *restrict ri = p->root_im;
+    double *restrict wr = w, *restrict wi = w + M;
+    wr[0] = rr[(uint32_t)e & mask];
+    wi[0] = ri[(uint32_t)e & mask];
+    for (int j = 0; j < L; j++) {
+        const int h = 1 << j;
+        const uint32_t t = (step << (L - 1 - j)) & mask;
+        FN(scaled_copy)(wr, wi, wr + h, wi + h, rr[t], ri[t], h);
+    }
+    for (int m = 0; m < M; m++)
+        wr[m] -= 1.0;
+}
+
+/* fs[j] += w[j] * sum_r fd[j][r] * ggsw[r] for the na ciphertexts j sharing one GGSW: the
+ * external product's multiply-accumulate, its result multiplied by the transform of a
+ * monomial minus one and added (multi-bit bootstrap).  fa: scratch of the portable copy. */
+static void FN(external_mac_mono)(const double *const *fds, const double *restrict ggsw,
+                                  const double *const *ws, double *const *fss,
+                                  double *const *fas, int M, int R, int K1, int na)
+{
+#if FHEML_IMPL_AVX2
+#if FHEML_IMPL_AVX512
+    if (M % 8 == 0) {
+        FN(external_mac_mono_v8)(fds, ggsw, ws, fss, M, R, K1, na);
+        return;
+    }
+#endif
+    FN(external_mac_mono_v4)(fds, ggsw, ws, fss, M, R, K1, na);
+#else
+    FN(external_mac)(fds, ggsw, fas, M, R, K1, na);
+    for (int j = 0; j < na; j++) {
+        const double *restrict wr = ws[j], *restrict wi = ws[j] + M;
+        for (int q = 0; q < K1; q++) {
+            const double *restrict ar = fas[j] + (size_t)q * 2 * M, *restrict ai = ar + M;
+            double *restrict sr = fss[j] + (size_t)q * 2 * M, *restrict si = sr + M;
+            for (int m = 0; m < M; m++) {
+                sr[m] += wr[m] * ar[m] - wi[m] * ai[m];
+                si[m] += wr[m] * ai[m] + wi[m] * ar[m];
+            }
+        }
+    }
+#endif
+}
+
+/* Multi-bit blind rotation: n / gf steps of gf key bits each.  The key holds, for each
+ * group of gf bits s and each non-empty subset c of the group (bit t of c for bit t of the
+ * group), the GGSW of the indicator [s == c]; exactly one indicator (or none, s = 0) is 1,
+ * so X^<a,s> * ACC = ACC + sum_c (X^<a,c> - 1) * [s == c] * ACC and a step is
+ *     ACC += sum_c (X^<a,c> - 1) * ExtProd(GGSW_c, ACC):
+ * one decomposition and transform of ACC and one inverse transform per step for
+ * 2^gf - 1 multiply-accumulates, the monomials applied in the Fourier domain. */
+static void FN(blind_rotate_multibit)(const fft_plan *p, const double *restrict bsk, int n,
+                                      int k, int base_log, int level, int gf,
+                                      const int32_t *restrict abar, int G,
+                                      uint64_t *restrict acc, pbs_scratch *sc)
+{
+    const int N = p->N, M = p->M, K1 = k + 1, R = K1 * level, S = (1 << gf) - 1;
+    const int mask = 2 * N - 1;
+    const size_t ggsw = (size_t)R * K1 * 2 * M;
+    const size_t fdig_size = (size_t)R * 2 * M, facc_size = (size_t)K1 * 2 * M;
+    for (int i = 0; i < n / gf; i++) {
+        int active[FHEML_MAX_GROUP], na = 0;
+        int e[FHEML_MAX_GROUP][1 << FHEML_MAX_GROUPING];
+        for (int g = 0; g < G; g++) {
+            const int32_t *a = abar + (size_t)g * n + (size_t)i * gf;
+            int any = 0;
+            e[na][0] = 0;
+            for (int c = 1; c <= S; c++) {
+                const int low = __builtin_ctz((unsigned)c);
+                e[na][c] = (e[na][c & (c - 1)] + a[low]) & mask;
+                any |= a[low];
+            }
+            if (!any)
+                continue;
+            const uint64_t *ag = acc + (size_t)g * K1 * N;
+            double *fd = sc->fdig + (size_t)na * fdig_size;
+            for (int q = 0; q < K1; q++) {
+                memcpy(sc->diff, ag + (size_t)q * N, sizeof(uint64_t) * N);
+                FN(forward_digits)(p, sc->diff, base_log, level, fd + (size_t)q * level * 2 * M);
+            }
+            memset(sc->fsum + (size_t)na * facc_size, 0, sizeof(double) * facc_size);
+            active[na++] = g;
+        }
+        for (int c = 1; c <= S; c++) {
+            /* the ciphertexts whose monomial for c is not 1 */
+            const double *fds[FHEML_MAX_GROUP], *ws[FHEML_MAX_GROUP];
+            double *fss[FHEML_MAX_GROUP], *fas[FHEML_MAX_GROUP];
+            int nc = 0;
+            for (int j = 0; j < na; j++) {
+                if (!e[j][c])
+                    continue;
+                double *w = sc->mono + (size_t)nc * N;
+                FN(monomial_minus_one)(p, e[j][c], w);
+                fds[nc] = sc->fdig + (size_t)j * fdig_size;
+                ws[nc] = w;
+                fss[nc] = sc->fsum + (size_t)j * facc_size;
+                fas[nc++] = sc->facc + (size_t)j * facc_size;
+            }
+            FN(external_mac_mono)(fds, bsk + ((size_t)i * S + (c - 1)) * ggsw, ws, fss, fas, M,
+                                  R, K1, nc);
+        }
+        for (int j = 0; j < na; j++) {
+            uint64_t *a = acc + (size_t)active[j] * K1 * N;
+            for (int q = 0; q < K1; q++) {
+                double *f = sc->fsum + (size_t)j * facc_size + (size_t)q * 2 * M;
+                FN(backward_add_torus)(p, f, f + M, a + (size_t)q * N);
+            }
+        }
+    }
+}
+
+/* Blind rotation with grouping factor gf (1: one key bit per step; n % gf == 0). */
+static void FN(blind_rotate_group)(const fft_plan *p, const double *restrict bsk, int n, int k,
+                                   int base_log, int level, int gf,
+                                   const int32_t *restrict abar, int G,
+                                   uint64_t *restrict acc, pbs_scratch *sc)
+{
+    if (gf == 1)
+        FN(blind_rotate_bits)(p, bsk, n, k, base_log, level, abar, G, acc, sc);
+    else
+        FN(blind_rotate_multibit)(p, bsk, n, k, base_log, level, gf, abar, G, acc, sc);
 }
 
 /* out = the LWE ciphertext of coefficient c of the GLWE a ((k+1) polynomials of N) under the
@@ -883,7 +1033,8 @@ static void FN(sample_extract)(const uint64_t *restrict a, int k, int N, int c,
  * When ksk is NULL the inputs are already of dimension n (no keyswitch). */
 static void FN(pbs_range)(const fft_plan *p, const uint32_t *ksk, int ks_base_log,
                           int ks_level, const double *bsk, int n, int k, int pbs_base_log,
-                          int pbs_level, const uint64_t *luts, const int64_t *lut_index,
+                          int pbs_level, int grouping, const uint64_t *luts,
+                          const int64_t *lut_index,
                           const uint64_t *in, uint64_t *out, int64_t start, int64_t end,
                           int group, int n_extract, int extract_stride, pbs_scratch *sc)
 {
@@ -932,8 +1083,8 @@ static void FN(pbs_range)(const fft_plan *p, const uint32_t *ksk, int ks_base_lo
                 const uint64_t *lut = luts + (size_t)lut_index[s + s2 + g] * N;
                 FN(mul_xpow)(lut, a + (size_t)k * N, N, bbar == 0 ? 0 : 2 * N - bbar);
             }
-            FN(blind_rotate_group)(p, bsk, n, k, pbs_base_log, pbs_level, sc->abar, G, sc->acc,
-                                   sc);
+            FN(blind_rotate_group)(p, bsk, n, k, pbs_base_log, pbs_level, grouping, sc->abar, G,
+                                   sc->acc, sc);
             for (int g = 0; g < G; g++)
                 for (int i = 0; i < n_extract; i++)
                     FN(sample_extract)(sc->acc + (size_t)g * K1 * N, k, N, i * extract_stride,

@@ -333,10 +333,12 @@ static inline void FN(VFN(dit4_untwist_add))(const fft_plan *p, const double *re
  * q < K1, r < R.  Each GGSW vector is loaded once for the gb ciphertexts and the
  * accumulators stay in registers (one store per output point); gb is a constant after
  * inlining, so the g loops unroll.  Per ciphertext the operations are those of gb = 1.
- * M % FHEML_VW == 0. */
+ * With w (multi-bit bootstrap) the sums are multiplied by w[g] (re block, im block) and
+ * added to fa[g] instead of stored.  M % FHEML_VW == 0. */
 static inline __attribute__((always_inline)) void
-FN(VFN(mac_block))(const double *const *fd, const double *restrict ggsw, double *const *fa,
-                   int M, int R, int K1, const int gb)
+FN(VFN(mac_block))(const double *const *fd, const double *restrict ggsw,
+                   const double *const *w, double *const *fa, int M, int R, int K1,
+                   const int gb)
 {
     for (int q = 0; q < K1; q++) {
         for (int m = 0; m < M; m += FHEML_VW) {
@@ -357,25 +359,47 @@ FN(VFN(mac_block))(const double *const *fd, const double *restrict ggsw, double 
             }
             for (int g = 0; g < gb; g++) {
                 double *ar = fa[g] + (size_t)q * 2 * M + m;
-                VST(ar, sr[g]);
-                VST(ar + M, si[g]);
+                if (w) {
+                    VD wr = VLD(w[g] + m), wi = VLD(w[g] + M + m);
+                    VST(ar, VFMADD(wr, sr[g], VFNMADD(wi, si[g], VLD(ar))));
+                    VST(ar + M, VFMADD(wr, si[g], VFMADD(wi, sr[g], VLD(ar + M))));
+                } else {
+                    VST(ar, sr[g]);
+                    VST(ar + M, si[g]);
+                }
             }
         }
     }
 }
 
 /* mac_block over G ciphertexts, four at a time. */
+static inline __attribute__((always_inline)) void
+FN(VFN(mac_groups))(const double *const *fd, const double *restrict ggsw,
+                    const double *const *w, double *const *fa, int M, int R, int K1, int G)
+{
+    for (int g = 0; g < G; g += 4) {
+        const double *const *wg = w ? w + g : NULL;
+        switch (G - g) {
+        case 1: FN(VFN(mac_block))(fd + g, ggsw, wg, fa + g, M, R, K1, 1); break;
+        case 2: FN(VFN(mac_block))(fd + g, ggsw, wg, fa + g, M, R, K1, 2); break;
+        case 3: FN(VFN(mac_block))(fd + g, ggsw, wg, fa + g, M, R, K1, 3); break;
+        default: FN(VFN(mac_block))(fd + g, ggsw, wg, fa + g, M, R, K1, 4); break;
+        }
+    }
+}
+
 static void FN(VFN(external_mac))(const double *const *fd, const double *restrict ggsw,
                                   double *const *fa, int M, int R, int K1, int G)
 {
-    for (int g = 0; g < G; g += 4) {
-        switch (G - g) {
-        case 1: FN(VFN(mac_block))(fd + g, ggsw, fa + g, M, R, K1, 1); break;
-        case 2: FN(VFN(mac_block))(fd + g, ggsw, fa + g, M, R, K1, 2); break;
-        case 3: FN(VFN(mac_block))(fd + g, ggsw, fa + g, M, R, K1, 3); break;
-        default: FN(VFN(mac_block))(fd + g, ggsw, fa + g, M, R, K1, 4); break;
-        }
-    }
+    FN(VFN(mac_groups))(fd, ggsw, NULL, fa, M, R, K1, G);
+}
+
+/* fs[g] += w[g] * (the external_mac result of ciphertext g) */
+static void FN(VFN(external_mac_mono))(const double *const *fd, const double *restrict ggsw,
+                                       const double *const *w, double *const *fs, int M,
+                                       int R, int K1, int G)
+{
+    FN(VFN(mac_groups))(fd, ggsw, w, fs, M, R, K1, G);
 }
 
 #undef VD

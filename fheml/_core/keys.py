@@ -499,8 +499,8 @@ class SecretKeys:
             return EvaluationKeys(p, self.key_id, None, None, None)
         mask_seed = os.urandom(32)
         noise = Csprng()
-        # bodies, then the server-side expansion the client does too (one step per key bit)
-        with progress(2 * p.lwe_dimension, "Key generation", unit="key bit",
+        # bodies, then the server-side expansion the client does too (one step per GGSW)
+        with progress(2 * p.bsk_ggsw_count, "Key generation", unit="GGSW",
                       verbose=verbose) as bar:
             ksk_bodies = _ksk_bodies(p, self.lwe_key, self.glwe_key.reshape(-1), mask_seed,
                                      noise)
@@ -564,28 +564,42 @@ def _bsk_masks(params, mask_seed, i):
     return keystream_u64(mask_seed, _STREAM_BSK_MASKS, i * per, per).reshape(R, k, N)
 
 
+def _bsk_messages(lwe_key, grouping_factor):
+    """The bits the GGSWs of the bootstrapping key encrypt: the LWE key bits (classic), or
+    for each group j of g bits and each c in 1..2^g - 1 the indicator that the group's bits
+    (bit t of c for key bit j*g + t) equal c (multi-bit)."""
+    if grouping_factor == 1:
+        return lwe_key
+    groups = lwe_key.reshape(-1, grouping_factor).astype(np.int64)
+    value = (groups << np.arange(grouping_factor)).sum(axis=1)
+    subsets = np.arange(1, 1 << grouping_factor)
+    return (value[:, None] == subsets[None, :]).reshape(-1).astype(np.uint8)
+
+
 def _bsk_bodies(params, lwe_key, glwe_key, mask_seed, noise, bar):
-    """Bodies of the GGSW encryptions of each bit of the LWE key under the GLWE key.
+    """Bodies of the GGSW encryptions of the bootstrapping key's messages
+    (:func:`_bsk_messages`) under the GLWE key.
 
     Row (q, l) of GGSW(mu) has phase E + mu * g_l, added to the body when q == k and as
     -mu * g_l * S_q when q < k, so that the masks stay pure seed output.
     """
     k, N, levels = params.glwe_dimension, params.polynomial_size, params.pbs_level
-    n, R = params.lwe_dimension, (k + 1) * params.pbs_level
+    R = (k + 1) * params.pbs_level
     plan = _fourier_plan(N)
     gadget = [1 << (64 - (l + 1) * params.pbs_base_log) for l in range(levels)]
-    bodies = np.empty((n, R, N), dtype=np.uint64)
-    for i in range(n):
+    messages = _bsk_messages(lwe_key, params.grouping_factor)
+    bodies = np.empty((messages.size, R, N), dtype=np.uint64)
+    for i in range(messages.size):
         masks = _bsk_masks(params, mask_seed, i)
         b = noise.gaussian_torus((R, N), params.glwe_noise_std)
         for q in range(k):
             _kernels.mul_binary_exact(plan, glwe_key[q], masks[:, q, :], out=b)
-        if lwe_key[i]:
+        if messages[i]:
             for l in range(levels):
                 g = np.uint64(gadget[l])
                 for q in range(k):
                     b[q * levels + l] -= glwe_key[q].astype(np.uint64) * g
-                b[k * levels + l, 0] += g
+                b[k * levels + l, :1] += g  # an array op: wraps mod 2^64 without a warning
         bodies[i] = b
         bar.update()
     return bodies
@@ -612,8 +626,8 @@ class EvaluationKeys:
         self.bsk_fourier = None
         if params.has_bootstrap:
             if bar is None:
-                with progress(params.lwe_dimension, "Expanding evaluation keys",
-                              unit="key bit") as bar:
+                with progress(params.bsk_ggsw_count, "Expanding evaluation keys",
+                              unit="GGSW") as bar:
                     self._expand(bar)
             else:
                 self._expand(bar)
@@ -621,10 +635,10 @@ class EvaluationKeys:
     def _expand(self, bar):
         p = self.params
         k, N, n = p.glwe_dimension, p.polynomial_size, p.lwe_dimension
-        kN, L, R = k * N, p.ks_level, (k + 1) * p.pbs_level
+        kN, L, R, count = k * N, p.ks_level, (k + 1) * p.pbs_level, p.bsk_ggsw_count
         if not (isinstance(self.mask_seed, bytes) and len(self.mask_seed) == 32):
             raise ValueError("mask seed must be 32 bytes")
-        if self._ksk_bodies.shape != (kN, L) or self._bsk_bodies.shape != (n, R, N):
+        if self._ksk_bodies.shape != (kN, L) or self._bsk_bodies.shape != (count, R, N):
             raise ValueError("evaluation key bodies do not match the parameters")
         # The kernel keeps the top 32 bits of the keyswitching key (see kernels_impl.h).
         ksk = _kernels.aligned_empty((kN, L, n + 1), np.uint32)
@@ -635,9 +649,9 @@ class EvaluationKeys:
             flat[r0:r1, :n] = _top32(_ksk_masks(p, self.mask_seed, r0, r1))
         flat[:, n] = _top32(self._ksk_bodies.reshape(-1))
         plan = _fourier_plan(N)
-        bsk = _kernels.aligned_empty((n, R, k + 1, N), np.float64)
+        bsk = _kernels.aligned_empty((count, R, k + 1, N), np.float64)
         ggsw = np.empty((R, k + 1, N), dtype=np.uint64)
-        for i in range(n):
+        for i in range(count):
             ggsw[:, :k, :] = _bsk_masks(p, self.mask_seed, i)
             ggsw[:, k, :] = self._bsk_bodies[i]
             bsk[i] = _kernels.fft_forward_torus(plan, ggsw.reshape(-1, N)).reshape(R, k + 1, N)
@@ -692,8 +706,9 @@ class EvaluationKeys:
         seed = header.get("mask_seed")
         if not isinstance(seed, str) or len(seed) != 64:
             raise SerializationError("evaluation-keys: mask seed must be 64 hex digits")
-        k, N, n = params.glwe_dimension, params.polynomial_size, params.lwe_dimension
-        shapes = [(k * N, params.ks_level), (n, (k + 1) * params.pbs_level, N)]
+        k, N = params.glwe_dimension, params.polynomial_size
+        shapes = [(k * N, params.ks_level),
+                  (params.bsk_ggsw_count, (k + 1) * params.pbs_level, N)]
         if [a.shape for a in arrays] != shapes or any(a.dtype != np.uint64 for a in arrays):
             raise SerializationError(
                 f"evaluation-keys: expected uint64 bodies of shapes {shapes}")
@@ -915,7 +930,7 @@ def _pbs_chunk(ek, cts, luts, index, out, start, end, group, extract=(1, 0), bar
     _kernels.pbs_range(_fourier_plan(p.polynomial_size), ek.ksk, p.ks_base_log, p.ks_level,
                        ek.bsk_fourier, p.lwe_dimension, p.glwe_dimension, p.pbs_base_log,
                        p.pbs_level, luts, index, cts, out.reshape(-1, out.shape[-1]), start,
-                       end, group, ws, extract[0], extract[1])
+                       end, group, ws, extract[0], extract[1], p.grouping_factor)
     if bar is not None:
         bar.update(end - start)
 

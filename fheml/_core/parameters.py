@@ -28,6 +28,7 @@ __all__ = [
     "GlweParameters",
     "MAX_BASE_LOG",
     "MAX_LWE_DIMENSION",
+    "MAX_GROUPING_FACTOR",
     "MIN_SECURE_DIMENSION",
     "ParameterSet",
     "cost_ks",
@@ -83,6 +84,9 @@ _SEARCH_PBS_LEVELS = np.arange(1, 7)
 _SEARCH_KS_LEVELS = np.arange(1, 21)
 # var_min reaches its floor (sigma = 2^-62) near d = 2600; no-bootstrap sets stop there.
 _SEARCH_NO_BOOTSTRAP_DIMENSIONS = np.arange(MIN_SECURE_DIMENSION, 3073)
+# Grouping factors of the multi-bit blind rotation (key bits per step; 1: classic).
+MAX_GROUPING_FACTOR = 3
+_SEARCH_GROUPING_FACTORS = (1, 2, 3)
 
 
 # --------------------------------------------------------------------------------------
@@ -221,8 +225,41 @@ def var_fft_step(glwe_dimension, polynomial_size, pbs_base_log, pbs_level):
     )
 
 
+# The multi-bit blind rotation (grouping factor g > 1, kernels_impl.h) runs n/g steps of
+#     ACC += sum_c (X^<a,c> - 1) * ExtProd(GGSW([s == c]), ACC)
+# over the 2^g - 1 non-empty subsets c of each group of g key bits.  Per step, against one
+# classic CMux step: each subset's key noise is multiplied by X^e - 1 (two independent
+# copies of its coefficients: variance x2), so the key term is 2·(2^g - 1) times; only the
+# one subset that equals the key bits carries ACC and its decomposition error, times
+# X^e - 1 (variance x2), and there is one with probability 1 - 2^-g (none when the bits
+# are all 0), where the classic term counts the error of a CMux with probability 1/2 (its
+# key bit is 1): 4·(1 - 2^-g) times the decomposition term (a first model with 2 was
+# 1.42x short of the measured output noise at p = 4, tests/_core/test_noise.py; with
+# 4·(1 - 2^-g) the model is 1.4x above it on every path); each subset's
+# multiply-accumulate rounding is multiplied by the same monomials: 2·(2^g - 1) times the
+# FFT term, times MULTIBIT_FFT_NOISE_FACTOR.  (tfhe-rs, which sums X^<a,c> · GGSW_c over
+# all 2^g subsets, has 2^g times the key term; the "- 1" form saves one GGSW per group and
+# pays 2·(2^g - 1).)  The factor covers what the FFT error of the monomials' transforms and
+# of their products adds: benchmarks/fft_noise.py --grouping measures one multi-bit step
+# against the exact reference on every path, as a multiple of 2·(2^g - 1) classic FFT
+# terms: up to 1.42 (g = 2) and 1.59 (g = 3) on the portable path, 1.36 and 1.41 on
+# AVX2/AVX-512 (k = 1, 2; N = 512..2048; 2-4 steps each), 1.05-1.33 at the sets selected
+# for p = 1..3 (8 steps each); ~10 % is added to the largest.
+MULTIBIT_FFT_NOISE_FACTOR = 1.75
+
+
+def _step_factors(grouping_factor):
+    """(fft, key, decomposition) multipliers of one blind-rotation step with grouping
+    factor g against a classic CMux step (see MULTIBIT_FFT_NOISE_FACTOR)."""
+    if grouping_factor == 1:
+        return 1.0, 1.0, 1.0
+    subsets = 2.0**grouping_factor - 1
+    return (2 * subsets * MULTIBIT_FFT_NOISE_FACTOR, 2 * subsets,
+            4 * (1 - 2.0**-grouping_factor))
+
+
 def var_pbs_parts(lwe_dimension, glwe_dimension, polynomial_size, pbs_base_log, pbs_level,
-                  bsk_variance):
+                  bsk_variance, grouping_factor=1):
     """The three parts of the output variance of one programmable bootstrap.
 
     Parameters
@@ -239,12 +276,15 @@ def var_pbs_parts(lwe_dimension, glwe_dimension, polynomial_size, pbs_base_log, 
         Number of gadget levels.
     bsk_variance : float or ndarray
         Noise variance of the bootstrapping key (that of the GLWE key).
+    grouping_factor : int, default=1
+        Key bits per blind-rotation step (multi-bit bootstrap: ``n/g`` steps, each with the
+        multipliers of ``_step_factors``).
 
     Returns
     -------
     dict
-        ``{"fft": ..., "key": ..., "dec": ...}``, each already multiplied by ``n`` so the
-        three sum to :func:`var_pbs`. ``fft`` is the f64 FFT rounding error
+        ``{"fft": ..., "key": ..., "dec": ...}``, each already summed over the ``n/g``
+        steps so the three sum to :func:`var_pbs`. ``fft`` is the f64 FFT rounding error
         (:func:`var_fft_step` times ``FFT_NOISE_MARGIN``, the largest measured factor of the
         kernel paths), ``key`` the noise of the key itself, ``dec`` the gadget decomposition
         rounding.
@@ -257,15 +297,17 @@ def var_pbs_parts(lwe_dimension, glwe_dimension, polynomial_size, pbs_base_log, 
     key = pbs_level * n_poly * (k + 1) * bsk_variance * (base * base / 12 + 1 / 6)
     rounding = base ** (-2 * pbs_level) / 24
     dec = -1 / (24 * q2) + (k * n_poly / 2) * (1 / (48 * q2) + rounding) + rounding
+    f_fft, f_key, f_dec = _step_factors(grouping_factor)
+    steps = lwe_dimension / grouping_factor
     return {
-        "fft": lwe_dimension * fft,
-        "key": lwe_dimension * key,
-        "dec": lwe_dimension * dec,
+        "fft": steps * f_fft * fft,
+        "key": steps * f_key * key,
+        "dec": steps * f_dec * dec,
     }
 
 
 def var_pbs(lwe_dimension, glwe_dimension, polynomial_size, pbs_base_log, pbs_level,
-            bsk_variance):
+            bsk_variance, grouping_factor=1):
     """Output variance of one programmable bootstrap (independent of its input noise).
 
     Parameters are those of :func:`var_pbs_parts`.
@@ -276,7 +318,7 @@ def var_pbs(lwe_dimension, glwe_dimension, polynomial_size, pbs_base_log, pbs_le
         Variance in torus² units.
     """
     parts = var_pbs_parts(lwe_dimension, glwe_dimension, polynomial_size, pbs_base_log,
-                          pbs_level, bsk_variance)
+                          pbs_level, bsk_variance, grouping_factor)
     return parts["fft"] + parts["key"] + parts["dec"]
 
 
@@ -365,16 +407,20 @@ def _max_variance(precision, log2_target):
 # --------------------------------------------------------------------------------------
 
 
-def cost_pbs(lwe_dimension, glwe_dimension, polynomial_size, pbs_level):
+def cost_pbs(lwe_dimension, glwe_dimension, polynomial_size, pbs_level, grouping_factor=1):
     """Algorithmic cost of one programmable bootstrap, in operations.
 
     ``n · [(k+1)·l·(N·log2 N + N) + (k+1)·(N·log2 N + N) + (k+1)²·l·N]``: forward FFTs of
-    the decomposed digits, inverse FFTs, and the Fourier-domain multiply-accumulate.
+    the decomposed digits, inverse FFTs, and the Fourier-domain multiply-accumulate.  With
+    grouping factor ``g > 1``: ``n/g`` steps, each with ``2^g - 1`` multiply-accumulates and
+    monomial transforms (``N`` operations each).
 
     Parameters
     ----------
     lwe_dimension, glwe_dimension, polynomial_size, pbs_level : int or ndarray
         ``n``, ``k``, ``N`` and the number of gadget levels.
+    grouping_factor : int, default=1
+        Key bits per blind-rotation step.
 
     Returns
     -------
@@ -382,9 +428,12 @@ def cost_pbs(lwe_dimension, glwe_dimension, polynomial_size, pbs_level):
     """
     k1 = glwe_dimension + 1
     fft = polynomial_size * np.log2(polynomial_size) + polynomial_size
-    return lwe_dimension * (
-        k1 * pbs_level * fft + k1 * fft + k1 * k1 * pbs_level * polynomial_size
-    )
+    mac = k1 * k1 * pbs_level * polynomial_size
+    if grouping_factor > 1:
+        subsets = 2**grouping_factor - 1
+        return lwe_dimension / grouping_factor * (
+            k1 * pbs_level * fft + k1 * fft + subsets * (mac + polynomial_size))
+    return lwe_dimension * (k1 * pbs_level * fft + k1 * fft + mac)
 
 
 def cost_ks(input_dimension, output_dimension, ks_level):
@@ -431,13 +480,31 @@ _STEP_COST_US = {
 }
 _STEP_COST_US[65536] = tuple(2.2 * c for c in _STEP_COST_US[32768])
 _KS_COST_US = 9.4e-5
+# Multi-bit steps (grouping factor g > 1) cost
+#     (k+1)·l·A_N + (k+1)·B_N + (2^g - 1)·((k+1)²·l·C'_N + D_N)
+# (C': the multiply-accumulate with the monomial applied in its epilogue, D: building one
+# monomial's transform), fitted by benchmarks/pbs_cost_table.py --grouping with A and B
+# above (same machine, AVX-512, shared; N = 65536 not measured, so not searched); values
+# (C'_N, D_N).
+_MULTIBIT_COST_US = {
+    256: (0.025, 0.191),
+    512: (0.095, 0.146),
+    1024: (0.144, 0.576),
+    2048: (0.447, 0.481),
+    4096: (1.122, 1.193),
+    8192: (3.568, 0.0),
+    16384: (11.17, 0.0),
+    32768: (24.841, 0.0),
+}
 
 
-def time_pbs(lwe_dimension, glwe_dimension, polynomial_size, pbs_level):
+def time_pbs(lwe_dimension, glwe_dimension, polynomial_size, pbs_level, grouping_factor=1):
     """Measured one-thread time of one programmable bootstrap, in seconds.
 
     ``n`` blind-rotation steps of ``(k+1)·l·A_N + (k+1)·B_N + (k+1)²·l·C_N`` microseconds
-    (``_STEP_COST_US``, from ``benchmarks/pbs_cost_table.py``).
+    (``_STEP_COST_US``, from ``benchmarks/pbs_cost_table.py``); with grouping factor
+    ``g > 1``, ``n/g`` steps of ``(k+1)·l·A_N + (k+1)·B_N + (2^g - 1)·((k+1)²·l·C'_N + D_N)``
+    (``_MULTIBIT_COST_US``).
 
     Parameters
     ----------
@@ -445,6 +512,8 @@ def time_pbs(lwe_dimension, glwe_dimension, polynomial_size, pbs_level):
         ``n``, ``k`` and the number of gadget levels.
     polynomial_size : int
         ``N``, a power of two in 256..65536.
+    grouping_factor : int, default=1
+        Key bits per blind-rotation step.
 
     Returns
     -------
@@ -452,7 +521,12 @@ def time_pbs(lwe_dimension, glwe_dimension, polynomial_size, pbs_level):
     """
     a, b, c = _STEP_COST_US[int(polynomial_size)]
     k1 = glwe_dimension + 1
-    return lwe_dimension * (k1 * pbs_level * a + k1 * b + k1 * k1 * pbs_level * c) * 1e-6
+    if grouping_factor == 1:
+        return lwe_dimension * (k1 * pbs_level * a + k1 * b + k1 * k1 * pbs_level * c) * 1e-6
+    c_mono, d = _MULTIBIT_COST_US[int(polynomial_size)]
+    subsets = 2**grouping_factor - 1
+    return lwe_dimension / grouping_factor * (
+        k1 * pbs_level * a + k1 * b + subsets * (k1 * k1 * pbs_level * c_mono + d)) * 1e-6
 
 
 def time_ks(input_dimension, output_dimension, ks_level):
@@ -475,7 +549,7 @@ def time_ks(input_dimension, output_dimension, ks_level):
 # --------------------------------------------------------------------------------------
 
 _INT_FIELDS = ("precision", "lwe_dimension", "glwe_dimension", "polynomial_size",
-               "pbs_base_log", "pbs_level", "ks_base_log", "ks_level")
+               "pbs_base_log", "pbs_level", "ks_base_log", "ks_level", "grouping_factor")
 _FLOAT_FIELDS = ("lwe_noise_std", "glwe_noise_std", "p_error", "norm2")
 _BOOTSTRAP_ONLY_FIELDS = ("glwe_dimension", "polynomial_size", "pbs_base_log", "pbs_level",
                           "ks_base_log", "ks_level")
@@ -527,6 +601,11 @@ class ParameterSet:
         meet it at ``precision`` and ``norm2``.
     norm2 : float
         2-norm ν of the linear combinations feeding lookups that the set was selected for.
+    grouping_factor : int, default=1
+        Key bits per blind-rotation step: 1 for the classic bootstrap, 2 or 3
+        (``MAX_GROUPING_FACTOR``) for the multi-bit one, whose key holds ``2^g - 1`` GGSWs
+        per group of ``g`` bits (``lwe_dimension`` a multiple of ``g``). 1 without
+        bootstrap.
 
     Examples
     --------
@@ -547,6 +626,7 @@ class ParameterSet:
     ks_level: int
     p_error: float
     norm2: float
+    grouping_factor: int = 1
 
     def __post_init__(self):
         for name in _INT_FIELDS:
@@ -586,6 +666,8 @@ class ParameterSet:
                        if getattr(self, name) != 0]
             if self.glwe_noise_std != 0.0:
                 nonzero.append(f"glwe_noise_std={self.glwe_noise_std!r}")
+            if self.grouping_factor != 1:
+                nonzero.append(f"grouping_factor={self.grouping_factor} (must be 1)")
             if nonzero:
                 raise ValueError(
                     "polynomial_size=0 means a set without bootstrapping, which needs "
@@ -645,6 +727,11 @@ class ParameterSet:
                 f"scaled by 2^64), got {self.glwe_noise_std!r}"
             )
         _check_secure_std("glwe_noise_std", self.glwe_noise_std, self.big_lwe_dimension)
+        g = self.grouping_factor
+        if not 1 <= g <= MAX_GROUPING_FACTOR or self.lwe_dimension % g:
+            raise ValueError(
+                f"grouping_factor must be in 1..{MAX_GROUPING_FACTOR} and divide lwe_dimension "
+                f"({self.lwe_dimension}), got {g}")
 
     # -- derived quantities ------------------------------------------------------------
 
@@ -686,7 +773,8 @@ class ParameterSet:
         if not self.has_bootstrap:
             return 0.0
         return var_pbs(self.lwe_dimension, self.glwe_dimension, self.polynomial_size,
-                       self.pbs_base_log, self.pbs_level, self.glwe_noise_std**2)
+                       self.pbs_base_log, self.pbs_level, self.glwe_noise_std**2,
+                       self.grouping_factor)
 
     @property
     def variance_output(self):
@@ -750,7 +838,7 @@ class ParameterSet:
             return 0.0
         return float(
             cost_pbs(self.lwe_dimension, self.glwe_dimension, self.polynomial_size,
-                     self.pbs_level)
+                     self.pbs_level, self.grouping_factor)
             + cost_ks(self.big_lwe_dimension, self.lwe_dimension, self.ks_level)
         )
 
@@ -762,16 +850,24 @@ class ParameterSet:
             return 0.0
         return float(
             time_pbs(self.lwe_dimension, self.glwe_dimension, self.polynomial_size,
-                     self.pbs_level)
+                     self.pbs_level, self.grouping_factor)
             + time_ks(self.big_lwe_dimension, self.lwe_dimension, self.ks_level)
         )
 
     @property
-    def bsk_bytes(self):
-        """int: size of the bootstrapping key, ``n·(k+1)²·l·N`` u64 words."""
+    def bsk_ggsw_count(self):
+        """int: GGSWs in the bootstrapping key: ``n``, or ``n/g·(2^g - 1)`` (multi-bit)."""
         if not self.has_bootstrap:
             return 0
-        return (self.lwe_dimension * (self.glwe_dimension + 1) ** 2 * self.pbs_level
+        g = self.grouping_factor
+        return self.lwe_dimension // g * ((1 << g) - 1)
+
+    @property
+    def bsk_bytes(self):
+        """int: size of the bootstrapping key, ``(k+1)²·l·N`` u64 words per GGSW."""
+        if not self.has_bootstrap:
+            return 0
+        return (self.bsk_ggsw_count * (self.glwe_dimension + 1) ** 2 * self.pbs_level
                 * self.polynomial_size * 8)
 
     @property
@@ -813,7 +909,8 @@ class ParameterSet:
         if not isinstance(data, Mapping):
             raise ValueError(f"expected a mapping of parameters, got {type(data).__name__}")
         expected = {field.name for field in dataclasses.fields(cls)}
-        missing = sorted(expected - set(data))
+        # sets saved before the multi-bit bootstrap have no grouping factor: classic
+        missing = sorted(expected - set(data) - {"grouping_factor"})
         unknown = sorted(set(data) - expected, key=str)
         if missing or unknown:
             raise ValueError(
@@ -834,8 +931,9 @@ class ParameterSet:
         return (
             f"ParameterSet(p={self.precision}, n={self.lwe_dimension}, "
             f"k={self.glwe_dimension}, N={self.polynomial_size}, "
-            f"pbs=2^{self.pbs_base_log}x{self.pbs_level}, "
-            f"ks=2^{self.ks_base_log}x{self.ks_level}, nu={self.norm2:g}, "
+            f"pbs=2^{self.pbs_base_log}x{self.pbs_level}"
+            + (f" multi-bit g={self.grouping_factor}" if self.grouping_factor > 1 else "")
+            + f", ks=2^{self.ks_base_log}x{self.ks_level}, nu={self.norm2:g}, "
             f"log2 p_fail={self.log2_p_fail():.1f}, cost={self.cost / 1e6:.0f} Mop "
             f"(~{self.time_estimate * 1e3:.1f} ms), "
             f"BSK {self.bsk_bytes / 1e6:.0f} MB, KSK {self.ksk_bytes / 1e6:.0f} MB)"
@@ -871,24 +969,29 @@ def _ks_table():
 
 
 @functools.lru_cache(maxsize=None)
-def _pbs_table(glwe_dimension, polynomial_size):
+def _pbs_table(glwe_dimension, polynomial_size, grouping_factor=1):
     """Best bootstrap base per level: (Var_PBS / n, base_log), arrays over pbs levels."""
     levels = _SEARCH_PBS_LEVELS[:, None]
     base_logs = np.arange(1, MAX_BASE_LOG + 1)[None, :]
     bsk_var = var_min(glwe_dimension * polynomial_size)
-    per_n = var_pbs(1.0, glwe_dimension, polynomial_size, base_logs, levels, bsk_var)
+    per_n = var_pbs(1.0, glwe_dimension, polynomial_size, base_logs, levels, bsk_var,
+                    grouping_factor)
     per_n = np.where(base_logs * levels <= _TORUS_BITS, per_n, np.inf)
     best = np.argmin(per_n, axis=1)
     return per_n[np.arange(len(best)), best], best + 1
 
 
-def _search_space():
-    """(k, N) pairs, cheapest first (N ascending, then k)."""
-    return [(k, size) for size in _SEARCH_POLYNOMIAL_SIZES for k in _SEARCH_GLWE_DIMENSIONS
-            if MIN_SECURE_DIMENSION <= k * size <= _SEARCH_MAX_BIG_DIMENSION]
+def _search_space(grouping_factors=_SEARCH_GROUPING_FACTORS):
+    """(k, N, g) triples, cheapest first (N ascending, then k), g only where the cost
+    table has multi-bit measurements for N."""
+    return [(k, size, g) for size in _SEARCH_POLYNOMIAL_SIZES for k in _SEARCH_GLWE_DIMENSIONS
+            for g in grouping_factors
+            if MIN_SECURE_DIMENSION <= k * size <= _SEARCH_MAX_BIG_DIMENSION
+            and (g == 1 or size in _MULTIBIT_COST_US)]
 
 
-def _search_bootstrap(precision, max_variance, norm2, max_variance_pbs=math.inf):
+def _search_bootstrap(precision, max_variance, norm2, max_variance_pbs=math.inf,
+                      grouping_factors=_SEARCH_GROUPING_FACTORS):
     """Cheapest (k, N, n, pbs, ks) meeting the variance budgets, or None."""
     ks_per_input, ks_base = _ks_table()
     dims = _SEARCH_LWE_DIMENSIONS
@@ -896,26 +999,27 @@ def _search_bootstrap(precision, max_variance, norm2, max_variance_pbs=math.inf)
     nu2 = norm2 * norm2
     best = None
     best_cost = math.inf
-    for k, size in _search_space():
+    for k, size, g in _search_space(grouping_factors):
         big = k * size
-        # Smallest possible cost for this (k, N); it only grows with n and the levels.
-        if time_pbs(n_min, k, size, 1) + time_ks(big, n_min, 1) >= best_cost:
+        # Smallest possible cost for this (k, N, g); it only grows with n and the levels.
+        if time_pbs(n_min, k, size, 1, g) + time_ks(big, n_min, 1) >= best_cost:
             continue
-        pbs_per_n, pbs_base = _pbs_table(k, size)
+        pbs_per_n, pbs_base = _pbs_table(k, size, g)
         variance = (
             nu2 * pbs_per_n[:, None, None] * dims[None, None, :]
             + big * ks_per_input[None, :, :]
             + var_modulus_switch(dims, size)[None, None, :]
         )
         feasible = ((variance <= max_variance)
-                    & (pbs_per_n[:, None, None] * dims[None, None, :] <= max_variance_pbs))
+                    & (pbs_per_n[:, None, None] * dims[None, None, :] <= max_variance_pbs)
+                    & (dims % g == 0)[None, None, :])
         found = feasible.any(axis=-1)
         if not found.any():
             continue
         # Cost grows with n, so for each (pbs level, ks level) the first feasible n wins.
         first = np.argmax(feasible, axis=-1)
         n_at = dims[first]
-        costs = (time_pbs(n_at, k, size, _SEARCH_PBS_LEVELS[:, None])
+        costs = (time_pbs(n_at, k, size, _SEARCH_PBS_LEVELS[:, None], g)
                  + time_ks(big, n_at, _SEARCH_KS_LEVELS[None, :]))
         costs = np.where(found, costs, np.inf)
         i_pbs, i_ks = np.unravel_index(np.argmin(costs), costs.shape)
@@ -930,6 +1034,7 @@ def _search_bootstrap(precision, max_variance, norm2, max_variance_pbs=math.inf)
                 pbs_level=int(_SEARCH_PBS_LEVELS[i_pbs]),
                 ks_base_log=int(ks_base[i_ks, i_n]),
                 ks_level=int(_SEARCH_KS_LEVELS[i_ks]),
+                grouping_factor=g,
             )
     return best
 
@@ -939,8 +1044,8 @@ def _explain_no_bootstrap_set(precision, p_error, norm2, max_variance):
     ks_per_input, _ = _ks_table()
     dims = _SEARCH_LWE_DIMENSIONS
     largest_norm2_sq = 0.0
-    for k, size in _search_space():
-        pbs_per_n, _ = _pbs_table(k, size)
+    for k, size, g in _search_space():
+        pbs_per_n, _ = _pbs_table(k, size, g)
         room = max_variance - k * size * ks_per_input - var_modulus_switch(dims, size)
         ratio = room[None, :, :] / (pbs_per_n[:, None, None] * dims[None, None, :])
         largest_norm2_sq = max(largest_norm2_sq, float(ratio.max()))
@@ -981,12 +1086,14 @@ def _select_no_bootstrap(precision, p_error, norm2, max_variance):
 
 
 @functools.lru_cache(maxsize=512)
-def _select_cached(precision, p_error, norm2, bootstrap, max_variance_pbs=math.inf):
+def _select_cached(precision, p_error, norm2, bootstrap, max_variance_pbs=math.inf,
+                   grouping_factors=_SEARCH_GROUPING_FACTORS):
     log2_target = math.log2(p_error)
     max_variance = _max_variance(precision, log2_target)
     if not bootstrap:
         return _select_no_bootstrap(precision, p_error, norm2, max_variance)
-    found = _search_bootstrap(precision, max_variance, norm2, max_variance_pbs)
+    found = _search_bootstrap(precision, max_variance, norm2, max_variance_pbs,
+                              grouping_factors)
     if found is None:
         if math.isfinite(max_variance_pbs):
             return None
@@ -1007,7 +1114,7 @@ def _select_cached(precision, p_error, norm2, bootstrap, max_variance_pbs=math.i
 
 
 def select_parameters(precision, p_error=2.0**-40, norm2=1.0, *, bootstrap=True,
-                      max_variance_pbs=None):
+                      max_variance_pbs=None, grouping_factors=None):
     """Cheapest 128-bit secure parameter set meeting a per-lookup failure probability.
 
     With ``bootstrap=True`` the search covers ``k`` in 1..6 with ``k*N <= 65536``, ``N``
@@ -1040,6 +1147,10 @@ def select_parameters(precision, p_error=2.0**-40, norm2=1.0, *, bootstrap=True,
         Upper bound on the output variance of one bootstrap (torus²), for circuits whose
         lookup outputs are decrypted at a higher precision than the lookups read: the
         search then also pays for a quieter bootstrap (more levels) where needed.
+    grouping_factors : sequence of int, optional
+        Grouping factors of the blind rotation to search (default: 1, 2 and 3, each
+        where its measured cost is known); ``(1,)`` keeps the classic bootstrap (a multi-bit
+        key is ``(2^g - 1)/g`` times larger).
 
     Returns
     -------
@@ -1078,11 +1189,18 @@ def select_parameters(precision, p_error=2.0**-40, norm2=1.0, *, bootstrap=True,
         raise ValueError(f"p_error must be in (0, 1), got {p_error!r}")
     if not (norm2 > 0.0 and math.isfinite(norm2)):
         raise ValueError(f"norm2 must be positive and finite, got {norm2!r}")
+    if grouping_factors is None:
+        grouping_factors = _SEARCH_GROUPING_FACTORS
+    grouping_factors = tuple(sorted({int(g) for g in grouping_factors}))
+    if not grouping_factors or not set(grouping_factors) <= set(_SEARCH_GROUPING_FACTORS):
+        raise ValueError(f"grouping_factors must be a non-empty subset of "
+                         f"{_SEARCH_GROUPING_FACTORS}, got {grouping_factors}")
     if max_variance_pbs is None:
-        return _select_cached(precision, p_error, norm2, bootstrap)
-    if not max_variance_pbs > 0.0:
+        max_variance_pbs = math.inf
+    elif not max_variance_pbs > 0.0:
         raise ValueError(f"max_variance_pbs must be positive, got {max_variance_pbs!r}")
-    return _select_cached(precision, p_error, norm2, bootstrap, float(max_variance_pbs))
+    return _select_cached(precision, p_error, norm2, bootstrap, float(max_variance_pbs),
+                          grouping_factors)
 
 
 # --------------------------------------------------------------------------------------

@@ -365,7 +365,8 @@ def test_keyswitch_and_pbs_wrappers_validate_base_logs(base_log, level):
             _kernels.pbs_range(_kernels.FourierPlan(p.polynomial_size), ek.ksk, bad["ks_base_log"],
                                bad["ks_level"], ek.bsk_fourier, p.lwe_dimension,
                                p.glwe_dimension, bad["pbs_base_log"], bad["pbs_level"], luts,
-                               np.zeros(2, np.int64), np.ascontiguousarray(ct.data), out, 0, 2)
+                               np.zeros(2, np.int64), np.ascontiguousarray(ct.data), out, 0, 2,
+                               grouping=p.grouping_factor)
 
 
 def test_pbs_range_checks_shapes_and_contiguity():
@@ -376,18 +377,20 @@ def test_pbs_range_checks_shapes_and_contiguity():
     luts = ek.make_luts(np.arange(4)[None])
     idx = np.zeros(3, np.int64)
 
-    def run(cts=cts, luts=luts, idx=idx, out=None, start=0, end=3):
+    def run(cts=cts, luts=luts, idx=idx, out=None, start=0, end=3, grouping=p.grouping_factor):
         out = np.empty((3, p.big_lwe_dimension + 1), np.uint64) if out is None else out
         return _kernels.pbs_range(plan, ek.ksk, p.ks_base_log, p.ks_level, ek.bsk_fourier,
                                   p.lwe_dimension, p.glwe_dimension, p.pbs_base_log,
-                                  p.pbs_level, luts, idx, cts, out, start, end)
+                                  p.pbs_level, luts, idx, cts, out, start, end,
+                                  grouping=grouping)
 
     assert np.array_equal(sk.decrypt(LweCiphertext(run(), sk.key_id)), [1, 2, 3])
     for bad in (dict(cts=cts[:, :-1]), dict(cts=cts[::-1]), dict(luts=luts[:, :-1]),
                 dict(luts=luts[:0]), dict(idx=idx[:2]), dict(idx=idx + 1),
                 dict(idx=idx.astype(np.int32)), dict(out=np.empty((2, cts.shape[1]), np.uint64)),
                 dict(out=np.empty((3, cts.shape[1]), np.uint64)[:, ::1].T.copy().T),
-                dict(start=2, end=1), dict(end=4)):
+                dict(start=2, end=1), dict(end=4), dict(grouping=p.grouping_factor % 3 + 1),
+                dict(grouping=0), dict(grouping=4)):
         with pytest.raises(ValueError):
             run(**bad)
     with pytest.raises(ValueError):

@@ -185,3 +185,74 @@ def test_dot_binary_matches_numpy(simd):
     assert np.array_equal(_kernels.dot_binary(a[:, :100].copy(), key), expected)
     with pytest.raises(ValueError):
         _kernels.dot_binary(a[:, :50].copy(), key)
+
+
+def _run_multibit(bsk, ksk, base_log, level, luts, idx, cts, group, grouping, n):
+    _, _, K1, N = bsk.shape
+    k = K1 - 1
+    plan = _kernels.FourierPlan(N)
+    bsk_f = _kernels.fft_forward_torus(plan, bsk.reshape(-1, N)).reshape(bsk.shape)
+    out = np.empty((cts.shape[0], k * N + 1), dtype=np.uint64)
+    _kernels.pbs_range(plan, ksk, 4, 3, bsk_f, n, k, base_log, level, luts, idx, cts, out, 0,
+                       cts.shape[0], group, grouping=grouping)
+    return out
+
+
+@pytest.mark.parametrize("grouping,k,N,base_log,level,use_ks,group", [
+    (2, 1, 256, 10, 2, True, 1),
+    (2, 2, 256, 7, 3, False, 3),
+    (3, 1, 512, 23, 1, True, 4),
+])
+def test_multibit_kernel_matches_exact_reference_one_step(simd, grouping, k, N, base_log,
+                                                           level, use_ks, group):
+    """Random keys, one multi-bit step (2^g - 1 external products combined in the Fourier
+    domain with the monomials' transforms): the exact reference up to the f64 FFT error."""
+    n, S = grouping, (1 << grouping) - 1
+    bsk = rng.integers(0, 2**64, (S, (k + 1) * level, k + 1, N), dtype=np.uint64)
+    ksk = rng.integers(0, 2**32, (k * N, 3, n + 1), dtype=np.uint64).astype(np.uint32) if use_ks else None
+    cts = rng.integers(0, 2**64, (6, (k * N if use_ks else n) + 1), dtype=np.uint64)
+    if not use_ks:
+        cts[0, :n] = 0  # nothing rotates: the step is skipped
+        cts[1, 0] = 0  # some subsets' monomials are 1
+    luts = rng.integers(0, 2**64, (2, N), dtype=np.uint64)
+    idx = np.array([0, 1, 1, 0, 1, 0], dtype=np.int64)
+    out = _run_multibit(bsk, ksk, base_log, level, luts, idx, cts, group, grouping, n)
+    for b in range(cts.shape[0]):
+        ref = _reference.programmable_bootstrap(ksk, 4, 3, bsk, base_log, level, luts[idx[b]],
+                                                cts[b], grouping=grouping)
+        err = np.abs((out[b] - ref).view(np.int64).astype(float)) / 2.0**64
+        assert err.max() < 2.0**-20, (b, err.max())
+
+
+@pytest.mark.parametrize("grouping,k,N,base_log,level", [(2, 1, 2048, 23, 1), (3, 2, 512, 12, 3)])
+def test_avx512_multibit_bootstrap_is_bit_identical_to_avx2(grouping, k, N, base_log, level):
+    """The monomial transforms and the multiply-accumulate with its monomial epilogue do per
+    lane on AVX-512 what they do on AVX2 (see the classic test above)."""
+    if "avx512" not in _kernels.available_simd_levels():
+        pytest.skip("CPU without AVX-512")
+    n, S = 2 * grouping, (1 << grouping) - 1
+    bsk = rng.integers(0, 2**64, (n // grouping * S, (k + 1) * level, k + 1, N), dtype=np.uint64)
+    ksk = rng.integers(0, 2**32, (k * N, 3, n + 1), dtype=np.uint64).astype(np.uint32)
+    cts = rng.integers(0, 2**64, (5, k * N + 1), dtype=np.uint64)
+    luts = rng.integers(0, 2**64, (1, N), dtype=np.uint64)
+    idx = np.zeros(5, dtype=np.int64)
+    got = {}
+    for path in ("avx2", "avx512"):
+        previous = _kernels.set_simd_level(path)
+        try:
+            got[path] = _run_multibit(bsk, ksk, base_log, level, luts, idx, cts, 4, grouping, n)
+        finally:
+            _kernels.set_simd_level(previous)
+    assert np.array_equal(got["avx2"], got["avx512"])
+
+
+def test_multibit_kernel_validates_grouping():
+    plan = _kernels.FourierPlan(256)
+    bsk = np.zeros((3, 2, 2, 256))
+    acc = np.zeros((1, 2, 256), np.uint64)
+    for grouping, n in ((4, 4), (0, 2), (2, 3)):
+        with pytest.raises(ValueError, match="grouping"):
+            _kernels.blind_rotate(plan, bsk, 10, 1, np.zeros((1, n), np.int32), acc,
+                                  grouping=grouping)
+    with pytest.raises(ValueError, match="does not match"):
+        _kernels.blind_rotate(plan, bsk, 10, 1, np.zeros((1, 4), np.int32), acc, grouping=2)

@@ -170,3 +170,40 @@ def test_empty_and_scalar_batches():
     scalar = sk.encrypt(2)
     assert scalar.shape == () and sk.decrypt(scalar) == 2
     assert sk.decrypt(ek.programmable_bootstrap(scalar, [3, 2, 1, 0])) == 1
+
+
+def test_multi_bit_key_encrypts_the_indicators_of_each_group():
+    """Decrypt GGSW rows of a multi-bit key: row (k, l) of GGSW (j, c) has phase
+    [bits of group j == c] * 2^(64 - (l+1) B) at coefficient 0 (reference indicators)."""
+    from fheml._core import _reference
+    from fheml._core.keys import _bsk_masks
+
+    params, sk, ek = keys_for(3)
+    g, k, levels = params.grouping_factor, params.glwe_dimension, params.pbs_level
+    assert g > 1
+    mu = _reference.multibit_indicators(sk.lwe_key, g).reshape(-1)
+    assert ek._bsk_bodies.shape[0] == mu.size == params.bsk_ggsw_count
+    for i in np.concatenate([np.flatnonzero(mu)[:3], np.flatnonzero(mu == 0)[:3]]):
+        masks = _bsk_masks(params, ek.mask_seed, int(i))
+        for l in range(levels):
+            r = k * levels + l
+            phase = _reference.glwe_phase(sk.glwe_key, masks[r], ek._bsk_bodies[i, r])
+            phase[:1] -= np.uint64(int(mu[i]) << (64 - (l + 1) * params.pbs_base_log))
+            assert np.abs(phase.view(np.int64)).max() < 2.0**(64 - 40)
+
+
+def test_multi_bit_keys_refused_for_other_grouping():
+    import dataclasses
+
+    from fheml._core.serialization import MismatchError, pack, unpack
+
+    params, sk, ek = keys_for(3)
+    blob = ek.to_bytes()
+    classic = dataclasses.replace(params, grouping_factor=1)
+    with pytest.raises(MismatchError, match="other parameters"):
+        EvaluationKeys.from_bytes(blob, expected_params=classic)
+    # a header edited to another grouping no longer fits the bodies
+    header, arrays = unpack(blob, "evaluation-keys")
+    header["params"]["grouping_factor"] = 1
+    with pytest.raises(SerializationError, match="shapes"):
+        EvaluationKeys.from_bytes(pack("evaluation-keys", header, arrays))

@@ -71,28 +71,31 @@ def test_pbs_output_noise_matches_model():
     (At the minimum noise the model's FFT term, calibrated for tfhe-rs, dominates; ours is
     lower, which the next test checks one-sidedly.)"""
     base = select_parameters(3, p_error=2.0**-40)
-    raised = max(2.0**-42, 16 * np.sqrt(parameters.var_min(base.glwe_dimension
-                                                             * base.polynomial_size)))
-    params = dataclasses.replace(base, glwe_noise_std=raised, p_error=2.0**-30)
+    # 8x the secure minimum's standard deviation: the key term is ~97 % of the model
+    raised = 8 * np.sqrt(parameters.var_min(base.glwe_dimension * base.polynomial_size))
+    params = dataclasses.replace(base, glwe_noise_std=raised, p_error=2.0**-10)
     err = _pbs_output_errors(params, 800, 3)
     ratio = err.var() / params.variance_pbs
     assert 0.8 < ratio < 1.2, ratio
 
 
-def test_pbs_output_noise_below_model_on_every_kernel_path(simd):
+@pytest.mark.parametrize("p,grouping", [(4, None), (3, (1,))], ids=["selected", "classic"])
+def test_pbs_output_noise_below_model_on_every_kernel_path(simd, p, grouping):
     """At the minimum key noise the FFT term matters; the model covers it with the largest
     measured factor of the kernel paths (parameters.FFT_NOISE_MARGIN).  On every path the
-    measured variance must stay below the model."""
-    params, sk, ek = keys_for(4)
-    m = np.arange(4000) % 16
-    out = ek.programmable_bootstrap(sk.encrypt(m), np.arange(16), n_jobs=2)
-    err = _torus_err(sk.phase(out) - encode(m, 4))
+    measured variance must stay below the model: at the selected p=4 set (multi-bit, g=2)
+    and at a classic set."""
+    params, sk, ek = keys_for(p, grouping_factors=grouping)
+    assert (params.grouping_factor > 1) == (grouping is None)
+    m = np.arange(4000) % (1 << p)
+    out = ek.programmable_bootstrap(sk.encrypt(m), np.arange(1 << p), n_jobs=2)
+    err = _torus_err(sk.phase(out) - encode(m, p))
     # measured 0.92x the model on the portable path (8,000 samples), less on the others;
     # the sample variance of 4,000 errors has a 2.2 % standard error, so the bound allows
     # two of them (a path whose true variance exceeds the model by more fails)
     assert err.var() < params.variance_pbs * (1 + 2 * np.sqrt(2 / err.size))
     # and far from a decryption failure
-    assert np.abs(err).max() < 2.0 ** -(4 + 2) / 4
+    assert np.abs(err).max() < 2.0 ** -(p + 2) / 4
 
 
 @pytest.mark.parametrize("p", [2, 4, 5])
@@ -113,6 +116,22 @@ def test_fft_noise_factor_of_each_kernel_path(p):
     assert parameters.FFT_NOISE_MARGIN == max(parameters.FFT_NOISE_FACTORS.values())
     if "avx512" in measured:
         assert measured["avx512"] == measured["avx2"]  # bit-identical kernels
+
+
+@pytest.mark.parametrize("p,grouping", [(2, 3), (4, 2)])
+def test_multibit_fft_noise_factor(p, grouping):
+    """One multi-bit step against the exact result at a selected set, on every path: within
+    MULTIBIT_FFT_NOISE_FACTOR times the 2·(2^g - 1) classic FFT terms the model charges."""
+    params = select_parameters(p, p_error=2.0**-40)
+    k, N = params.glwe_dimension, params.polynomial_size
+    b, l = params.pbs_base_log, params.pbs_level
+    measured = _reference.fft_noise_of_external_product(
+        _kernels, k, N, b, l, 4, np.random.default_rng(p), grouping=grouping)
+    model = parameters.var_fft_step(k, N, b, l) * 2 * (2**grouping - 1)
+    for path, var in measured.items():
+        assert 0.5 < var / model < parameters.MULTIBIT_FFT_NOISE_FACTOR, (path, var / model)
+    if "avx512" in measured:
+        assert measured["avx512"] == measured["avx2"]
 
 
 @pytest.mark.slow
