@@ -77,14 +77,16 @@ def keyswitch(ksk32, base_log, level, ct):
 def centered_modulus_switch32(ct32, polynomial_size):
     """Modulus switch of 32-bit LWE ciphertexts (..., mask + body) to Z / 2N, each body
     first taking half the sum of its mask's rounding errors (floored), as the kernel does:
-    the mean of ``sum_i e_i s_i`` over a uniform binary key."""
+    the mean of ``sum_i e_i s_i`` over a uniform binary key.  The body is then rounded
+    down, so that each box of a test polynomial is centred on its message (see
+    ``pbs_range`` in kernels_impl.h): the switched phase is half a step low on average."""
     log2_2n = int(polynomial_size).bit_length()
     sh = 32 - log2_2n
     c = np.asarray(ct32, dtype=np.int64)
     rounded = ((c[..., :-1] >> (sh - 1)) + 1) >> 1
     err = np.sum((rounded << sh) - c[..., :-1], axis=-1)
     body = (c[..., -1] + (err >> 1)) % (1 << 32)
-    out = np.concatenate([rounded, (((body >> (sh - 1)) + 1) >> 1)[..., None]], axis=-1)
+    out = np.concatenate([rounded, (body >> sh)[..., None]], axis=-1)
     return out.astype(np.uint64) & _U((1 << log2_2n) - 1)
 
 

@@ -1077,7 +1077,12 @@ static void FN(pbs_range)(const fft_plan *p, const uint32_t *ksk, int ks_base_lo
                     sc->abar[(size_t)g * n + i] = (int32_t)(r & two_n_mask);
                 }
                 const uint32_t body = c[n] + (uint32_t)(err >> 1);
-                int bbar = (int)((((body >> (sh - 1)) + 1) >> 1) & two_n_mask);
+                /* the body rounded down, not to nearest: a box of the test polynomial
+                 * holds the switched phases [c - h, c + h) (h half a box), i.e. the
+                 * phases before rounding [c - h - 1/2, c + h - 1/2): flooring moves that
+                 * to [c - h, c + h), centred on the message (measured: flips at the upper
+                 * boundary 0.198 against 0.137 at the lower one, a whole sigma inside) */
+                int bbar = (int)((body >> sh) & two_n_mask);
                 uint64_t *a = sc->acc + (size_t)g * K1 * N;
                 memset(a, 0, (size_t)k * N * 8);
                 const uint64_t *lut = luts + (size_t)lut_index[s + s2 + g] * N;
