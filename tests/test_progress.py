@@ -69,7 +69,7 @@ def test_keygen_and_encrypted_run_report(caplog):
         out = circuit.encrypt_run_decrypt(np.arange(8)[:, None], verbose=True)
     assert out[:, 0].tolist() == [(v * v) % 5 for v in range(8)]
     done = [r.getMessage() for r in caplog.records if " in " in r.getMessage()]
-    n = circuit.parameters.lwe_dimension
-    assert any(m.startswith(f"Key generation: {2 * n} key bit(s)") for m in done)
+    ggsw = circuit.parameters.bsk_ggsw_count  # n, or (2^g - 1) n / g with multi-bit keys
+    assert any(m.startswith(f"Key generation: {2 * ggsw} GGSW(s)") for m in done)
     assert any(m.startswith(f"Encrypted run: {8 * circuit.statistics['lookups']} lookup(s)")
                for m in done)
