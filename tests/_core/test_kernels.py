@@ -131,6 +131,18 @@ def test_pbs_kernel_matches_reference_through_decryption(simd):
         assert got == table[msgs[j]]
 
 
+def _on_avx2_and_avx512(run):
+    """``run()`` on the AVX2 and on the AVX-512 path: {path: result}."""
+    got = {}
+    for path in ("avx2", "avx512"):
+        previous = _kernels.set_simd_level(path)
+        try:
+            got[path] = run()
+        finally:
+            _kernels.set_simd_level(previous)
+    return got
+
+
 @pytest.mark.parametrize("k,N,base_log,level", [(1, 2048, 23, 1), (2, 512, 12, 3), (1, 8192, 15, 2)])
 def test_avx512_bootstrap_is_bit_identical_to_avx2(k, N, base_log, level):
     """The AVX-512 copy does per lane what the AVX2 copy does (fused decomposition and first
@@ -146,13 +158,8 @@ def test_avx512_bootstrap_is_bit_identical_to_avx2(k, N, base_log, level):
     cts = rng.integers(0, 2**64, (5, k * N + 1), dtype=np.uint64)
     luts = rng.integers(0, 2**64, (1, N), dtype=np.uint64)
     idx = np.zeros(5, dtype=np.int64)
-    got = {}
-    for path in ("avx2", "avx512"):
-        previous = _kernels.set_simd_level(path)
-        try:
-            got[path] = _run_kernel(bsk, ksk, ks_base, ks_level, base_log, level, luts, idx, cts, 4)
-        finally:
-            _kernels.set_simd_level(previous)
+    got = _on_avx2_and_avx512(
+        lambda: _run_kernel(bsk, ksk, ks_base, ks_level, base_log, level, luts, idx, cts, 4))
     assert np.array_equal(got["avx2"], got["avx512"])
 
 
@@ -236,13 +243,8 @@ def test_avx512_multibit_bootstrap_is_bit_identical_to_avx2(grouping, k, N, base
     cts = rng.integers(0, 2**64, (5, k * N + 1), dtype=np.uint64)
     luts = rng.integers(0, 2**64, (1, N), dtype=np.uint64)
     idx = np.zeros(5, dtype=np.int64)
-    got = {}
-    for path in ("avx2", "avx512"):
-        previous = _kernels.set_simd_level(path)
-        try:
-            got[path] = _run_multibit(bsk, ksk, base_log, level, luts, idx, cts, 4, grouping, n)
-        finally:
-            _kernels.set_simd_level(previous)
+    got = _on_avx2_and_avx512(
+        lambda: _run_multibit(bsk, ksk, base_log, level, luts, idx, cts, 4, grouping, n))
     assert np.array_equal(got["avx2"], got["avx512"])
 
 
