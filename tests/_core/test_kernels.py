@@ -38,14 +38,18 @@ def test_keyswitch_matches_reference(simd, group):
         assert np.array_equal(got[b], _reference.keyswitch(ksk, base_log, level, cts[b]))
 
 
-def _run_kernel(bsk, ksk, ks_base, ks_level, base_log, level, luts, idx, cts, group):
-    n, _, K1, N = bsk.shape
+def _run_kernel(bsk, ksk, ks_base, ks_level, base_log, level, luts, idx, cts, group,
+                grouping=1, n=None):
+    """pbs_range over all of ``cts``; with ``grouping`` > 1, ``bsk`` holds the multi-bit
+    GGSWs of an LWE key of dimension ``n``."""
+    count, _, K1, N = bsk.shape
     k = K1 - 1
     plan = _kernels.FourierPlan(N)
     bsk_f = _kernels.fft_forward_torus(plan, bsk.reshape(-1, N)).reshape(bsk.shape)
     out = np.empty((cts.shape[0], k * N + 1), dtype=np.uint64)
-    _kernels.pbs_range(plan, ksk, ks_base, ks_level, bsk_f, n, k, base_log, level, luts, idx,
-                       cts, out, 0, cts.shape[0], group)
+    _kernels.pbs_range(plan, ksk, ks_base, ks_level, bsk_f, count if n is None else n, k,
+                       base_log, level, luts, idx, cts, out, 0, cts.shape[0], group,
+                       grouping=grouping)
     return out
 
 
@@ -195,14 +199,7 @@ def test_dot_binary_matches_numpy(simd):
 
 
 def _run_multibit(bsk, ksk, base_log, level, luts, idx, cts, group, grouping, n):
-    _, _, K1, N = bsk.shape
-    k = K1 - 1
-    plan = _kernels.FourierPlan(N)
-    bsk_f = _kernels.fft_forward_torus(plan, bsk.reshape(-1, N)).reshape(bsk.shape)
-    out = np.empty((cts.shape[0], k * N + 1), dtype=np.uint64)
-    _kernels.pbs_range(plan, ksk, 4, 3, bsk_f, n, k, base_log, level, luts, idx, cts, out, 0,
-                       cts.shape[0], group, grouping=grouping)
-    return out
+    return _run_kernel(bsk, ksk, 4, 3, base_log, level, luts, idx, cts, group, grouping, n)
 
 
 @pytest.mark.parametrize("grouping,k,N,base_log,level,use_ks,group", [
