@@ -18,7 +18,13 @@ from joblib import Parallel, delayed, effective_n_jobs
 
 from fheml._core import _kernels
 from fheml._core._csprng import Csprng, keystream_u64
-from fheml._core.parameters import MAX_LWE_DIMENSION, ParameterSet, log2_p_fail
+from fheml._core.parameters import (
+    MAX_LWE_DIMENSION,
+    ParameterSet,
+    key_weight,
+    log2_p_fail,
+    max_key_weight,
+)
 from fheml._core.serialization import (
     LimitExceededError,
     MismatchError,
@@ -327,6 +333,17 @@ def params_from_header(header, kind):
         return ParameterSet.from_dict(header["params"])
 
 
+def _bounded_weight_key(rng, shape, grouping_factor):
+    """Uniform key bits, drawn again while their weight exceeds the bound the noise model
+    charges (parameters.max_key_weight: about one draw in 44)."""
+    size = math.prod(shape)
+    bound = max_key_weight(size, grouping_factor) if size else 0
+    while True:
+        bits = rng.binary(shape)
+        if key_weight(bits, grouping_factor) <= bound:
+            return bits
+
+
 class SecretKeys:
     """The client's keys: a binary LWE key (dimension n) and a binary GLWE key (k x N).
 
@@ -346,6 +363,17 @@ class SecretKeys:
         self.params = params
         self.key_id = str(key_id)
         self.insecure = bool(insecure)
+        heavy = [name for name, bits, g in (
+            ("LWE key", self.lwe_key, params.grouping_factor), ("GLWE key", self.glwe_key, 1))
+            if bits.size and key_weight(bits, g) > max_key_weight(bits.size, g)]
+        if heavy:
+            # keys saved before keygen bounded the weight (1 in 44 were heavier)
+            warnings.warn(
+                f"the {' and '.join(heavy)} of these secret keys "
+                f"{'is' if len(heavy) == 1 else 'are'} heavier than the noise "
+                "model assumes (parameters.max_key_weight): lookups may fail more often "
+                f"than p_error={params.p_error:.3g}; generate new keys with "
+                "SecretKeys.generate", RuntimeWarning, stacklevel=2)
 
     def _warn_if_insecure(self):
         if self.insecure:
@@ -370,8 +398,8 @@ class SecretKeys:
                 f"with the environment variable {INSECURE_SEED_ENV}=1"
             )
         rng = Csprng(seed, stream=_STREAM_KEY_BITS)
-        lwe_key = rng.binary(params.lwe_dimension)
-        glwe_key = rng.binary((params.glwe_dimension, params.polynomial_size))
+        lwe_key = _bounded_weight_key(rng, (params.lwe_dimension,), params.grouping_factor)
+        glwe_key = _bounded_weight_key(rng, (params.glwe_dimension, params.polynomial_size), 1)
         return cls(params, lwe_key, glwe_key, secrets.token_hex(16), insecure=insecure)
 
     def __repr__(self):

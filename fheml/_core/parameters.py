@@ -38,6 +38,8 @@ __all__ = [
     "log2_p_fail",
     "select_glwe_parameters",
     "select_parameters",
+    "key_weight_factor",
+    "max_key_weight",
     "var_keyswitch",
     "var_min",
     "var_modulus_switch",
@@ -118,6 +120,63 @@ def var_min(dimension):
     return 2.0 ** (4 - 128) + 2.0 ** (5.31469187675068 - 0.0497829131652661 * dimension)
 
 
+# Key weight.  The rounding terms of the model (decomposition of the bootstrap and of the
+# keyswitch, the standard modulus switch) multiply a binary key: their variance is
+# proportional to the key's weight (for a multi-bit bootstrap, to the number of its non-zero
+# groups of g bits), which the textbook formulas take at its mean.  A key drawn uniformly is
+# a few per cent heavier than the mean half the time (measured: the bootstrap output
+# variance of the p=3 classic set at 2^-40 tracks the weights within the sample error,
+# 0.96-1.05x the mean-weight model over eight keys), so a mean-weight model would exceed
+# p_error for half the keys.  SecretKeys.generate draws again (from the CSPRNG) any key part
+# whose weight exceeds the mean by more than KEY_WEIGHT_SIGMAS standard deviations, and the
+# model charges that bound.  Redrawing happens for 2.3 % of the draws and removes at most
+# log2(1/0.977) = 0.03 bits of key entropy.
+KEY_WEIGHT_SIGMAS = 2.0
+
+
+def _nonzero_fraction(grouping_factor):
+    return 1.0 - 2.0 ** -grouping_factor
+
+
+def max_key_weight(dimension, grouping_factor=1):
+    """Largest weight a generated binary key of ``dimension`` bits may have: its number of
+    non-zero groups of ``grouping_factor`` consecutive bits (its Hamming weight for 1),
+    at most the mean plus ``KEY_WEIGHT_SIGMAS`` standard deviations.
+
+    Returns
+    -------
+    int
+    """
+    p = _nonzero_fraction(grouping_factor)
+    groups = dimension // grouping_factor
+    return int(math.floor(groups * p + KEY_WEIGHT_SIGMAS * math.sqrt(groups * p * (1 - p))))
+
+
+def key_weight(key_bits, grouping_factor=1):
+    """The weight :func:`max_key_weight` bounds, of a binary key (int)."""
+    bits = np.asarray(key_bits).reshape(-1, grouping_factor)
+    return int(np.count_nonzero(bits.any(axis=1)))
+
+
+def key_weight_factor(dimension, grouping_factor=1):
+    """Ratio of the largest to the mean key weight (see :func:`max_key_weight`): the factor
+    the model applies to noise terms proportional to the key's weight.
+
+    Parameters
+    ----------
+    dimension : int, float or ndarray
+        Key dimension (``n``, or ``k * N`` for the GLWE key).
+    grouping_factor : int, default=1
+
+    Returns
+    -------
+    float or ndarray
+    """
+    p = _nonzero_fraction(grouping_factor)
+    groups = np.asarray(dimension, dtype=float) / grouping_factor
+    return 1.0 + KEY_WEIGHT_SIGMAS * np.sqrt((1 - p) / (p * groups))
+
+
 # The kernels' modulus switch is centred (see var_modulus_switch); the tests set this to
 # False to compare with TFHE.md's model of the standard switch, as pfail.py computes it.
 MODULUS_SWITCH_CENTERED = True
@@ -156,13 +215,13 @@ def var_modulus_switch(lwe_dimension, polynomial_size, centered=None):
         # floored to the 2^-32 grid first: below 1/(12 q²)-scale terms, counted once)
         return lwe_dimension * (1 / (48 * q2) + 1 / (48 * two_n_sq)) + 1 / (12 * two_n_sq)
     return (
-        lwe_dimension * (1 / (48 * q2) + 1 / (24 * two_n_sq))
+        lwe_dimension * (1 / (48 * q2) + key_weight_factor(lwe_dimension) / (24 * two_n_sq))
         - 1 / (12 * q2)
         + 1 / (12 * two_n_sq)
     )
 
 
-def var_keyswitch(input_dimension, ks_base_log, ks_level, ksk_variance):
+def var_keyswitch(input_dimension, ks_base_log, ks_level, ksk_variance, weight_factor=None):
     """Variance added by an LWE keyswitch.
 
     Parameters
@@ -175,15 +234,20 @@ def var_keyswitch(input_dimension, ks_base_log, ks_level, ksk_variance):
         Number of decomposition levels.
     ksk_variance : float or ndarray
         Noise variance of the keyswitching key (that of the output LWE key).
+    weight_factor : float, optional
+        Factor on the rounding term, which multiplies the input key's bits; defaults to
+        ``key_weight_factor(input_dimension)`` (a generated key's largest weight).
 
     Returns
     -------
     float or ndarray
         Variance in torus² units.
     """
+    if weight_factor is None:
+        weight_factor = key_weight_factor(input_dimension)
     base = 2.0**ks_base_log
     return ks_level * input_dimension * ksk_variance * (base * base / 12 + 1 / 6) + (
-        input_dimension * (1 / (48 * _Q * _Q) + base ** (-2 * ks_level) / 24)
+        input_dimension * (1 / (48 * _Q * _Q) + weight_factor * base ** (-2 * ks_level) / 24)
     )
 
 
@@ -259,7 +323,7 @@ def _step_factors(grouping_factor):
 
 
 def var_pbs_parts(lwe_dimension, glwe_dimension, polynomial_size, pbs_base_log, pbs_level,
-                  bsk_variance, grouping_factor=1):
+                  bsk_variance, grouping_factor=1, lwe_weight_factor=None):
     """The three parts of the output variance of one programmable bootstrap.
 
     Parameters
@@ -279,6 +343,10 @@ def var_pbs_parts(lwe_dimension, glwe_dimension, polynomial_size, pbs_base_log, 
     grouping_factor : int, default=1
         Key bits per blind-rotation step (multi-bit bootstrap: ``n/g`` steps, each with the
         multipliers of ``_step_factors``).
+    lwe_weight_factor : float or ndarray, optional
+        Factor on the decomposition term for the LWE key's weight; defaults to
+        ``key_weight_factor(lwe_dimension, grouping_factor)`` (the GLWE key's factor is
+        applied too).
 
     Returns
     -------
@@ -297,6 +365,11 @@ def var_pbs_parts(lwe_dimension, glwe_dimension, polynomial_size, pbs_base_log, 
     key = pbs_level * n_poly * (k + 1) * bsk_variance * (base * base / 12 + 1 / 6)
     rounding = base ** (-2 * pbs_level) / 24
     dec = -1 / (24 * q2) + (k * n_poly / 2) * (1 / (48 * q2) + rounding) + rounding
+    if lwe_weight_factor is None:
+        lwe_weight_factor = key_weight_factor(lwe_dimension, grouping_factor)
+    # the rounding error reaches the output through the LWE key's bits (the GGSW messages)
+    # and the GLWE key's: both at their largest generated weight
+    dec = dec * lwe_weight_factor * key_weight_factor(k * n_poly)
     f_fft, f_key, f_dec = _step_factors(grouping_factor)
     steps = lwe_dimension / grouping_factor
     return {
@@ -307,7 +380,7 @@ def var_pbs_parts(lwe_dimension, glwe_dimension, polynomial_size, pbs_base_log, 
 
 
 def var_pbs(lwe_dimension, glwe_dimension, polynomial_size, pbs_base_log, pbs_level,
-            bsk_variance, grouping_factor=1):
+            bsk_variance, grouping_factor=1, lwe_weight_factor=None):
     """Output variance of one programmable bootstrap (independent of its input noise).
 
     Parameters are those of :func:`var_pbs_parts`.
@@ -318,7 +391,7 @@ def var_pbs(lwe_dimension, glwe_dimension, polynomial_size, pbs_base_log, pbs_le
         Variance in torus² units.
     """
     parts = var_pbs_parts(lwe_dimension, glwe_dimension, polynomial_size, pbs_base_log,
-                          pbs_level, bsk_variance, grouping_factor)
+                          pbs_level, bsk_variance, grouping_factor, lwe_weight_factor)
     return parts["fft"] + parts["key"] + parts["dec"]
 
 
@@ -946,11 +1019,12 @@ class ParameterSet:
 
 
 @functools.lru_cache(maxsize=None)
-def _ks_table():
-    """Best keyswitch base per (level, n) over the search grid.
+def _ks_table(input_dimension):
+    """Best keyswitch base per (level, n) over the search grid, from an input key of
+    ``input_dimension`` bits (``k * N``).
 
-    The keyswitch variance is ``n_in`` times a function of (base, level, var_min(n)), so
-    the best base does not depend on ``n_in``.
+    The keyswitch variance is ``n_in`` times a function of (base, level, var_min(n)) and
+    of the input key's weight factor, so the best base depends on ``n_in`` only through it.
 
     Returns
     -------
@@ -962,7 +1036,8 @@ def _ks_table():
     levels = _SEARCH_KS_LEVELS[:, None, None]
     base_logs = np.arange(1, MAX_BASE_LOG + 1)[None, :, None]
     ksk_var = var_min(_SEARCH_LWE_DIMENSIONS.astype(float))[None, None, :]
-    per_input = var_keyswitch(1.0, base_logs, levels, ksk_var)
+    per_input = var_keyswitch(1.0, base_logs, levels, ksk_var,
+                              weight_factor=key_weight_factor(input_dimension))
     per_input = np.where(base_logs * levels <= _TORUS_BITS, per_input, np.inf)
     best = np.argmin(per_input, axis=1)
     return np.take_along_axis(per_input, best[:, None, :], axis=1)[:, 0, :], best + 1
@@ -970,15 +1045,34 @@ def _ks_table():
 
 @functools.lru_cache(maxsize=None)
 def _pbs_table(glwe_dimension, polynomial_size, grouping_factor=1):
-    """Best bootstrap base per level: (Var_PBS / n, base_log), arrays over pbs levels."""
+    """Best bootstrap base per level (chosen at the smallest n's key-weight factor).
+
+    Returns
+    -------
+    fixed, dec : ndarray
+        Per pbs level, ``Var_PBS / n`` without the decomposition term and that term
+        without the LWE key's weight factor: ``Var_PBS(n) = n * (fixed + dec *
+        key_weight_factor(n, g))`` (see :func:`_pbs_variance`).
+    base_log : ndarray of int
+    """
     levels = _SEARCH_PBS_LEVELS[:, None]
     base_logs = np.arange(1, MAX_BASE_LOG + 1)[None, :]
     bsk_var = var_min(glwe_dimension * polynomial_size)
-    per_n = var_pbs(1.0, glwe_dimension, polynomial_size, base_logs, levels, bsk_var,
-                    grouping_factor)
+    parts = var_pbs_parts(1.0, glwe_dimension, polynomial_size, base_logs, levels, bsk_var,
+                          grouping_factor, lwe_weight_factor=1.0)
+    fixed, dec = parts["fft"] + parts["key"], parts["dec"]
+    per_n = fixed + dec * key_weight_factor(_SEARCH_LWE_DIMENSIONS[0], grouping_factor)
     per_n = np.where(base_logs * levels <= _TORUS_BITS, per_n, np.inf)
     best = np.argmin(per_n, axis=1)
-    return per_n[np.arange(len(best)), best], best + 1
+    rows = np.arange(len(best))
+    return fixed[rows, best], dec[rows, best], best + 1
+
+
+def _pbs_variance(glwe_dimension, polynomial_size, grouping_factor, dims):
+    """Var_PBS of the best base per level, shape (pbs levels, len(dims)), and the bases."""
+    fixed, dec, base = _pbs_table(glwe_dimension, polynomial_size, grouping_factor)
+    factor = key_weight_factor(dims, grouping_factor)
+    return dims[None, :] * (fixed[:, None] + dec[:, None] * factor[None, :]), base
 
 
 def _search_space(grouping_factors=_SEARCH_GROUPING_FACTORS):
@@ -993,7 +1087,6 @@ def _search_space(grouping_factors=_SEARCH_GROUPING_FACTORS):
 def _search_bootstrap(precision, max_variance, norm2, max_variance_pbs=math.inf,
                       grouping_factors=_SEARCH_GROUPING_FACTORS):
     """Cheapest (k, N, n, pbs, ks) meeting the variance budgets, or None."""
-    ks_per_input, ks_base = _ks_table()
     dims = _SEARCH_LWE_DIMENSIONS
     n_min = dims[0]
     nu2 = norm2 * norm2
@@ -1004,14 +1097,15 @@ def _search_bootstrap(precision, max_variance, norm2, max_variance_pbs=math.inf,
         # Smallest possible cost for this (k, N, g); it only grows with n and the levels.
         if time_pbs(n_min, k, size, 1, g) + time_ks(big, n_min, 1) >= best_cost:
             continue
-        pbs_per_n, pbs_base = _pbs_table(k, size, g)
+        pbs_variance, pbs_base = _pbs_variance(k, size, g, dims)
+        ks_per_input, ks_base = _ks_table(big)
         variance = (
-            nu2 * pbs_per_n[:, None, None] * dims[None, None, :]
+            nu2 * pbs_variance[:, None, :]
             + big * ks_per_input[None, :, :]
             + var_modulus_switch(dims, size)[None, None, :]
         )
         feasible = ((variance <= max_variance)
-                    & (pbs_per_n[:, None, None] * dims[None, None, :] <= max_variance_pbs)
+                    & (pbs_variance[:, None, :] <= max_variance_pbs)
                     & (dims % g == 0)[None, None, :])
         found = feasible.any(axis=-1)
         if not found.any():
@@ -1041,13 +1135,13 @@ def _search_bootstrap(precision, max_variance, norm2, max_variance_pbs=math.inf,
 
 def _explain_no_bootstrap_set(precision, p_error, norm2, max_variance):
     """Say which limit made the bootstrap search fail (raised as ValueError)."""
-    ks_per_input, _ = _ks_table()
     dims = _SEARCH_LWE_DIMENSIONS
     largest_norm2_sq = 0.0
     for k, size, g in _search_space():
-        pbs_per_n, _ = _pbs_table(k, size, g)
+        pbs_variance, _ = _pbs_variance(k, size, g, dims)
+        ks_per_input, _ = _ks_table(k * size)
         room = max_variance - k * size * ks_per_input - var_modulus_switch(dims, size)
-        ratio = room[None, :, :] / (pbs_per_n[:, None, None] * dims[None, None, :])
+        ratio = room[None, :, :] / pbs_variance[:, None, :]
         largest_norm2_sq = max(largest_norm2_sq, float(ratio.max()))
     where = (f"precision={precision} at p_error={p_error:.3g} "
              f"(2^{math.log2(p_error):.1f})")

@@ -1,4 +1,6 @@
 """Keys, encryption, seeded evaluation keys and the byte formats."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -207,3 +209,21 @@ def test_multi_bit_keys_refused_for_other_grouping():
     header["params"]["grouping_factor"] = 1
     with pytest.raises(SerializationError, match="shapes"):
         EvaluationKeys.from_bytes(pack("evaluation-keys", header, arrays))
+
+
+def test_keys_heavier_than_the_model_assumes_load_with_a_warning():
+    """Keygen bounds the key weight the noise model charges (parameters.max_key_weight);
+    keys made otherwise that exceed it still load, with a warning."""
+    from fheml._core import parameters
+    params, sk, _ = keys_for(4)
+    g = params.grouping_factor
+    assert parameters.key_weight(sk.lwe_key, g) <= parameters.max_key_weight(sk.lwe_key.size, g)
+    heavy = sk.lwe_key.reshape(-1, g).copy()
+    empty = np.flatnonzero(~heavy.any(axis=1))
+    excess = parameters.max_key_weight(sk.lwe_key.size, g) + 1 - parameters.key_weight(heavy, g)
+    heavy[empty[:excess], 0] = 1
+    with pytest.warns(RuntimeWarning, match="LWE key of these secret keys is heavier"):
+        SecretKeys(params, heavy.reshape(-1), sk.glwe_key, "old")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SecretKeys(params, sk.lwe_key, sk.glwe_key, "same")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from fheml._core import SecretKeys, _kernels, _reference, parameters, select_parameters
+from fheml._core import keys as keys_module
 from fheml._core.keys import LweCiphertext, encode
 from tests._core.keyring import keys_for
 
@@ -120,6 +121,67 @@ def test_pbs_output_noise_below_model_on_every_kernel_path(simd, p, grouping):
     assert err.var() < params.variance_pbs * (1 + 2 * np.sqrt(2 / err.size))
     # and far from a decryption failure
     assert np.abs(err).max() < 2.0 ** -(p + 2) / 4
+
+
+def _heaviest_allowed(size, grouping_factor, rng):
+    """Key bits with the largest weight keygen accepts (parameters.max_key_weight)."""
+    groups = size // grouping_factor
+    nonzero = parameters.max_key_weight(size, grouping_factor)
+    values = np.zeros(groups, dtype=np.int64)
+    values[rng.permutation(groups)[:nonzero]] = rng.integers(1, 1 << grouping_factor, nonzero)
+    bits = (values[:, None] >> np.arange(grouping_factor)) & 1
+    return bits.reshape(-1).astype(np.uint8)
+
+
+@pytest.mark.parametrize("p,grouping", [(3, (1,)), (4, None)], ids=["classic", "multi-bit"])
+def test_pbs_noise_model_covers_the_heaviest_keys_keygen_accepts(p, grouping):
+    """The decomposition rounding multiplies the keys' bits, so the output variance grows
+    with their weight (at the p=3 classic set it dominates: 0.96-1.05x the mean-weight
+    model over eight random keys).  Keygen bounds the weight and the model charges the
+    bound: with keys at the bound the measured variance stays below the model, and not by
+    much (the bound is what it costs)."""
+    params = select_parameters(p, p_error=2.0**-40, grouping_factors=grouping)
+    rng = np.random.default_rng(p)
+    k, N = params.glwe_dimension, params.polynomial_size
+    lwe_key = _heaviest_allowed(params.lwe_dimension, params.grouping_factor, rng)
+    glwe_key = _heaviest_allowed(k * N, 1, rng).reshape(k, N)
+    sk = SecretKeys(params, lwe_key, glwe_key, "heaviest")
+    m = np.arange(4000) % (1 << p)
+    out = sk.evaluation_keys().programmable_bootstrap(sk.encrypt(m), np.arange(1 << p), n_jobs=2)
+    err = _torus_err(sk.phase(out) - encode(m, p))
+    ratio = err.var() / params.variance_pbs
+    assert ratio < 1 + 2 * np.sqrt(2 / err.size), ratio
+    if grouping == (1,):
+        # the decomposition term is ~60 % of the model here: at the bound it shows
+        assert ratio > 0.85, ratio
+
+
+def test_generated_keys_respect_the_weight_bound(monkeypatch):
+    """SecretKeys.generate redraws a key part heavier than the bound the model charges."""
+    params = select_parameters(4, p_error=2.0**-40)
+    g = params.grouping_factor
+    bound_lwe = parameters.max_key_weight(params.lwe_dimension, g)
+    draws = []
+
+    class HeavyFirst(keys_module.Csprng):
+        def binary(self, shape):
+            draws.append(shape)
+            if len(draws) == 1:  # the first LWE draw: all ones, far over the bound
+                return np.ones(shape, dtype=np.uint8)
+            return super().binary(shape)
+
+    monkeypatch.setattr(keys_module, "Csprng", HeavyFirst)
+    sk = SecretKeys.generate(params)
+    assert draws[0] == draws[1] == (params.lwe_dimension,)
+    assert parameters.key_weight(sk.lwe_key, g) <= bound_lwe
+    monkeypatch.undo()
+    weights = [parameters.key_weight(SecretKeys.generate(params).lwe_key, g)
+               for _ in range(200)]
+    mean = params.lwe_dimension // g * (1 - 2.0**-g)
+    assert max(weights) <= bound_lwe
+    # the bound cuts only the tail: the weights stay spread around the mean
+    assert abs(np.mean(weights) - mean) < 0.3 * (bound_lwe - mean)
+    assert np.std(weights) > 0.3 * (bound_lwe - mean) / parameters.KEY_WEIGHT_SIGMAS
 
 
 @pytest.mark.parametrize("p", [2, 4, 5])

@@ -104,22 +104,33 @@ def test_var_pbs_parts_sum_to_var_pbs():
     assert sum(parts.values()) == pytest.approx(P.var_pbs(*args), rel=1e-12)
 
 
+def _forget_selections():
+    for cached in (P._select_cached, P._pbs_table, P._ks_table):
+        cached.cache_clear()
+
+
 @pytest.fixture
 def standard_switch(monkeypatch):
-    """The standard modulus switch's noise (as the published and reference sets assume),
-    selections cached under the centred one forgotten before and after."""
+    """The standard modulus switch's noise and keys at their mean weight (as the published
+    and reference sets assume), selections cached under the engine's model forgotten
+    before and after."""
     monkeypatch.setattr(P, "MODULUS_SWITCH_CENTERED", False)
-    P._select_cached.cache_clear()
+    monkeypatch.setattr(P, "KEY_WEIGHT_SIGMAS", 0.0)
+    _forget_selections()
     yield
-    P._select_cached.cache_clear()
+    _forget_selections()
 
 
 @pytest.fixture
 def raw_model(monkeypatch):
     """TFHE.md's noise model exactly (no margin on the FFT term, the standard modulus
-    switch), as pfail.py computes it."""
+    switch, keys at their mean weight), as pfail.py computes it."""
     monkeypatch.setattr(P, "FFT_NOISE_MARGIN", 1.0)
     monkeypatch.setattr(P, "MODULUS_SWITCH_CENTERED", False)
+    monkeypatch.setattr(P, "KEY_WEIGHT_SIGMAS", 0.0)
+    _forget_selections()
+    yield
+    _forget_selections()
 
 
 @pytest.mark.parametrize("row", PUBLISHED_2M64, ids=lambda r: f"p{r[0]}")
@@ -211,9 +222,31 @@ def test_multibit_noise_terms_are_the_classic_ones_times_the_step_multipliers():
         multi = P.var_pbs_parts(*args, grouping_factor=g)
         steps, subsets = 1 / g, 2**g - 1
         assert multi["key"] == pytest.approx(steps * 2 * subsets * classic["key"])
-        assert multi["dec"] == pytest.approx(steps * 4 * (1 - 2.0**-g) * classic["dec"])
+        # the decomposition term follows the LWE key's non-zero groups, bounded at keygen
+        weights = P.key_weight_factor(s.lwe_dimension, g) / P.key_weight_factor(s.lwe_dimension)
+        assert multi["dec"] == pytest.approx(
+            steps * 4 * (1 - 2.0**-g) * weights * classic["dec"])
         assert multi["fft"] == pytest.approx(
             steps * 2 * subsets * P.MULTIBIT_FFT_NOISE_FACTOR * classic["fft"])
+
+
+def test_rounding_terms_charge_the_largest_key_weight_keygen_accepts():
+    """Decomposition and keyswitch rounding multiply key bits: the model takes the keys at
+    the weight bound SecretKeys.generate enforces, mean + KEY_WEIGHT_SIGMAS sd."""
+    n, kn = 800, 2048
+    assert P.max_key_weight(n) == math.floor(n / 2 + P.KEY_WEIGHT_SIGMAS * math.sqrt(n) / 2)
+    assert P.max_key_weight(n) / (n / 2) <= P.key_weight_factor(n) < 1.08
+    # two-bit groups: 3/4 of them non-zero on average
+    assert P.max_key_weight(n, 2) == math.floor(
+        300 + P.KEY_WEIGHT_SIGMAS * math.sqrt(400 * 0.75 * 0.25))
+    args = (n, 1, kn, 23, 1, P.var_min(kn))
+    mean_weight = P.var_pbs_parts(*args, lwe_weight_factor=1.0)["dec"] / P.key_weight_factor(kn)
+    assert P.var_pbs_parts(*args)["dec"] == pytest.approx(
+        mean_weight * P.key_weight_factor(n) * P.key_weight_factor(kn))
+    ks = P.var_keyswitch(kn, 3, 5, P.var_min(n))
+    at_mean = P.var_keyswitch(kn, 3, 5, P.var_min(n), weight_factor=1.0)
+    rounding = kn * 2.0 ** (-2 * 15) / 24
+    assert ks - at_mean == pytest.approx((P.key_weight_factor(kn) - 1) * rounding)
 
 
 def test_var_functions_accept_arrays():
