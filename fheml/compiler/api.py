@@ -10,6 +10,7 @@ from fheml.compiler.circuit import Circuit, finalize
 from fheml.compiler.graph import TracingError, range_bits
 from fheml.compiler.lowering import MAX_LOOKUP_BITS, lower
 from fheml.compiler.tracing import trace
+from fheml._core import select_parameters
 from fheml._warnings import FHEMLPerformanceWarning, user_stacklevel
 
 __all__ = ["CheckReport", "Compiler", "check", "compile", "compiler"]
@@ -18,11 +19,6 @@ _STATUSES = ("encrypted", "clear")
 
 WIDE_LOOKUP_BITS = 7
 """Lookups reading this many bits or more draw a :class:`FHEMLPerformanceWarning`."""
-
-# Measured throughput of one core (README: a 4-bit lookup, 71 Mop, in 19.7 ms), used to
-# turn the parameters' operation count into an order of magnitude of time.
-_OPS_PER_SECOND = 3.6e9
-
 
 def _arg_names(fn, count=None):
     try:
@@ -248,16 +244,20 @@ def _warn_wide_lookups(circuit):
             seen = lines.setdefault(node.where or "<unknown>", [0, 0])
             seen[0] = max(seen[0], bits)
             seen[1] += count
+    if not lines:
+        return
     keys_mb = (params.bsk_bytes + params.ksk_bytes) / 1e6
-    ms = params.cost / _OPS_PER_SECOND * 1e3
+    # the selection's measured time model (one thread, one lookup: keyswitch + bootstrap)
+    ms = params.time_estimate * 1e3
+    four_bit_ms = select_parameters(4, params.p_error).time_estimate * 1e3
     for where, (bits, count) in lines.items():
         warnings.warn(
             f"the lookup at {where} reads {bits}-bit values ({count} lookup(s) per sample): "
             f"this circuit needs {params.precision}-bit parameters, {keys_mb:.0f} MB of "
-            f"evaluation keys and about {ms:.0f} ms per lookup on one core (a 4-bit lookup: "
-            "about 20 ms). Read fewer bits with fheml.round_bit_pattern, or lower the bit "
-            "width of the values feeding it.", FHEMLPerformanceWarning,
-            stacklevel=user_stacklevel())
+            f"evaluation keys and about {ms:.0f} ms per lookup on one core (a 4-bit lookup "
+            f"at the same p_error: about {four_bit_ms:.0f} ms). Read fewer bits with "
+            "fheml.round_bit_pattern, or lower the bit width of the values feeding it.",
+            FHEMLPerformanceWarning, stacklevel=user_stacklevel())
 
 
 def compiler(parameters):
