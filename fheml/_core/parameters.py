@@ -308,7 +308,9 @@ def var_fft_step(glwe_dimension, polynomial_size, pbs_base_log, pbs_level):
 # against the exact reference on every path, as a multiple of 2·(2^g - 1) classic FFT
 # terms: up to 1.42 (g = 2) and 1.59 (g = 3) on the portable path, 1.36 and 1.41 on
 # AVX2/AVX-512 (k = 1, 2; N = 512..2048; 2-4 steps each), 1.05-1.33 at the sets selected
-# for p = 1..3 (8 steps each); ~10 % is added to the largest.
+# for p = 1..3 (8 steps each); ~10 % is added to the largest.  At the larger selected sets
+# (4 steps each): 1.36 / 1.24 (portable / AVX2) at p = 5 (N = 2048), 1.17 / 1.04 at p = 6
+# (N = 8192), 0.98 / 0.89 at p = 8 (N = 32768, l = 2).
 MULTIBIT_FFT_NOISE_FACTOR = 1.75
 
 

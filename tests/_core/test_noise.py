@@ -204,10 +204,13 @@ def test_fft_noise_factor_of_each_kernel_path(p):
         assert measured["avx512"] == measured["avx2"]  # bit-identical kernels
 
 
-@pytest.mark.parametrize("p,grouping", [(2, 3), (4, 2)])
+@pytest.mark.parametrize("p,grouping", [
+    (2, 3), (4, 2), (6, 2), pytest.param(8, 2, marks=pytest.mark.slow)])
 def test_multibit_fft_noise_factor(p, grouping):
     """One multi-bit step against the exact result at a selected set, on every path: within
-    MULTIBIT_FFT_NOISE_FACTOR times the 2·(2^g - 1) classic FFT terms the model charges."""
+    MULTIBIT_FFT_NOISE_FACTOR times the 2·(2^g - 1) classic FFT terms the model charges.
+    The factor was fitted up to N = 2048; the selected 6- and 8-bit sets (N = 8192, 32768)
+    measured 1.17 / 0.98 on the portable path and 1.04 / 0.89 on AVX2 and AVX-512."""
     params = select_parameters(p, p_error=2.0**-40)
     k, N = params.glwe_dimension, params.polynomial_size
     b, l = params.pbs_base_log, params.pbs_level
