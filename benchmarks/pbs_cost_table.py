@@ -43,7 +43,7 @@ def step_us(N, k, level, rng, repeat=3, grouping=1):
     acc = _kernels.aligned_empty((GROUP, K1, N), np.uint64)
     acc[...] = rng.integers(0, 2**64, acc.shape, dtype=np.uint64)
     base_log = min(23, 60 // level)
-    ws = _kernels.PbsWorkspace(n, k, N, level, 1, GROUP)
+    ws = _kernels.PbsWorkspace(n, k, N, level, 1, GROUP, grouping)
     best = np.inf
     for _ in range(repeat):
         t = time.thread_time()

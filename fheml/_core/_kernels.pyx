@@ -430,19 +430,24 @@ cdef class PbsWorkspace:
     cdef pbs_scratch sc
     cdef object _keep
     cdef readonly tuple shape
+    cdef readonly int grouping
 
-    def __init__(self, int n, int k, int N, int pbs_level, int ks_level, int group):
+    def __init__(self, int n, int k, int N, int pbs_level, int ks_level, int group,
+                 int grouping=1):
         if not 1 <= group <= FHEML_MAX_GROUP:
             raise ValueError(f"group must be in [1, {FHEML_MAX_GROUP}]")
+        if not 1 <= grouping <= FHEML_MAX_GROUPING:
+            raise ValueError(f"grouping must be in [1, {FHEML_MAX_GROUPING}]")
         if n < 1 or k < 1 or N < 8 or pbs_level < 1 or ks_level < 0:
             raise ValueError(f"bad workspace dimensions {(n, k, N, pbs_level, ks_level)}")
         self.shape = (n, k, N, pbs_level, ks_level, group)
+        self.grouping = grouping
         arrays = {
             "diff": aligned_empty(N, np.uint64),
             "fdig": aligned_empty(group * (k + 1) * pbs_level * N, np.float64),
             "facc": aligned_empty(group * (k + 1) * N, np.float64),
             "fsum": aligned_empty(group * (k + 1) * N, np.float64),
-            "mono": aligned_empty(group * N, np.float64),
+            "mono": aligned_empty(((1 << grouping) - 1) * group * N, np.float64),
             "small": aligned_empty(FHEML_MAX_GROUP * (n + 1), np.uint32),
             "abar": np.empty(group * n, np.int32),
             "acc": aligned_empty(group * (k + 1) * N, np.uint64),
@@ -511,8 +516,9 @@ def pbs_range(FourierPlan plan, ksk, int ks_base_log, int ks_level, bsk_fourier,
         kv = ksk
         kp = &kv[0, 0, 0]
     if workspace is None:
-        workspace = PbsWorkspace(n, k, N, pbs_level, ks_level, group)
-    elif workspace.shape != (n, k, N, pbs_level, ks_level, group):
+        workspace = PbsWorkspace(n, k, N, pbs_level, ks_level, group, grouping)
+    elif (workspace.shape != (n, k, N, pbs_level, ks_level, group)
+          or workspace.grouping < grouping):
         raise ValueError("workspace was made for other parameters")
     cdef const double[:, :, :, ::1] bv = bsk_fourier
     cdef const uint64_t[:, ::1] lv = luts
@@ -575,8 +581,9 @@ def blind_rotate(FourierPlan plan, bsk_fourier, int base_log, int level, abar, a
         raise ValueError(f"abar must have shape ({G}, {n}) with values in [0, {2 * N})")
     abar = np.ascontiguousarray(abar, dtype=np.int32)
     if workspace is None:
-        workspace = PbsWorkspace(n, k, N, level, 1, G)
-    elif workspace.shape[1:4] != (k, N, level) or workspace.shape[5] < G:
+        workspace = PbsWorkspace(n, k, N, level, 1, G, grouping)
+    elif (workspace.shape[1:4] != (k, N, level) or workspace.shape[5] < G
+          or workspace.grouping < grouping):
         raise ValueError("workspace was made for other parameters")
     cdef const double[:, :, :, ::1] bv = bsk_fourier
     cdef const int32_t[:, ::1] av = abar

@@ -20,6 +20,7 @@
 #define FHEML_MAX_GROUP 16
 /* largest grouping factor of the multi-bit blind rotation */
 #define FHEML_MAX_GROUPING 3
+#define FHEML_MAX_SUBSETS ((1 << FHEML_MAX_GROUPING) - 1)
 /* ciphertexts keyswitched together by pbs_range (<= FHEML_MAX_GROUP) */
 #define FHEML_KS_GROUP 8
 
@@ -40,7 +41,7 @@ typedef struct {
     double *fdig;       /* group * (k+1) * pbs_level * N   (re/im blocks of N/2) */
     double *facc;       /* group * (k+1) * N */
     double *fsum;       /* group * (k+1) * N (multi-bit: the sum over a key group's subsets) */
-    double *mono;       /* group * N (multi-bit: transforms of X^e - 1) */
+    double *mono;       /* (2^gf - 1) * group * N (multi-bit: transforms of X^e - 1) */
     uint32_t *small;    /* FHEML_MAX_GROUP * (n+1), top 32 bits of the torus */
     int32_t *abar;      /* group * n */
     uint64_t *acc;      /* group * (k+1) * N */

@@ -895,31 +895,39 @@ static void FN(monomial_minus_one)(const fft_plan *p, int e, double *restrict w)
         wr[m] -= 1.0;
 }
 
-/* fs[j] += w[j] * sum_r fd[j][r] * ggsw[r] for the na ciphertexts j sharing one GGSW: the
- * external product's multiply-accumulate, its result multiplied by the transform of a
- * monomial minus one and added (multi-bit bootstrap).  fa: scratch of the portable copy. */
-static void FN(external_mac_mono)(const double *const *fds, const double *restrict ggsw,
-                                  const double *const *ws, double *const *fss,
-                                  double *const *fas, int M, int R, int K1, int na)
+/* fs[j] = sum_c w[c][j] * sum_r fd[j][r] * ggsw_c[r] for the na ciphertexts j of one
+ * multi-bit step: the external products with the 2^gf - 1 GGSWs of a key group (ggsw_c at
+ * ggsw + c * gstride), each multiplied by the transform of its monomial minus one
+ * (w[c][j] = w[c * wstride + j], zero where the monomial is 1) and summed.  fa: scratch of
+ * the portable copy. */
+static void FN(external_mac_subsets)(const double *const *fds, const double *restrict ggsw,
+                                     size_t gstride, const double *const *ws, int wstride,
+                                     double *const *fss, double *const *fas, int M, int R,
+                                     int K1, int S, int na)
 {
 #if FHEML_IMPL_AVX2
+    (void)fas;
 #if FHEML_IMPL_AVX512
     if (M % 8 == 0) {
-        FN(external_mac_mono_v8)(fds, ggsw, ws, fss, M, R, K1, na);
+        FN(external_mac_subsets_v8)(fds, ggsw, gstride, ws, wstride, fss, M, R, K1, S, na);
         return;
     }
 #endif
-    FN(external_mac_mono_v4)(fds, ggsw, ws, fss, M, R, K1, na);
+    FN(external_mac_subsets_v4)(fds, ggsw, gstride, ws, wstride, fss, M, R, K1, S, na);
 #else
-    FN(external_mac)(fds, ggsw, fas, M, R, K1, na);
-    for (int j = 0; j < na; j++) {
-        const double *restrict wr = ws[j], *restrict wi = ws[j] + M;
-        for (int q = 0; q < K1; q++) {
-            const double *restrict ar = fas[j] + (size_t)q * 2 * M, *restrict ai = ar + M;
-            double *restrict sr = fss[j] + (size_t)q * 2 * M, *restrict si = sr + M;
-            for (int m = 0; m < M; m++) {
-                sr[m] += wr[m] * ar[m] - wi[m] * ai[m];
-                si[m] += wr[m] * ai[m] + wi[m] * ar[m];
+    for (int j = 0; j < na; j++)
+        memset(fss[j], 0, sizeof(double) * (size_t)K1 * 2 * M);
+    for (int c = 0; c < S; c++) {
+        FN(external_mac)(fds, ggsw + (size_t)c * gstride, fas, M, R, K1, na);
+        for (int j = 0; j < na; j++) {
+            const double *restrict wr = ws[(size_t)c * wstride + j], *restrict wi = wr + M;
+            for (int q = 0; q < K1; q++) {
+                const double *restrict ar = fas[j] + (size_t)q * 2 * M, *restrict ai = ar + M;
+                double *restrict sr = fss[j] + (size_t)q * 2 * M, *restrict si = sr + M;
+                for (int m = 0; m < M; m++) {
+                    sr[m] += wr[m] * ar[m] - wi[m] * ai[m];
+                    si[m] += wr[m] * ai[m] + wi[m] * ar[m];
+                }
             }
         }
     }
@@ -962,27 +970,28 @@ static void FN(blind_rotate_multibit)(const fft_plan *p, const double *restrict 
                 memcpy(sc->diff, ag + (size_t)q * N, sizeof(uint64_t) * N);
                 FN(forward_digits)(p, sc->diff, base_log, level, fd + (size_t)q * level * 2 * M);
             }
-            memset(sc->fsum + (size_t)na * facc_size, 0, sizeof(double) * facc_size);
             active[na++] = g;
         }
-        for (int c = 1; c <= S; c++) {
-            /* the ciphertexts whose monomial for c is not 1 */
-            const double *fds[FHEML_MAX_GROUP], *ws[FHEML_MAX_GROUP];
-            double *fss[FHEML_MAX_GROUP], *fas[FHEML_MAX_GROUP];
-            int nc = 0;
-            for (int j = 0; j < na; j++) {
-                if (!e[j][c])
-                    continue;
-                double *w = sc->mono + (size_t)nc * N;
-                FN(monomial_minus_one)(p, e[j][c], w);
-                fds[nc] = sc->fdig + (size_t)j * fdig_size;
-                ws[nc] = w;
-                fss[nc] = sc->fsum + (size_t)j * facc_size;
-                fas[nc++] = sc->facc + (size_t)j * facc_size;
-            }
-            FN(external_mac_mono)(fds, bsk + ((size_t)i * S + (c - 1)) * ggsw, ws, fss, fas, M,
-                                  R, K1, nc);
+        /* the transforms of X^e - 1, subset-major (zero where the monomial is 1) */
+        const double *fds[FHEML_MAX_GROUP], *ws[FHEML_MAX_SUBSETS * FHEML_MAX_GROUP];
+        double *fss[FHEML_MAX_GROUP], *fas[FHEML_MAX_GROUP];
+        for (int j = 0; j < na; j++) {
+            fds[j] = sc->fdig + (size_t)j * fdig_size;
+            fss[j] = sc->fsum + (size_t)j * facc_size;
+            fas[j] = sc->facc + (size_t)j * facc_size;
         }
+        for (int c = 1; c <= S; c++) {
+            for (int j = 0; j < na; j++) {
+                double *w = sc->mono + ((size_t)(c - 1) * G + j) * N;
+                if (e[j][c])
+                    FN(monomial_minus_one)(p, e[j][c], w);
+                else
+                    memset(w, 0, sizeof(double) * N);
+                ws[(c - 1) * FHEML_MAX_GROUP + j] = w;
+            }
+        }
+        FN(external_mac_subsets)(fds, bsk + (size_t)i * S * ggsw, ggsw, ws, FHEML_MAX_GROUP,
+                                 fss, fas, M, R, K1, S, na);
         for (int j = 0; j < na; j++) {
             uint64_t *a = acc + (size_t)active[j] * K1 * N;
             for (int q = 0; q < K1; q++) {

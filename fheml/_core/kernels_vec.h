@@ -333,12 +333,10 @@ static inline void FN(VFN(dit4_untwist_add))(const fft_plan *p, const double *re
  * q < K1, r < R.  Each GGSW vector is loaded once for the gb ciphertexts and the
  * accumulators stay in registers (one store per output point); gb is a constant after
  * inlining, so the g loops unroll.  Per ciphertext the operations are those of gb = 1.
- * With w (multi-bit bootstrap) the sums are multiplied by w[g] (re block, im block) and
- * added to fa[g] instead of stored.  M % FHEML_VW == 0. */
+ * M % FHEML_VW == 0. */
 static inline __attribute__((always_inline)) void
-FN(VFN(mac_block))(const double *const *fd, const double *restrict ggsw,
-                   const double *const *w, double *const *fa, int M, int R, int K1,
-                   const int gb)
+FN(VFN(mac_block))(const double *const *fd, const double *restrict ggsw, double *const *fa,
+                   int M, int R, int K1, const int gb)
 {
     for (int q = 0; q < K1; q++) {
         for (int m = 0; m < M; m += FHEML_VW) {
@@ -359,47 +357,101 @@ FN(VFN(mac_block))(const double *const *fd, const double *restrict ggsw,
             }
             for (int g = 0; g < gb; g++) {
                 double *ar = fa[g] + (size_t)q * 2 * M + m;
-                if (w) {
-                    VD wr = VLD(w[g] + m), wi = VLD(w[g] + M + m);
-                    VST(ar, VFMADD(wr, sr[g], VFNMADD(wi, si[g], VLD(ar))));
-                    VST(ar + M, VFMADD(wr, si[g], VFMADD(wi, sr[g], VLD(ar + M))));
-                } else {
-                    VST(ar, sr[g]);
-                    VST(ar + M, si[g]);
-                }
+                VST(ar, sr[g]);
+                VST(ar + M, si[g]);
             }
         }
     }
 }
 
 /* mac_block over G ciphertexts, four at a time. */
-static inline __attribute__((always_inline)) void
-FN(VFN(mac_groups))(const double *const *fd, const double *restrict ggsw,
-                    const double *const *w, double *const *fa, int M, int R, int K1, int G)
+static void FN(VFN(external_mac))(const double *const *fd, const double *restrict ggsw,
+                                  double *const *fa, int M, int R, int K1, int G)
 {
     for (int g = 0; g < G; g += 4) {
-        const double *const *wg = w ? w + g : NULL;
         switch (G - g) {
-        case 1: FN(VFN(mac_block))(fd + g, ggsw, wg, fa + g, M, R, K1, 1); break;
-        case 2: FN(VFN(mac_block))(fd + g, ggsw, wg, fa + g, M, R, K1, 2); break;
-        case 3: FN(VFN(mac_block))(fd + g, ggsw, wg, fa + g, M, R, K1, 3); break;
-        default: FN(VFN(mac_block))(fd + g, ggsw, wg, fa + g, M, R, K1, 4); break;
+        case 1: FN(VFN(mac_block))(fd + g, ggsw, fa + g, M, R, K1, 1); break;
+        case 2: FN(VFN(mac_block))(fd + g, ggsw, fa + g, M, R, K1, 2); break;
+        case 3: FN(VFN(mac_block))(fd + g, ggsw, fa + g, M, R, K1, 3); break;
+        default: FN(VFN(mac_block))(fd + g, ggsw, fa + g, M, R, K1, 4); break;
         }
     }
 }
 
-static void FN(VFN(external_mac))(const double *const *fd, const double *restrict ggsw,
-                                  double *const *fa, int M, int R, int K1, int G)
+/* The multi-bit step's multiply-accumulate over all 2^g - 1 subsets c at once, for gb
+ * ciphertexts: fs[g][q] = sum_c w[c][g] * sum_r fd[g][r] * ggsw_c[r][q] (ggsw_c at
+ * ggsw + c * gstride; w[c][g] = w[c * wstride + g], zero where the monomial is 1).  The sum
+ * over c stays in registers: each digit vector and each output vector cross memory once per
+ * step instead of once per subset (at N >= 8192 the per-subset passes were bound by the L2
+ * traffic).  Per ciphertext the operations and their order are those of one mac_block pass
+ * per subset into a zeroed fs (bit-identical results).  M % FHEML_VW == 0. */
+static inline __attribute__((always_inline)) void
+FN(VFN(mac_subsets_block))(const double *const *fd, const double *restrict ggsw,
+                           size_t gstride, const double *const *w, int wstride,
+                           double *const *fs, int M, int R, int K1, int S, const int gb)
 {
-    FN(VFN(mac_groups))(fd, ggsw, NULL, fa, M, R, K1, G);
+    for (int q = 0; q < K1; q++) {
+        for (int m = 0; m < M; m += FHEML_VW) {
+            VD fr[4], fi[4];
+            for (int g = 0; g < gb; g++) {
+                fr[g] = VZERO();
+                fi[g] = VZERO();
+            }
+            for (int c = 0; c < S; c++) {
+                const double *key = ggsw + (size_t)c * gstride;
+                VD sr[4], si[4];
+                for (int g = 0; g < gb; g++) {
+                    sr[g] = VZERO();
+                    si[g] = VZERO();
+                }
+                for (int r = 0; r < R; r++) {
+                    const double *br = key + ((size_t)r * K1 + q) * 2 * M + m;
+                    VD yr = VLD(br), yi = VLD(br + M);
+                    for (int g = 0; g < gb; g++) {
+                        const double *dr = fd[g] + (size_t)r * 2 * M + m;
+                        VD xr = VLD(dr), xi = VLD(dr + M);
+                        sr[g] = VFMADD(xr, yr, VFNMADD(xi, yi, sr[g]));
+                        si[g] = VFMADD(xr, yi, VFMADD(xi, yr, si[g]));
+                    }
+                }
+                for (int g = 0; g < gb; g++) {
+                    const double *wc = w[(size_t)c * wstride + g];
+                    VD wr = VLD(wc + m), wi = VLD(wc + M + m);
+                    fr[g] = VFMADD(wr, sr[g], VFNMADD(wi, si[g], fr[g]));
+                    fi[g] = VFMADD(wr, si[g], VFMADD(wi, sr[g], fi[g]));
+                }
+            }
+            for (int g = 0; g < gb; g++) {
+                double *ar = fs[g] + (size_t)q * 2 * M + m;
+                VST(ar, fr[g]);
+                VST(ar + M, fi[g]);
+            }
+        }
+    }
 }
 
-/* fs[g] += w[g] * (the external_mac result of ciphertext g) */
-static void FN(VFN(external_mac_mono))(const double *const *fd, const double *restrict ggsw,
-                                       const double *const *w, double *const *fs, int M,
-                                       int R, int K1, int G)
+/* mac_subsets_block over G ciphertexts, four at a time at width 8 and two at width 4 (the
+ * sums over c then fit the 16 registers of AVX2). */
+static void FN(VFN(external_mac_subsets))(const double *const *fd, const double *restrict ggsw,
+                                          size_t gstride, const double *const *w, int wstride,
+                                          double *const *fs, int M, int R, int K1, int S,
+                                          int G)
 {
-    FN(VFN(mac_groups))(fd, ggsw, w, fs, M, R, K1, G);
+    const int step = FHEML_VW == 8 ? 4 : 2;
+    for (int g = 0; g < G; g += step) {
+        if (G - g >= 4 && step == 4)
+            FN(VFN(mac_subsets_block))(fd + g, ggsw, gstride, w + g, wstride, fs + g, M, R, K1,
+                                       S, 4);
+        else if (G - g == 3 && step == 4)
+            FN(VFN(mac_subsets_block))(fd + g, ggsw, gstride, w + g, wstride, fs + g, M, R, K1,
+                                       S, 3);
+        else if (G - g >= 2)
+            FN(VFN(mac_subsets_block))(fd + g, ggsw, gstride, w + g, wstride, fs + g, M, R, K1,
+                                       S, 2);
+        else
+            FN(VFN(mac_subsets_block))(fd + g, ggsw, gstride, w + g, wstride, fs + g, M, R, K1,
+                                       S, 1);
+    }
 }
 
 #undef VD

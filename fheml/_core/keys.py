@@ -954,7 +954,7 @@ def _pbs_chunk(ek, cts, luts, index, out, start, end, group, extract=(1, 0), bar
     ``extract`` = (count, stride) outputs per input (many-LUT)."""
     p = ek.params
     ws = _kernels.PbsWorkspace(p.lwe_dimension, p.glwe_dimension, p.polynomial_size,
-                               p.pbs_level, p.ks_level, group)
+                               p.pbs_level, p.ks_level, group, p.grouping_factor)
     _kernels.pbs_range(_fourier_plan(p.polynomial_size), ek.ksk, p.ks_base_log, p.ks_level,
                        ek.bsk_fourier, p.lwe_dimension, p.glwe_dimension, p.pbs_base_log,
                        p.pbs_level, luts, index, cts, out.reshape(-1, out.shape[-1]), start,
