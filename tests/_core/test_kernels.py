@@ -255,3 +255,14 @@ def test_multibit_kernel_validates_grouping():
                                   grouping=grouping)
     with pytest.raises(ValueError, match="does not match"):
         _kernels.blind_rotate(plan, bsk, 10, 1, np.zeros((1, 4), np.int32), acc, grouping=2)
+    # the workspace holds the monomials of 2^g - 1 subsets: one made for fewer is refused
+    bsk = _kernels.aligned_empty((3, 2, 2, 256), np.float64)
+    bsk[...] = 0
+    abar = np.ones((1, 2), np.int32)
+    small = _kernels.PbsWorkspace(2, 1, 256, 1, 1, 1)
+    with pytest.raises(ValueError, match="workspace was made for other parameters"):
+        _kernels.blind_rotate(plan, bsk, 10, 1, abar, acc, small, grouping=2)
+    _kernels.blind_rotate(plan, bsk, 10, 1, abar, acc,
+                          _kernels.PbsWorkspace(2, 1, 256, 1, 1, 1, 2), grouping=2)
+    with pytest.raises(ValueError, match="grouping must be in"):
+        _kernels.PbsWorkspace(2, 1, 256, 1, 1, 1, 4)
