@@ -16,6 +16,7 @@ cnp.import_array()
 cdef extern from "kernels.h" nogil:
     int FHEML_MAX_GROUP
     int FHEML_MAX_GROUPING
+    int FHEML_SUBSETS_PER_PASS
     ctypedef struct fft_plan:
         int N, M, log2N
         const double *tw_re
@@ -425,6 +426,11 @@ def keyswitch_batch(ksk, int ks_base_log, int ks_level, cts, int group=8):
     return out
 
 
+def _subsets_per_pass(int grouping):
+    cdef int subsets = (1 << grouping) - 1
+    return subsets if subsets <= FHEML_SUBSETS_PER_PASS else 1
+
+
 cdef class PbsWorkspace:
     """Scratch buffers for one thread running fheml_pbs_range: allocated once, reused."""
     cdef pbs_scratch sc
@@ -447,7 +453,8 @@ cdef class PbsWorkspace:
             "fdig": aligned_empty(group * (k + 1) * pbs_level * N, np.float64),
             "facc": aligned_empty(group * (k + 1) * N, np.float64),
             "fsum": aligned_empty(group * (k + 1) * N, np.float64),
-            "mono": aligned_empty(((1 << grouping) - 1) * group * N, np.float64),
+            # the transforms of one multiply-accumulate pass (FHEML_SUBSET_PASS in kernels.h)
+            "mono": aligned_empty(_subsets_per_pass(grouping) * group * N, np.float64),
             "small": aligned_empty(FHEML_MAX_GROUP * (n + 1), np.uint32),
             "abar": np.empty(group * n, np.int32),
             "acc": aligned_empty(group * (k + 1) * N, np.uint64),

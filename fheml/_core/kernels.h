@@ -20,7 +20,12 @@
 #define FHEML_MAX_GROUP 16
 /* largest grouping factor of the multi-bit blind rotation */
 #define FHEML_MAX_GROUPING 3
-#define FHEML_MAX_SUBSETS ((1 << FHEML_MAX_GROUPING) - 1)
+/* Subsets of a multi-bit key group per multiply-accumulate pass: the three of g = 2 in one
+ * (the sum over them stays in registers), the seven of g = 3 one at a time (in one pass or
+ * three at a time, their key and monomial streams and transforms made g = 3 1.2-1.7x
+ * slower at N >= 4096).  The workspace holds the monomials of one pass. */
+#define FHEML_SUBSETS_PER_PASS 3
+#define FHEML_SUBSET_PASS(S) ((S) <= FHEML_SUBSETS_PER_PASS ? (S) : 1)
 /* ciphertexts keyswitched together by pbs_range (<= FHEML_MAX_GROUP) */
 #define FHEML_KS_GROUP 8
 
@@ -41,7 +46,7 @@ typedef struct {
     double *fdig;       /* group * (k+1) * pbs_level * N   (re/im blocks of N/2) */
     double *facc;       /* group * (k+1) * N */
     double *fsum;       /* group * (k+1) * N (multi-bit: the sum over a key group's subsets) */
-    double *mono;       /* (2^gf - 1) * group * N (multi-bit: transforms of X^e - 1) */
+    double *mono;       /* FHEML_SUBSET_PASS(2^gf - 1) * group * N (multi-bit: X^e - 1) */
     uint32_t *small;    /* FHEML_MAX_GROUP * (n+1), top 32 bits of the torus */
     int32_t *abar;      /* group * n */
     uint64_t *acc;      /* group * (k+1) * N */

@@ -895,28 +895,31 @@ static void FN(monomial_minus_one)(const fft_plan *p, int e, double *restrict w)
         wr[m] -= 1.0;
 }
 
-/* fs[j] = sum_c w[c][j] * sum_r fd[j][r] * ggsw_c[r] for the na ciphertexts j of one
- * multi-bit step: the external products with the 2^gf - 1 GGSWs of a key group (ggsw_c at
+/* fs[j] (+)= sum_c w[c][j] * sum_r fd[j][r] * ggsw_c[r] for the na ciphertexts j of one
+ * multi-bit step and S subsets of its key group: their external products (ggsw_c at
  * ggsw + c * gstride), each multiplied by the transform of its monomial minus one
- * (w[c][j] = w[c * wstride + j], zero where the monomial is 1) and summed.  fa: scratch of
- * the portable copy. */
+ * (w[c][j] = w[c * wstride + j], zero where the monomial is 1) and summed, into fs or
+ * added to it (accumulate).  fa: scratch of the portable copy. */
 static void FN(external_mac_subsets)(const double *const *fds, const double *restrict ggsw,
                                      size_t gstride, const double *const *ws, int wstride,
                                      double *const *fss, double *const *fas, int M, int R,
-                                     int K1, int S, int na)
+                                     int K1, int S, int accumulate, int na)
 {
 #if FHEML_IMPL_AVX2
     (void)fas;
 #if FHEML_IMPL_AVX512
     if (M % 8 == 0) {
-        FN(external_mac_subsets_v8)(fds, ggsw, gstride, ws, wstride, fss, M, R, K1, S, na);
+        FN(external_mac_subsets_v8)(fds, ggsw, gstride, ws, wstride, fss, M, R, K1, S,
+                                    accumulate, na);
         return;
     }
 #endif
-    FN(external_mac_subsets_v4)(fds, ggsw, gstride, ws, wstride, fss, M, R, K1, S, na);
+    FN(external_mac_subsets_v4)(fds, ggsw, gstride, ws, wstride, fss, M, R, K1, S, accumulate,
+                                na);
 #else
-    for (int j = 0; j < na; j++)
-        memset(fss[j], 0, sizeof(double) * (size_t)K1 * 2 * M);
+    if (!accumulate)
+        for (int j = 0; j < na; j++)
+            memset(fss[j], 0, sizeof(double) * (size_t)K1 * 2 * M);
     for (int c = 0; c < S; c++) {
         FN(external_mac)(fds, ggsw + (size_t)c * gstride, fas, M, R, K1, na);
         for (int j = 0; j < na; j++) {
@@ -947,7 +950,7 @@ static void FN(blind_rotate_multibit)(const fft_plan *p, const double *restrict 
                                       uint64_t *restrict acc, pbs_scratch *sc)
 {
     const int N = p->N, M = p->M, K1 = k + 1, R = K1 * level, S = (1 << gf) - 1;
-    const int mask = 2 * N - 1;
+    const int mask = 2 * N - 1, pass = FHEML_SUBSET_PASS(S);
     const size_t ggsw = (size_t)R * K1 * 2 * M;
     const size_t fdig_size = (size_t)R * 2 * M, facc_size = (size_t)K1 * 2 * M;
     for (int i = 0; i < n / gf; i++) {
@@ -972,26 +975,29 @@ static void FN(blind_rotate_multibit)(const fft_plan *p, const double *restrict 
             }
             active[na++] = g;
         }
-        /* the transforms of X^e - 1, subset-major (zero where the monomial is 1) */
-        const double *fds[FHEML_MAX_GROUP], *ws[FHEML_MAX_SUBSETS * FHEML_MAX_GROUP];
+        const double *fds[FHEML_MAX_GROUP], *ws[FHEML_SUBSETS_PER_PASS * FHEML_MAX_GROUP];
         double *fss[FHEML_MAX_GROUP], *fas[FHEML_MAX_GROUP];
         for (int j = 0; j < na; j++) {
             fds[j] = sc->fdig + (size_t)j * fdig_size;
             fss[j] = sc->fsum + (size_t)j * facc_size;
             fas[j] = sc->facc + (size_t)j * facc_size;
         }
-        for (int c = 1; c <= S; c++) {
-            for (int j = 0; j < na; j++) {
-                double *w = sc->mono + ((size_t)(c - 1) * G + j) * N;
-                if (e[j][c])
-                    FN(monomial_minus_one)(p, e[j][c], w);
-                else
-                    memset(w, 0, sizeof(double) * N);
-                ws[(c - 1) * FHEML_MAX_GROUP + j] = w;
+        /* subsets [c0, c0 + pass): the transforms of X^e - 1 (zero where the monomial is
+         * 1), then one multiply-accumulate pass */
+        for (int c0 = 1; c0 <= S; c0 += pass) {
+            for (int c = c0; c < c0 + pass; c++) {
+                for (int j = 0; j < na; j++) {
+                    double *w = sc->mono + ((size_t)(c - c0) * G + j) * N;
+                    if (e[j][c])
+                        FN(monomial_minus_one)(p, e[j][c], w);
+                    else
+                        memset(w, 0, sizeof(double) * N);
+                    ws[(c - c0) * FHEML_MAX_GROUP + j] = w;
+                }
             }
+            FN(external_mac_subsets)(fds, bsk + ((size_t)i * S + (c0 - 1)) * ggsw, ggsw, ws,
+                                     FHEML_MAX_GROUP, fss, fas, M, R, K1, pass, c0 > 1, na);
         }
-        FN(external_mac_subsets)(fds, bsk + (size_t)i * S * ggsw, ggsw, ws, FHEML_MAX_GROUP,
-                                 fss, fas, M, R, K1, S, na);
         for (int j = 0; j < na; j++) {
             uint64_t *a = acc + (size_t)active[j] * K1 * N;
             for (int q = 0; q < K1; q++) {

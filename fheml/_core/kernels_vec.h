@@ -378,24 +378,27 @@ static void FN(VFN(external_mac))(const double *const *fd, const double *restric
     }
 }
 
-/* The multi-bit step's multiply-accumulate over all 2^g - 1 subsets c at once, for gb
- * ciphertexts: fs[g][q] = sum_c w[c][g] * sum_r fd[g][r] * ggsw_c[r][q] (ggsw_c at
- * ggsw + c * gstride; w[c][g] = w[c * wstride + g], zero where the monomial is 1).  The sum
- * over c stays in registers: each digit vector and each output vector cross memory once per
- * step instead of once per subset (at N >= 8192 the per-subset passes were bound by the L2
- * traffic).  Per ciphertext the operations and their order are those of one mac_block pass
- * per subset into a zeroed fs (bit-identical results).  M % FHEML_VW == 0. */
+/* The multi-bit step's multiply-accumulate over S subsets of a key group, for gb
+ * ciphertexts: fs[g][q] (+)= sum_c w[c][g] * sum_r fd[g][r] * ggsw_c[r][q] (ggsw_c at
+ * ggsw + c * gstride; w[c][g] = w[c * wstride + g], zero where the monomial is 1; fs[g]
+ * read first when accumulate).  The sum over c stays in registers, so each digit and output
+ * vector crosses memory once per pass instead of once per subset (at N >= 2048 the
+ * per-subset passes were bound by that traffic).  Per ciphertext the operations and their
+ * order are those of one mac_block pass per subset into a zeroed fs (bit-identical).
+ * M % FHEML_VW == 0. */
 static inline __attribute__((always_inline)) void
 FN(VFN(mac_subsets_block))(const double *const *fd, const double *restrict ggsw,
                            size_t gstride, const double *const *w, int wstride,
-                           double *const *fs, int M, int R, int K1, int S, const int gb)
+                           double *const *fs, int M, int R, int K1, int S, int accumulate,
+                           const int gb)
 {
     for (int q = 0; q < K1; q++) {
         for (int m = 0; m < M; m += FHEML_VW) {
             VD fr[4], fi[4];
             for (int g = 0; g < gb; g++) {
-                fr[g] = VZERO();
-                fi[g] = VZERO();
+                double *ar = fs[g] + (size_t)q * 2 * M + m;
+                fr[g] = accumulate ? VLD(ar) : VZERO();
+                fi[g] = accumulate ? VLD(ar + M) : VZERO();
             }
             for (int c = 0; c < S; c++) {
                 const double *key = ggsw + (size_t)c * gstride;
@@ -430,27 +433,26 @@ FN(VFN(mac_subsets_block))(const double *const *fd, const double *restrict ggsw,
     }
 }
 
-/* mac_subsets_block over G ciphertexts, four at a time at width 8 and two at width 4 (the
- * sums over c then fit the 16 registers of AVX2). */
+/* mac_subsets_block over G ciphertexts: four at a time at width 8, two at width 4 (the
+ * sums then fit the 16 registers of AVX2). */
 static void FN(VFN(external_mac_subsets))(const double *const *fd, const double *restrict ggsw,
                                           size_t gstride, const double *const *w, int wstride,
                                           double *const *fs, int M, int R, int K1, int S,
-                                          int G)
+                                          int accumulate, int G)
 {
     const int step = FHEML_VW == 8 ? 4 : 2;
     for (int g = 0; g < G; g += step) {
-        if (G - g >= 4 && step == 4)
-            FN(VFN(mac_subsets_block))(fd + g, ggsw, gstride, w + g, wstride, fs + g, M, R, K1,
-                                       S, 4);
-        else if (G - g == 3 && step == 4)
-            FN(VFN(mac_subsets_block))(fd + g, ggsw, gstride, w + g, wstride, fs + g, M, R, K1,
-                                       S, 3);
-        else if (G - g >= 2)
-            FN(VFN(mac_subsets_block))(fd + g, ggsw, gstride, w + g, wstride, fs + g, M, R, K1,
-                                       S, 2);
-        else
-            FN(VFN(mac_subsets_block))(fd + g, ggsw, gstride, w + g, wstride, fs + g, M, R, K1,
-                                       S, 1);
+        const int gb = G - g < step ? G - g : step;
+#define FHEML_SUBSETS_PASS(b)                                                                \
+    FN(VFN(mac_subsets_block))(fd + g, ggsw, gstride, w + g, wstride, fs + g, M, R, K1, S,  \
+                               accumulate, b)
+        switch (gb) {
+        case 1: FHEML_SUBSETS_PASS(1); break;
+        case 2: FHEML_SUBSETS_PASS(2); break;
+        case 3: FHEML_SUBSETS_PASS(3); break;
+        default: FHEML_SUBSETS_PASS(4); break;
+        }
+#undef FHEML_SUBSETS_PASS
     }
 }
 
