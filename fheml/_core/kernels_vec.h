@@ -328,6 +328,28 @@ static inline void FN(VFN(dit4_untwist_add))(const fft_plan *p, const double *re
 #undef VISLL
 #undef VI2D
 
+/* s[g] = sum_r fd[g][r] * ggsw[r][q] at points m .. m + FHEML_VW - 1 (complex: sr, si) for
+ * gb ciphertexts, each GGSW vector loaded once for all of them. */
+static inline __attribute__((always_inline)) void
+FN(VFN(mac_sums))(const double *const *fd, const double *restrict ggsw, int q, int m, int M,
+                  int R, int K1, const int gb, VD *sr, VD *si)
+{
+    for (int g = 0; g < gb; g++) {
+        sr[g] = VZERO();
+        si[g] = VZERO();
+    }
+    for (int r = 0; r < R; r++) {
+        const double *br = ggsw + ((size_t)r * K1 + q) * 2 * M + m;
+        VD yr = VLD(br), yi = VLD(br + M);
+        for (int g = 0; g < gb; g++) {
+            const double *dr = fd[g] + (size_t)r * 2 * M + m;
+            VD xr = VLD(dr), xi = VLD(dr + M);
+            sr[g] = VFMADD(xr, yr, VFNMADD(xi, yi, sr[g]));
+            si[g] = VFMADD(xr, yi, VFMADD(xi, yr, si[g]));
+        }
+    }
+}
+
 /* Multiply-accumulate of the external product in the Fourier domain for gb (<= 4)
  * ciphertexts sharing one GGSW: fa[g][q] = sum_r fd[g][r] * ggsw[r][q] (complex, pointwise),
  * q < K1, r < R.  Each GGSW vector is loaded once for the gb ciphertexts and the
@@ -341,20 +363,7 @@ FN(VFN(mac_block))(const double *const *fd, const double *restrict ggsw, double 
     for (int q = 0; q < K1; q++) {
         for (int m = 0; m < M; m += FHEML_VW) {
             VD sr[4], si[4];
-            for (int g = 0; g < gb; g++) {
-                sr[g] = VZERO();
-                si[g] = VZERO();
-            }
-            for (int r = 0; r < R; r++) {
-                const double *br = ggsw + ((size_t)r * K1 + q) * 2 * M + m;
-                VD yr = VLD(br), yi = VLD(br + M);
-                for (int g = 0; g < gb; g++) {
-                    const double *dr = fd[g] + (size_t)r * 2 * M + m;
-                    VD xr = VLD(dr), xi = VLD(dr + M);
-                    sr[g] = VFMADD(xr, yr, VFNMADD(xi, yi, sr[g]));
-                    si[g] = VFMADD(xr, yi, VFMADD(xi, yr, si[g]));
-                }
-            }
+            FN(VFN(mac_sums))(fd, ggsw, q, m, M, R, K1, gb, sr, si);
             for (int g = 0; g < gb; g++) {
                 double *ar = fa[g] + (size_t)q * 2 * M + m;
                 VST(ar, sr[g]);
@@ -401,22 +410,8 @@ FN(VFN(mac_subsets_block))(const double *const *fd, const double *restrict ggsw,
                 fi[g] = accumulate ? VLD(ar + M) : VZERO();
             }
             for (int c = 0; c < S; c++) {
-                const double *key = ggsw + (size_t)c * gstride;
                 VD sr[4], si[4];
-                for (int g = 0; g < gb; g++) {
-                    sr[g] = VZERO();
-                    si[g] = VZERO();
-                }
-                for (int r = 0; r < R; r++) {
-                    const double *br = key + ((size_t)r * K1 + q) * 2 * M + m;
-                    VD yr = VLD(br), yi = VLD(br + M);
-                    for (int g = 0; g < gb; g++) {
-                        const double *dr = fd[g] + (size_t)r * 2 * M + m;
-                        VD xr = VLD(dr), xi = VLD(dr + M);
-                        sr[g] = VFMADD(xr, yr, VFNMADD(xi, yi, sr[g]));
-                        si[g] = VFMADD(xr, yi, VFMADD(xi, yr, si[g]));
-                    }
-                }
+                FN(VFN(mac_sums))(fd, ggsw + (size_t)c * gstride, q, m, M, R, K1, gb, sr, si);
                 for (int g = 0; g < gb; g++) {
                     const double *wc = w[(size_t)c * wstride + g];
                     VD wr = VLD(wc + m), wi = VLD(wc + M + m);
