@@ -715,3 +715,25 @@ def test_grouping_factors_argument_is_checked():
     for bad in ((), (0,), (4,), (1, 5)):
         with pytest.raises(ValueError, match="grouping_factors"):
             select_parameters(4, grouping_factors=bad)
+
+
+def test_bootstrap_first_order_is_never_cheaper():
+    """The search can model the other lookup order (ciphertexts under the small key, the
+    keyswitch after the bootstrap, so norm2 multiplies the keyswitch noise too): its sets
+    meet that order's budget and are never faster than the engine's keyswitch-first ones
+    (equal at norm2 = 1, where both formulas coincide)."""
+    budget = P._max_variance(4, -40)
+    for nu in (1.0, 4.0):
+        ks_first = P._search_bootstrap(4, budget, nu)
+        pbs_first = P._search_bootstrap(4, budget, nu, bootstrap_first=True)
+        sets = [ParameterSet(precision=4, p_error=2.0**-40, norm2=nu, **found,
+                             lwe_noise_std=math.sqrt(P.var_min(found["lwe_dimension"])),
+                             glwe_noise_std=math.sqrt(P.var_min(
+                                 found["glwe_dimension"] * found["polynomial_size"])))
+                for found in (ks_first, pbs_first)]
+        one, other = sets
+        assert nu * nu * (other.variance_pbs + other.variance_ks) + other.variance_ms <= budget
+        if nu == 1.0:
+            assert ks_first == pbs_first
+        else:
+            assert other.time_estimate > 1.1 * one.time_estimate
