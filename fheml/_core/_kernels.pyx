@@ -29,6 +29,12 @@ cdef extern from "kernels.h" nogil:
         const double *untwist_im
         const double *root_re
         const double *root_im
+    int FHEML_HAVE_BARRIER
+    ctypedef struct fheml_barrier:
+        pass
+    int fheml_barrier_init(fheml_barrier *b, int parties)
+    void fheml_barrier_destroy(fheml_barrier *b)
+    void fheml_barrier_leave(fheml_barrier *b)
     ctypedef struct pbs_scratch:
         uint64_t *diff
         double *fdig
@@ -39,6 +45,7 @@ cdef extern from "kernels.h" nogil:
         int32_t *abar
         uint64_t *acc
         int32_t *ks_digits
+        fheml_barrier *barrier
     int fheml_cpu_simd_level()
     void fheml_forward_i32(int simd, const fft_plan *p, const int32_t *a, double *re, double *im)
     void fheml_forward_torus(int simd, const fft_plan *p, const uint64_t *a, double *re,
@@ -474,12 +481,49 @@ cdef class PbsWorkspace:
         i = arrays["abar"]; self.sc.abar = &i[0]
         u = arrays["acc"]; self.sc.acc = &u[0]
         i = arrays["ks_digits"]; self.sc.ks_digits = &i[0]
+        self.sc.barrier = NULL
+
+
+HAVE_STEP_BARRIER = bool(FHEML_HAVE_BARRIER)
+
+
+cdef class StepBarrier:
+    """Barrier of ``parties`` threads running :func:`pbs_range` on parts of one batch
+    ("lockstep"): each waits for the others before every blind-rotation step, so that a
+    step's GGSW, read from memory by the first thread, is still in the shared cache for
+    the others.  A thread that has no rotation left leaves (:meth:`leave`, called by
+    :func:`pbs_range` when its range is done, and by the caller if it never starts), and
+    the others stop waiting for it.  Every party must call :func:`pbs_range` with it or
+    :meth:`leave`, exactly once, or the others wait forever."""
+    cdef fheml_barrier b
+    cdef bint _ready
+    cdef readonly int parties
+
+    def __cinit__(self, int parties):
+        if not FHEML_HAVE_BARRIER:
+            raise RuntimeError("lockstep bootstraps need POSIX threads")
+        if parties < 1:
+            raise ValueError(f"a barrier needs at least one party, got {parties}")
+        if fheml_barrier_init(&self.b, parties):
+            raise MemoryError("could not make a barrier")
+        self._ready = True
+        self.parties = parties
+
+    def __dealloc__(self):
+        if self._ready:
+            fheml_barrier_destroy(&self.b)
+
+    def leave(self):
+        """This party has no (more) blind rotations: the others stop waiting for it."""
+        with nogil:
+            fheml_barrier_leave(&self.b)
 
 
 def pbs_range(FourierPlan plan, ksk, int ks_base_log, int ks_level, bsk_fourier, int n,
               int k, int pbs_base_log, int pbs_level, luts, lut_index, cts, out,
               Py_ssize_t start, Py_ssize_t end, int group=4, PbsWorkspace workspace=None,
-              int n_extract=1, int extract_stride=0, int grouping=1):
+              int n_extract=1, int extract_stride=0, int grouping=1,
+              StepBarrier barrier=None):
     """KS (if ksk is not None) + programmable bootstrap of rows [start, end) of ``cts`` into
     the same rows of ``out``.  Runs without the GIL: threads may call it on disjoint ranges.
 
@@ -488,7 +532,24 @@ def pbs_range(FourierPlan plan, ksk, int ks_base_log, int ks_level, bsk_fourier,
 
     With ``n_extract`` > 1 (many-LUT), ``out`` has ``n_extract`` rows per input, row
     ``b * n_extract + i`` being coefficient ``i * extract_stride`` of the rotated accumulator.
+
+    With a ``barrier``, its blind-rotation steps run in lockstep with the other threads
+    holding it (see :class:`StepBarrier`); it leaves the barrier when it returns, also on
+    an error.
     """
+    try:
+        return _pbs_range(plan, ksk, ks_base_log, ks_level, bsk_fourier, n, k, pbs_base_log,
+                          pbs_level, luts, lut_index, cts, out, start, end, group, workspace,
+                          n_extract, extract_stride, grouping, barrier)
+    finally:
+        if barrier is not None:
+            barrier.leave()
+
+
+cdef _pbs_range(FourierPlan plan, ksk, int ks_base_log, int ks_level, bsk_fourier, int n,
+                int k, int pbs_base_log, int pbs_level, luts, lut_index, cts, out,
+                Py_ssize_t start, Py_ssize_t end, int group, PbsWorkspace workspace,
+                int n_extract, int extract_stride, int grouping, StepBarrier barrier):
     cdef int N = plan.polynomial_size
     if not 1 <= group <= FHEML_MAX_GROUP:
         raise ValueError(f"group must be in [1, {FHEML_MAX_GROUP}]")
@@ -534,10 +595,15 @@ def pbs_range(FourierPlan plan, ksk, int ks_base_log, int ks_level, bsk_fourier,
     cdef uint64_t[:, ::1] ov = out
     if end <= start:
         return out
-    with nogil:
-        fheml_pbs_range(_simd, &plan.plan, kp, ks_base_log, ks_level, &bv[0, 0, 0, 0], n, k,
-                        pbs_base_log, pbs_level, grouping, &lv[0, 0], &iv[0], &cv[0, 0], &ov[0, 0],
-                        start, end, group, n_extract, extract_stride, &workspace.sc)
+    workspace.sc.barrier = &barrier.b if barrier is not None else NULL
+    try:
+        with nogil:
+            fheml_pbs_range(_simd, &plan.plan, kp, ks_base_log, ks_level, &bv[0, 0, 0, 0], n,
+                            k, pbs_base_log, pbs_level, grouping, &lv[0, 0], &iv[0], &cv[0, 0],
+                            &ov[0, 0], start, end, group, n_extract, extract_stride,
+                            &workspace.sc)
+    finally:
+        workspace.sc.barrier = NULL
     return out
 
 

@@ -41,6 +41,85 @@ typedef struct {
     const double *root_re, *root_im;
 } fft_plan;
 
+/* Step barrier of the lockstep bootstrap: threads running blind rotations of one batch
+ * wait for each other before every step, so that each GGSW of the key is read from memory
+ * once for all of them (the later threads find it in the shared cache) instead of once
+ * per thread.  A thread that has no rotation left leaves, lowering the count it waits for.
+ * POSIX threads; elsewhere (FHEML_HAVE_BARRIER 0) the calls do nothing and the Python side
+ * never asks for lockstep. */
+#if defined(_WIN32)
+#define FHEML_HAVE_BARRIER 0
+typedef struct {
+    int parties;
+} fheml_barrier;
+static inline int fheml_barrier_init(fheml_barrier *b, int parties) { b->parties = parties; return 0; }
+static inline void fheml_barrier_destroy(fheml_barrier *b) { (void)b; }
+static inline void fheml_barrier_wait(fheml_barrier *b) { (void)b; }
+static inline void fheml_barrier_leave(fheml_barrier *b) { (void)b; }
+#else
+#include <pthread.h>
+#define FHEML_HAVE_BARRIER 1
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int parties, arrived;
+    unsigned long generation;
+} fheml_barrier;
+
+static inline int fheml_barrier_init(fheml_barrier *b, int parties)
+{
+    b->parties = parties;
+    b->arrived = 0;
+    b->generation = 0;
+    if (pthread_mutex_init(&b->mu, NULL))
+        return -1;
+    if (pthread_cond_init(&b->cv, NULL)) {
+        pthread_mutex_destroy(&b->mu);
+        return -1;
+    }
+    return 0;
+}
+
+static inline void fheml_barrier_destroy(fheml_barrier *b)
+{
+    pthread_cond_destroy(&b->cv);
+    pthread_mutex_destroy(&b->mu);
+}
+
+/* called with b->mu held: release the waiting threads once all present ones arrived */
+static inline void fheml_barrier_release_(fheml_barrier *b)
+{
+    if (b->parties > 0 && b->arrived >= b->parties) {
+        b->arrived = 0;
+        b->generation++;
+        pthread_cond_broadcast(&b->cv);
+    }
+}
+
+static inline void fheml_barrier_wait(fheml_barrier *b)
+{
+    if (!b)
+        return;
+    pthread_mutex_lock(&b->mu);
+    const unsigned long gen = b->generation;
+    b->arrived++;
+    fheml_barrier_release_(b);
+    while (gen == b->generation)
+        pthread_cond_wait(&b->cv, &b->mu);
+    pthread_mutex_unlock(&b->mu);
+}
+
+static inline void fheml_barrier_leave(fheml_barrier *b)
+{
+    if (!b)
+        return;
+    pthread_mutex_lock(&b->mu);
+    b->parties--;
+    fheml_barrier_release_(b);
+    pthread_mutex_unlock(&b->mu);
+}
+#endif
+
 typedef struct {
     uint64_t *diff;     /* N */
     double *fdig;       /* group * (k+1) * pbs_level * N   (re/im blocks of N/2) */
@@ -51,6 +130,7 @@ typedef struct {
     int32_t *abar;      /* group * n */
     uint64_t *acc;      /* group * (k+1) * N */
     int32_t *ks_digits; /* FHEML_MAX_GROUP * ks_level */
+    fheml_barrier *barrier; /* lockstep: waited on before every blind-rotation step, or NULL */
 } pbs_scratch;
 
 #define FHEML_CAT_(a, b) a##b

@@ -835,6 +835,7 @@ static void FN(blind_rotate_bits)(const fft_plan *p, const double *restrict bsk,
         fas[j] = sc->facc + (size_t)j * facc_size;
     }
     for (int i = 0; i < n; i++) {
+        fheml_barrier_wait(sc->barrier);
         /* decompose X^e * ACC - ACC of every ciphertext that rotates, polynomial by
          * polynomial, and transform (digits of active ciphertext j at fdig + j * fdig_size) */
         int active[FHEML_MAX_GROUP], na = 0;
@@ -954,6 +955,7 @@ static void FN(blind_rotate_multibit)(const fft_plan *p, const double *restrict 
     const size_t ggsw = (size_t)R * K1 * 2 * M;
     const size_t fdig_size = (size_t)R * 2 * M, facc_size = (size_t)K1 * 2 * M;
     for (int i = 0; i < n / gf; i++) {
+        fheml_barrier_wait(sc->barrier);
         int active[FHEML_MAX_GROUP], na = 0;
         int e[FHEML_MAX_GROUP][1 << FHEML_MAX_GROUPING];
         for (int g = 0; g < G; g++) {

@@ -178,3 +178,112 @@ def test_group_size_does_not_change_results(simd):
     alone = ek.programmable_bootstrap(ct, np.arange(8)[::-1], group=1).data
     for group in (3, 4, 9):
         assert np.array_equal(ek.programmable_bootstrap(ct, np.arange(8)[::-1], group=group).data, alone)
+
+
+# --------------------------------------------------------------- lockstep threads ------
+from fheml._core import keys as _keys  # noqa: E402
+
+
+def _lockstep_case(p, B, grouping_factors=None):
+    params, sk, ek = keys_for(p, grouping_factors=grouping_factors)
+    m = rng.integers(0, 1 << p, B)
+    tables = rng.integers(0, 1 << p, (3, 1 << p))
+    index = rng.integers(0, 3, B).astype(np.int64)
+    luts = _keys.make_luts(tables, params.polynomial_size, p, p)
+    cts = np.ascontiguousarray(sk.encrypt(m).data.reshape(B, -1))
+    out = np.empty((B, 1, params.big_lwe_dimension + 1), dtype=np.uint64)
+    return sk, ek, m, tables, index, luts, cts, out
+
+
+def _run_with_deadline(fn, seconds=300):
+    """fn() in a thread: a lockstep run that deadlocks fails the test instead of hanging it."""
+    import threading
+
+    result = {}
+
+    def target():
+        try:
+            result["value"] = fn()
+        except BaseException as e:
+            result["error"] = e
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), "lockstep run did not finish (deadlock?)"
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")
+
+
+@pytest.mark.skipif(not _kernels.HAVE_STEP_BARRIER, reason="no POSIX threads")
+@pytest.mark.parametrize("grouping", [1, 2])
+@pytest.mark.parametrize("jobs,B", [(2, 7), (3, 7), (2, 2)])
+def test_lockstep_bootstrap_equals_one_thread(simd, grouping, jobs, B):
+    """Threads in lockstep (uneven chunks: one leaves the barrier while the others still
+    rotate) give word for word what one thread gives, on every kernel path."""
+    sk, ek, m, tables, index, luts, cts, out = _lockstep_case(3, B, (grouping,))
+    assert ek.params.grouping_factor == grouping
+    alone = _keys.run_pbs_batch(ek, cts, luts, index, out.copy(), n_jobs=1, lockstep=False)
+    together = _run_with_deadline(lambda: _keys.run_pbs_batch(
+        ek, cts, luts, index, out.copy(), n_jobs=jobs, lockstep=True))
+    assert np.array_equal(together, alone)
+    decrypted = sk.decrypt(LweCiphertext(np.ascontiguousarray(together[:, 0]), ek.key_id))
+    assert np.array_equal(decrypted, tables[index, m])
+
+
+@pytest.mark.skipif(not _kernels.HAVE_STEP_BARRIER, reason="no POSIX threads")
+def test_lockstep_rounds_report_progress(monkeypatch):
+    sk, ek, m, tables, index, luts, cts, out = _lockstep_case(2, 9)
+    monkeypatch.setattr(_keys, "_PROGRESS_CHUNK", 2)
+
+    class Bar:
+        updates = []
+
+        def update(self, n):
+            self.updates.append(n)
+
+    bar = Bar()
+    alone = _keys.run_pbs_batch(ek, cts, luts, index, out.copy(), n_jobs=1)
+    together = _run_with_deadline(lambda: _keys.run_pbs_batch(
+        ek, cts, luts, index, out.copy(), n_jobs=2, lockstep=True, bar=bar))
+    assert np.array_equal(together, alone)
+    assert sum(bar.updates) == 9 and len(bar.updates) == 3  # rounds of 2 x 2, 2 x 2, 1
+
+
+@pytest.mark.skipif(not _kernels.HAVE_STEP_BARRIER, reason="no POSIX threads")
+def test_lockstep_error_in_one_thread_is_raised_and_releases_the_others():
+    """A thread whose chunk is refused leaves the barrier: the other finishes, the error is
+    raised in the caller."""
+    sk, ek, m, tables, index, luts, cts, out = _lockstep_case(2, 6)
+    bad = index.copy()
+    bad[-1] = 7  # only the second thread's rows hold an out-of-range table index
+    with pytest.raises(ValueError, match="lut_index out of range"):
+        _run_with_deadline(lambda: _keys.run_pbs_batch(ek, cts, luts, bad, out, n_jobs=2,
+                                                       lockstep=True))
+    assert np.array_equal(sk.decrypt(LweCiphertext(np.ascontiguousarray(out[:3, 0]),
+                                                   ek.key_id)),
+                          tables[index[:3], m[:3]])
+
+
+def test_lockstep_is_chosen_by_key_size(monkeypatch):
+    sk, ek, m, tables, index, luts, cts, out = _lockstep_case(2, 4)
+    calls = []
+    real = _keys._lockstep_rounds
+    monkeypatch.setattr(_keys, "_lockstep_rounds", lambda *a: calls.append(a) or real(*a))
+    _keys.run_pbs_batch(ek, cts, luts, index, out, n_jobs=2)
+    assert calls == []  # a small key: threads run freely
+    monkeypatch.setattr(_keys, "LOCKSTEP_MIN_KEY_BYTES", ek.bsk_fourier.nbytes)
+    _keys.run_pbs_batch(ek, cts, luts, index, out, n_jobs=2)
+    assert len(calls) == (1 if _kernels.HAVE_STEP_BARRIER else 0)
+    _keys.run_pbs_batch(ek, cts, luts, index, out, n_jobs=1)  # one thread: nothing to share
+    assert len(calls) == (1 if _kernels.HAVE_STEP_BARRIER else 0)
+
+
+@pytest.mark.skipif(not _kernels.HAVE_STEP_BARRIER, reason="no POSIX threads")
+def test_step_barrier_needs_a_party():
+    with pytest.raises(ValueError, match="at least one party"):
+        _kernels.StepBarrier(0)
+    barrier = _kernels.StepBarrier(1)
+    barrier.leave()  # a party that never rotates
+    assert barrier.parties == 1
