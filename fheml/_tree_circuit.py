@@ -35,6 +35,12 @@ from fheml.compiler.program import PNode, Program
 __all__ = ["ThermometerQuantizer", "Tree", "TreeCircuitPlan", "quantize_ensemble", "topological"]
 
 MIN_LOOKUP_BITS = 3
+# Blind rotations the trees' parameters are chosen among: the classic one only.  A
+# multi-bit key (grouping factor 2) is 1.5x larger: on breast_cancer it made the ensembles'
+# evaluation keys 31-43 MB, 0.53-0.56x Concrete ML's (the target is 0.5x), for lookups
+# about twice as fast that the trees' latency does not need (0.015-0.026x the peer's
+# against 0.022-0.03x classic; benchmarks/bench_trees.py, docs/trees.md).
+GROUPING_FACTORS = (1,)
 
 
 # ------------------------------------------------------------------ trees ----------------
@@ -597,7 +603,8 @@ class TreeCircuitPlan:
             spec = [{"name": "bits", "encrypted": True, "shape": [len(self.used_columns)],
                      "lo": 0, "hi": 1}]
             try:
-                params, per_lookup = finalize(program, spec, p_error, global_p_error)
+                params, per_lookup = finalize(program, spec, p_error, global_p_error,
+                                              GROUPING_FACTORS)
             except ValueError:
                 continue
             word_bits = _fewest_word_bits(program, params, per_lookup)
@@ -611,7 +618,8 @@ class TreeCircuitPlan:
             # the wire bytes can, while fewer input bits save more than an output costs.
             # (The lookup width alone is no test: finalize may keep it and pay for the
             # output noise with a second bootstrap level instead.)
-            cheapest = select_parameters(params.precision, per_lookup, 1.0).time_estimate
+            cheapest = select_parameters(params.precision, per_lookup, 1.0,
+                                         grouping_factors=GROUPING_FACTORS).time_estimate
             if params.time_estimate <= cheapest and \
                     (best[-1] - INPUT_WORD_BITS[0]) * n_levels / 8 < output_bytes / n_groups:
                 break

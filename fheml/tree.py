@@ -20,6 +20,7 @@ from sklearn.utils.extmath import softmax
 from sklearn.utils.validation import check_is_fitted
 
 from fheml._tree_circuit import (
+    GROUPING_FACTORS,
     MIN_LOOKUP_BITS,
     ThermometerQuantizer,
     TreeCircuitPlan,
@@ -89,7 +90,8 @@ def _plan(trees, values, columns, n_levels, p_error, global_p_error):
         plan = TreeCircuitPlan(trees, values, columns, bits)
         if plan.n_lookups == 0:
             return plan
-        floor = plan.n_lookups * select_parameters(bits, loosest).time_estimate
+        floor = plan.n_lookups * select_parameters(
+            bits, loosest, grouping_factors=GROUPING_FACTORS).time_estimate
         if best is not None and floor >= best[0]:
             continue  # even the cheapest set for these lookups costs more
         try:

@@ -304,7 +304,8 @@ def test_acceptance_regression(cls, params):
 def test_ensembles_get_the_cheapest_parameters():
     """The output grouping never pays for the outputs' noise with a costlier set (a second
     bootstrap level) when more groups keep the cheapest set for the lookups; failure
-    probabilities stay within p_error per lookup."""
+    probabilities stay within p_error per lookup.  Trees keep the classic bootstrap: its
+    keys are the smallest (a multi-bit key of the same lookups is 1.5x larger)."""
     from fheml._core import select_parameters
 
     X_train, _, y_train, _ = _split(load_breast_cancer)
@@ -319,9 +320,13 @@ def test_ensembles_get_the_cheapest_parameters():
         model = cls(**params).fit(X_train, y_train)
         circuit = model.compile()
         stats = circuit.statistics
-        cheapest = select_parameters(stats["lookup_precision"], stats["p_error"], 1.0)
+        cheapest = select_parameters(stats["lookup_precision"], stats["p_error"], 1.0,
+                                     grouping_factors=(1,))
         assert circuit.parameters.cost == cheapest.cost, (cls.__name__, circuit.parameters)
         assert circuit.parameters.pbs_level == 1
+        assert circuit.parameters.grouping_factor == 1
+        faster = select_parameters(stats["lookup_precision"], stats["p_error"], 1.0)
+        assert circuit.parameters.bsk_bytes <= faster.bsk_bytes
         assert stats["global_p_error"] <= stats["lookups"] * stats["p_error"] * (1 + 1e-9)
 
 

@@ -61,7 +61,7 @@ def _partitions(program):
     return {k: find(k) for k, node in enumerate(program.nodes) if node.encrypted}
 
 
-def finalize(program, input_specs, p_error=None, global_p_error=None):
+def finalize(program, input_specs, p_error=None, global_p_error=None, grouping_factors=None):
     """Choose the encoding precisions, each lookup's read precision and the parameters.
 
     Every partition of the program (encrypted values joined by linear operations, see
@@ -70,7 +70,9 @@ def finalize(program, input_specs, p_error=None, global_p_error=None):
     Sets ``program.precision`` (the widest), the ``precision`` of every encrypted node, the
     ``pin``/``premul`` attributes of every lookup, the precision and offset of every
     encrypted input spec; returns the selected :class:`~fheml._core.ParameterSet` and the
-    per-lookup failure probability targeted.
+    per-lookup failure probability targeted.  ``grouping_factors`` limits the blind
+    rotations searched (see :func:`~fheml._core.select_parameters`; ``(1,)``: classic,
+    the smallest keys).
     """
     from fheml._core.parameters import _max_variance, log2_p_fail, select_parameters
 
@@ -150,13 +152,15 @@ def finalize(program, input_specs, p_error=None, global_p_error=None):
     max_variance_pbs = min(_max_variance(p_k, log2_p) / nu_k ** 2 for nu_k, p_k in outputs)
     for precision in range(lookup_bits, MAX_LOOKUP_BITS + 1):
         params = select_parameters(precision, p_error, nu, bootstrap=True,
-                                   max_variance_pbs=max_variance_pbs)
+                                   max_variance_pbs=max_variance_pbs,
+                                   grouping_factors=grouping_factors)
         if params is not None and any(lookup_p_fail(program, n, params) > p_error
                                       for n in lookups):
             # lookups of fresh inputs are noisier than those sets allow: count them as
             # bootstrap outputs (a bound on their noise)
             params = select_parameters(precision, p_error, nu_all, bootstrap=True,
-                                       max_variance_pbs=max_variance_pbs)
+                                       max_variance_pbs=max_variance_pbs,
+                                       grouping_factors=grouping_factors)
         if params is None:
             continue
         if all(log2_p_fail(nu_k ** 2 * params.variance_output, p_k) <= log2_p + 1e-9
@@ -164,7 +168,8 @@ def finalize(program, input_specs, p_error=None, global_p_error=None):
             return params, p_error
     # Nothing fits: say whether the lookups alone are impossible (too large a norm feeding
     # them: select_parameters explains) or only the outputs are.
-    select_parameters(lookup_bits, p_error, nu, bootstrap=True)
+    select_parameters(lookup_bits, p_error, nu, bootstrap=True,
+                      grouping_factors=grouping_factors)
     raise ValueError(
         f"no parameters decrypt the outputs at {max(p for _, p in outputs)} bits with "
         f"p_error={p_error:.3g}; lower the bit width of the outputs (or the norm of the "
