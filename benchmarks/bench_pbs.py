@@ -127,7 +127,7 @@ def main():
     rows = []
     for p in a.bits:
         batch = 64 if p <= 5 else 16 if p <= 6 else 4
-        r = bench_one(p, a.p_error, a.repeat if p <= 6 else 2, batch, 3 if p <= 6 else 1)
+        r = bench_one(p, a.p_error, a.repeat if p <= 6 else 2, batch, 3)
         rows.append(r)
         print(f"p={p}: {r['params']}", flush=True)
         print(f"     KS {r['ks_ms']:.2f} ms, PBS {r['pbs_ms']:.2f} ms, KS+PBS {r['ks_pbs_ms']:.2f} ms "

@@ -91,9 +91,21 @@ static inline void fheml_barrier_release_(fheml_barrier *b)
 {
     if (b->parties > 0 && b->arrived >= b->parties) {
         b->arrived = 0;
-        b->generation++;
+        __atomic_store_n(&b->generation, b->generation + 1, __ATOMIC_RELEASE);
         pthread_cond_broadcast(&b->cv);
     }
+}
+
+/* Iterations a waiting thread spins (reading the generation) before it sleeps: threads
+ * in lockstep meet once per step, usually a few microseconds apart when each has a core,
+ * and a sleep costs a wake-up of tens of microseconds. */
+#define FHEML_BARRIER_SPINS 20000
+
+static inline void fheml_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
 }
 
 static inline void fheml_barrier_wait(fheml_barrier *b)
@@ -103,7 +115,18 @@ static inline void fheml_barrier_wait(fheml_barrier *b)
     pthread_mutex_lock(&b->mu);
     const unsigned long gen = b->generation;
     b->arrived++;
-    fheml_barrier_release_(b);
+    if (b->parties > 0 && b->arrived >= b->parties) {
+        fheml_barrier_release_(b);
+        pthread_mutex_unlock(&b->mu);
+        return;
+    }
+    pthread_mutex_unlock(&b->mu);
+    for (int i = 0; i < FHEML_BARRIER_SPINS; i++) {
+        if (__atomic_load_n(&b->generation, __ATOMIC_ACQUIRE) != gen)
+            return;
+        fheml_cpu_relax();
+    }
+    pthread_mutex_lock(&b->mu);
     while (gen == b->generation)
         pthread_cond_wait(&b->cv, &b->mu);
     pthread_mutex_unlock(&b->mu);
