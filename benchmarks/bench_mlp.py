@@ -69,7 +69,7 @@ def bench(name, batch, seed):
     loader, hidden = DATASETS[name]
     X_train, X_test, y_train, y_test = data = split(loader)
     t = time.perf_counter()
-    # the defaults (quantization-aware training settings, p_error=2**-80)
+    # the defaults (quantization-aware training settings, p_error=2**-500)
     model = FHEMLPClassifier(hidden, random_state=seed, n_jobs=-1).fit(X_train, y_train)
     fit_s = time.perf_counter() - t
     float_model = MLPClassifier(hidden, random_state=seed).fit(X_train, y_train)
