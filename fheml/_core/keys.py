@@ -1031,7 +1031,9 @@ def run_pbs_batch(ek, cts, luts, index, out, *, n_jobs=1, group=None, bar=None, 
     jobs = max(1, min(effective_n_jobs(n_jobs), B))
     if group is None:
         group = max(1, min(4, B // jobs))
-    tasks = jobs if bar is None else max(jobs, -(-B // _PROGRESS_CHUNK))
+    # with progress, tasks of at most about _PROGRESS_CHUNK rows, as many per thread (3
+    # tasks on 2 threads kept one thread idle a third of the time)
+    tasks = jobs if bar is None else jobs * -(-(-(-B // _PROGRESS_CHUNK)) // jobs)
     bounds = np.linspace(0, B, tasks + 1).astype(int)
     ranges = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
     if jobs == 1:

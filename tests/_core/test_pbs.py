@@ -287,3 +287,24 @@ def test_step_barrier_needs_a_party():
     barrier = _kernels.StepBarrier(1)
     barrier.leave()  # a party that never rotates
     assert barrier.parties == 1
+
+
+def test_progress_tasks_are_shared_evenly_between_threads(monkeypatch):
+    """With progress reported, a batch is cut in tasks of about _PROGRESS_CHUNK rows, as
+    many per thread (640 rows on 2 threads were 3 tasks: one thread did two)."""
+    sk, ek, m, tables, index, luts, cts, out = _lockstep_case(2, 10)
+    monkeypatch.setattr(_keys, "_PROGRESS_CHUNK", 4)  # 10 rows: 3 chunks -> 4 tasks
+    seen = []
+    real = _keys._pbs_chunk
+    monkeypatch.setattr(_keys, "_pbs_chunk",
+                        lambda ek_, c, l, i, o, a, b, *rest: seen.append(b - a)
+                        or real(ek_, c, l, i, o, a, b, *rest))
+
+    class Bar:
+        def update(self, n):
+            pass
+
+    _keys.run_pbs_batch(ek, cts, luts, index, out, n_jobs=2, bar=Bar(), lockstep=False)
+    assert len(seen) % 2 == 0 and sum(seen) == 10 and max(seen) - min(seen) <= 1
+    assert np.array_equal(sk.decrypt(LweCiphertext(np.ascontiguousarray(out[:, 0]),
+                                                   ek.key_id)), tables[index, m])
