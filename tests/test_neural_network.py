@@ -19,7 +19,9 @@ from fheml.neural_network import (
     FHEMLPRegressor,
     _QATNetwork,
     _rounding_lsbs,
+    _rounding_noise,
     _tie_offsets,
+    _training_noise,
 )
 from tests.compiler.conftest import use_cached_keys
 
@@ -321,3 +323,23 @@ def test_uncompilable_configuration_names_the_layer_and_the_parameter(cancer):
         model.fit(X, y)
     with pytest.raises(ValueError, match=r"output layer \(64 inputs -> 1 scores\).*n_w_bits"):
         model.compile()
+
+
+def test_training_noise_is_at_least_that_of_2_to_the_minus_80():
+    """Quiet lookups (the classifier's p_error=2**-500) are trained at the rounding noise of
+    2**-80 lookups: a network trained at its own lower noise keeps smaller margins."""
+    floor = _rounding_noise(2.0 ** -80, None, 50)
+    assert _training_noise(2.0 ** -500, None, 50) == floor
+    assert _training_noise(None, None, 50) == _rounding_noise(None, None, 50) > floor
+    assert _training_noise(2.0 ** -80, 2.0 ** -200, 50) == floor
+    assert FHEMLPClassifier().p_error == 2.0 ** -500
+    assert FHEMLPRegressor().p_error is None
+
+
+def test_quiet_default_lookups_use_the_larger_polynomial(cancer_model, cancer):
+    """The classifier's default buys N=4096 lookups (the modulus switch of N=2048 alone is
+    0.033 of a rounding step, more than the 0.019 of 2**-500)."""
+    X_train = cancer[0]
+    params = cancer_model.compile(X_train).parameters
+    assert params.polynomial_size >= 4096
+    assert params.log2_p_fail() <= -500 + 1e-9
