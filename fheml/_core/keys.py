@@ -980,6 +980,14 @@ def _pbs_chunk(ek, cts, luts, index, out, start, end, group, extract=(1, 0), bar
 LOCKSTEP_MIN_KEY_BYTES = 2 << 30
 
 
+def _cpus():
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _lockstep_rounds(ek, cts, luts, index, out, ranges_per_round, group, extract, bar):
     """Rounds of lockstep chunks: each round runs its ranges in as many threads, all
     waiting for each other before every blind-rotation step (one read of each GGSW from
@@ -1044,7 +1052,9 @@ def run_pbs_batch(ek, cts, luts, index, out, *, n_jobs=1, group=None, bar=None, 
 
     client = active_dask_client()
     if lockstep is None:
-        lockstep = ek.bsk_fourier.nbytes >= LOCKSTEP_MIN_KEY_BYTES
+        # threads in lockstep spin at each step while they wait: only as many as there are
+        # CPUs to run them
+        lockstep = ek.bsk_fourier.nbytes >= LOCKSTEP_MIN_KEY_BYTES and jobs <= _cpus()
     if client is None and lockstep and _kernels.HAVE_STEP_BARRIER:
         # rounds of `jobs` chunks (one per thread), of at most _PROGRESS_CHUNK rows per
         # thread when progress is reported

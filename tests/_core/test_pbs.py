@@ -278,6 +278,9 @@ def test_lockstep_is_chosen_by_key_size(monkeypatch):
     assert len(calls) == (1 if _kernels.HAVE_STEP_BARRIER else 0)
     _keys.run_pbs_batch(ek, cts, luts, index, out, n_jobs=1)  # one thread: nothing to share
     assert len(calls) == (1 if _kernels.HAVE_STEP_BARRIER else 0)
+    monkeypatch.setattr(_keys, "_cpus", lambda: 1)  # more threads than CPUs: no spinning
+    _keys.run_pbs_batch(ek, cts, luts, index, out, n_jobs=2)
+    assert len(calls) == (1 if _kernels.HAVE_STEP_BARRIER else 0)
 
 
 @pytest.mark.skipif(not _kernels.HAVE_STEP_BARRIER, reason="no POSIX threads")
